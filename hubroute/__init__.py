@@ -1,0 +1,69 @@
+"""hubroute: pick the right Hugging Face model for a prompt, and keep learning as the Hub grows.
+
+The main entry points:
+
+- :class:`HubRouter` routes prompts (``route``) and is saved and shared with ``save_pretrained`` /
+  ``from_pretrained`` / ``push_to_hub``;
+- :class:`CARvEConfig` and :class:`CARvETrainer` teach a router one experience (new models and prompts)
+  with the CARvE objective, replay and anchoring.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+from .errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    DataFormatError,
+    ForgettingGateError,
+    HubAccessError,
+    HubRouteError,
+    IncompatibleCheckpointError,
+    InvalidPromptError,
+    UnknownModelError,
+)
+from .routing.encoder import DEFAULT_ENCODER, EncoderConfig
+from .routing.registry import ModelRecord, Registry
+from .routing.results import RouteResult
+from .routing.router import HubRouter, RouterConfig
+
+if TYPE_CHECKING:
+    from .training.config import CARvEConfig
+    from .training.trainer import CARvETrainer
+
+_LAZY = {"CARvEConfig": "hubroute.training.config", "CARvETrainer": "hubroute.training.trainer"}
+
+
+def __getattr__(name: str) -> Any:
+    # The training stack (transformers' Trainer, accelerate) is only imported when it is used.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hubroute' has no attribute {name!r}")
+
+
+__all__ = [
+    "__version__",
+    "HubRouter",
+    "RouterConfig",
+    "RouteResult",
+    "Registry",
+    "ModelRecord",
+    "EncoderConfig",
+    "DEFAULT_ENCODER",
+    "CARvEConfig",
+    "CARvETrainer",
+    "HubRouteError",
+    "InvalidPromptError",
+    "UnknownModelError",
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "IncompatibleCheckpointError",
+    "DataFormatError",
+    "HubAccessError",
+    "ForgettingGateError",
+]

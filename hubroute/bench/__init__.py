@@ -1,0 +1,1 @@
+"""Benchmarks: CMRBench loading, metrics, baselines and the benchmark runner."""

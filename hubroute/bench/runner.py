@@ -1,0 +1,230 @@
+"""The CMRBench runner: every method on the public protocol, same data and metrics, one run.
+
+Methods:
+
+- ``carve``: the CARvE recipe (:class:`~hubroute.CARvEConfig` defaults): replay and anchors;
+- ``zero_shot``: dense retrieval of the prompt against model cards, same encoder, no training;
+- ``bm25``: BM25 over model cards;
+- ``seq_ft``: the same trainer with no replay and no anchors (naive sequential fine-tuning);
+- ``replay``: carve's replay budget, no anchors;
+- ``joint``: one training run on all experiences at once (the upper bound).
+
+After each experience every test set seen so far is scored against the union registry (all models seen so
+far); the results go into accuracy matrices, summarised by :func:`hubroute.bench.metrics.summarize`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..routing.registry import Registry
+from ..routing.router import HubRouter, RouterConfig
+from .baselines import BM25Index
+from .cmrbench import CMRBench, Experience
+from .metrics import AccuracyMatrix, LabelMaps, score_predictions, summarize
+
+__all__ = ["METHODS", "run_cmrbench", "method_config", "format_table"]
+
+logger = logging.getLogger(__name__)
+
+METHODS: tuple[str, ...] = ("carve", "zero_shot", "bm25", "seq_ft", "replay", "joint")
+TOP_K = 5
+
+Ranker = Callable[[Sequence[str]], list[list[str]]]
+
+
+def method_config(method: str, base: Any, seed: int, output_dir: str) -> Any:
+    """Return the :class:`CARvEConfig` of a trained method, derived from ``base`` (the carve recipe)."""
+    changes: dict[str, Any] = {"seed": seed, "output_dir": output_dir, "disable_tqdm": True}
+    if method == "seq_ft":
+        changes.update(replay_strategy="none", embedding_anchor_weight=0.0, projection_anchor_weight=0.0,
+                       phase1_fraction=0.0, ewc_weight=0.0)
+    elif method == "replay":
+        changes.update(embedding_anchor_weight=0.0, projection_anchor_weight=0.0, phase1_fraction=0.0,
+                       ewc_weight=0.0)
+    elif method == "joint":
+        changes.update(replay_strategy="none")
+    elif method != "carve":
+        raise ValueError(f"{method!r} is not a trained method.")
+    return dataclasses.replace(base, **changes)
+
+
+def _label_maps(bench: CMRBench) -> LabelMaps:
+    ids, families, domains = [], [], []
+    for experience in bench:
+        for split in (experience.train, experience.test):
+            ids += split["model_id"]
+            families += split["family"]
+            domains += split["domain"]
+    return LabelMaps.from_rows(ids, families, domains)
+
+
+def _router_ranker(router: HubRouter, batch_size: int = 64) -> Ranker:
+    def rank(prompts: Sequence[str]) -> list[list[str]]:
+        _, ids = router.search(list(prompts), top_k=TOP_K, batch_size=batch_size)
+        return [[router.registry[i].model_id for i in row] for row in ids.tolist()]
+
+    return rank
+
+
+def _bm25_ranker(registry: Registry) -> Ranker:
+    index = BM25Index([r.document() for r in registry])
+
+    def rank(prompts: Sequence[str]) -> list[list[str]]:
+        return [[registry[i].model_id for i in row] for row in index.search(list(prompts), TOP_K).tolist()]
+
+    return rank
+
+
+class _Run:
+    """One (method, seed) run: trains or indexes experience by experience and fills the matrix."""
+
+    def __init__(self, bench: CMRBench, labels: LabelMaps, router_config: RouterConfig) -> None:
+        self.bench = bench
+        self.labels = labels
+        self.router_config = router_config
+        self.matrix = AccuracyMatrix(bench.names)
+        self.times: list[dict[str, float]] = []
+
+    def evaluate(self, after: int, ranker: Ranker, upto: int) -> None:
+        for j in range(upto + 1):
+            test = self.bench[j].test
+            predicted = ranker(test["prompt"])
+            self.matrix.record(after, j, score_predictions(predicted, test["model_id"], test["domain"], self.labels))
+
+    def new_router(self) -> HubRouter:
+        return HubRouter(dataclasses.replace(self.router_config, encoder=dataclasses.replace(self.router_config.encoder)))
+
+    def run_trained(self, method: str, base: Any, seed: int, workdir: str, progress: tqdm) -> None:
+        from ..training.trainer import CARvETrainer
+
+        router = self.new_router()
+        args = method_config(method, base, seed, workdir)
+        if method == "joint":
+            from datasets import concatenate_datasets
+
+            joint = Experience("joint", concatenate_datasets([e.train for e in self.bench]), None)
+            start = time.perf_counter()
+            CARvETrainer(model=router, args=args, train_dataset=joint.train, experience="joint").train()
+            trained = time.perf_counter()
+            self.evaluate(len(self.bench) - 1, _router_ranker(router), len(self.bench) - 1)
+            self.times.append({"train_s": trained - start, "eval_s": time.perf_counter() - trained})
+            progress.update(len(self.bench))
+            return
+        for t, experience in enumerate(self.bench):
+            start = time.perf_counter()
+            CARvETrainer(model=router, args=args, train_dataset=experience.train, experience=experience.name).train()
+            trained = time.perf_counter()
+            self.evaluate(t, _router_ranker(router), t)
+            self.times.append({"train_s": trained - start, "eval_s": time.perf_counter() - trained})
+            progress.update(1)
+
+    def run_retrieval(self, method: str, progress: tqdm) -> None:
+        from ..training.data import records_from_rows
+
+        router = self.new_router() if method == "zero_shot" else None
+        registry = Registry()
+        for t, experience in enumerate(self.bench):
+            start = time.perf_counter()
+            records = records_from_rows(experience.train)
+            if router is not None:
+                router.add_models(records, experience=experience.name)
+                ranker = _router_ranker(router)
+            else:
+                registry.extend(records, experience=experience.name)
+                ranker = _bm25_ranker(registry)
+            indexed = time.perf_counter()
+            self.evaluate(t, ranker, t)
+            self.times.append({"train_s": indexed - start, "eval_s": time.perf_counter() - indexed})
+            progress.update(1)
+
+
+def run_cmrbench(
+    bench: CMRBench,
+    methods: Sequence[str] = METHODS,
+    seeds: Sequence[int] = (0,),
+    config: Any = None,
+    router_config: RouterConfig | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Run methods on CMRBench's public protocol and return one result object per method.
+
+    Args:
+        bench: The loaded benchmark (:func:`hubroute.bench.load_cmrbench`).
+        methods: Methods to run (see the module docstring).
+        seeds: Seeds; results are averaged over them.
+        config: The carve recipe (:class:`~hubroute.CARvEConfig`); the other trained methods derive from it.
+        router_config: Architecture of new routers (default: bundled MiniLM).
+        show_progress: Show a progress bar.
+
+    Returns:
+        ``{method: {M_acc, F_acc, D_acc, M_fgt, F_fgt, D_fgt, M_at5, ..., "matrices": [...per seed],
+        "wall_time_s": {...}, "seeds": [...]}}``, accuracies in percent.
+    """
+    from ..training.config import CARvEConfig
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}; choose from {list(METHODS)}.")
+    base = config or CARvEConfig()
+    router_config = router_config or RouterConfig()
+    labels = _label_maps(bench)
+    results: dict[str, Any] = {}
+    seeds_of = {m: list(seeds[:1]) if m in ("zero_shot", "bm25") else list(seeds) for m in methods}
+    total = sum(len(s) for s in seeds_of.values()) * len(bench)
+    with tqdm(total=total, desc="CMRBench", unit="exp", disable=not show_progress) as progress, \
+            tempfile.TemporaryDirectory(prefix="hubroute-bench-") as workdir:
+        for method in methods:
+            runs = []
+            method_seeds = seeds_of[method]  # retrieval baselines are deterministic: one seed
+            for seed in method_seeds:
+                progress.set_postfix_str(f"{method} seed {seed}")
+                _seed_everything(seed)
+                run = _Run(bench, labels, router_config)
+                if method in ("zero_shot", "bm25"):
+                    run.run_retrieval(method, progress)
+                else:
+                    run.run_trained(method, base, seed, str(Path(workdir) / method), progress)
+                runs.append(run)
+            summary = summarize([r.matrix for r in runs])
+            summary["matrices"] = [r.matrix.to_lists() for r in runs]
+            train_times = [sum(t["train_s"] for t in r.times) for r in runs]
+            summary["wall_time_s"] = {
+                "per_experience": [r.times for r in runs],
+                "train_total_mean": sum(train_times) / len(train_times),
+                "total_mean": sum(t["train_s"] + t["eval_s"] for r in runs for t in r.times) / len(runs),
+            }
+            summary["seeds"] = list(method_seeds)
+            results[method] = summary
+            logger.info("%s: %s", method, format_row(method, summary))
+    return results
+
+
+def _seed_everything(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def format_row(method: str, r: dict[str, Any]) -> str:
+    cols = [r["M_acc"], r["F_acc"], r["D_acc"], r["M_at5"], r["M_fgt"], r["F_fgt"], r["D_fgt"]]
+    return f"| {method} | " + " | ".join(_fmt(c) for c in cols) + f" | {r['wall_time_s']['total_mean']:.0f} |"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Return a Markdown table of the headline numbers, one row per method."""
+    header = "| method | M-Acc | F-Acc | D-Acc | M@5 | M-Fgt | F-Fgt | D-Fgt | time (s) |"
+    rule = "| --- | " + " | ".join(["---:"] * 8) + " |"
+    return "\n".join([header, rule, *(format_row(m, r) for m, r in results.items())])

@@ -1,0 +1,1 @@
+"""The ``hubroute`` command line."""

@@ -1,0 +1,59 @@
+"""Exceptions raised by hubroute.
+
+Every error names what went wrong and what to do about it. They subclass the built-in exception a caller
+would naturally catch (``ValueError`` for bad input, ``FileNotFoundError`` for missing files, ...), so
+``except ValueError`` keeps working, and all of them subclass :class:`HubRouteError`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HubRouteError",
+    "InvalidPromptError",
+    "UnknownModelError",
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "IncompatibleCheckpointError",
+    "DataFormatError",
+    "HubAccessError",
+    "ForgettingGateError",
+]
+
+
+class HubRouteError(Exception):
+    """Base class of every error raised by hubroute."""
+
+
+class InvalidPromptError(HubRouteError, ValueError):
+    """A prompt given to :meth:`HubRouter.route` is empty or not a string."""
+
+
+class UnknownModelError(HubRouteError, KeyError):
+    """A model id is not in the router's registry."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes around it
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(HubRouteError, ValueError):
+    """A saved router is corrupt, incomplete or inconsistent."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No saved router exists at the given folder or repo."""
+
+
+class IncompatibleCheckpointError(CheckpointError):
+    """A saved router was written by a newer hubroute, or is not a hubroute router at all."""
+
+
+class DataFormatError(HubRouteError, ValueError):
+    """A data file is malformed; the message names the file and the line."""
+
+
+class HubAccessError(HubRouteError, RuntimeError):
+    """A Hugging Face Hub request failed (authentication, rate limit, server error, timeout)."""
+
+
+class ForgettingGateError(HubRouteError, RuntimeError):
+    """An update forgot more than allowed on old experiences, so it was not saved."""

@@ -1,0 +1,1 @@
+"""Hugging Face Hub integration: downloads, error mapping, model cards, crawling new models."""

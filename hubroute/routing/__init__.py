@@ -1,0 +1,20 @@
+"""Routing: the router, its registry of models, the prompt encoder and the scoring index."""
+
+from .encoder import DEFAULT_ENCODER, EncoderConfig, PromptEncoder
+from .index import ScoringIndex
+from .registry import ModelRecord, Registry, model_key
+from .results import RouteResult
+from .router import HubRouter, RouterConfig
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "EncoderConfig",
+    "PromptEncoder",
+    "ScoringIndex",
+    "ModelRecord",
+    "Registry",
+    "model_key",
+    "RouteResult",
+    "HubRouter",
+    "RouterConfig",
+]

@@ -1,0 +1,273 @@
+"""Router checkpoint format: safetensors and JSON only, written atomically, verified on load.
+
+A router folder holds:
+
+- ``config.json``: format version, architecture, encoder reference, checksums of the other files;
+- ``model.safetensors``: the projection and the model embeddings;
+- ``registry.json``: the models, in id order, with their metadata;
+- ``encoder/``: the encoder's trained weights, when there are any (a LoRA adapter or a full backbone);
+- ``training_state.json`` / ``training_state.safetensors``: what the continual learner needs next time;
+- ``README.md``: the model card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import CheckpointError, CheckpointNotFoundError, IncompatibleCheckpointError
+
+if TYPE_CHECKING:
+    from .router import HubRouter
+
+__all__ = ["FORMAT_VERSION", "atomic_directory", "write_router", "read_router", "resolve_folder", "write_json"]
+
+FORMAT_VERSION = 1
+LIBRARY_NAME = "hubroute"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+REGISTRY_FILE = "registry.json"
+STATE_JSON_FILE = "training_state.json"
+STATE_TENSORS_FILE = "training_state.safetensors"
+ENCODER_DIR = "encoder"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` atomically (temporary file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, ensure_ascii=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _is_router_folder(folder: Path) -> bool:
+    try:
+        return json.loads((folder / CONFIG_FILE).read_text()).get("library_name") == LIBRARY_NAME
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """Yield a staging folder that replaces ``target`` only once the block completes without error.
+
+    Raises:
+        FileExistsError: ``target`` exists, is not empty and is not a hubroute router (never overwritten).
+    """
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not _is_router_folder(target))):
+        raise FileExistsError(
+            f"{target} exists and is not a hubroute router folder; refusing to replace it. "
+            "Choose a new or empty folder."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    try:
+        yield staging
+        for path in staging.rglob("*"):
+            if path.is_file():
+                with path.open("rb") as handle:
+                    os.fsync(handle.fileno())
+        if target.exists():
+            backup = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}")
+            os.replace(target, backup)
+            os.replace(staging, target)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_router(router: HubRouter, folder: Path) -> None:
+    """Write every file of ``router`` except the model card into ``folder``."""
+    from safetensors.torch import save_file
+
+    from .. import __version__
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {
+        "projection.weight": router.projection.weight.detach().float().cpu().contiguous(),
+        "model_embeddings": router.model_embeddings.detach().float().cpu().contiguous(),
+    }
+    save_file(weights, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    write_json(folder / REGISTRY_FILE, router.registry.to_list())
+    encoder_entry = router.encoder.save(folder / ENCODER_DIR)
+    if router.training_state:
+        write_json(folder / STATE_JSON_FILE, router.training_state)
+    if router.training_tensors:
+        tensors = {k: v.detach().float().cpu().contiguous() for k, v in router.training_tensors.items()}
+        save_file(tensors, str(folder / STATE_TENSORS_FILE), metadata={"format": "pt"})
+    checksums = {
+        str(path.relative_to(folder)): _sha256(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name not in (CONFIG_FILE, "README.md")
+    }
+    config = {
+        "library_name": LIBRARY_NAME,
+        "format_version": FORMAT_VERSION,
+        "hubroute_version": __version__,
+        "router": router.config.to_dict(),
+        "encoder": encoder_entry,
+        "num_models": router.num_models,
+        "info": router.info,
+        "checksums": checksums,
+    }
+    write_json(folder / CONFIG_FILE, config)
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointNotFoundError(
+            f"No router found at {folder}: {CONFIG_FILE} is missing. Pass a folder written by "
+            "HubRouter.save_pretrained() or a Hub repo pushed with push_to_hub()."
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); the checkpoint is corrupt. Save it again.") from err
+    if not isinstance(config, dict) or config.get("library_name") != LIBRARY_NAME:
+        raise IncompatibleCheckpointError(
+            f"{folder} is not a hubroute router ({CONFIG_FILE} has no 'library_name: hubroute'). "
+            "Load it with the library that wrote it."
+        )
+    version = config.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path} has no integer 'format_version'; the checkpoint is corrupt.")
+    if version > FORMAT_VERSION:
+        raise IncompatibleCheckpointError(
+            f"{folder} was written in router format {version} by hubroute {config.get('hubroute_version')}, "
+            f"newer than this hubroute (format {FORMAT_VERSION}). Upgrade: pip install -U hubroute"
+        )
+    return config
+
+
+def _verify_checksums(folder: Path, config: dict[str, Any]) -> None:
+    for name, expected in (config.get("checksums") or {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing; the checkpoint at {folder} is incomplete. Save it again.")
+        if _sha256(path) != expected:
+            raise CheckpointError(
+                f"{path} does not match its checksum in {CONFIG_FILE}: the file is corrupt or comes from "
+                "another checkpoint. Save the router again."
+            )
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; the checkpoint is incomplete. Save the router again.")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for every kind of damage
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}).") from err
+
+
+def read_router(cls: type[HubRouter], folder: Path) -> HubRouter:
+    """Load and verify a router written by :func:`write_router`."""
+    from .encoder import PromptEncoder
+    from .registry import Registry
+    from .router import RouterConfig
+
+    config = _read_config(folder)
+    _verify_checksums(folder, config)
+    try:
+        registry_data = json.loads((folder / REGISTRY_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{folder / REGISTRY_FILE} is missing; the checkpoint is incomplete.") from err
+    except ValueError as err:
+        raise CheckpointError(f"{folder / REGISTRY_FILE} is not valid JSON ({err}).") from err
+    registry = Registry.from_list(registry_data)
+    weights = _load_safetensors(folder / WEIGHTS_FILE)
+    for name in ("projection.weight", "model_embeddings"):
+        if name not in weights:
+            raise CheckpointError(f"{folder / WEIGHTS_FILE} has no tensor {name!r}; it is not a hubroute router file.")
+
+    router_config = RouterConfig.from_dict(config.get("router") or {})
+    encoder = PromptEncoder.load(folder / ENCODER_DIR, config.get("encoder") or {})
+    router = cls(router_config, registry=registry, encoder=encoder)
+    projection, embeddings = weights["projection.weight"], weights["model_embeddings"]
+    if tuple(projection.shape) != tuple(router.projection.weight.shape):
+        raise CheckpointError(
+            f"Projection shape {tuple(projection.shape)} in {folder / WEIGHTS_FILE} does not fit the encoder "
+            f"{router_config.encoder.name_or_path!r} (expected {tuple(router.projection.weight.shape)})."
+        )
+    if embeddings.shape[0] != len(registry) or embeddings.shape[1] != router.embedding_dim:
+        raise CheckpointError(
+            f"{folder / WEIGHTS_FILE} holds {embeddings.shape[0]} model embeddings of size {embeddings.shape[1]}, "
+            f"but {REGISTRY_FILE} lists {len(registry)} models of size {router.embedding_dim}: the files come "
+            "from different checkpoints."
+        )
+    with torch.no_grad():
+        router.projection.weight.copy_(projection)
+    router.model_embeddings = torch.nn.Parameter(embeddings.clone())
+    router.info = dict(config.get("info") or {})
+    if (folder / STATE_JSON_FILE).is_file():
+        try:
+            router.training_state = json.loads((folder / STATE_JSON_FILE).read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise CheckpointError(f"{folder / STATE_JSON_FILE} is not valid JSON ({err}).") from err
+    if (folder / STATE_TENSORS_FILE).is_file():
+        router.training_tensors = _load_safetensors(folder / STATE_TENSORS_FILE)
+    router.eval()
+    return router
+
+
+def resolve_folder(
+    name_or_path: str | Path,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+) -> Path:
+    """Return the local folder of a router: the path itself, or a Hub snapshot downloaded into the cache."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    looks_like_repo = name.count("/") == 1 and not name.startswith((".", "/", "~")) and not path.exists()
+    if not looks_like_repo:
+        raise CheckpointNotFoundError(
+            f"No router folder at {name!r}. Pass a folder written by save_pretrained() or a Hub repo id "
+            "such as 'collagelab/carve'."
+        )
+    from ..hub.download import download_router
+
+    return download_router(
+        name,
+        revision=revision,
+        token=token,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        force_download=force_download,
+    )

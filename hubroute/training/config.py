@@ -1,0 +1,143 @@
+"""`CARvEConfig`: the training configuration of the CARvE trainer.
+
+Like TRL's configs it subclasses :class:`transformers.TrainingArguments`, so every Trainer option
+(precision, devices, logging, seeds) is available, and it loads from Python, from YAML and from the
+command line alike (``hubroute train --config carve.yaml --num_train_epochs 2``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from transformers import TrainingArguments
+
+__all__ = ["CARvEConfig"]
+
+
+@dataclass
+class CARvEConfig(TrainingArguments):
+    r"""Configuration of :class:`~hubroute.CARvETrainer`.
+
+    Only the CARvE-specific fields are listed; the rest are :class:`~transformers.TrainingArguments`
+    (whose defaults are changed as noted).
+
+    Parameters:
+        encoder_mode (`str`, defaults to `"full"`):
+            How the prompt encoder learns: `"frozen"` (only the projection and the model embeddings train),
+            `"lora"` (a peft LoRA adapter trains) or `"full"` (every encoder weight trains).
+        learning_rate (`float`, defaults to `2e-5`):
+            Learning rate of the encoder weights (use about `5e-4` for LoRA).
+        head_learning_rate (`float`, defaults to `1e-3`):
+            Learning rate of the projection.
+        embedding_learning_rate (`float`, defaults to `1e-3`):
+            Learning rate of the model embeddings.
+        lora_r, lora_alpha, lora_dropout, lora_target_modules:
+            The LoRA adapter, when `encoder_mode="lora"` (target modules default to peft's choice).
+        num_candidates (`int`, defaults to `64`):
+            Size of each example's candidate set (the gold included).
+        num_hard_negatives (`int`, defaults to `15`):
+            Hard negatives per set, mined with the current router at the start of every epoch.
+        num_group_negatives (`int`, defaults to `38`):
+            Negatives drawn from the gold's parent group (same category).
+        num_far_negatives (`int`, defaults to `10`):
+            Negatives drawn from other domains.
+        hard_negative_pool (`int`, defaults to `50`):
+            Mined negatives kept per example.
+        soft_target_eps (`float`, defaults to `0.02`):
+            Target mass spread over the gold's same-domain neighbours in the set (0 for hard targets). Soft
+            targets are used outside phase 1.
+        phase1_fraction (`float`, defaults to `0.4`):
+            From the second experience on, the share of steps in phase 1 (encoder frozen, anchors on, hard
+            targets); phase 2 trains everything without anchors.
+        embedding_anchor_weight (`float`, defaults to `1e4`):
+            Weight of `mean(1 - cos(e_i, e_ref_i))` over the old model embeddings, in phase 1.
+        projection_anchor_weight (`float`, defaults to `5e4`):
+            Weight of the mean squared distance of the projection to its snapshot, in phase 1.
+        replay_fraction (`float`, defaults to `0.1`):
+            Share of each experience's examples kept for replay in later experiences.
+        replay_strategy (`str`, defaults to `"coreset"`):
+            `"coreset"` (domain/model coreset, at most `replay_max_per_model` prompts per model, a quota per
+            domain), `"random"`, or `"none"`.
+        replay_max_per_model (`int`, defaults to `3`), replay_min_per_domain (`int`, defaults to `5`):
+            Coreset caps.
+        replay_loss_weight (`float`, defaults to `1.0`):
+            Loss weight of replayed examples in phase 1.
+        ewc_weight (`float`, defaults to `0.0`):
+            Weight of online EWC on the projection and embeddings (0 disables it). When on, it replaces the
+            anchors.
+        ewc_gamma (`float`, defaults to `0.9`):
+            Decay of older Fisher estimates in online EWC.
+        encode_batch_size (`int`, defaults to `64`):
+            Batch size of the no-grad encoding passes (row initialisation, caching, mining).
+    """
+
+    # -- overridden TrainingArguments defaults ------------------------------------------------------------
+    output_dir: str | None = field(default="runs/carve", metadata={"help": "Where Trainer checkpoints go."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "Learning rate of the encoder weights."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs per experience."})
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Examples per step and device."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay of the encoder weights."})
+    warmup_steps: float = field(default=10, metadata={"help": "Linear warm-up steps (or ratio if < 1)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    save_strategy: str = field(default="no", metadata={"help": "Trainer checkpoints: 'no', 'steps' or 'epoch'."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Experiment trackers."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collator's columns."})
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={
+            "help": "Sampler: 'group_by_length' (default: batches of similar prompt lengths, less padding), "
+            "'random', 'sequential' or 'batch_rebalance'.",
+            "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
+        },
+    )
+
+    # -- CARvE ---------------------------------------------------------------------------------------------
+    encoder_mode: Literal["frozen", "lora", "full"] = field(
+        default="full", metadata={"help": "How the encoder learns: frozen, lora or full."}
+    )
+    head_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the projection."})
+    embedding_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the model embeddings."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules that get LoRA adapters (default: peft's choice for the model)."}
+    )
+    num_candidates: int = field(default=64, metadata={"help": "Candidate set size, gold included."})
+    num_hard_negatives: int = field(default=15, metadata={"help": "Mined hard negatives per candidate set."})
+    num_group_negatives: int = field(default=38, metadata={"help": "Same-parent-group negatives per set."})
+    num_far_negatives: int = field(default=10, metadata={"help": "Other-domain negatives per set."})
+    hard_negative_pool: int = field(default=50, metadata={"help": "Mined negatives kept per example."})
+    soft_target_eps: float = field(default=0.02, metadata={"help": "Soft-target mass on same-domain neighbours."})
+    phase1_fraction: float = field(default=0.4, metadata={"help": "Share of steps in phase 1 (experience 2+)."})
+    embedding_anchor_weight: float = field(default=1e4, metadata={"help": "Embedding anchor weight (phase 1)."})
+    projection_anchor_weight: float = field(default=5e4, metadata={"help": "Projection anchor weight (phase 1)."})
+    replay_fraction: float = field(default=0.1, metadata={"help": "Share of each experience kept for replay."})
+    replay_strategy: Literal["coreset", "random", "none"] = field(
+        default="coreset", metadata={"help": "Replay selection: coreset, random or none."}
+    )
+    replay_max_per_model: int = field(default=3, metadata={"help": "Coreset: prompts kept per model at most."})
+    replay_min_per_domain: int = field(default=5, metadata={"help": "Coreset: minimum quota per domain."})
+    replay_loss_weight: float = field(default=1.0, metadata={"help": "Loss weight of replayed examples in phase 1."})
+    ewc_weight: float = field(default=0.0, metadata={"help": "Online EWC weight (0 disables EWC)."})
+    ewc_gamma: float = field(default=0.9, metadata={"help": "Online EWC decay of older Fisher estimates."})
+    encode_batch_size: int = field(default=64, metadata={"help": "Batch size of no-grad encoding passes."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks = [
+            (self.encoder_mode in ("frozen", "lora", "full"), "encoder_mode must be 'frozen', 'lora' or 'full'"),
+            (self.replay_strategy in ("coreset", "random", "none"), "replay_strategy must be coreset, random or none"),
+            (0.0 <= self.replay_fraction <= 1.0, "replay_fraction must be within [0, 1]"),
+            (0.0 <= self.phase1_fraction < 1.0, "phase1_fraction must be within [0, 1)"),
+            (0.0 <= self.soft_target_eps < 1.0, "soft_target_eps must be within [0, 1)"),
+            (self.num_candidates >= 2, "num_candidates must be at least 2"),
+            (min(self.num_hard_negatives, self.num_group_negatives, self.num_far_negatives) >= 0,
+             "negative counts must not be negative"),
+            (min(self.embedding_anchor_weight, self.projection_anchor_weight, self.ewc_weight) >= 0,
+             "regulariser weights must not be negative"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"Invalid CARvEConfig: {message}.")

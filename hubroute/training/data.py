@@ -1,0 +1,95 @@
+"""Training data: the experience dataset schema, its validation, and the CARvE batch collator.
+
+An experience is a :class:`datasets.Dataset` with one routed prompt per row:
+
+| column | required | meaning |
+| --- | --- | --- |
+| ``prompt`` | yes | the user prompt |
+| ``model_id`` | yes | the Hub model that should serve it |
+| ``domain``, ``family``, ``card_text``, ``created_at``, ``pipeline_tag``, ``library_name``, ``license`` | no | metadata of the model, read from its first row |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataFormatError
+from ..routing.encoder import PromptEncoder
+from ..routing.registry import ModelRecord, Registry
+from ..routing.taxonomy import domain_key
+from .candidates import CandidateSampler
+
+__all__ = ["REQUIRED_COLUMNS", "check_experience", "records_from_rows", "CARvECollator"]
+
+REQUIRED_COLUMNS = ("prompt", "model_id")
+_RECORD_COLUMNS = ("domain", "family", "card_text", "created_at", "pipeline_tag", "library_name", "license")
+
+
+def check_experience(dataset: Any, name: str = "train_dataset") -> None:
+    """Check that ``dataset`` is a non-empty experience with string prompts and model ids.
+
+    Raises:
+        DataFormatError: naming the missing column or the first bad row.
+    """
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:
+        raise DataFormatError(f"{name} must be a datasets.Dataset, got {type(dataset).__name__}.")
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise DataFormatError(f"{name} lacks the column(s) {missing}; an experience needs {list(REQUIRED_COLUMNS)}.")
+    if len(dataset) == 0:
+        raise DataFormatError(f"{name} is empty: an experience needs at least one (prompt, model_id) row.")
+    for column in REQUIRED_COLUMNS:
+        for row, value in enumerate(dataset[column]):
+            if not isinstance(value, str) or not value.strip():
+                raise DataFormatError(f"{name} row {row}: {column!r} must be a non-empty string, got {value!r}.")
+
+
+def records_from_rows(dataset: Any) -> list[ModelRecord]:
+    """Return one :class:`ModelRecord` per model of ``dataset``, with the metadata of its first row."""
+    columns = [c for c in _RECORD_COLUMNS if c in dataset.column_names]
+    data = {c: dataset[c] for c in ("model_id", *columns)}
+    seen: dict[str, ModelRecord] = {}
+    for i, model_id in enumerate(data["model_id"]):
+        key = model_id.strip().lower()
+        if key not in seen:
+            seen[key] = ModelRecord(model_id=model_id.strip(), **{c: data[c][i] for c in columns})
+    return list(seen.values())
+
+
+class CARvECollator:
+    """Collate rows ``{prompt, label, index, is_replay}`` into a CARvE batch.
+
+    The batch holds the tokenised prompts (``features``), the gold ids (``labels``), the example indices
+    (``index``, to look up cached encoder outputs and mined negatives), the candidate sets (``candidates``,
+    gold first), which candidates share the gold's domain (``neighbours``, for soft targets) and the replay
+    flags.
+
+    Args:
+        encoder: Tokenises the prompts.
+        sampler: Draws the candidate sets.
+        registry: Gives each model's domain.
+    """
+
+    def __init__(self, encoder: PromptEncoder, sampler: CandidateSampler, registry: Registry) -> None:
+        self.encoder = encoder
+        self.sampler = sampler
+        codes = {d: i for i, d in enumerate(sorted({domain_key(r.domain) for r in registry}))}
+        self.domain_codes = torch.tensor([codes[domain_key(r.domain)] for r in registry])
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        labels = np.array([r["label"] for r in rows], dtype=np.int64)
+        index = np.array([r["index"] for r in rows], dtype=np.int64)
+        candidates = self.sampler.sample(labels, index)
+        return {
+            "features": dict(self.encoder.tokenize([r["prompt"] for r in rows])),
+            "labels": torch.from_numpy(labels),
+            "index": torch.from_numpy(index),
+            "candidates": candidates,
+            "neighbours": self.domain_codes[candidates] == self.domain_codes[labels][:, None],
+            "is_replay": torch.tensor([bool(r["is_replay"]) for r in rows]),
+        }

@@ -1,0 +1,344 @@
+"""`CARvETrainer`: teach a :class:`~hubroute.HubRouter` one experience with the CARvE objective.
+
+A trainer instance handles one experience; call it once per experience to learn continually::
+
+    router = HubRouter()
+    for name, data in experiences:
+        CARvETrainer(model=router, args=CARvEConfig(), train_dataset=data, experience=name).train()
+        router.save_pretrained(f"routers/{name}")
+
+On construction the trainer snapshots the router (the anchors' references), registers the experience's new
+models with stable ids (their embeddings initialised from card text and training prompts), and mixes in
+the replay buffer saved with the router. ``train()`` then runs, through :class:`transformers.Trainer` and
+Accelerate (devices, mixed precision, distributed runs):
+
+- **phase 1** (experiences after the first; ``phase1_fraction`` of the steps): encoder frozen (its
+  outputs are cached), hard targets, the embedding and projection anchors (or EWC) on;
+- **phase 2**: every trainable part learns, soft targets, no anchors.
+
+Each example is scored against its own candidate set (gold, hard negatives mined with the current router
+at every epoch over all examples, same-group, other-domain and random negatives). At the end the
+experience's replay coreset (and EWC statistics, when enabled) is stored in the router.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import Trainer, TrainerCallback
+
+from ..routing.registry import model_key
+from ..routing.router import HubRouter
+from .candidates import CandidateSampler, mine_hard_negatives
+from .config import CARvEConfig
+from .data import CARvECollator, check_experience, records_from_rows
+from .losses import CandidateContrastiveLoss, EmbeddingAnchorLoss, EWCPenalty, ProjectionAnchorLoss
+from .replay import ReplayBuffer
+
+__all__ = ["CARvETrainer"]
+
+logger = logging.getLogger(__name__)
+
+REPLAY_STATE_KEY = "replay"
+EWC_PARAMETERS = ("projection.weight", "model_embeddings")
+
+
+def _configure_encoder(router: HubRouter, args: CARvEConfig) -> None:
+    """Set which encoder weights train, adding a LoRA adapter when asked and none is attached."""
+    encoder = router.encoder
+    if args.encoder_mode == "lora" and not encoder.has_lora:
+        lora = {"r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout}
+        if args.lora_target_modules:
+            lora["target_modules"] = list(args.lora_target_modules)
+        encoder.add_lora(lora)
+    for name, param in encoder.named_parameters():
+        if args.encoder_mode == "full":
+            param.requires_grad_(True)
+        elif args.encoder_mode == "lora":
+            param.requires_grad_("lora_" in name)
+        else:
+            param.requires_grad_(False)
+    if args.encoder_mode == "full":
+        encoder.fine_tuned = True
+
+
+class _PhaseAndMiningCallback(TrainerCallback):
+    """Sets the phase-1 length when training starts and re-mines hard negatives at every epoch."""
+
+    def __init__(self, trainer: CARvETrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        trainer = self.trainer
+        trainer.phase1_steps = int(args.phase1_fraction * state.max_steps) if trainer.num_old_models else 0
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.refresh_hard_negatives()
+
+
+class CARvETrainer(Trainer):
+    """Trainer for the CARvE continual routing objective (one experience per instance).
+
+    Args:
+        model: The router to teach; it is extended in place (new models, trained weights, replay buffer).
+        args: Training configuration; defaults to :class:`CARvEConfig` defaults.
+        train_dataset: The experience: rows with ``prompt`` and ``model_id`` (plus optional model metadata,
+            see :mod:`hubroute.training.data`).
+        experience: Name of the experience (recorded in the registry and the router's info).
+        callbacks: Extra :class:`~transformers.TrainerCallback` objects.
+        **kwargs: Passed to :class:`transformers.Trainer`.
+
+    Raises:
+        DataFormatError: ``train_dataset`` is malformed.
+    """
+
+    def __init__(
+        self,
+        model: HubRouter,
+        args: CARvEConfig | None = None,
+        train_dataset: Dataset | None = None,
+        experience: str | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(model, HubRouter):
+            raise TypeError(f"CARvETrainer trains a HubRouter, got {type(model).__name__}.")
+        args = args or CARvEConfig()
+        if not isinstance(args, CARvEConfig):
+            raise TypeError(f"args must be a CARvEConfig, got {type(args).__name__}.")
+        check_experience(train_dataset)
+        assert train_dataset is not None
+        self.router = model
+        self.experience = experience or f"experience-{len(model.info.get('experiences', [])) + 1}"
+        show = not args.disable_tqdm
+
+        # Snapshot the last checkpoint's state: the anchors' references.
+        self.num_old_models = model.num_models
+        self.embedding_anchor = EmbeddingAnchorLoss(model.model_embeddings.detach().clone())
+        self.projection_anchor = ProjectionAnchorLoss(model.projection.weight.detach().clone())
+        self.ewc = self._load_ewc(model) if args.ewc_weight > 0 else None
+
+        # Current examples plus the replay buffer, and the encoder outputs of all of them.
+        self.replay_buffer = ReplayBuffer.from_state(model.training_state.get(REPLAY_STATE_KEY))
+        prompts = list(train_dataset["prompt"])
+        self.num_current = len(prompts)
+        self.current_model_ids = [m.strip() for m in train_dataset["model_id"]]
+        self.current_domains = list(train_dataset["domain"]) if "domain" in train_dataset.column_names else None
+        replay = [e for e in self.replay_buffer.examples if model_key(e.model_id) not in self._current_keys()]
+        all_prompts = prompts + [e.prompt for e in replay]
+        self.features = model.encoder.encode(all_prompts, batch_size=args.encode_batch_size, show_progress=show)
+
+        # Register the new models; initialise their embeddings from their card and their prompts.
+        records = records_from_rows(train_dataset)
+        new_ids = model.registry.extend(records, experience=self.experience)
+        if new_ids:
+            vectors = model.project(self.features[: self.num_current]).detach()
+            rows_of: dict[str, list[int]] = {}
+            for i, model_id in enumerate(self.current_model_ids):
+                rows_of.setdefault(model_key(model_id), []).append(i)
+            new_records = [model.registry[i] for i in new_ids]
+            per_model = [vectors[rows_of[model_key(r.model_id)]] for r in new_records]
+            model.append_embeddings(model.initial_embeddings(new_records, per_model, show_progress=show))
+
+        labels = [model.registry.index(m) for m in self.current_model_ids + [e.model_id for e in replay]]
+        internal = Dataset.from_dict(
+            {
+                "prompt": all_prompts,
+                "label": labels,
+                "index": list(range(len(all_prompts))),
+                "is_replay": [False] * self.num_current + [True] * len(replay),
+                "length": [len(p) for p in all_prompts],
+            }
+        )
+        _configure_encoder(model, args)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.sampler = CandidateSampler(
+            model.registry,
+            num_candidates=args.num_candidates,
+            num_hard=args.num_hard_negatives,
+            num_group=args.num_group_negatives,
+            num_far=args.num_far_negatives,
+            seed=args.seed + len(model.info.get("experiences", [])),
+        )
+        self.route_loss = CandidateContrastiveLoss(model.config.temperature)
+        self.phase1_steps = 0
+        callbacks = [*(callbacks or []), _PhaseAndMiningCallback(self)]
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=internal,
+            data_collator=CARvECollator(model.encoder, self.sampler, model.registry),
+            callbacks=callbacks,
+            **kwargs,
+        )
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _current_keys(self) -> set[str]:
+        return {model_key(m) for m in self.current_model_ids}
+
+    def _load_ewc(self, router: HubRouter) -> EWCPenalty | None:
+        tensors = router.training_tensors
+        names = [n for n in EWC_PARAMETERS if f"ewc.fisher.{n}" in tensors]
+        if not names:
+            return None
+        return EWCPenalty(
+            {n: tensors[f"ewc.fisher.{n}"] for n in names}, {n: tensors[f"ewc.reference.{n}"] for n in names}
+        )
+
+    def in_phase1(self) -> bool:
+        """Whether the current step belongs to phase 1 (encoder frozen, anchors on)."""
+        return self.state.global_step < self.phase1_steps
+
+    def uses_cached_features(self) -> bool:
+        """Whether the encoder is frozen at this step, so its cached outputs stand in for it."""
+        return self.args.encoder_mode == "frozen" or self.in_phase1()
+
+    @torch.no_grad()
+    def _all_query_vectors(self) -> torch.Tensor:
+        router = self.accelerator.unwrap_model(self.model)
+        if self.uses_cached_features():
+            pooled = self.features
+        else:
+            pooled = router.encoder.encode(list(self.train_dataset["prompt"]), batch_size=self.args.encode_batch_size)
+        weight = router.projection.weight.detach().float().cpu()
+        return torch.nn.functional.normalize(pooled @ weight.T, dim=-1)
+
+    def refresh_hard_negatives(self) -> None:
+        """Mine, for every training example, the models the current router confuses with its gold."""
+        if self.args.num_hard_negatives == 0:
+            return
+        router = self.accelerator.unwrap_model(self.model)
+        embeddings = router.normalized_embeddings().detach().float().cpu()
+        hard = mine_hard_negatives(
+            self._all_query_vectors(), self.labels, embeddings, router.registry, self.args.hard_negative_pool
+        )
+        self.sampler.set_hard_negatives(hard)
+
+    # -- Trainer hooks -------------------------------------------------------------------------------------
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        """AdamW with one group per part: encoder (``learning_rate``), projection, embeddings."""
+        if self.optimizer is None:
+            router = self.accelerator.unwrap_model(self.model)
+            encoder_params = [p for p in router.encoder.parameters() if p.requires_grad]
+            groups = [
+                {"params": [router.projection.weight], "lr": self.args.head_learning_rate, "weight_decay": 0.0},
+                {"params": [router.model_embeddings], "lr": self.args.embedding_learning_rate, "weight_decay": 0.0},
+            ]
+            if encoder_params:
+                groups.append(
+                    {"params": encoder_params, "lr": self.args.learning_rate, "weight_decay": self.args.weight_decay}
+                )
+            self.optimizer = torch.optim.AdamW(
+                groups, betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon
+            )
+        return self.optimizer
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        """CARvE loss: candidate-set InfoNCE, plus the anchors (or EWC) in phase 1."""
+        phase1 = self.in_phase1()
+        if self.uses_cached_features():
+            pooled = self.features[inputs["index"].cpu()].to(inputs["candidates"].device)
+            outputs = model(pooled=pooled)
+        else:
+            outputs = model(features=inputs["features"])
+        queries, embeddings = outputs
+        weights = None
+        if phase1 and self.args.replay_loss_weight != 1.0:
+            weights = 1.0 + (self.args.replay_loss_weight - 1.0) * inputs["is_replay"].float()
+        loss = self.route_loss(
+            queries,
+            embeddings,
+            inputs["candidates"],
+            inputs["neighbours"],
+            soft_target_eps=0.0 if phase1 else self.args.soft_target_eps,
+            weights=weights,
+        )
+        if phase1:
+            loss = loss + self._regularisers(embeddings)
+        return (loss, outputs) if return_outputs else loss
+
+    def _regularisers(self, embeddings: torch.Tensor) -> torch.Tensor:
+        router = self.accelerator.unwrap_model(self.model)
+        if self.ewc is not None:
+            self.ewc.to(embeddings.device)
+            params = {"projection.weight": router.projection.weight, "model_embeddings": router.model_embeddings}
+            return self.args.ewc_weight * self.ewc(params)
+        self.embedding_anchor.to(embeddings.device)
+        self.projection_anchor.to(embeddings.device)
+        return self.args.embedding_anchor_weight * self.embedding_anchor(
+            embeddings
+        ) + self.args.projection_anchor_weight * self.projection_anchor(router.projection.weight)
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        # Trainer checkpoints hold the whole router in its own format (safetensors + JSON).
+        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir or self.args.output_dir)
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """Train on the experience, then store its replay coreset (and EWC statistics) in the router."""
+        if kwargs.get("resume_from_checkpoint") or (args and args[0]):
+            raise ValueError(
+                "CARvETrainer does not resume Trainer checkpoints; load the saved router with "
+                "HubRouter.from_pretrained() and train the experience again."
+            )
+        output = super().train(**kwargs)
+        self._finish_experience()
+        return output
+
+    # -- end of experience ---------------------------------------------------------------------------------
+    def _finish_experience(self) -> None:
+        router = self.accelerator.unwrap_model(self.model)
+        router.eval()
+        args = self.args
+        if args.replay_strategy != "none":
+            kept = self.replay_buffer.add_experience(
+                self.experience,
+                list(self.train_dataset["prompt"][: self.num_current]),
+                self.current_model_ids,
+                self.current_domains or [router.registry.get(m).domain for m in self.current_model_ids],
+                self.features[: self.num_current].numpy(),
+                fraction=args.replay_fraction,
+                strategy=args.replay_strategy,
+                max_per_model=args.replay_max_per_model,
+                min_per_domain=args.replay_min_per_domain,
+                seed=args.seed,
+            )
+            logger.info("Kept %d examples of %s for replay.", kept, self.experience)
+        router.training_state[REPLAY_STATE_KEY] = self.replay_buffer.to_state()
+        if args.ewc_weight > 0:
+            self._update_ewc(router)
+        experiences = list(router.info.get("experiences", []))
+        if self.experience not in experiences:
+            experiences.append(self.experience)
+        router.info["experiences"] = experiences
+
+    def _update_ewc(self, router: HubRouter) -> None:
+        """Online EWC: F <- gamma * F_old + F_new (batch-gradient Fisher), reference <- current weights."""
+        params = {"projection.weight": router.projection.weight, "model_embeddings": router.model_embeddings}
+        fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+        pooled = router.encoder.encode(list(self.train_dataset["prompt"]), batch_size=self.args.encode_batch_size)
+        batches = 0
+        for start in range(0, len(self.labels), 16):
+            idx = np.arange(start, min(start + 16, len(self.labels)))
+            candidates = self.sampler.sample(self.labels[idx], idx).to(router.model_embeddings.device)
+            queries, embeddings = router(pooled=pooled[idx].to(router.model_embeddings.device))
+            router.zero_grad(set_to_none=True)
+            self.route_loss(queries, embeddings, candidates).backward()
+            for name, param in params.items():
+                fisher[name] += param.grad.detach().float() ** 2
+            batches += 1
+        router.zero_grad(set_to_none=True)
+        tensors = router.training_tensors
+        for name, param in params.items():
+            new = fisher[name] / max(batches, 1)
+            old = tensors.get(f"ewc.fisher.{name}")
+            if old is not None:
+                rows = min(old.shape[0], new.shape[0])
+                new[:rows] += self.args.ewc_gamma * old[:rows].to(new.device)
+            tensors[f"ewc.fisher.{name}"] = new.cpu()
+            tensors[f"ewc.reference.{name}"] = param.detach().float().cpu().clone()

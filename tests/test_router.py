@@ -16,8 +16,8 @@ from hubroute import (
     IncompatibleCheckpointError,
     InvalidPromptError,
     ModelRecord,
-    RouteResult,
     RouterConfig,
+    RouteResult,
 )
 
 MODELS = [

@@ -11,7 +11,6 @@ Each split becomes a :class:`datasets.Dataset` in hubroute's experience schema (
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataFormatError
+from ..training.data import read_jsonl
 
-__all__ = ["EXPERIENCES", "Experience", "CMRBench", "load_cmrbench", "read_jsonl", "strip_instruction_prefix"]
+__all__ = ["EXPERIENCES", "Experience", "CMRBench", "load_cmrbench", "strip_instruction_prefix"]
 
 EXPERIENCES: tuple[str, ...] = ("apibench-hf", "mllm", "hugging-bench-1", "hugging-bench-2")
 TRAIN_SPLIT, TEST_SPLIT = "val", "eval"
@@ -30,25 +30,6 @@ _PREFIX = re.compile(r"^\s*#{1,4}\s*Instruction\s*:?\s*", re.IGNORECASE)
 def strip_instruction_prefix(text: str) -> str:
     """Remove a leading ``###Instruction:`` marker (and its variants) from a prompt."""
     return _PREFIX.sub("", text, count=1).strip()
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield the JSON objects of a JSON Lines file, skipping blank lines.
-
-    Raises:
-        DataFormatError: naming the file and the line of the first malformed record.
-    """
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(f"{path}, line {number}: not valid JSON ({err.msg}).") from err
-            if not isinstance(record, dict):
-                raise DataFormatError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}.")
-            yield record
 
 
 def _row(record: dict[str, Any], path: Path, number: int) -> dict[str, Any]:
@@ -73,18 +54,7 @@ def _row(record: dict[str, Any], path: Path, number: int) -> dict[str, Any]:
 def _read_split(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"CMRBench file {path} is missing; pass the folder that holds processed/.")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(f"{path}, line {number}: not valid JSON ({err.msg}).") from err
-            if not isinstance(record, dict):
-                raise DataFormatError(f"{path}, line {number}: expected a JSON object.")
-            rows.append(_row(record, path, number))
+    rows = [_row(record, path, number) for number, record in read_jsonl(path)]
     if not rows:
         raise DataFormatError(f"{path} holds no records.")
     return rows
@@ -123,6 +93,25 @@ class CMRBench:
     @property
     def names(self) -> list[str]:
         return [e.name for e in self.experiences]
+
+    def development_split(self, seed: int = 0) -> CMRBench:
+        """Return a copy whose test sets are carved out of the training sets, for tuning without ``eval``.
+
+        From each experience's training split, one example of every model that has at least two is held
+        out as the test set; the rest stays for training.
+        """
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        experiences = []
+        for experience in self.experiences:
+            by_model: dict[str, list[int]] = {}
+            for i, model_id in enumerate(experience.train["model_id"]):
+                by_model.setdefault(model_id.lower(), []).append(i)
+            held = sorted(int(rng.choice(rows)) for rows in by_model.values() if len(rows) >= 2)
+            kept = sorted(set(range(len(experience.train))) - set(held))
+            experiences.append(Experience(experience.name, experience.train.select(kept), experience.train.select(held)))
+        return CMRBench(experiences, f"{self.source} (development split, seed {seed})")
 
 
 def _load_local(folder: Path, names: Sequence[str]) -> CMRBench:

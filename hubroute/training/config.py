@@ -68,6 +68,13 @@ class CARvEConfig(TrainingArguments):
             anchors.
         ewc_gamma (`float`, defaults to `0.9`):
             Decay of older Fisher estimates in online EWC.
+        drift_compensation (`bool`, defaults to `True`):
+            After training, re-align the embeddings of old models that the experience did not contain with
+            the updated prompt space: a linear map from new to old prompt vectors is fitted (ridge, weight
+            `drift_ridge`) on the experience's prompts encoded before and after training, and applied to
+            those embeddings, so scores of old routes are preserved although the encoder moved.
+        drift_ridge (`float`, defaults to `0.1`):
+            Ridge penalty of that map (towards the identity).
         encode_batch_size (`int`, defaults to `64`):
             Batch size of the no-grad encoding passes (row initialisation, caching, mining).
     """
@@ -122,6 +129,10 @@ class CARvEConfig(TrainingArguments):
     replay_loss_weight: float = field(default=1.0, metadata={"help": "Loss weight of replayed examples in phase 1."})
     ewc_weight: float = field(default=0.0, metadata={"help": "Online EWC weight (0 disables EWC)."})
     ewc_gamma: float = field(default=0.9, metadata={"help": "Online EWC decay of older Fisher estimates."})
+    drift_compensation: bool = field(
+        default=True, metadata={"help": "Re-align old model embeddings with the updated prompt space after training."}
+    )
+    drift_ridge: float = field(default=0.1, metadata={"help": "Ridge penalty of the drift-compensation map."})
     encode_batch_size: int = field(default=64, metadata={"help": "Batch size of no-grad encoding passes."})
 
     def __post_init__(self) -> None:

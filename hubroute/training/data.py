@@ -11,7 +11,9 @@ An experience is a :class:`datasets.Dataset` with one routed prompt per row:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +25,71 @@ from ..routing.registry import ModelRecord, Registry
 from ..routing.taxonomy import domain_key
 from .candidates import CandidateSampler
 
-__all__ = ["REQUIRED_COLUMNS", "check_experience", "records_from_rows", "CARvECollator"]
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "check_experience",
+    "records_from_rows",
+    "read_jsonl",
+    "load_experience_file",
+    "CARvECollator",
+]
 
 REQUIRED_COLUMNS = ("prompt", "model_id")
 _RECORD_COLUMNS = ("domain", "family", "card_text", "created_at", "pipeline_tag", "library_name", "license")
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, object)`` for each record of a JSON Lines file, skipping blank lines.
+
+    Raises:
+        DataFormatError: naming the file and the line of the first malformed record.
+    """
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataFormatError(f"{path}, line {number}: not valid JSON ({err.msg}).") from err
+            if not isinstance(record, dict):
+                raise DataFormatError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}.")
+            yield number, record
+
+
+def load_experience_file(path: str | Path) -> Any:
+    """Load an experience from a ``.jsonl`` / ``.json`` (JSON Lines), ``.csv`` or ``.parquet`` file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        DataFormatError: unsupported format, malformed content (naming the file and the line or row), or
+            missing ``prompt`` / ``model_id`` values.
+    """
+    from datasets import Dataset
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Data file {path} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        records = []
+        for number, record in read_jsonl(path):
+            for column in REQUIRED_COLUMNS:
+                value = record.get(column)
+                if not isinstance(value, str) or not value.strip():
+                    raise DataFormatError(
+                        f"{path}, line {number}: {column!r} must be a non-empty string, got {value!r}."
+                    )
+            records.append(record)
+        dataset = Dataset.from_list(records)
+    elif suffix == ".csv":
+        dataset = Dataset.from_csv(str(path))
+    elif suffix == ".parquet":
+        dataset = Dataset.from_parquet(str(path))
+    else:
+        raise DataFormatError(f"{path}: unsupported data format {suffix!r}; use .jsonl, .json, .csv or .parquet.")
+    check_experience(dataset, name=str(path))
+    return dataset
 
 
 def check_experience(dataset: Any, name: str = "train_dataset") -> None:

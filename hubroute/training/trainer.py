@@ -220,7 +220,9 @@ class CARvETrainer(Trainer):
 
     # -- Trainer hooks -------------------------------------------------------------------------------------
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
-        """AdamW with one group per part: encoder (``learning_rate``), projection, embeddings."""
+        """The optimizer chosen by ``args.optim`` (AdamW by default) with one parameter group per part:
+        encoder (``learning_rate``), projection (``head_learning_rate``), embeddings
+        (``embedding_learning_rate``)."""
         if self.optimizer is None:
             router = self.accelerator.unwrap_model(self.model)
             encoder_params = [p for p in router.encoder.parameters() if p.requires_grad]
@@ -232,9 +234,8 @@ class CARvETrainer(Trainer):
                 groups.append(
                     {"params": encoder_params, "lr": self.args.learning_rate, "weight_decay": self.args.weight_decay}
                 )
-            self.optimizer = torch.optim.AdamW(
-                groups, betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon
-            )
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, router)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
     def compute_loss(
@@ -310,12 +311,41 @@ class CARvETrainer(Trainer):
             )
             logger.info("Kept %d examples of %s for replay.", kept, self.experience)
         router.training_state[REPLAY_STATE_KEY] = self.replay_buffer.to_state()
+        if args.drift_compensation and self.num_old_models:
+            self._compensate_drift(router)
         if args.ewc_weight > 0:
             self._update_ewc(router)
         experiences = list(router.info.get("experiences", []))
         if self.experience not in experiences:
             experiences.append(self.experience)
         router.info["experiences"] = experiences
+
+    @torch.no_grad()
+    def _compensate_drift(self, router: HubRouter) -> None:
+        """Map the embeddings of old models absent from this experience into the updated prompt space.
+
+        Training moved the encoder and the projection, so prompts of old models now land elsewhere while
+        those models' embeddings stayed put. A ridge regression ``q_old ~ q_new B`` fitted on this
+        experience's prompts (before vs after training) tells where; ``e <- normalise(e B^T)`` then keeps
+        ``score_new(x, e') ~ score_old(x, e)``.
+        """
+        weight_before = self.projection_anchor.reference.cpu()
+        before = torch.nn.functional.normalize(self.features @ weight_before.T, dim=-1)
+        if self.args.encoder_mode == "frozen":
+            after = torch.nn.functional.normalize(self.features @ router.projection.weight.detach().float().cpu().T, dim=-1)
+        else:
+            after = torch.from_numpy(router.embed_prompts(list(self.train_dataset["prompt"]), self.args.encode_batch_size))
+        dim = after.shape[1]
+        gram = after.T @ after + self.args.drift_ridge * torch.eye(dim)
+        mapping = torch.linalg.solve(gram, after.T @ before + self.args.drift_ridge * torch.eye(dim))
+        present = {router.registry.index(m) for m in self.current_model_ids}
+        stale = torch.tensor([i for i in range(self.num_old_models) if i not in present], dtype=torch.long)
+        if len(stale) == 0:
+            return
+        rows = router.model_embeddings.data
+        moved = torch.nn.functional.normalize(rows[stale].float().cpu() @ mapping.T, dim=-1)
+        rows[stale] = moved.to(rows.dtype).to(rows.device)
+        router._index = None
 
     def _update_ewc(self, router: HubRouter) -> None:
         """Online EWC: F <- gamma * F_old + F_new (batch-gradient Fisher), reference <- current weights."""

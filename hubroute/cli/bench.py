@@ -1,0 +1,72 @@
+"""``hubroute bench``: benchmarks (CMRBench)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="Run benchmarks.", description="Benchmarks.")
+    commands = parser.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+
+    cmr = commands.add_parser(
+        "cmrbench",
+        help="CMRBench, public protocol: every method, accuracy matrices, forgetting.",
+        description="Train and test each method on CMRBench's four experiences in order (train on val, "
+        "test on eval), then print a table and write JSON.",
+    )
+    cmr.add_argument("--data", required=True, help="CMRBench folder (e.g. ../shared/cmrbench) or Hub dataset repo.")
+    cmr.add_argument("--output", default="results/cmrbench.json", help="JSON results file.")
+    cmr.add_argument("--methods", nargs="+", default=None, help="Methods to run (default: all).")
+    cmr.add_argument("--seeds", nargs="+", type=int, default=[0], help="Seeds (results are averaged).")
+    cmr.add_argument("--replay", type=float, default=None, help="Replay budget, a fraction of each experience.")
+    cmr.add_argument("--config", default=None, help="YAML file with CARvEConfig fields for the carve recipe.")
+    cmr.add_argument("--encoder", default=None, help="Encoder model id or path (default: bundled MiniLM).")
+    cmr.add_argument("--experiences", nargs="+", default=None, help="Subset of experiences (default: all four).")
+    cmr.add_argument(
+        "--dev", action="store_true",
+        help="Test on a development split carved out of the training files instead of eval (for tuning).",
+    )
+    cmr.set_defaults(func=run_cmrbench_command)
+
+
+def _carve_config(args: argparse.Namespace):
+    from trl import TrlParser
+
+    from ..training.config import CARvEConfig
+
+    argv = ["--config", args.config] if args.config else []
+    (config,) = TrlParser([CARvEConfig]).parse_args_and_config(argv)
+    if args.replay is not None:
+        config.replay_fraction = args.replay
+    return config
+
+
+def run_cmrbench_command(args: argparse.Namespace) -> int:
+    from ..bench.cmrbench import load_cmrbench
+    from ..bench.runner import METHODS, format_table, run_cmrbench
+    from ..routing.checkpoint import write_json
+    from ..routing.encoder import EncoderConfig
+    from ..routing.router import RouterConfig
+
+    logging.getLogger("hubroute").setLevel(logging.INFO)
+    bench = load_cmrbench(args.data, experiences=args.experiences)
+    if args.dev:
+        bench = bench.development_split()
+    router_config = RouterConfig(encoder=EncoderConfig(args.encoder)) if args.encoder else None
+    results = run_cmrbench(
+        bench,
+        methods=args.methods or METHODS,
+        seeds=args.seeds,
+        config=_carve_config(args),
+        router_config=router_config,
+    )
+    print(format_table(results))
+    output = Path(args.output)
+    write_json(output, results)
+    print(f"\nWrote {output}")
+    return 0

@@ -1,0 +1,77 @@
+"""``hubroute train``: teach a router one experience or a sequence, from a config file or flags."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..routing.encoder import DEFAULT_ENCODER
+
+__all__ = ["TrainScriptArguments", "make_parser", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainScriptArguments:
+    """What to train on and where the router goes (the training recipe itself is :class:`CARvEConfig`)."""
+
+    data: str = field(
+        metadata={
+            "help": "A CMRBench folder or Hub dataset repo (with --experiences), or one data file "
+            "(.jsonl/.json/.csv/.parquet) with 'prompt' and 'model_id' columns."
+        }
+    )
+    output: str = field(metadata={"help": "Folder the trained router is saved to (after every experience)."})
+    experiences: list[str] | None = field(
+        default=None, metadata={"help": "CMRBench experiences to learn, in order (default: all)."}
+    )
+    router: str | None = field(default=None, metadata={"help": "Continue a saved router (folder or Hub repo)."})
+    encoder: str = field(default=DEFAULT_ENCODER, metadata={"help": "Encoder of a new router (model id or path)."})
+    embedding_dim: int | None = field(default=None, metadata={"help": "Embedding size of a new router."})
+    temperature: float = field(default=0.08, metadata={"help": "Softmax temperature of a new router."})
+    max_length: int = field(default=256, metadata={"help": "Prompt truncation (tokens) of a new router."})
+
+
+def make_parser(prog: str = "hubroute train") -> Any:
+    from trl import TrlParser
+
+    from ..training.config import CARvEConfig
+
+    return TrlParser([TrainScriptArguments, CARvEConfig], prog=prog)
+
+
+def _experiences(script: TrainScriptArguments) -> list[tuple[str, Any]]:
+    path = Path(script.data)
+    if path.is_file():
+        from ..training.data import load_experience_file
+
+        return [(path.stem, load_experience_file(path))]
+    from ..bench.cmrbench import load_cmrbench
+
+    bench = load_cmrbench(script.data, experiences=script.experiences)
+    return [(e.name, e.train) for e in bench]
+
+
+def run(argv: list[str]) -> int:
+    """Parse ``argv`` and train; return the exit code."""
+    script, config = make_parser().parse_args_and_config(argv)
+    from ..routing.encoder import EncoderConfig
+    from ..routing.router import HubRouter, RouterConfig
+    from ..training.trainer import CARvETrainer
+
+    experiences = _experiences(script)
+    if script.router:
+        router = HubRouter.from_pretrained(script.router)
+        print(f"Continuing {script.router}: {router.num_models} models, experiences {router.info.get('experiences', [])}")
+    else:
+        encoder = EncoderConfig(script.encoder, max_length=script.max_length)
+        router = HubRouter(RouterConfig(encoder, embedding_dim=script.embedding_dim, temperature=script.temperature))
+    for name, data in experiences:
+        print(f"Experience {name}: {len(data)} examples")
+        CARvETrainer(model=router, args=config, train_dataset=data, experience=name).train()
+        router.save_pretrained(script.output)
+        print(f"Saved {router.num_models} models to {script.output}")
+    return 0

@@ -1,0 +1,197 @@
+"""CARvETrainer end to end on tiny models: continual experiences, phases, encoder modes, replay, EWC."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from factories import make_experience
+from transformers import TrainerCallback
+
+from hubroute import CARvEConfig, CARvETrainer, DataFormatError, HubRouter
+from hubroute.training.data import records_from_rows
+
+DOMAINS = ["Audio Automatic Speech Recognition", "Computer Vision Object Detection", "Natural Language Processing Translation"]
+TOPICS = ["transcribe the audio", "detect objects in the photo", "translate the text"]
+
+
+def experience(models: range, per_model: int = 4):
+    rows = []
+    for m in models:
+        for k in range(per_model):
+            rows.append((f"{TOPICS[m % 3]} number {m} variant {k} about item {m * 7}", f"org/model-{m}", DOMAINS[m % 3]))
+    return make_experience(rows)
+
+
+def config(tmp_path, **changes) -> CARvEConfig:
+    base = CARvEConfig(
+        output_dir=str(tmp_path / "out"), num_train_epochs=2, per_device_train_batch_size=8, num_candidates=8,
+        num_hard_negatives=2, num_group_negatives=3, num_far_negatives=2, disable_tqdm=True, seed=0,
+        replay_fraction=0.25, logging_steps=1000,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def top1_accuracy(router: HubRouter, data) -> float:
+    results = router.route(list(data["prompt"]))
+    return sum(r[0].model_id == m for r, m in zip(results, data["model_id"])) / len(data)
+
+
+def test_two_experiences_grow_the_registry_and_keep_a_replay_buffer(tiny_config, tmp_path):
+    router = HubRouter(tiny_config)
+    first, second = experience(range(0, 6)), experience(range(4, 10))
+    CARvETrainer(model=router, args=config(tmp_path), train_dataset=first, experience="e1").train()
+    assert router.num_models == 6
+    ids = {m: router.registry.index(m) for m in router.registry.model_ids}
+    replay = router.training_state["replay"]
+    assert 0 < len(replay) <= int(0.25 * len(first))
+    trainer = CARvETrainer(model=router, args=config(tmp_path), train_dataset=second, experience="e2")
+    assert trainer.num_old_models == 6
+    replayed = [r for r in replay if r["model_id"] not in set(second["model_id"])]
+    assert sum(trainer.train_dataset["is_replay"]) == len(replayed) > 0
+    trainer.train()
+    assert router.num_models == 10
+    assert all(router.registry.index(m) == i for m, i in ids.items())
+    assert [r.experience for r in router.registry] == ["e1"] * 6 + ["e2"] * 4
+    assert router.info["experiences"] == ["e1", "e2"]
+    kept = router.training_state["replay"]
+    assert {r["experience"] for r in kept} == {"e1", "e2"}
+    assert sum(r["experience"] == "e2" for r in kept) <= int(0.25 * len(second))
+
+
+def test_training_fits_the_training_prompts(tiny_config, tmp_path):
+    router = HubRouter(tiny_config)
+    data = experience(range(0, 9))
+    router_before = HubRouter(tiny_config)
+    router_before.add_models(records_from_rows(data))
+    before = top1_accuracy(router_before, data)
+    CARvETrainer(model=router, args=config(tmp_path, num_train_epochs=8, embedding_learning_rate=1e-2,
+                                           head_learning_rate=1e-2), train_dataset=data).train()
+    assert top1_accuracy(router, data) > max(before, 0.5)
+
+
+class _PhaseProbe(TrainerCallback):
+    """Records, at the end of the last phase-1 step, how far old rows and encoder weights moved."""
+
+    def __init__(self, router: HubRouter) -> None:
+        self.router = router
+        self.rows = router.model_embeddings.detach().clone()
+        self.encoder = [p.detach().clone() for p in router.encoder.parameters()]
+        self.trainer = None
+        self.row_drift = self.encoder_moved = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.trainer.phase1_steps:
+            rows = self.router.model_embeddings[: len(self.rows)].detach()
+            self.row_drift = (1 - torch.nn.functional.cosine_similarity(rows, self.rows, dim=-1)).max().item()
+            self.encoder_moved = any(not torch.equal(a, b) for a, b in zip(self.encoder, self.router.encoder.parameters()))
+
+
+def test_phase_one_anchors_hold_old_embeddings_and_freeze_the_encoder(tiny_config, tmp_path):
+    router = HubRouter(tiny_config)
+    CARvETrainer(model=router, args=config(tmp_path), train_dataset=experience(range(0, 6))).train()
+    probe = _PhaseProbe(router)
+    args = config(tmp_path, phase1_fraction=0.6, num_train_epochs=2, embedding_anchor_weight=1e6,
+                  projection_anchor_weight=1e6, learning_rate=1e-3)
+    trainer = CARvETrainer(model=router, args=args, train_dataset=experience(range(6, 12)), callbacks=[probe])
+    probe.trainer = trainer
+    trainer.train()
+    assert 0 < trainer.phase1_steps < trainer.state.max_steps
+    assert probe.encoder_moved is False
+    assert probe.row_drift < 1e-3
+    moved = [not torch.equal(a, b) for a, b in zip(probe.encoder, router.encoder.parameters())]
+    assert any(moved)  # phase 2 trains the encoder
+
+
+def test_without_anchors_old_embeddings_drift_more(tiny_config, tmp_path):
+    drifts = []
+    for weight in (1e6, 0.0):
+        router = HubRouter(tiny_config)
+        CARvETrainer(model=router, args=config(tmp_path), train_dataset=experience(range(0, 6))).train()
+        old = router.model_embeddings.detach().clone()
+        args = config(tmp_path, phase1_fraction=0.5, embedding_anchor_weight=weight, projection_anchor_weight=weight,
+                      embedding_learning_rate=1e-2)
+        CARvETrainer(model=router, args=args, train_dataset=experience(range(6, 12))).train()
+        drifts.append((1 - torch.nn.functional.cosine_similarity(router.model_embeddings[:6], old, dim=-1)).mean())
+    assert drifts[0] < drifts[1]
+
+
+def test_frozen_mode_keeps_the_encoder_and_saves_only_a_reference(tiny_config, tmp_path):
+    router = HubRouter(tiny_config)
+    before = [p.detach().clone() for p in router.encoder.parameters()]
+    CARvETrainer(model=router, args=config(tmp_path, encoder_mode="frozen"), train_dataset=experience(range(6))).train()
+    assert all(torch.equal(a, b) for a, b in zip(before, router.encoder.parameters()))
+    router.save_pretrained(tmp_path / "frozen")
+    assert not (tmp_path / "frozen" / "encoder").exists()
+
+
+def test_full_mode_trains_and_saves_the_encoder(tiny_config, tmp_path):
+    router = HubRouter(tiny_config)
+    before = [p.detach().clone() for p in router.encoder.parameters()]
+    CARvETrainer(model=router, args=config(tmp_path, encoder_mode="full", learning_rate=1e-3),
+                 train_dataset=experience(range(6))).train()
+    assert any(not torch.equal(a, b) for a, b in zip(before, router.encoder.parameters()))
+    router.save_pretrained(tmp_path / "full")
+    reloaded = HubRouter.from_pretrained(tmp_path / "full")
+    prompts = ["transcribe the audio please"]
+    assert (router.search(prompts, 3)[1] == reloaded.search(prompts, 3)[1]).all()
+
+
+def test_lora_mode_on_a_decoder_llm(tiny_decoder_path, tmp_path):
+    from hubroute import EncoderConfig, RouterConfig
+
+    router = HubRouter(RouterConfig(encoder=EncoderConfig(str(tiny_decoder_path), max_length=64)))
+    base = {n: p.detach().clone() for n, p in router.encoder.named_parameters()}
+    args = config(tmp_path, encoder_mode="lora", learning_rate=5e-3, lora_r=4, lora_alpha=8)
+    CARvETrainer(model=router, args=args, train_dataset=experience(range(6))).train()
+    assert router.encoder.has_lora
+    for name, param in router.encoder.named_parameters():
+        if "lora_" not in name and name in base:
+            assert torch.equal(param, base[name]), name
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in router.encoder.named_parameters())
+    router.save_pretrained(tmp_path / "lora")
+    assert (tmp_path / "lora" / "encoder" / "adapter" / "adapter_model.safetensors").is_file()
+    assert HubRouter.from_pretrained(tmp_path / "lora").encoder.has_lora
+
+
+def test_ewc_statistics_are_kept_and_used(tiny_config, tmp_path):
+    router = HubRouter(tiny_config)
+    args = config(tmp_path, ewc_weight=100.0)
+    CARvETrainer(model=router, args=args, train_dataset=experience(range(6))).train()
+    fisher = router.training_tensors["ewc.fisher.model_embeddings"]
+    assert fisher.shape == (6, router.embedding_dim) and fisher.sum() > 0
+    trainer = CARvETrainer(model=router, args=args, train_dataset=experience(range(6, 9)))
+    assert trainer.ewc is not None
+    trainer.train()
+    assert router.training_tensors["ewc.fisher.model_embeddings"].shape == (9, router.embedding_dim)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"prompt": ["a"], "model": ["m"]}, "lacks the column"),
+        ({"prompt": [], "model_id": []}, "empty"),
+        ({"prompt": ["ok", ""], "model_id": ["m", "m"]}, "row 1"),
+        ({"prompt": ["ok", "fine"], "model_id": ["m", None]}, "row 1"),
+    ],
+)
+def test_malformed_training_data_is_rejected(tiny_config, data, message):
+    from datasets import Dataset
+
+    with pytest.raises(DataFormatError, match=message):
+        CARvETrainer(model=HubRouter(tiny_config), train_dataset=Dataset.from_dict(data))
+
+
+def test_config_validation_and_yaml(tmp_path):
+    with pytest.raises(ValueError, match="encoder_mode"):
+        CARvEConfig(encoder_mode="partial")
+    with pytest.raises(ValueError, match="replay_fraction"):
+        CARvEConfig(replay_fraction=1.5)
+    from trl import TrlParser
+
+    path = tmp_path / "carve.yaml"
+    path.write_text("encoder_mode: lora\nreplay_fraction: 0.2\nnum_train_epochs: 2\nlearning_rate: 0.0005\n")
+    (parsed,) = TrlParser([CARvEConfig]).parse_args_and_config(["--config", str(path), "--num_train_epochs", "3"])
+    assert (parsed.encoder_mode, parsed.replay_fraction, parsed.num_train_epochs, parsed.learning_rate) == (
+        "lora", 0.2, 3.0, 0.0005)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from huggingface_hub import ModelCard
+    from huggingface_hub import EvalResult, ModelCard
 
     from ..routing.router import HubRouter
 
@@ -24,6 +25,7 @@ METRIC_NAMES: dict[str, str] = {
     "D_fgt": "Domain forgetting",
 }
 _BUNDLED_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_PLACEHOLDER_REPO = "path/to/router"
 
 
 def read_template(name: str) -> str:
@@ -31,13 +33,34 @@ def read_template(name: str) -> str:
     return resources.files("hubroute._cards").joinpath(name).read_text(encoding="utf-8")
 
 
+def _is_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+
+
 def _base_model(router: HubRouter) -> str | None:
+    """The Hub id of the encoder's base model; ``None`` for a local folder."""
     from ..routing.encoder import DEFAULT_ENCODER
 
     name = router.config.encoder.name_or_path
     if name == DEFAULT_ENCODER:
         return _BUNDLED_BASE_MODEL
-    return name if name.count("/") == 1 and not name.startswith((".", "/")) else None
+    return name if name.count("/") == 1 and not _is_local(name) else None
+
+
+def _encoder_label(router: HubRouter) -> str:
+    """How the card names the encoder, never a local path."""
+    base = _base_model(router)
+    if base is not None:
+        return f"`{base}`"
+    return f"a local model (`{Path(router.config.encoder.name_or_path).name}`)"
+
+
+def _encoder_weights(router: HubRouter) -> str:
+    if router.encoder.has_lora:
+        return "with a LoRA adapter, included in this repo"
+    if router.encoder.fine_tuned:
+        return "fine-tuned, weights included in this repo"
+    return "frozen"
 
 
 def _created_range(router: HubRouter) -> str:
@@ -48,78 +71,94 @@ def _created_range(router: HubRouter) -> str:
     return f"{day(min(stamps))} to {day(max(stamps))}"
 
 
+def _metrics(evaluation: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in (evaluation.get("metrics") or {}).items() if isinstance(v, (int, float))}
+
+
 def _metrics_table(evaluation: dict[str, Any]) -> str:
-    metrics = evaluation.get("metrics") or {}
-    rows = [f"| {METRIC_NAMES.get(k, k)} | {v:.1f} |" for k, v in metrics.items() if isinstance(v, (int, float))]
+    rows = [f"| {METRIC_NAMES.get(k, k)} | {v:.1f} |" for k, v in _metrics(evaluation).items()]
     if not rows:
         return ""
     header = f"Results on {evaluation.get('dataset_name', 'the benchmark')}"
     if evaluation.get("protocol"):
         header += f" ({evaluation['protocol']})"
-    return "\n".join([header + ", in percent:", "", "| metric | value |", "| --- | --- |", *rows])
+    return "\n".join(
+        [
+            header + ", in percent (forgetting: lower is better):",
+            "",
+            "| metric | value |",
+            "| --- | --- |",
+            *rows,
+        ]
+    )
 
 
-def _eval_results(evaluation: dict[str, Any]) -> list[Any]:
+def _eval_results(evaluation: dict[str, Any]) -> list[EvalResult]:
     from huggingface_hub import EvalResult
 
-    results = []
-    for key, value in (evaluation.get("metrics") or {}).items():
-        if not isinstance(value, (int, float)):
-            continue
-        results.append(
-            EvalResult(
-                task_type="text-classification",
-                task_name="Model routing",
-                dataset_type=evaluation.get("dataset_type", "cmrbench"),
-                dataset_name=evaluation.get("dataset_name", "CMRBench"),
-                dataset_split=evaluation.get("split", "eval"),
-                metric_type=key,
-                metric_name=METRIC_NAMES.get(key, key),
-                metric_value=round(float(value), 2),
-            )
+    return [
+        EvalResult(
+            task_type="text-classification",
+            task_name="Model routing",
+            dataset_type=evaluation.get("dataset_type", "cmrbench"),
+            dataset_name=evaluation.get("dataset_name", "CMRBench"),
+            dataset_split=evaluation.get("split", "eval"),
+            metric_type=key,
+            metric_name=METRIC_NAMES.get(key, key),
+            metric_value=round(value, 2),
         )
-    return results
+        for key, value in _metrics(evaluation).items()
+    ]
 
 
-def render_router_card(router: HubRouter, repo_id: str | None = None, **_: Any) -> ModelCard:
-    """Render the model card of ``router``: YAML metadata (with a model-index when results are known) and a
-    body saying what it covers, how to use it, its evaluation and its limits. Never includes tokens.
+def render_router_card(router: HubRouter, repo_id: str | None = None) -> ModelCard:
+    """Render the model card of ``router`` from ``cards/router_card.md``.
+
+    The YAML metadata starts from the mixin's (``library_name``, ``license``, ``pipeline_tag``, tags) and adds
+    the encoder's ``base_model``, ``datasets``, ``license`` from ``router.info`` and a ``model-index`` when
+    ``router.info["evaluation"]`` holds results. The body says what the router covers, how to use and
+    update it, its evaluation and its limits. It never includes a token or a local path.
 
     Args:
         router: The router to describe.
-        repo_id: The Hub repo the card is for (used in the usage snippet).
+        repo_id: The Hub repo the card is for (used in the snippets).
+
+    Returns:
+        The card (``str(card)`` is the ``README.md`` text).
     """
     from huggingface_hub import ModelCard, ModelCardData
 
     info = router.info or {}
     evaluation = info.get("evaluation") or {}
-    name = repo_id or info.get("repo_id") or "path/to/router"
-    card_data = ModelCardData(
-        library_name="hubroute",
-        license=info.get("license", "apache-2.0"),
-        tags=sorted(set(router._hub_mixin_info.model_card_data.tags or []) | {"hubroute", "model-routing"}),
-        base_model=_base_model(router),
-        datasets=info.get("datasets") or None,
-        pipeline_tag="text-classification",
-        model_name=name,
-        eval_results=_eval_results(evaluation) or None,
-    )
+    name = repo_id or _PLACEHOLDER_REPO
+    mixin = router._hub_mixin_info
+    card_data = ModelCardData(**mixin.model_card_data.to_dict())
+    card_data.license = info.get("license") or card_data.license
+    card_data.base_model = _base_model(router)
+    datasets = info.get("datasets")
+    card_data.datasets = [datasets] if isinstance(datasets, str) else list(datasets or []) or None
+    title = name.rsplit("/", 1)[-1]
+    results = _eval_results(evaluation)
+    if results:  # the model-index block, named after the repo
+        card_data.model_name, card_data.eval_results = title, results
     domains = Counter(r.domain for r in router.registry if r.domain)
-    encoder_entry = router.config.encoder
+    experiences = list(info.get("experiences") or [])
     return ModelCard.from_template(
         card_data,
         template_str=read_template("router_card.md"),
-        title=name.rsplit("/", 1)[-1],
+        title=title,
         repo_id=name,
+        repo_url=mixin.repo_url,
+        paper_url=mixin.paper_url,
         num_models=router.num_models,
         num_families=len({r.family for r in router.registry if r.family}),
         num_domains=len(domains),
-        experiences=list(info.get("experiences") or []),
+        experiences=experiences,
         created_range=_created_range(router),
-        encoder=_base_model(router) or encoder_entry.name_or_path,
-        encoder_weights=("LoRA adapter" if router.encoder.has_lora else "fine-tuned" if router.encoder.fine_tuned else ""),
+        encoder=_encoder_label(router),
+        encoder_weights=_encoder_weights(router),
         embedding_dim=router.embedding_dim,
         top_domains=", ".join(f"{d} ({n})" for d, n in domains.most_common(5)) or "none",
         metrics_table=_metrics_table(evaluation),
-        max_length=encoder_entry.max_length,
+        max_length=router.config.encoder.max_length,
     )

@@ -1,4 +1,8 @@
-"""Translate Hub client failures into hubroute errors that name the repo and the fix."""
+"""Translate Hub client failures into hubroute errors that name the repo and the fix.
+
+Messages never contain the token: they are built from the repo id, the revision, the HTTP status and the
+server's own message only.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,12 @@ from collections.abc import Iterator
 
 from ..errors import CheckpointNotFoundError, HubAccessError, IncompatibleCheckpointError
 
-__all__ = ["hub_errors", "http_status"]
+__all__ = ["describe_repo", "describe_http_error", "hub_errors", "http_status"]
+
+
+def describe_repo(repo_id: str, revision: str | None = None, repo_type: str = "model") -> str:
+    """Return how messages name a repo, e.g. ``model repo 'collagelab/carve' at revision 'e1'``."""
+    return f"{repo_type} repo '{repo_id}'" + (f" at revision '{revision}'" if revision else "")
 
 
 def http_status(err: BaseException) -> int | None:
@@ -22,74 +31,141 @@ def _retry_after(err: BaseException) -> str:
     return f" (the Hub asks to wait {value} s)" if value else ""
 
 
-def describe_http_error(err: BaseException, what: str) -> str:
-    """Return a one-line explanation of an HTTP failure on ``what``, with the fix, never the token."""
+def _namespace(repo_id: str) -> str:
+    return f"the namespace '{repo_id.split('/')[0]}'" if "/" in repo_id else "your namespace"
+
+
+def describe_http_error(err: BaseException, what: str, *, write: bool = False, repo_id: str = "") -> str:
+    """Return a one-line explanation of an HTTP failure on ``what``, with the fix, never the token.
+
+    Args:
+        err: The client exception (it carries the response).
+        what: How to name the target, e.g. ``"the model repo 'a/b'"``.
+        write: Whether the request was a push (401/403 then mean no write access).
+        repo_id: The repo, to name its namespace in write errors.
+    """
     status = http_status(err)
+    if status == 401 and write:
+        return (
+            f"Pushing to {what} needs a write token (HTTP 401): none was given, or it is invalid or expired. "
+            "Pass token=... or log in with `hf auth login`."
+        )
     if status == 401:
         return (
             f"Authentication failed for {what} (HTTP 401): the token is missing, invalid or expired. "
             "Log in with `hf auth login` or pass token=..."
         )
+    if status == 403 and write:
+        return (
+            f"Your token cannot write to {_namespace(repo_id)} (HTTP 403), so {what} cannot be pushed. Use a "
+            "token with write access to it, or push to a repo in your own namespace."
+        )
     if status == 403:
         return (
-            f"Access denied to {what} (HTTP 403): the token lacks permission. Use a token with write access "
-            "to that namespace, or ask its owners for access."
+            f"Access denied to {what} (HTTP 403): the token lacks permission. Use a token with read access "
+            "to that repo, or ask its owners for access."
         )
+    if status == 412 and write:
+        return f"Someone else pushed to {what} at the same time (HTTP 412). Push again."
     if status == 429:
         return f"The Hub rate-limited requests for {what} (HTTP 429){_retry_after(err)}. Wait and retry."
     if status is not None and status >= 500:
-        return f"The Hub failed on {what} (HTTP {status}), a server-side error. Retry later."
-    return f"The Hub request for {what} failed (HTTP {status}): {err}"
+        again = " Pushing again is safe: a push replaces the whole router in one commit." if write else ""
+        return f"The Hub failed on {what} (HTTP {status}), a server-side error. Retry later.{again}"
+    detail = getattr(err, "server_message", None) or type(err).__name__
+    return f"The Hub request for {what} failed (HTTP {status}): {detail}"
+
+
+def _network_cause(err: BaseException) -> BaseException | None:
+    """The HTTP error, timeout or network failure that caused ``err`` (itself included), if any."""
+    import httpx2
+    from huggingface_hub import errors as hf
+
+    current: BaseException | None = err
+    while current is not None:
+        if isinstance(current, (hf.HfHubHTTPError, httpx2.TransportError)):
+            return current
+        current = current.__cause__
+    return None
+
+
+def _network_error(err: BaseException, what: str, *, write: bool, repo_id: str) -> HubAccessError:
+    """A :class:`HubAccessError` for an HTTP error, a timeout or a network failure."""
+    import httpx2
+
+    if isinstance(err, httpx2.TimeoutException):
+        again = " Pushing again is safe." if write else ""
+        return HubAccessError(
+            f"The Hub did not answer in time for {what} ({type(err).__name__}). Retry later, or raise "
+            f"HF_HUB_DOWNLOAD_TIMEOUT / HF_HUB_ETAG_TIMEOUT.{again}"
+        )
+    if isinstance(err, httpx2.TransportError):
+        return HubAccessError(
+            f"Could not reach the Hub for {what} ({type(err).__name__}: {err}). Check the network "
+            "and HF_ENDPOINT, or use local_files_only=True with a cached copy."
+        )
+    return HubAccessError(describe_http_error(err, what, write=write, repo_id=repo_id))
 
 
 @contextlib.contextmanager
-def hub_errors(repo_id: str, revision: str | None = None, repo_type: str = "model") -> Iterator[None]:
+def hub_errors(
+    repo_id: str, revision: str | None = None, repo_type: str = "model", *, write: bool = False
+) -> Iterator[None]:
     """Re-raise Hub client exceptions from the block as hubroute errors naming ``repo_id``.
 
+    Args:
+        repo_id: The repo the block works on.
+        revision: The revision it reads, if any.
+        repo_type: ``"model"`` for routers.
+        write: Whether the block pushes (changes the advice on 401/403/5xx).
+
     Raises:
-        CheckpointNotFoundError: missing repo, revision or file, or nothing cached while offline.
+        CheckpointNotFoundError: missing repo or revision, an invalid repo id, or nothing (complete) cached
+            while offline.
         IncompatibleCheckpointError: the repo exists but holds no hubroute router.
-        HubAccessError: gated/private without access, 401/403, 429, 5xx, timeouts and network failures.
+        HubAccessError: gated/private without access, 401/403, 412, 429, 5xx, timeouts and network failures.
     """
     import httpx2
     from huggingface_hub import errors as hf
 
-    where = f"{repo_type} repo '{repo_id}'" + (f" at revision '{revision}'" if revision else "")
+    what = f"the {describe_repo(repo_id, revision, repo_type)}"
     try:
         yield
     except hf.GatedRepoError as err:
         raise HubAccessError(
-            f"The {where} is gated: request access on its Hub page, then pass a token with that access "
-            "(token=... or `hf auth login`)."
+            f"The {describe_repo(repo_id, revision, repo_type)} is gated: request access on its Hub page, then "
+            "pass a token with that access (token=... or `hf auth login`)."
         ) from err
     except hf.RepositoryNotFoundError as err:
         raise CheckpointNotFoundError(
-            f"The {where} was not found. Check the id, or pass a token if it is private (token=... or "
-            "`hf auth login`)."
+            f"The {describe_repo(repo_id, revision, repo_type)} was not found, or it is private and no token "
+            "with access was given. Check the id, or pass a token (token=... or `hf auth login`)."
         ) from err
     except hf.RevisionNotFoundError as err:
         raise CheckpointNotFoundError(
-            f"The {where} does not exist: no such branch, tag or commit. List tags with HfApi().list_repo_refs()."
+            f"The {describe_repo(repo_id, revision, repo_type)} does not exist: no such branch, tag or commit. "
+            "List its tags with HfApi().list_repo_refs()."
         ) from err
     except hf.RemoteEntryNotFoundError as err:
         raise IncompatibleCheckpointError(
-            f"The {where} has no hubroute router files ({err.response.url.path.rsplit('/', 1)[-1]} is missing). "
-            "Was it pushed with HubRouter.push_to_hub()?"
+            f"The {describe_repo(repo_id, revision, repo_type)} is not a hubroute router: it has no "
+            f"{err.response.url.path.rsplit('/', 1)[-1]}. Was it pushed with HubRouter.push_to_hub()?"
         ) from err
+    except hf.HFValidationError as err:
+        raise CheckpointNotFoundError(f"'{repo_id}' is not a valid Hub repo id ({err}).") from err
     except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled) as err:
+        cause = _network_cause(err)
+        if cause is not None:
+            raise _network_error(cause, what, write=write, repo_id=repo_id) from err
+        if isinstance(err, hf.IncompleteSnapshotError):
+            raise CheckpointNotFoundError(
+                f"The cached copy of the {describe_repo(repo_id, revision, repo_type)} is incomplete (an earlier "
+                "download was interrupted) and downloads are disabled (offline mode or local_files_only=True). "
+                "Load it once more while online to complete it."
+            ) from err
         raise CheckpointNotFoundError(
-            f"The {where} is not in the local cache and downloads are disabled (offline mode or "
-            "local_files_only=True). Download it once while online."
+            f"The {describe_repo(repo_id, revision, repo_type)} is not in the local cache and downloads are "
+            "disabled (offline mode or local_files_only=True). Download it once while online."
         ) from err
-    except hf.HfHubHTTPError as err:
-        raise HubAccessError(describe_http_error(err, f"the {where}")) from err
-    except httpx2.TimeoutException as err:
-        raise HubAccessError(
-            f"The Hub did not answer in time for the {where} ({type(err).__name__}). Retry later, or raise "
-            "HF_HUB_DOWNLOAD_TIMEOUT / HF_HUB_ETAG_TIMEOUT."
-        ) from err
-    except httpx2.TransportError as err:
-        raise HubAccessError(
-            f"Could not reach the Hub for the {where} ({type(err).__name__}: {err}). Check the network "
-            "and HF_ENDPOINT, or use local_files_only=True with a cached copy."
-        ) from err
+    except (hf.HfHubHTTPError, httpx2.TransportError) as err:
+        raise _network_error(err, what, write=write, repo_id=repo_id) from err

@@ -30,7 +30,15 @@ from ..errors import CheckpointError, CheckpointNotFoundError, IncompatibleCheck
 if TYPE_CHECKING:
     from .router import HubRouter
 
-__all__ = ["FORMAT_VERSION", "atomic_directory", "write_router", "read_router", "resolve_folder", "write_json"]
+__all__ = [
+    "FORMAT_VERSION",
+    "atomic_directory",
+    "write_router",
+    "read_config",
+    "read_router",
+    "resolve_folder",
+    "write_json",
+]
 
 FORMAT_VERSION = 1
 LIBRARY_NAME = "hubroute"
@@ -40,6 +48,8 @@ REGISTRY_FILE = "registry.json"
 STATE_JSON_FILE = "training_state.json"
 STATE_TENSORS_FILE = "training_state.safetensors"
 ENCODER_DIR = "encoder"
+LOCAL_REMEDY = "Save the router again."
+"""What messages advise about a damaged router folder (readers of Hub downloads pass their own advice)."""
 
 
 def _sha256(path: Path) -> str:
@@ -141,75 +151,107 @@ def write_router(router: HubRouter, folder: Path) -> None:
     write_json(folder / CONFIG_FILE, config)
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def read_config(folder: Path, where: str | None = None, remedy: str = LOCAL_REMEDY) -> dict[str, Any]:
+    """Read and check ``config.json`` of a router folder.
+
+    Args:
+        folder: The router folder.
+        where: How messages name the router (default: the folder path).
+        remedy: What messages advise when the file is damaged.
+
+    Returns:
+        The parsed configuration.
+
+    Raises:
+        CheckpointNotFoundError: ``config.json`` is missing.
+        IncompatibleCheckpointError: not a hubroute router, or written in a newer format.
+        CheckpointError: ``config.json`` is not valid JSON or has no format version.
+    """
+    where = where or str(folder)
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise CheckpointNotFoundError(
-            f"No router found at {folder}: {CONFIG_FILE} is missing. Pass a folder written by "
+            f"No router found at {where}: {CONFIG_FILE} is missing. Pass a folder written by "
             "HubRouter.save_pretrained() or a Hub repo pushed with push_to_hub()."
         )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err}); the checkpoint is corrupt. Save it again.") from err
+        raise CheckpointError(f"{CONFIG_FILE} of {where} is not valid JSON ({err}): it is corrupt. {remedy}") from err
     if not isinstance(config, dict) or config.get("library_name") != LIBRARY_NAME:
         raise IncompatibleCheckpointError(
-            f"{folder} is not a hubroute router ({CONFIG_FILE} has no 'library_name: hubroute'). "
+            f"{_capitalized(where)} is not a hubroute router ({CONFIG_FILE} has no 'library_name: hubroute'). "
             "Load it with the library that wrote it."
         )
     version = config.get("format_version")
     if not isinstance(version, int):
-        raise CheckpointError(f"{path} has no integer 'format_version'; the checkpoint is corrupt.")
+        raise CheckpointError(f"{CONFIG_FILE} of {where} has no integer 'format_version': it is corrupt. {remedy}")
     if version > FORMAT_VERSION:
         raise IncompatibleCheckpointError(
-            f"{folder} was written in router format {version} by hubroute {config.get('hubroute_version')}, "
+            f"{_capitalized(where)} was written in router format {version} by hubroute {config.get('hubroute_version')}, "
             f"newer than this hubroute (format {FORMAT_VERSION}). Upgrade: pip install -U hubroute"
         )
     return config
 
 
-def _verify_checksums(folder: Path, config: dict[str, Any]) -> None:
+def _verify_checksums(folder: Path, config: dict[str, Any], where: str, remedy: str) -> None:
     for name, expected in (config.get("checksums") or {}).items():
         path = folder / name
         if not path.is_file():
-            raise CheckpointError(f"{path} is missing; the checkpoint at {folder} is incomplete. Save it again.")
+            raise CheckpointError(f"{name} is missing from {where}: the router is incomplete. {remedy}")
         if _sha256(path) != expected:
             raise CheckpointError(
-                f"{path} does not match its checksum in {CONFIG_FILE}: the file is corrupt or comes from "
-                "another checkpoint. Save the router again."
+                f"{name} of {where} does not match its checksum in {CONFIG_FILE}: the file is corrupt or comes "
+                f"from another checkpoint. {remedy}"
             )
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _load_safetensors(path: Path, where: str, remedy: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing; the checkpoint is incomplete. Save the router again.")
+        raise CheckpointError(f"{path.name} is missing from {where}: the router is incomplete. {remedy}")
     try:
         return load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for every kind of damage
-        raise CheckpointError(f"{path} is not a readable safetensors file ({err}).") from err
+        raise CheckpointError(f"{path.name} of {where} is not a readable safetensors file ({err}). {remedy}") from err
 
 
-def read_router(cls: type[HubRouter], folder: Path) -> HubRouter:
-    """Load and verify a router written by :func:`write_router`."""
+def read_router(cls: type[HubRouter], folder: Path, where: str | None = None, remedy: str = LOCAL_REMEDY) -> HubRouter:
+    """Load and verify a router written by :func:`write_router`.
+
+    Args:
+        cls: The router class to build.
+        folder: The router folder (a local folder or a downloaded Hub snapshot).
+        where: How error messages name the router (default: the folder path; e.g. the Hub repo).
+        remedy: What error messages advise when a file is missing or damaged.
+
+    Raises:
+        CheckpointNotFoundError, IncompatibleCheckpointError: see :func:`read_config`.
+        CheckpointError: a file is missing, corrupt or inconsistent with the others.
+    """
     from .encoder import PromptEncoder
     from .registry import Registry
     from .router import RouterConfig
 
-    config = _read_config(folder)
-    _verify_checksums(folder, config)
+    where = where or str(folder)
+    config = read_config(folder, where, remedy)
+    _verify_checksums(folder, config, where, remedy)
     try:
         registry_data = json.loads((folder / REGISTRY_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError as err:
-        raise CheckpointError(f"{folder / REGISTRY_FILE} is missing; the checkpoint is incomplete.") from err
+        raise CheckpointError(f"{REGISTRY_FILE} is missing from {where}: the router is incomplete. {remedy}") from err
     except ValueError as err:
-        raise CheckpointError(f"{folder / REGISTRY_FILE} is not valid JSON ({err}).") from err
+        raise CheckpointError(f"{REGISTRY_FILE} of {where} is not valid JSON ({err}). {remedy}") from err
     registry = Registry.from_list(registry_data)
-    weights = _load_safetensors(folder / WEIGHTS_FILE)
+    weights = _load_safetensors(folder / WEIGHTS_FILE, where, remedy)
     for name in ("projection.weight", "model_embeddings"):
         if name not in weights:
-            raise CheckpointError(f"{folder / WEIGHTS_FILE} has no tensor {name!r}; it is not a hubroute router file.")
+            raise CheckpointError(f"{WEIGHTS_FILE} of {where} has no tensor {name!r}; it is not a hubroute router file.")
 
     router_config = RouterConfig.from_dict(config.get("router") or {})
     encoder = PromptEncoder.load(folder / ENCODER_DIR, config.get("encoder") or {})
@@ -217,12 +259,12 @@ def read_router(cls: type[HubRouter], folder: Path) -> HubRouter:
     projection, embeddings = weights["projection.weight"], weights["model_embeddings"]
     if tuple(projection.shape) != tuple(router.projection.weight.shape):
         raise CheckpointError(
-            f"Projection shape {tuple(projection.shape)} in {folder / WEIGHTS_FILE} does not fit the encoder "
+            f"Projection shape {tuple(projection.shape)} in {WEIGHTS_FILE} of {where} does not fit the encoder "
             f"{router_config.encoder.name_or_path!r} (expected {tuple(router.projection.weight.shape)})."
         )
     if embeddings.shape[0] != len(registry) or embeddings.shape[1] != router.embedding_dim:
         raise CheckpointError(
-            f"{folder / WEIGHTS_FILE} holds {embeddings.shape[0]} model embeddings of size {embeddings.shape[1]}, "
+            f"{WEIGHTS_FILE} of {where} holds {embeddings.shape[0]} model embeddings of size {embeddings.shape[1]}, "
             f"but {REGISTRY_FILE} lists {len(registry)} models of size {router.embedding_dim}: the files come "
             "from different checkpoints."
         )
@@ -234,9 +276,9 @@ def read_router(cls: type[HubRouter], folder: Path) -> HubRouter:
         try:
             router.training_state = json.loads((folder / STATE_JSON_FILE).read_text(encoding="utf-8"))
         except ValueError as err:
-            raise CheckpointError(f"{folder / STATE_JSON_FILE} is not valid JSON ({err}).") from err
+            raise CheckpointError(f"{STATE_JSON_FILE} of {where} is not valid JSON ({err}). {remedy}") from err
     if (folder / STATE_TENSORS_FILE).is_file():
-        router.training_tensors = _load_safetensors(folder / STATE_TENSORS_FILE)
+        router.training_tensors = _load_safetensors(folder / STATE_TENSORS_FILE, where, remedy)
     router.eval()
     return router
 
@@ -250,7 +292,20 @@ def resolve_folder(
     local_files_only: bool = False,
     force_download: bool = False,
 ) -> Path:
-    """Return the local folder of a router: the path itself, or a Hub snapshot downloaded into the cache."""
+    """Return the local folder of a router: the path itself, or a Hub snapshot downloaded into the cache.
+
+    Args:
+        name_or_path: A router folder, or a Hub repo id such as ``"collagelab/carve"``.
+        revision, token, cache_dir, local_files_only, force_download: Hub download options, see
+            :func:`hubroute.hub.download.download_router`.
+
+    Returns:
+        The folder to read the router from.
+
+    Raises:
+        CheckpointNotFoundError: neither a folder nor a repo id, or the repo/revision does not exist.
+        IncompatibleCheckpointError, HubAccessError: see :func:`~hubroute.hub.download.download_router`.
+    """
     path = Path(name_or_path)
     if path.is_dir():
         return path

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from .encoder import EncoderConfig, PromptEncoder
 from .index import ScoringIndex
 from .registry import ModelRecord, Registry
 from .results import RouteResult
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo, ModelCard
 
 __all__ = ["HubRouter", "RouterConfig", "RouterOutput"]
 
@@ -78,7 +81,9 @@ class HubRouter(
     nn.Module,
     ModelHubMixin,
     library_name="hubroute",
-    tags=["hubroute", "model-routing", "carve"],
+    license="apache-2.0",
+    pipeline_tag="text-classification",
+    tags=["hubroute", "model-routing", "carve", "continual-learning"],
     repo_url="https://github.com/collagelab/hubroute",
     paper_url="https://arxiv.org/abs/2605.28577",
 ):
@@ -313,30 +318,80 @@ class HubRouter(
         self._index = None
 
     # -- persistence ---------------------------------------------------------------------------------------
-    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:  # type: ignore[override]
+    def save_pretrained(  # type: ignore[override]
+        self, save_directory: str | Path, *, model_card_kwargs: dict[str, Any] | None = None
+    ) -> None:
         """Save the router into ``save_directory`` atomically (safetensors and JSON only).
 
         The folder is written next to its destination and swapped in at the end, so an interruption leaves
-        the previous router intact.
+        the previous router intact. To publish a router, use :meth:`push_to_hub`.
 
         Args:
-            save_directory: Destination folder (created or replaced).
-            **kwargs: Passed to :meth:`huggingface_hub.ModelHubMixin.save_pretrained` (e.g.
-                ``model_card_kwargs``).
+            save_directory: Destination folder (created or replaced; a non-empty folder that is not a router
+                is never replaced).
+            model_card_kwargs: Passed to :meth:`generate_model_card` (e.g. ``{"repo_id": ...}``).
+
+        Raises:
+            FileExistsError: ``save_directory`` holds something other than a router.
         """
-        target = Path(save_directory)
-        with checkpoint.atomic_directory(target) as staging:
-            result = super().save_pretrained(staging, **kwargs)
-        return result
+        with checkpoint.atomic_directory(Path(save_directory)) as staging:
+            super().save_pretrained(staging, model_card_kwargs=model_card_kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         checkpoint.write_router(self, save_directory)
 
-    def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
-        """Render the router's model card (``README.md``) from the template in ``cards/``."""
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """Render the router's model card (``README.md``) from the template in ``cards/``.
+
+        Args:
+            *args: Ignored (the mixin's signature).
+            **kwargs: ``repo_id``, the Hub repo the card is for (used in its snippets); the keys of
+                ``model_card_kwargs`` given to :meth:`save_pretrained`.
+
+        Returns:
+            The card: YAML metadata (library, tags, base model, datasets, licence, model-index with the
+            evaluation results) and a body saying what the router covers, how to use it, its results and limits.
+        """
         from ..hub.cards import render_router_card
 
-        return render_router_card(self, **kwargs)
+        return render_router_card(self, repo_id=kwargs.get("repo_id"))
+
+    def push_to_hub(  # type: ignore[override]
+        self,
+        repo_id: str,
+        *,
+        private: bool = False,
+        token: str | None = None,
+        commit_message: str | None = None,
+        tag: str | None = None,
+    ) -> CommitInfo:
+        """Publish the router to a Hub repo in one commit, so the repo mirrors it exactly.
+
+        Everything needed to route and to keep training is uploaded: ``config.json``, the head and model
+        embeddings, the registry, the encoder's weights (or the reference of the bundled encoder), the replay
+        coreset and continual state, and the model card. Files of older pushes that the router no longer has
+        are deleted in the same commit.
+
+        Args:
+            repo_id: The repo, e.g. ``"collagelab/carve"`` (created if needed).
+            private: Create the repo private (an existing repo keeps its visibility).
+            token: A token with write access to the repo's namespace (else the stored login).
+            commit_message: Message of the commit (default: a summary of the router).
+            tag: Also tag the commit, e.g. with the experience just learned;
+                ``from_pretrained(repo_id, revision=tag)`` then restores exactly this state.
+
+        Returns:
+            The commit (its ``commit_url``, ``oid``; as a string it is the commit URL).
+
+        Raises:
+            CheckpointError: the router could not be loaded elsewhere (its encoder is a local folder whose
+                weights are not saved with the router).
+            HubAccessError: the tag already exists, or the Hub refused or failed the push (401/403, 412, 429,
+                5xx, timeout).
+        """
+        from ..hub.upload import push_router
+
+        return push_router(self, repo_id, private=private, token=token, commit_message=commit_message, tag=tag)
 
     @classmethod
     def from_pretrained(  # type: ignore[override]
@@ -348,24 +403,35 @@ class HubRouter(
         cache_dir: str | Path | None = None,
         local_files_only: bool = False,
         force_download: bool = False,
-        **kwargs: Any,
     ) -> HubRouter:
         """Load a router from a local folder or a Hub repo.
+
+        Every file is checked against the checksums in ``config.json``, so a damaged or partly downloaded
+        snapshot is never loaded.
 
         Args:
             pretrained_model_name_or_path: A folder written by :meth:`save_pretrained`, or a Hub repo id.
             revision: Branch, tag or commit of the Hub repo (e.g. one tag per continual experience).
             token: Hub token for private or gated repos (else the stored login).
             cache_dir: Hub cache folder.
-            local_files_only: Only use the local cache (no network).
+            local_files_only: Only use the local cache (no network); ``HF_HUB_OFFLINE=1`` does the same.
             force_download: Download the files again even if cached.
 
+        Returns:
+            The router, in eval mode, with its registry, info and continual-learning state.
+
         Raises:
-            CheckpointNotFoundError: the folder or repo does not exist or holds no router.
+            CheckpointNotFoundError: the folder, repo or revision does not exist, or is not cached while offline.
             IncompatibleCheckpointError: not a hubroute router, or written by a newer hubroute.
             CheckpointError: a file is missing, corrupt or inconsistent with the others.
-            HubAccessError: the Hub refused or failed the download (401/403, 429, 5xx, timeout).
+            HubAccessError: the Hub refused or failed the download (gated, 401/403, 429, 5xx, timeout).
         """
+        path = Path(pretrained_model_name_or_path)
+        if path.is_dir():
+            return checkpoint.read_router(cls, path)
+        from ..hub.download import DOWNLOAD_REMEDY
+        from ..hub.errors import describe_repo
+
         folder = checkpoint.resolve_folder(
             pretrained_model_name_or_path,
             revision=revision,
@@ -374,4 +440,5 @@ class HubRouter(
             local_files_only=local_files_only,
             force_download=force_download,
         )
-        return checkpoint.read_router(cls, folder)
+        where = f"the {describe_repo(str(pretrained_model_name_or_path), revision)}"
+        return checkpoint.read_router(cls, folder, where, DOWNLOAD_REMEDY)

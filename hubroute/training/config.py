@@ -137,6 +137,10 @@ class CARvEConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        import torch
+
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; avoids a warning per epoch
         checks = [
             (self.encoder_mode in ("frozen", "lora", "full"), "encoder_mode must be 'frozen', 'lora' or 'full'"),
             (self.replay_strategy in ("coreset", "random", "none"), "replay_strategy must be coreset, random or none"),

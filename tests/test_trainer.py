@@ -48,8 +48,7 @@ def test_two_experiences_grow_the_registry_and_keep_a_replay_buffer(tiny_config,
     assert 0 < len(replay) <= int(0.25 * len(first))
     trainer = CARvETrainer(model=router, args=config(tmp_path), train_dataset=second, experience="e2")
     assert trainer.num_old_models == 6
-    replayed = [r for r in replay if r["model_id"] not in set(second["model_id"])]
-    assert sum(trainer.train_dataset["is_replay"]) == len(replayed) > 0
+    assert sum(trainer.train_dataset["is_replay"]) == len(replay) > 0
     trainer.train()
     assert router.num_models == 10
     assert all(router.registry.index(m) == i for m, i in ids.items())
@@ -126,11 +125,16 @@ def test_frozen_mode_keeps_the_encoder_and_saves_only_a_reference(tiny_config, t
     assert not (tmp_path / "frozen" / "encoder").exists()
 
 
-def test_full_mode_trains_and_saves_the_encoder(tiny_config, tmp_path):
+@pytest.mark.parametrize("card_loss_weight", [0.0, 1.0])
+def test_full_mode_trains_and_saves_the_encoder(tiny_config, tmp_path, card_loss_weight):
     router = HubRouter(tiny_config)
     before = [p.detach().clone() for p in router.encoder.parameters()]
-    CARvETrainer(model=router, args=config(tmp_path, encoder_mode="full", learning_rate=1e-3),
-                 train_dataset=experience(range(6))).train()
+    args = config(tmp_path, encoder_mode="full", learning_rate=1e-3, card_loss_weight=card_loss_weight)
+    trainer = CARvETrainer(model=router, args=args, train_dataset=experience(range(6)))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert ("card_features" in batch) == (card_loss_weight > 0)
+    trainer.train()
+    assert trainer.state.log_history[-1]["train_loss"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, router.encoder.parameters()))
     router.save_pretrained(tmp_path / "full")
     reloaded = HubRouter.from_pretrained(tmp_path / "full")

@@ -5,12 +5,15 @@ CMRBench (COLLAGE Lab, MIT licence) has four experiences, in this order: ``apibe
 on each experience's ``val`` file and tests on its ``eval`` file.
 
 Each split becomes a :class:`datasets.Dataset` in hubroute's experience schema (``prompt``, ``model_id``,
-``domain``, ``family``, ``card_text``, ``created_at``) plus the original ``instruction``; the
-``###Instruction:`` prefix that APIBench and MLLM prompts carry is stripped from ``prompt``.
+``domain``, ``family``, ``card_text``, ``created_at``) plus the original ``instruction``, ``original_dataset``,
+``model_source``, ``explanation`` and the raw ``api_data`` (a JSON string), with explicit typed features
+(:func:`hubroute.bench.publish.experience_features`); the ``###Instruction:`` prefix that APIBench and MLLM
+prompts carry is stripped from ``prompt``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,18 +39,28 @@ def _row(record: dict[str, Any], path: Path, number: int) -> dict[str, Any]:
     for key in ("instruction", "model_name"):
         if not isinstance(record.get(key), str) or not record[key].strip():
             raise DataFormatError(f"{path}, line {number}: field {key!r} must be a non-empty string.")
+    for key in ("domain", "model_family", "original_dataset", "model_source", "explanation"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            raise DataFormatError(f"{path}, line {number}: field {key!r} must be a string.")
     api_data = record.get("api_data") or {}
     if not isinstance(api_data, dict):
         raise DataFormatError(f"{path}, line {number}: field 'api_data' must be an object.")
     created = record.get("created_at")
+    description = api_data.get("description")
     return {
         "prompt": strip_instruction_prefix(record["instruction"]),
         "model_id": record["model_name"].strip(),
         "domain": record.get("domain") or api_data.get("domain"),
         "family": record.get("model_family"),
-        "card_text": api_data.get("description") or "",
+        "card_text": description if isinstance(description, str) else "",
         "created_at": int(created) if isinstance(created, (int, float)) else None,
         "instruction": record["instruction"],
+        "original_dataset": record.get("original_dataset"),
+        "model_source": record.get("model_source"),
+        "explanation": record.get("explanation"),
+        # the raw metadata, exactly (its values are heterogeneous: performance.accuracy is a number, a
+        # string or an object depending on the file), as a JSON string
+        "api_data": None if record.get("api_data") is None else json.dumps(record["api_data"], ensure_ascii=False),
     }
 
 
@@ -117,11 +130,14 @@ class CMRBench:
 def _load_local(folder: Path, names: Sequence[str]) -> CMRBench:
     from datasets import Dataset
 
+    from .publish import experience_features
+
+    features = experience_features()
     processed = folder / "processed" if (folder / "processed").is_dir() else folder
     experiences = []
     for name in names:
         splits = {
-            split: Dataset.from_list(_read_split(processed / f"cleaned-{name}-{split}.json"))
+            split: Dataset.from_list(_read_split(processed / f"cleaned-{name}-{split}.json"), features=features)
             for split in (TRAIN_SPLIT, TEST_SPLIT)
         }
         experiences.append(Experience(name, splits[TRAIN_SPLIT], splits[TEST_SPLIT]))

@@ -21,6 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     cmr.add_argument("--data", required=True, help="CMRBench folder (e.g. ../shared/cmrbench) or Hub dataset repo.")
     cmr.add_argument("--output", default="results/cmrbench.json", help="JSON results file.")
+    cmr.add_argument(
+        "--report-dir", default=None,
+        help="Folder for report.md, report.json and the PNG plots (default: the JSON's folder).",
+    )
     cmr.add_argument("--methods", nargs="+", default=None, help="Methods to run (default: all).")
     cmr.add_argument("--seeds", nargs="+", type=int, default=[0], help="Seeds (results are averaged).")
     cmr.add_argument("--replay", type=float, default=None, help="Replay budget, a fraction of each experience.")
@@ -32,6 +36,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Test on a development split carved out of the training files instead of eval (for tuning).",
     )
     cmr.set_defaults(func=run_cmrbench_command)
+
+    publish = commands.add_parser(
+        "publish",
+        help="Publish CMRBench to a Hub dataset repo (one config per experience, models, dataset card).",
+        description="Push the public CMRBench files as a datasets repo: one config per experience (train = val, "
+        "test = eval), a 'models' config with the registries, and a dataset card. Uses the stored login or HF_TOKEN.",
+    )
+    publish.add_argument("--data", required=True, help="CMRBench folder (e.g. ../shared/cmrbench).")
+    publish.add_argument("--repo", required=True, help="Dataset repo id, e.g. ORG/cmrbench (created if needed).")
+    publish.add_argument("--private", action="store_true", help="Create the repo private.")
+    publish.add_argument("--experiences", nargs="+", default=None, help="Subset of experiences (default: all four).")
+    publish.set_defaults(func=run_publish_command)
+
+    from . import speed
+
+    speed.register(commands)
 
 
 def _carve_config(args: argparse.Namespace):
@@ -69,4 +89,19 @@ def run_cmrbench_command(args: argparse.Namespace) -> int:
     output = Path(args.output)
     write_json(output, results)
     print(f"\nWrote {output}")
+    from ..bench.report import write_report
+
+    report = write_report(results, args.report_dir or output.parent, title="CMRBench: methods side by side",
+                          source=str(args.data))
+    print(f"Wrote {report.markdown}, {report.json.name} and {len(report.plots)} plots")
+    return 0
+
+
+def run_publish_command(args: argparse.Namespace) -> int:
+    from ..bench.publish import publish_cmrbench
+
+    result = publish_cmrbench(args.data, args.repo, experiences=args.experiences, private=args.private)
+    for config, splits in result.rows.items():
+        print(f"{config}: " + ", ".join(f"{split} {rows}" for split, rows in splits.items()))
+    print(f"Published CMRBench to {result.url}")
     return 0

@@ -7,7 +7,8 @@ import sys
 
 from .. import __version__
 from ..errors import HubRouteError
-from . import bench, route
+from . import bench, route, update
+from . import eval as eval_command
 
 __all__ = ["main", "build_parser"]
 
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     route.register(commands)
     bench.register(commands)
+    update.register(commands)
+    eval_command.register(commands)
     return parser
 
 

@@ -7,6 +7,10 @@ A router folder holds:
 - ``registry.json``: the models, in id order, with their metadata;
 - ``encoder/``: the encoder's trained weights, when there are any (a LoRA adapter or a full backbone);
 - ``training_state.json`` / ``training_state.safetensors``: what the continual learner needs next time;
+- ``index.safetensors``: the built approximate scoring index (IVF/HNSW), when the router uses one, as FAISS's
+  serialisation in a ``uint8`` tensor, with the SHA-256 of the model embeddings it was built from (an index
+  that does not match the embeddings is refused); an exact index is rebuilt from the embeddings instead;
+- ``calibration.json``: the confidence thresholds fitted by ``HubRouter.calibrate``, when there are any;
 - ``README.md``: the model card.
 """
 
@@ -47,6 +51,8 @@ WEIGHTS_FILE = "model.safetensors"
 REGISTRY_FILE = "registry.json"
 STATE_JSON_FILE = "training_state.json"
 STATE_TENSORS_FILE = "training_state.safetensors"
+INDEX_FILE = "index.safetensors"
+CALIBRATION_FILE = "calibration.json"
 ENCODER_DIR = "encoder"
 LOCAL_REMEDY = "Save the router again."
 """What messages advise about a damaged router folder (readers of Hub downloads pass their own advice)."""
@@ -133,6 +139,9 @@ def write_router(router: HubRouter, folder: Path) -> None:
     if router.training_tensors:
         tensors = {k: v.detach().float().cpu().contiguous() for k, v in router.training_tensors.items()}
         save_file(tensors, str(folder / STATE_TENSORS_FILE), metadata={"format": "pt"})
+    _write_index(router, folder)
+    if router.calibration is not None:
+        write_json(folder / CALIBRATION_FILE, router.calibration.to_dict())
     checksums = {
         str(path.relative_to(folder)): _sha256(path)
         for path in sorted(folder.rglob("*"))
@@ -149,6 +158,74 @@ def write_router(router: HubRouter, folder: Path) -> None:
         "checksums": checksums,
     }
     write_json(folder / CONFIG_FILE, config)
+
+
+def embeddings_digest(embeddings: torch.Tensor) -> str:
+    """Return the SHA-256 of model embeddings as saved (float32, row-major), to tie an index to them."""
+    array = embeddings.detach().float().cpu().contiguous().numpy()
+    return hashlib.sha256(memoryview(array).cast("B")).hexdigest()
+
+
+def _write_index(router: HubRouter, folder: Path) -> None:
+    """Write ``index.safetensors`` when the router uses an approximate index (built now if needed)."""
+    from safetensors.numpy import save_file
+
+    index = router._index_for_saving()
+    if index is None:
+        return
+    metadata = {
+        "format": "faiss",
+        "kind": index.kind,
+        "spec": json.dumps(index.spec.to_dict()),
+        "num_models": str(index.size),
+        "dim": str(index.dim),
+        "embeddings_sha256": embeddings_digest(router.model_embeddings),
+    }
+    save_file({"index": index.to_bytes()}, str(folder / INDEX_FILE), metadata=metadata)
+
+
+def _read_index(router: HubRouter, folder: Path, where: str, remedy: str) -> None:
+    """Load ``index.safetensors`` into ``router`` after checking it was built from its embeddings.
+
+    Raises:
+        CheckpointError: the file is unreadable, or was built for other model embeddings.
+    """
+    from safetensors import safe_open
+
+    from .index import IndexSpec, ScoringIndex
+
+    path = folder / INDEX_FILE
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+            data = handle.get_tensor("index")
+        spec = IndexSpec.from_dict(json.loads(metadata["spec"]))
+        size, dim, digest = int(metadata["num_models"]), int(metadata["dim"]), metadata["embeddings_sha256"]
+    except Exception as err:  # safetensors, JSON and missing keys all mean a damaged file
+        raise CheckpointError(f"{INDEX_FILE} of {where} is not a readable hubroute index ({err}). {remedy}") from err
+    embeddings = router.model_embeddings
+    if (size, dim) != tuple(embeddings.shape) or digest != embeddings_digest(embeddings):
+        raise CheckpointError(
+            f"{INDEX_FILE} of {where} was built for other model embeddings than those in {WEIGHTS_FILE} "
+            f"({size} x {dim} vs {tuple(embeddings.shape)}, or different values): the files come from different "
+            f"checkpoints. Delete {INDEX_FILE} (the router rebuilds its index) or save the router again."
+        )
+    try:
+        index = ScoringIndex.from_bytes(data, spec)
+    except ValueError as err:
+        raise CheckpointError(f"{INDEX_FILE} of {where}: {err} {remedy}") from err
+    if index.size != size or index.dim != dim:
+        raise CheckpointError(f"{INDEX_FILE} of {where} holds {index.size} vectors, not {size}. {remedy}")
+    router._adopt_index(index)
+
+
+def _read_calibration(router: HubRouter, folder: Path, where: str, remedy: str) -> None:
+    from .options import Calibration
+
+    try:
+        router.calibration = Calibration.from_dict(json.loads((folder / CALIBRATION_FILE).read_text(encoding="utf-8")))
+    except ValueError as err:
+        raise CheckpointError(f"{CALIBRATION_FILE} of {where} is not a valid calibration ({err}). {remedy}") from err
 
 
 def _capitalized(text: str) -> str:
@@ -279,6 +356,10 @@ def read_router(cls: type[HubRouter], folder: Path, where: str | None = None, re
             raise CheckpointError(f"{STATE_JSON_FILE} of {where} is not valid JSON ({err}). {remedy}") from err
     if (folder / STATE_TENSORS_FILE).is_file():
         router.training_tensors = _load_safetensors(folder / STATE_TENSORS_FILE, where, remedy)
+    if (folder / INDEX_FILE).is_file():
+        _read_index(router, folder, where, remedy)
+    if (folder / CALIBRATION_FILE).is_file():
+        _read_calibration(router, folder, where, remedy)
     router.eval()
     return router
 

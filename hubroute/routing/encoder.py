@@ -148,10 +148,11 @@ class PromptEncoder(nn.Module):
         self.model.add_adapter(LoraConfig(**lora_kwargs))
         self.config.lora = dict(lora_kwargs)
 
-    def tokenize(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Tokenise prompts (truncating to ``config.max_length`` tokens)."""
-        limit = self.config.max_length * _CHARS_PER_TOKEN_BOUND
-        return self.model.preprocess([p[:limit] for p in prompts])
+    def tokenize(self, prompts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        """Tokenise prompts, truncating to ``max_length`` tokens (default ``config.max_length``)."""
+        max_length = max_length or self.config.max_length
+        limit = max_length * _CHARS_PER_TOKEN_BOUND
+        return self.model.preprocess([p[:limit] for p in prompts], max_length=max_length)
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Return pooled prompt vectors ``[batch, dim]`` for tokenised ``features``."""

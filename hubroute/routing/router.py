@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
@@ -17,9 +17,23 @@ from torch import nn
 from ..errors import CheckpointError, InvalidPromptError
 from . import checkpoint
 from .encoder import EncoderConfig, PromptEncoder
-from .index import ScoringIndex
+from .index import INDEX_KINDS, IndexSpec, ScoringIndex
+from .options import (
+    LEVELS,
+    LOW_CONFIDENCE_ACTIONS,
+    Calibration,
+    GroupRanking,
+    RegistryArrays,
+    RouteFilter,
+    aggregate_levels,
+    as_route_filter,
+    check_level,
+    check_min_score,
+    fit_threshold,
+    split_sentences,
+)
 from .registry import ModelRecord, Registry
-from .results import RouteResult
+from .results import Explanation, NearestPrompt, RouteResult
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, ModelCard
@@ -38,12 +52,37 @@ class RouterConfig:
         embedding_dim: Size of the shared prompt/model space; ``None`` uses the encoder's size.
         temperature: Softmax temperature applied to cosine scores during training.
         card_weight: Weight of a model's card embedding when its row is initialised from its prompts.
+        index_kind: Scoring index: ``"auto"`` (exact below ``ann_threshold`` models, else IVF), ``"exact"``,
+            ``"ivf"`` or ``"hnsw"``.
+        ann_threshold: With ``"auto"``, registries of at least this many models get an approximate index.
+        ivf_nlist: IVF cells; ``None`` picks ``4 * sqrt(num_models)``.
+        ivf_nprobe: IVF cells searched per prompt (more: higher recall, slower); ``None`` searches enough
+            cells to scan about 10,000 vectors (at least 32 cells).
+        hnsw_m: HNSW graph degree.
+        hnsw_ef_construction: HNSW build-time beam width.
+        hnsw_ef_search: HNSW search-time beam width (more: higher recall, slower).
+        filter_exact_below: Filtered searches whose allowed set has at most this many models are exact.
+        level_aggregation: How family/domain scores combine model scores: ``"lse"`` (log-sum-exp at
+            ``temperature`` over the group's ``level_top_models`` best models) or ``"max"``.
+        level_top_models: How many of a group's best models count in its score.
+        level_candidates: How many top models are retrieved to rank families and domains.
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     embedding_dim: int | None = None
     temperature: float = 0.08
     card_weight: float = 0.5
+    index_kind: str = "auto"
+    ann_threshold: int = 20_000
+    ivf_nlist: int | None = None
+    ivf_nprobe: int | None = None
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+    filter_exact_below: int = 4096
+    level_aggregation: str = "lse"
+    level_top_models: int = 8
+    level_candidates: int = 256
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,7 +168,10 @@ class HubRouter(
         self.training_tensors: dict[str, torch.Tensor] = {}
         """Tensor state of the continual learner (EWC statistics, ...), saved with the router."""
         self._index: ScoringIndex | None = None
-        self._index_key: tuple[int, int, int] | None = None
+        self._index_key: tuple[Any, ...] | None = None
+        self._route_cache: dict[str, Any] = {}
+        """Derived routing state: the transposed projection, registry arrays, explanation vectors."""
+        self._calibration: Calibration | None = None
 
     # -- properties ----------------------------------------------------------------------------------------
     @property
@@ -178,45 +220,220 @@ class HubRouter(
         weight = self.projection.weight.detach().float().cpu()
         return F.normalize(pooled @ weight.T, dim=-1).numpy()
 
-    # -- routing -------------------------------------------------------------------------------------------
-    def _scoring_index(self) -> ScoringIndex:
-        param = self.model_embeddings
-        key = (param.data_ptr(), param._version, param.shape[0])
+    # -- scoring index ---------------------------------------------------------------------------------------
+    def index_spec(self) -> IndexSpec:
+        """The index the router uses at its current size (``config.index_kind``, ``"auto"`` resolved).
+
+        Raises:
+            ValueError: ``config.index_kind`` is not ``"auto"``, ``"exact"``, ``"ivf"`` or ``"hnsw"``.
+        """
+        c = self.config
+        kind = c.index_kind
+        if kind == "auto":
+            kind = "ivf" if self.num_models >= c.ann_threshold else "exact"
+        if kind not in INDEX_KINDS:
+            raise ValueError(f"RouterConfig.index_kind must be 'auto' or one of {list(INDEX_KINDS)}, got {kind!r}.")
+        return IndexSpec(kind, nlist=c.ivf_nlist, hnsw_m=c.hnsw_m, ef_construction=c.hnsw_ef_construction)
+
+    def _index_cache_key(self) -> tuple[Any, ...]:
+        param, c = self.model_embeddings, self.config
+        return (
+            param.data_ptr(), param._version, param.shape[0],
+            c.index_kind, c.ann_threshold, c.ivf_nlist, c.hnsw_m, c.hnsw_ef_construction,
+        )  # fmt: skip
+
+    def _scoring_index(self, progress: Any = None) -> ScoringIndex:
+        """The FAISS index over the normalised model embeddings, rebuilt only when they (or its spec) change."""
+        key = self._index_cache_key()
         if self._index is None or self._index_key != key:
-            self._index = ScoringIndex(self.normalized_embeddings().detach().float().cpu().numpy())
+            spec = self.index_spec()
+            if spec.kind != "exact":
+                logger.info("Building a %s index over %d models (saved with the router).", spec.kind, self.num_models)
+            with torch.no_grad():
+                vectors = self.normalized_embeddings().detach().float().cpu().numpy()
+            self._index = ScoringIndex(vectors, spec, progress=progress)
             self._index_key = key
         return self._index
 
-    def search(self, prompts: Sequence[str], top_k: int = 1, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(scores, ids)`` arrays ``[n, top_k]`` for already validated prompts (no result objects)."""
+    def build_index(self, kind: str | None = None, *, show_progress: bool = False) -> ScoringIndex:
+        """Build the scoring index now (routing builds it lazily otherwise); it is saved with the router.
+
+        Args:
+            kind: ``"auto"``, ``"exact"``, ``"ivf"`` or ``"hnsw"``; stored in ``config.index_kind``
+                (default: keep the configured kind).
+            show_progress: Log the build's progress.
+
+        Returns:
+            The built index.
+
+        Raises:
+            ValueError: an unknown kind.
+        """
+        if kind is not None:
+            if kind != "auto" and kind not in INDEX_KINDS:
+                raise ValueError(f"kind must be 'auto' or one of {list(INDEX_KINDS)}, got {kind!r}.")
+            self.config.index_kind = kind
+
+        def log(stage: str, done: int, total: int) -> None:
+            logger.info("index %s: %d/%d", stage, done, total)
+
+        self._index = None
+        return self._scoring_index(progress=log if show_progress else None)
+
+    def _index_for_saving(self) -> ScoringIndex | None:
+        """The approximate index to save with the router (built if needed), or ``None`` for an exact one."""
+        if self.num_models == 0 or self.index_spec().kind == "exact":
+            return None
+        return self._scoring_index()
+
+    def _adopt_index(self, index: ScoringIndex) -> bool:
+        """Use a loaded ``index`` if it was built with the spec the config asks for; return whether it was."""
+        wanted = self.index_spec()
+        if index.spec != wanted or index.size != self.num_models or index.dim != self.embedding_dim:
+            logger.warning("The saved %s index does not match the router's index settings; it will be rebuilt.", index.kind)
+            return False
+        self._index = index
+        self._index_key = self._index_cache_key()
+        return True
+
+    # -- queries ---------------------------------------------------------------------------------------------
+    def _projection_t(self) -> torch.Tensor:
+        weight = self.projection.weight
+        key = (weight.data_ptr(), weight._version)
+        cached = self._route_cache.get("projection")
+        if cached is None or cached[0] != key:
+            cached = (key, weight.detach().float().cpu().T.contiguous())
+            self._route_cache["projection"] = cached
+        return cached[1]
+
+    def _encode_queries(self, prompts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Return ``[n, embedding_dim]`` normalised prompt vectors (the routing hot path).
+
+        Up to ``batch_size`` prompts of a router in eval mode go through one tokenise + forward under
+        ``torch.inference_mode()``; larger lists are encoded in length-sorted batches.
+        """
+        encoder = self.encoder
+        if len(prompts) == 0:
+            return np.empty((0, self.embedding_dim), dtype=np.float32)
+        projection = self._projection_t()
+        if len(prompts) > batch_size or encoder.training:
+            pooled = encoder.encode(list(prompts), batch_size=batch_size)
+            with torch.inference_mode():
+                return F.normalize(pooled @ projection, dim=-1).numpy()
+        features = encoder.tokenize(prompts)
+        device = encoder.device
+        if device.type != "cpu":
+            features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        with torch.inference_mode():
+            return F.normalize(encoder(features).float().cpu() @ projection, dim=-1).numpy()
+
+    def _search_vectors(
+        self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        c = self.config
+        return self._scoring_index().search(
+            vectors, k, allowed=allowed, nprobe=c.ivf_nprobe, ef_search=c.hnsw_ef_search,
+            exact_below=c.filter_exact_below,
+        )  # fmt: skip
+
+    def _registry_arrays(self) -> RegistryArrays:
+        key = (id(self.registry), len(self.registry))
+        cached = self._route_cache.get("arrays")
+        if cached is None or cached[0] != key:
+            cached = (key, RegistryArrays(self.registry))
+            self._route_cache["arrays"] = cached
+        return cached[1]
+
+    def _allowed(self, route_filter: RouteFilter | None) -> np.ndarray | None:
+        """Mask of the models ``route_filter`` lets through (``None``: every model)."""
+        return None if route_filter is None else self._registry_arrays().mask(route_filter)
+
+    # -- routing ---------------------------------------------------------------------------------------------
+    def search(
+        self,
+        prompts: Sequence[str],
+        top_k: int = 1,
+        batch_size: int = 64,
+        *,
+        filters: RouteFilter | Mapping[str, Any] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(scores, ids)`` arrays ``[n, top_k]`` for already validated prompts (no result objects).
+
+        Args:
+            prompts: The prompts.
+            top_k: Models per prompt (fewer when the registry or the filtered set is smaller).
+            batch_size: Prompts per encoder forward pass.
+            filters: Only models passing this :class:`RouteFilter` (or dict) are searched.
+
+        Raises:
+            CheckpointError: the router has no models.
+            ValueError: a bad filter.
+        """
         if self.num_models == 0:
             raise CheckpointError("This router has no models yet: train it on an experience or add_models() first.")
-        return self._scoring_index().search(self.embed_prompts(prompts, batch_size=batch_size), top_k)
+        allowed = self._allowed(as_route_filter(filters))
+        return self._search_vectors(self._encode_queries(list(prompts), batch_size), top_k, allowed)
 
     @overload
-    def route(self, prompts: str, top_k: int = 1, batch_size: int = 64) -> list[RouteResult]: ...
+    def route(
+        self, prompts: str, top_k: int = 1, batch_size: int = 64, *, level: str = "model",
+        filters: RouteFilter | Mapping[str, Any] | None = None, min_score: float | str | None = None,
+        on_low_confidence: str = "abstain", explain: bool = False,
+    ) -> list[RouteResult]: ...  # fmt: skip
     @overload
-    def route(self, prompts: Sequence[str], top_k: int = 1, batch_size: int = 64) -> list[list[RouteResult]]: ...
+    def route(
+        self, prompts: Sequence[str], top_k: int = 1, batch_size: int = 64, *, level: str = "model",
+        filters: RouteFilter | Mapping[str, Any] | None = None, min_score: float | str | None = None,
+        on_low_confidence: str = "abstain", explain: bool = False,
+    ) -> list[list[RouteResult]]: ...  # fmt: skip
 
     def route(
-        self, prompts: str | Sequence[str], top_k: int = 1, batch_size: int = 64
+        self,
+        prompts: str | Sequence[str],
+        top_k: int = 1,
+        batch_size: int = 64,
+        *,
+        level: str = "model",
+        filters: RouteFilter | Mapping[str, Any] | None = None,
+        min_score: float | str | None = None,
+        on_low_confidence: str = "abstain",
+        explain: bool = False,
     ) -> list[RouteResult] | list[list[RouteResult]]:
-        """Return the best models for a prompt, or for each prompt of a list.
+        """Return the best models (or families, or domains) for a prompt, or for each prompt of a list.
 
         Prompts longer than the encoder's ``max_length`` tokens (256 by default) are truncated: only their
         beginning is used.
 
         Args:
             prompts: One prompt, or a list of prompts (encoded in batches).
-            top_k: How many models to return per prompt, best first.
+            top_k: How many results to return per prompt, best first.
             batch_size: Prompts per encoder forward pass.
+            level: ``"model"``, or ``"family"`` / ``"domain"`` to rank groups of models; a group's score
+                aggregates its best models' scores (``config.level_aggregation``) and its result names the
+                group (``RouteResult.group``) and its best model.
+            filters: Only models whose metadata passes this :class:`RouteFilter` (or a dict of its fields,
+                e.g. ``{"license": "mit", "exclude_authors": ["acme"]}``) are ranked. When no model passes,
+                every prompt gets an empty list.
+            min_score: Confidence threshold on the best result's score: a number in ``[-1, 1]`` (used at every
+                level), or ``"calibrated"`` for the per-level thresholds fitted by :meth:`calibrate`. Results
+                below the threshold are dropped.
+            on_low_confidence: When the best score is below ``min_score``: ``"abstain"`` returns an empty
+                list for that prompt; ``"backoff"`` answers at the next coarser level (model -> family ->
+                domain) whose best score reaches its threshold, with ``RouteResult.backed_off_from`` set, and
+                abstains (empty list) when none does.
+            explain: Attach an :class:`Explanation` to every result: its model, family and domain scores,
+                the nearest training prompts (the replay coreset in ``training_state["replay"]``, encoded
+                once on first use and cached) and the best-matching sentence of the model's card.
 
         Returns:
-            For one prompt, a list of ``top_k`` :class:`RouteResult`; for a list, one such list per prompt.
+            For one prompt, a list of at most ``top_k`` :class:`RouteResult`; for a list, one such list per
+            prompt.
 
         Raises:
             InvalidPromptError: a prompt is not a string, or is empty.
-            ValueError: ``top_k`` is not a positive integer.
+            ValueError: ``top_k`` is not a positive integer; an unknown ``level``, ``on_low_confidence`` or
+                filter key; ``min_score`` out of range, or ``"calibrated"`` on a router never calibrated.
+            CheckpointError: the router has no models.
         """
         single = isinstance(prompts, str)
         if not single and not isinstance(prompts, Sequence):
@@ -226,18 +443,301 @@ class HubRouter(
         batch = _validate_prompts([prompts] if single else list(prompts))
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+        plain = level == "model" and filters is None and min_score is None and not explain
+        thresholds: dict[str, float] | None = None
+        route_filter: RouteFilter | None = None
+        if not plain:
+            check_level(level)
+            thresholds = self._thresholds(check_min_score(min_score))
+            if on_low_confidence not in LOW_CONFIDENCE_ACTIONS:
+                raise ValueError(
+                    f"on_low_confidence must be one of {list(LOW_CONFIDENCE_ACTIONS)}, got {on_low_confidence!r}."
+                )
+            route_filter = as_route_filter(filters)
         if not batch:
             return []
-        scores, ids = self.search(batch, top_k=top_k, batch_size=batch_size)
-        results = [self._results(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids)]
+        if self.num_models == 0:
+            raise CheckpointError("This router has no models yet: train it on an experience or add_models() first.")
+        vectors = self._encode_queries(batch, batch_size)
+        if plain:
+            scores, ids = self._search_vectors(vectors, top_k)
+            results = [self._results(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids)]
+        else:
+            results = self._route_with_options(
+                vectors, top_k, level, route_filter, thresholds, on_low_confidence == "backoff", explain
+            )
         return results[0] if single else results
 
     def _results(self, scores: np.ndarray, ids: np.ndarray) -> list[RouteResult]:
         out = []
+        registry = self.registry
         for rank, (score, idx) in enumerate(zip(scores.tolist(), ids.tolist()), start=1):
-            record = self.registry[idx]
+            if idx < 0:
+                break
+            record = registry[idx]
             out.append(RouteResult(record.model_id, record.family, record.domain, float(score), rank))
         return out
+
+    def _thresholds(self, min_score: float | str | None) -> dict[str, float] | None:
+        """Level -> threshold for ``min_score`` (``None``: no threshold)."""
+        if min_score is None:
+            return None
+        if min_score == "calibrated":
+            if self.calibration is None:
+                raise ValueError(
+                    "min_score='calibrated' needs thresholds: call router.calibrate(prompts, model_ids, ...) first."
+                )
+            return {lvl: self.calibration.threshold(lvl) for lvl in LEVELS}
+        return dict.fromkeys(LEVELS, float(min_score))
+
+    def _route_with_options(
+        self,
+        vectors: np.ndarray,
+        top_k: int,
+        level: str,
+        route_filter: RouteFilter | None,
+        thresholds: dict[str, float] | None,
+        backoff: bool,
+        explain: bool,
+    ) -> list[list[RouteResult]]:
+        allowed = self._allowed(route_filter)
+        if allowed is not None and not allowed.any():
+            return [[] for _ in range(len(vectors))]
+        ladder = LEVELS[LEVELS.index(level) :] if backoff and thresholds is not None else (level,)
+        grouped = explain or any(lvl != "model" for lvl in ladder)
+        width = max(top_k, self.config.level_candidates) if grouped else top_k
+        scores, ids = self._search_vectors(vectors, width, allowed)
+        rankings: dict[str, list[GroupRanking]] = {}
+        if grouped:
+            arrays, c = self._registry_arrays(), self.config
+            for lvl in ("family", "domain"):
+                rankings[lvl] = aggregate_levels(
+                    scores, ids, arrays.group_codes(lvl), top_n=c.level_top_models, temperature=c.temperature,
+                    how=c.level_aggregation,
+                )  # fmt: skip
+        out = []
+        for row in range(len(vectors)):
+            results = self._answer(row, scores[row], ids[row], rankings, ladder, top_k, thresholds)
+            if explain and results:
+                results = self._explained(vectors[row], results, scores[row], ids[row], rankings, row, thresholds)
+            out.append(results)
+        return out
+
+    def _level_results(
+        self, lvl: str, row: int, scores: np.ndarray, ids: np.ndarray, rankings: dict[str, list[GroupRanking]], top_k: int
+    ) -> list[RouteResult]:
+        if lvl == "model":
+            results = self._results(scores[:top_k], ids[:top_k])
+            return results
+        ranking, arrays = rankings[lvl][row], self._registry_arrays()
+        out = []
+        for rank, (code, score, best) in enumerate(
+            zip(ranking.codes[:top_k].tolist(), ranking.scores[:top_k].tolist(), ranking.best_models[:top_k].tolist()),
+            start=1,
+        ):
+            record = self.registry[best]
+            group = arrays.group_name(lvl, code)
+            out.append(RouteResult(record.model_id, record.family, record.domain, float(score), rank, lvl, group))
+        return out
+
+    def _answer(
+        self,
+        row: int,
+        scores: np.ndarray,
+        ids: np.ndarray,
+        rankings: dict[str, list[GroupRanking]],
+        ladder: Sequence[str],
+        top_k: int,
+        thresholds: dict[str, float] | None,
+    ) -> list[RouteResult]:
+        """Results of one prompt: at the first level of ``ladder`` whose best score reaches its threshold."""
+        for lvl in ladder:
+            results = self._level_results(lvl, row, scores, ids, rankings, top_k)
+            if not results:
+                return []
+            if thresholds is None:
+                return results
+            threshold = thresholds[lvl]
+            if results[0].score >= threshold:
+                backed_off = ladder[0] if lvl != ladder[0] else None
+                return [
+                    replace(r, backed_off_from=backed_off) if backed_off else r
+                    for r in results
+                    if r.score >= threshold
+                ]
+        return []
+
+    # -- explanations ----------------------------------------------------------------------------------------
+    def _vectors_version(self) -> tuple[Any, ...]:
+        weight = self.projection.weight
+        return (weight.data_ptr(), weight._version, sum(p._version for p in self.encoder.parameters()))
+
+    def _replay_vectors(self) -> tuple[list[dict[str, Any]], np.ndarray]:
+        replay = self.training_state.get("replay") or []
+        key = (id(replay), len(replay), self._vectors_version())
+        cached = self._route_cache.get("replay")
+        if cached is None or cached[0] != key:
+            entries = [
+                e for e in replay if isinstance(e, dict) and isinstance(e.get("prompt"), str) and e["prompt"].strip()
+            ]
+            cached = (key, entries, self._encode_queries([e["prompt"] for e in entries]))
+            self._route_cache["replay"] = cached
+        return cached[1], cached[2]
+
+    def _card_vectors(self, model_idx: int) -> tuple[list[str], np.ndarray]:
+        version = self._vectors_version()
+        cards = self._route_cache.setdefault("cards", {})
+        if cards.get("version") != version:
+            cards.clear()
+            cards["version"] = version
+        if model_idx not in cards:
+            if len(cards) > 4096:
+                cards.clear()
+                cards["version"] = version
+            sentences = split_sentences(self.registry[model_idx].card_text)
+            cards[model_idx] = (sentences, self._encode_queries(sentences))
+        return cards[model_idx]
+
+    def _nearest_prompts(self, vector: np.ndarray, count: int = 3) -> tuple[NearestPrompt, ...]:
+        entries, vectors = self._replay_vectors()
+        if not entries:
+            return ()
+        similarity = vectors @ vector
+        best = np.argsort(-similarity, kind="stable")[:count]
+        return tuple(
+            NearestPrompt(entries[i]["prompt"], str(entries[i].get("model_id")), float(similarity[i])) for i in best
+        )
+
+    def _explained(
+        self,
+        vector: np.ndarray,
+        results: list[RouteResult],
+        scores: np.ndarray,
+        ids: np.ndarray,
+        rankings: dict[str, list[GroupRanking]],
+        row: int,
+        thresholds: dict[str, float] | None,
+    ) -> list[RouteResult]:
+        arrays = self._registry_arrays()
+        model_scores = {int(i): float(s) for i, s in zip(ids.tolist(), scores.tolist()) if i >= 0}
+        group_scores = {
+            lvl: dict(zip(rankings[lvl][row].codes.tolist(), rankings[lvl][row].scores.tolist())) for lvl in rankings
+        }
+        nearest = self._nearest_prompts(vector)
+        out = []
+        for result in results:
+            idx = self.registry.index(result.model_id)
+            level_scores = {"model": model_scores.get(idx, float(self._normalized_row(idx) @ vector))}
+            for lvl in ("family", "domain"):
+                code = int(arrays.group_codes(lvl)[idx])
+                level_scores[lvl] = float(group_scores[lvl].get(code, level_scores["model"]))
+            sentences, sentence_vectors = self._card_vectors(idx)
+            card_sentence = card_score = None
+            if sentences:
+                similarity = sentence_vectors @ vector
+                best = int(np.argmax(similarity))
+                card_sentence, card_score = sentences[best], float(similarity[best])
+            explanation = Explanation(
+                level_scores=level_scores,
+                nearest_prompts=nearest,
+                card_sentence=card_sentence,
+                card_sentence_score=card_score,
+                threshold=None if thresholds is None else thresholds[result.level],
+            )
+            out.append(replace(result, explanation=explanation))
+        return out
+
+    def _normalized_row(self, idx: int) -> np.ndarray:
+        with torch.no_grad():
+            return F.normalize(self.model_embeddings[idx].detach().float().cpu(), dim=0).numpy()
+
+    # -- calibration -----------------------------------------------------------------------------------------
+    @property
+    def calibration(self) -> Calibration | None:
+        """Per-level score thresholds fitted by :meth:`calibrate` (saved with the router), or ``None``."""
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, value: Calibration | None) -> None:
+        if value is not None and not isinstance(value, Calibration):
+            raise TypeError(f"calibration must be a Calibration or None, got {type(value).__name__}.")
+        self._calibration = value
+
+    def calibrate(
+        self,
+        prompts: Sequence[str],
+        model_ids: Sequence[str],
+        *,
+        target_precision: float | None = None,
+        coverage: float | None = None,
+        batch_size: int = 64,
+    ) -> Calibration:
+        """Fit per-level confidence thresholds on held-out prompts, for ``route(min_score="calibrated")``.
+
+        Each prompt is routed; at model level its answer is right when the best model is its gold model, at
+        family (domain) level when the best family (domain) is the gold model's. For each level, the
+        threshold is the lowest best-score at which answers reach ``target_precision``, or the score above
+        which ``coverage`` of the prompts fall. The thresholds are stored in :attr:`calibration` and saved
+        with the router (``calibration.json``).
+
+        Args:
+            prompts: Held-out prompts (not used in training).
+            model_ids: The right model for each prompt (registered ids).
+            target_precision: Precision to reach at each level, in ``(0, 1]``; or
+            coverage: Fraction of prompts to answer at each level, in ``(0, 1]``.
+            batch_size: Prompts per encoder forward pass.
+
+        Returns:
+            The fitted :class:`Calibration` (thresholds, and the precision and coverage they give on
+            ``prompts``).
+
+        Raises:
+            ValueError: not exactly one of ``target_precision`` and ``coverage``, or one outside ``(0, 1]``;
+                no prompts, or not one model id per prompt.
+            InvalidPromptError: a prompt is empty or not a string.
+            UnknownModelError: a model id is not registered.
+            CheckpointError: the router has no models.
+        """
+        if (target_precision is None) == (coverage is None):
+            raise ValueError("calibrate() needs exactly one of target_precision= and coverage=.")
+        for name, value in (("target_precision", target_precision), ("coverage", coverage)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1):
+                raise ValueError(f"{name} must be a number in (0, 1], got {value!r}.")
+        if isinstance(prompts, str) or isinstance(model_ids, str):
+            raise ValueError("calibrate() takes a list of prompts and a list of model ids.")
+        batch = _validate_prompts(list(prompts))
+        model_ids = list(model_ids)
+        if not batch or len(batch) != len(model_ids):
+            raise ValueError(f"calibrate() needs one model id per prompt: got {len(batch)} prompts and {len(model_ids)} ids.")
+        if self.num_models == 0:
+            raise CheckpointError("This router has no models yet: train it on an experience or add_models() first.")
+        gold = np.asarray([self.registry.index(m) for m in model_ids], dtype=np.int64)
+        vectors = self._encode_queries(batch, batch_size)
+        scores, ids = self._search_vectors(vectors, max(1, self.config.level_candidates))
+        arrays, c = self._registry_arrays(), self.config
+        confidence = {"model": scores[:, 0].astype(np.float64)}
+        correct = {"model": ids[:, 0] == gold}
+        for lvl in ("family", "domain"):
+            codes = arrays.group_codes(lvl)
+            rankings = aggregate_levels(
+                scores, ids, codes, top_n=c.level_top_models, temperature=c.temperature, how=c.level_aggregation
+            )
+            confidence[lvl] = np.asarray([r.scores[0] for r in rankings], dtype=np.float64)
+            correct[lvl] = np.asarray([r.codes[0] for r in rankings]) == codes[gold]
+        fitted = {lvl: fit_threshold(confidence[lvl], correct[lvl], target_precision=target_precision, coverage=coverage)
+                  for lvl in LEVELS}  # fmt: skip
+        for lvl, (threshold, _, _) in fitted.items():
+            if threshold is None:
+                logger.warning("No %s-level threshold reaches precision %s on these prompts.", lvl, target_precision)
+        self.calibration = Calibration(
+            thresholds={lvl: fitted[lvl][0] for lvl in LEVELS},
+            target_precision=None if target_precision is None else float(target_precision),
+            coverage=None if coverage is None else float(coverage),
+            num_prompts=len(batch),
+            precision={lvl: fitted[lvl][1] for lvl in LEVELS},
+            answered={lvl: fitted[lvl][2] for lvl in LEVELS},
+        )
+        return self.calibration
 
     # -- registry growth -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -247,18 +747,25 @@ class HubRouter(
         prompts: Mapping[str, Sequence[str]] | None = None,
         experience: str | None = None,
         show_progress: bool = False,
+        *,
+        neighbors: int = 0,
+        neighbor_weight: float = 0.5,
     ) -> list[int]:
         """Register new models and initialise their embeddings, so they are routable at once.
 
         A new model's embedding is the normalised sum of the mean of its prompt vectors (when ``prompts``
         gives some) and ``config.card_weight`` times the vector of its card document (id, domain and card
-        text); without prompts it is the card vector alone. Models already registered are left unchanged.
+        text); without prompts it is the card vector alone. With ``neighbors``, it is then blended with the
+        embeddings of the most similar models already registered (a cold start for models seen only through
+        their card; see :meth:`initial_embeddings`). Models already registered are left unchanged.
 
         Args:
             records: Metadata of the models to add.
             prompts: Optional model id -> example prompts routed to that model.
             experience: Name recorded as the experience that introduced the models.
             show_progress: Show progress bars while encoding.
+            neighbors: How many similar registered models to blend in (0: none).
+            neighbor_weight: Weight of their mix in the blend.
 
         Returns:
             The ids of the models that were new.
@@ -274,7 +781,10 @@ class HubRouter(
         for group in texts:
             per_model.append(vectors[start : start + len(group)] if group else None)
             start += len(group)
-        self.append_embeddings(self.initial_embeddings(new_records, per_model, show_progress=show_progress))
+        rows = self.initial_embeddings(
+            new_records, per_model, show_progress=show_progress, neighbors=neighbors, neighbor_weight=neighbor_weight
+        )
+        self.append_embeddings(rows)
         return new_ids
 
     @torch.no_grad()
@@ -283,18 +793,33 @@ class HubRouter(
         records: Sequence[ModelRecord],
         prompt_vectors: Sequence[torch.Tensor | None] | None = None,
         show_progress: bool = False,
+        *,
+        neighbors: int = 0,
+        neighbor_weight: float = 0.5,
     ) -> torch.Tensor:
         """Return initial embeddings ``[len(records), dim]`` for new models.
 
         Each is ``normalise(normalise(mean of its prompt vectors) + card_weight * card vector)``, or the card
         vector alone when the model has no prompt vectors.
 
+        With ``neighbors > 0`` and models already registered, each row ``r`` is then blended with the
+        embeddings of its ``neighbors`` most similar registered models: ``normalise(r + neighbor_weight *
+        normalise(sum_i w_i e_i))`` with ``w = softmax(cos(r, e_i) / temperature)``. A card alone lands in the
+        space of model descriptions; the mix pulls it towards where the prompts of similar models land.
+
         Args:
             records: The new models.
             prompt_vectors: Per record, ``[n_i, dim]`` normalised prompt vectors (from
                 :meth:`embed_prompts` or :meth:`project`), or ``None``.
             show_progress: Show a progress bar while encoding the cards.
+            neighbors: How many similar registered models to blend in (0: none, the default).
+            neighbor_weight: Weight of their mix in the blend.
+
+        Raises:
+            ValueError: ``neighbors`` or ``neighbor_weight`` is negative.
         """
+        if neighbors < 0 or neighbor_weight < 0:
+            raise ValueError("neighbors and neighbor_weight must not be negative.")
         cards = torch.from_numpy(
             self.embed_prompts([r.document() for r in records], batch_size=32, show_progress=show_progress)
         )
@@ -303,7 +828,14 @@ class HubRouter(
             if vectors is not None and len(vectors):
                 centroid = F.normalize(vectors.float().mean(0), dim=0)
                 rows[j] = centroid + self.config.card_weight * cards[j]
-        return F.normalize(rows, dim=-1)
+        rows = F.normalize(rows, dim=-1)
+        if neighbors > 0 and neighbor_weight > 0 and self.model_embeddings.shape[0] > 0:
+            known = self.normalized_embeddings().detach().float().cpu()
+            similarity, nearest = (rows @ known.T).topk(min(neighbors, known.shape[0]), dim=1)
+            weights = torch.softmax(similarity / self.config.temperature, dim=1)
+            mix = F.normalize((weights.unsqueeze(-1) * known[nearest]).sum(dim=1), dim=-1)
+            rows = F.normalize(rows + neighbor_weight * mix, dim=-1)
+        return rows
 
     @torch.no_grad()
     def append_embeddings(self, rows: torch.Tensor) -> None:

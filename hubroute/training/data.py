@@ -132,15 +132,23 @@ class CARvECollator:
     gold first), which candidates share the gold's domain (``neighbours``, for soft targets) and the replay
     flags.
 
+    With ``card_max_length`` set, it also holds the tokenised card documents of the batch's distinct gold
+    models (``card_features``) and, per example, the position of its gold among them (``card_targets``).
+
     Args:
         encoder: Tokenises the prompts.
         sampler: Draws the candidate sets.
-        registry: Gives each model's domain.
+        registry: Gives each model's domain and card document.
+        card_max_length: Token budget of card documents; ``None`` leaves cards out of the batch.
     """
 
-    def __init__(self, encoder: PromptEncoder, sampler: CandidateSampler, registry: Registry) -> None:
+    def __init__(
+        self, encoder: PromptEncoder, sampler: CandidateSampler, registry: Registry, card_max_length: int | None = None
+    ) -> None:
         self.encoder = encoder
         self.sampler = sampler
+        self.card_max_length = card_max_length
+        self.documents = [r.document() for r in registry] if card_max_length else []
         codes = {d: i for i, d in enumerate(sorted({domain_key(r.domain) for r in registry}))}
         self.domain_codes = torch.tensor([codes[domain_key(r.domain)] for r in registry])
 
@@ -148,7 +156,7 @@ class CARvECollator:
         labels = np.array([r["label"] for r in rows], dtype=np.int64)
         index = np.array([r["index"] for r in rows], dtype=np.int64)
         candidates = self.sampler.sample(labels, index)
-        return {
+        batch = {
             "features": dict(self.encoder.tokenize([r["prompt"] for r in rows])),
             "labels": torch.from_numpy(labels),
             "index": torch.from_numpy(index),
@@ -156,3 +164,10 @@ class CARvECollator:
             "neighbours": self.domain_codes[candidates] == self.domain_codes[labels][:, None],
             "is_replay": torch.tensor([bool(r["is_replay"]) for r in rows]),
         }
+        if self.card_max_length:
+            distinct = list(dict.fromkeys(labels.tolist()))
+            position = {label: i for i, label in enumerate(distinct)}
+            documents = [self.documents[label] for label in distinct]
+            batch["card_features"] = dict(self.encoder.tokenize(documents, max_length=self.card_max_length))
+            batch["card_targets"] = torch.tensor([position[label] for label in labels.tolist()])
+        return batch

@@ -44,6 +44,7 @@ __all__ = ["CARvETrainer"]
 logger = logging.getLogger(__name__)
 
 REPLAY_STATE_KEY = "replay"
+HOLDOUT_STATE_KEY = "holdout"
 EWC_PARAMETERS = ("projection.weight", "model_embeddings")
 
 
@@ -64,6 +65,44 @@ def _configure_encoder(router: HubRouter, args: CARvEConfig) -> None:
             param.requires_grad_(False)
     if args.encoder_mode == "full":
         encoder.fine_tuned = True
+
+
+def split_holdout(
+    dataset: Dataset, fraction: float, seed: int, experience: str
+) -> tuple[Dataset, list[dict[str, Any]]]:
+    """Keep ``fraction`` of an experience's rows out of training, for later forgetting checks.
+
+    At most one row per model is held out, and only from models with two or more rows, so every model keeps
+    training examples.
+
+    Args:
+        dataset: The experience.
+        fraction: Share of the rows to hold out (0 holds out nothing).
+        seed: Seed of the draw.
+        experience: Name stored with each held-out row.
+
+    Returns:
+        The rows kept for training, and the held-out rows as ``{"prompt", "model_id", "domain", "experience"}``.
+    """
+    if fraction <= 0:
+        return dataset, []
+    rows_of: dict[str, list[int]] = {}
+    for i, model_id in enumerate(dataset["model_id"]):
+        rows_of.setdefault(model_key(model_id), []).append(i)
+    eligible = sorted(rows for rows in rows_of.values() if len(rows) >= 2)
+    count = min(len(eligible), int(round(fraction * len(dataset))))
+    if count == 0:
+        return dataset, []
+    rng = np.random.default_rng(seed)
+    picked = sorted(int(rng.choice(eligible[j])) for j in rng.choice(len(eligible), size=count, replace=False))
+    domains = dataset["domain"] if "domain" in dataset.column_names else [None] * len(dataset)
+    held = [
+        {"prompt": dataset[i]["prompt"], "model_id": dataset[i]["model_id"].strip(), "domain": domains[i],
+         "experience": experience}
+        for i in picked
+    ]  # fmt: skip
+    kept = sorted(set(range(len(dataset))) - set(picked))
+    return dataset.select(kept), held
 
 
 class _PhaseAndMiningCallback(TrainerCallback):
@@ -115,6 +154,7 @@ class CARvETrainer(Trainer):
         self.router = model
         self.experience = experience or f"experience-{len(model.info.get('experiences', [])) + 1}"
         show = not args.disable_tqdm
+        train_dataset, self.holdout = split_holdout(train_dataset, args.holdout_fraction, args.seed, self.experience)
 
         # Snapshot the last checkpoint's state: the anchors' references.
         self.num_old_models = model.num_models
@@ -128,7 +168,7 @@ class CARvETrainer(Trainer):
         self.num_current = len(prompts)
         self.current_model_ids = [m.strip() for m in train_dataset["model_id"]]
         self.current_domains = list(train_dataset["domain"]) if "domain" in train_dataset.column_names else None
-        replay = [e for e in self.replay_buffer.examples if model_key(e.model_id) not in self._current_keys()]
+        replay = self.replay_buffer.examples
         all_prompts = prompts + [e.prompt for e in replay]
         self.features = model.encoder.encode(all_prompts, batch_size=args.encode_batch_size, show_progress=show)
 
@@ -171,15 +211,17 @@ class CARvETrainer(Trainer):
             model=model,
             args=args,
             train_dataset=internal,
-            data_collator=CARvECollator(model.encoder, self.sampler, model.registry),
+            data_collator=CARvECollator(
+                model.encoder,
+                self.sampler,
+                model.registry,
+                card_max_length=args.card_max_length if args.card_loss_weight > 0 else None,
+            ),
             callbacks=callbacks,
             **kwargs,
         )
 
     # -- helpers -------------------------------------------------------------------------------------------
-    def _current_keys(self) -> set[str]:
-        return {model_key(m) for m in self.current_model_ids}
-
     def _load_ewc(self, router: HubRouter) -> EWCPenalty | None:
         tensors = router.training_tensors
         names = [n for n in EWC_PARAMETERS if f"ewc.fisher.{n}" in tensors]
@@ -262,6 +304,12 @@ class CARvETrainer(Trainer):
         )
         if phase1:
             loss = loss + self._regularisers(embeddings)
+        elif self.args.card_loss_weight > 0 and not self.uses_cached_features():
+            cards = model(features=inputs["card_features"]).prompt_embeddings
+            logits = queries @ cards.T / self.args.card_temperature
+            loss = loss + self.args.card_loss_weight * torch.nn.functional.cross_entropy(
+                logits.float(), inputs["card_targets"]
+            )
         return (loss, outputs) if return_outputs else loss
 
     def _regularisers(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -311,6 +359,9 @@ class CARvETrainer(Trainer):
             )
             logger.info("Kept %d examples of %s for replay.", kept, self.experience)
         router.training_state[REPLAY_STATE_KEY] = self.replay_buffer.to_state()
+        if self.holdout:
+            held = [h for h in router.training_state.get(HOLDOUT_STATE_KEY) or [] if h.get("experience") != self.experience]
+            router.training_state[HOLDOUT_STATE_KEY] = held + self.holdout
         if args.drift_compensation and self.num_old_models:
             self._compensate_drift(router)
         if args.ewc_weight > 0:

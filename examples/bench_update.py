@@ -1,0 +1,253 @@
+"""The arrival of experience 4: a router trained on CMRBench experiences 1-3 meets the Hub's new models.
+
+    python examples/bench_update.py --data ../shared/cmrbench --workdir runs/update-bench \\
+        --output results/update_bench.json
+
+1. A router is trained on CMRBench experiences 1-3 (public protocol: train on val) with the default CARvE
+   recipe and ``holdout_fraction=0.05`` (a few val prompts per experience kept for the forgetting gate), or
+   loaded with ``--router``.
+2. A local Hub (tests/hub_server.py) is seeded with the models of experiences 3 and 4 as the Hub shows them:
+   a card README around ``api_data.description``, metadata, ``createdAt`` from ``created_at``. Nothing else of
+   experience 4 is used: its prompts never reach the update.
+3. ``update_router(..., since="2025-06")`` crawls the models created since June 2025 (experience 4's new
+   models), writes training prompts from their cards, cold-starts them, learns them with replay and anchors,
+   and gates on forgetting. A second crawl shows that a rerun adds nothing.
+4. On experience 4's eval prompts (never seen): M/F/D-Acc right after the cold start and after the update,
+   beside zero-shot retrieval (the untrained encoder over every model card, and BM25) and beside training on
+   experience 4's real val prompts (the CARvE recipe: the upper reference). On experiences 1-3's eval
+   prompts: accuracy before and after, and forgetting.
+
+Training experiences 1-3 on a CPU takes 10-30 minutes; pass ``--router`` to reuse a trained router.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# The local Hub must be the endpoint before huggingface_hub (imported by hubroute) reads HF_ENDPOINT.
+PORT = _free_port()
+os.environ.update(
+    {
+        "HF_ENDPOINT": f"http://127.0.0.1:{PORT}",
+        "HF_HOME": tempfile.mkdtemp(prefix="hubroute-bench-hf-home-"),
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+    }
+)
+sys.path.insert(0, str(REPO / "tests"))
+
+LEVELS = ("M", "F", "D")
+OLD = ("apibench-hf", "mllm", "hugging-bench-1")
+NEW = "hugging-bench-2"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "cmrbench"), help="CMRBench folder.")
+    parser.add_argument("--router", default=None, help="A router trained on experiences 1-3 (else trained here).")
+    parser.add_argument("--workdir", default="runs/update-bench", help="Routers, crawl state, experience.")
+    parser.add_argument("--output", default="results/update_bench.json", help="JSON results.")
+    parser.add_argument("--since", default="2025-06", help="Crawl cutoff.")
+    parser.add_argument("--prompts-per-model", type=int, default=8)
+    parser.add_argument("--neighbors", type=int, default=8)
+    parser.add_argument("--neighbor-weight", type=float, default=0.5)
+    parser.add_argument("--max-forgetting", type=float, default=1.0)
+    parser.add_argument("--config", default=None, help="YAML overriding the update recipe.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-real-val", action="store_true", help="Skip the training on experience 4's val.")
+    return parser.parse_args()
+
+
+def label_maps(bench):
+    from hubroute.bench.metrics import LabelMaps
+
+    ids, families, domains = [], [], []
+    for experience in bench:
+        for split in (experience.train, experience.test):
+            ids += split["model_id"]
+            families += split["family"]
+            domains += split["domain"]
+    return LabelMaps.from_rows(ids, families, domains)
+
+
+def evaluate(router, test, labels) -> dict[str, float]:
+    from hubroute.bench.metrics import score_predictions
+
+    _, ids = router.search(list(test["prompt"]), top_k=5)
+    predicted = [[router.registry[i].model_id for i in row if i >= 0] for row in ids.tolist()]
+    scores = score_predictions(predicted, test["model_id"], test["domain"], labels)
+    return {k: round(v, 2) for k, v in scores.items()}
+
+
+def evaluate_bm25(registry, test, labels) -> dict[str, float]:
+    from hubroute.bench.baselines import BM25Index
+    from hubroute.bench.metrics import score_predictions
+
+    index = BM25Index([r.document() for r in registry])
+    predicted = [[registry[i].model_id for i in row] for row in index.search(list(test["prompt"]), 5).tolist()]
+    return {k: round(v, 2) for k, v in score_predictions(predicted, test["model_id"], test["domain"], labels).items()}
+
+
+def train_old_router(bench, folder: Path, seed: int):
+    from hubroute import CARvEConfig, CARvETrainer, HubRouter
+
+    router = HubRouter()
+    config = CARvEConfig(output_dir=str(folder.parent / "trainer"), holdout_fraction=0.05, seed=seed, disable_tqdm=True)
+    for name in OLD:
+        started = time.perf_counter()
+        CARvETrainer(model=router, args=config, train_dataset=bench[name].train, experience=name).train()
+        print(f"trained {name} in {time.perf_counter() - started:.0f} s: {router.num_models} models", flush=True)
+    router.save_pretrained(folder)
+    return router
+
+
+def main() -> None:
+    args = parse_args()
+    from hub_seed import cmrbench_models, seed_hub
+    from hub_server import LocalHub
+
+    from hubroute import CARvEConfig, CARvETrainer, HubRouter
+    from hubroute.bench.baselines import zero_shot_router
+    from hubroute.bench.cmrbench import load_cmrbench
+    from hubroute.cli.update import load_update_config
+    from hubroute.hub.crawl import HubCrawler
+    from hubroute.hub.update import update_router
+    from hubroute.routing.checkpoint import write_json
+    from hubroute.training.data import records_from_rows
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    bench = load_cmrbench(args.data)
+    labels = label_maps(bench)
+    results: dict = {"since": args.since, "seed": args.seed}
+    times: dict[str, float] = {}
+
+    # 1. the router of experiences 1-3
+    started = time.perf_counter()
+    if args.router:
+        old_dir = Path(args.router)
+        old = HubRouter.from_pretrained(old_dir)
+    else:
+        old_dir = workdir / "router-e1-e3"
+        old = train_old_router(bench, old_dir, args.seed)
+    times["old_router_s"] = time.perf_counter() - started
+    results["old_router"] = {"path": str(old_dir), "models": old.num_models, "experiences": old.info.get("experiences")}
+
+    # 2. the local Hub: experiences 3 and 4's models, cards only
+    hub_root = Path(tempfile.mkdtemp(prefix="hubroute-bench-hub-"))
+    hub = LocalHub(hub_root, port=PORT).start()
+    try:
+        started = time.perf_counter()
+        report = seed_hub(hub, cmrbench_models(args.data, [NEW, "hugging-bench-1"]))
+        times["seed_hub_s"] = time.perf_counter() - started
+        results["hub"] = {"repos": len(report.models)}
+        print(f"local Hub at {hub.endpoint}: {len(report.models)} model repos", flush=True)
+
+        # 3. the update
+        updated_dir = workdir / "router-e1-e3-updated"
+        if updated_dir.exists():
+            shutil.rmtree(updated_dir)
+        shutil.rmtree(workdir / "router-e1-e3-updated.update", ignore_errors=True)
+        summary = update_router(
+            old_dir, args.since, output=updated_dir, seed=args.seed, prompts_per_model=args.prompts_per_model,
+            neighbors=args.neighbors, neighbor_weight=args.neighbor_weight, config=load_update_config(args.config),
+            max_forgetting=args.max_forgetting, experience_name=f"update-{args.since}", keep_cold_router=True,
+        )  # fmt: skip
+        print(summary.format(), flush=True)
+        results["update"] = summary.to_dict()
+        started = time.perf_counter()
+        rerun = HubCrawler(args.since, state_path=updated_dir.with_name(f"{updated_dir.name}.update") / "crawl_state.json",
+                           show_progress=False).crawl()  # fmt: skip
+        results["rerun"] = {"new": len(rerun.new), "records": len(rerun.records), "elapsed_s": time.perf_counter() - started,
+                            "message": rerun.describe()}  # fmt: skip
+        print(rerun.describe(), flush=True)
+    finally:
+        hub.stop()
+        shutil.rmtree(hub_root, ignore_errors=True)
+
+    # 4. evaluation
+    test4 = bench[NEW].test
+    updated, cold = summary.router, summary.cold_router
+    covered = sum(m in updated.registry for m in test4["model_id"])
+    results["e4_gold_in_registry_percent"] = round(100 * covered / len(test4), 2)
+    rows: dict[str, dict] = {}
+    all_records = [r for e in bench for r in records_from_rows(e.train)]
+    started = time.perf_counter()
+    zero = zero_shot_router(all_records)
+    rows["zero-shot retrieval (MiniLM, cards)"] = {"e4": evaluate(zero, test4, labels)}
+    rows["BM25 (cards)"] = {"e4": evaluate_bm25(zero.registry, test4, labels)}
+    del zero
+    rows["E1-3 router (before)"] = {"e4": evaluate(old, test4, labels)}
+    rows["cold start (cards + neighbours)"] = {"e4": evaluate(cold, test4, labels)}
+    rows["after update (crawled cards)"] = {"e4": evaluate(updated, test4, labels)}
+    for name, router in (("E1-3 router (before)", old), ("cold start (cards + neighbours)", cold),
+                         ("after update (crawled cards)", updated)):  # fmt: skip
+        rows[name]["old"] = {e: evaluate(router, bench[e].test, labels) for e in OLD}
+    times["eval_s"] = time.perf_counter() - started
+    if not args.skip_real_val:
+        started = time.perf_counter()
+        real = copy.deepcopy(old)
+        config = CARvEConfig(output_dir=str(workdir / "trainer-e4"), seed=args.seed, disable_tqdm=True)
+        CARvETrainer(model=real, args=config, train_dataset=bench[NEW].train, experience=NEW).train()
+        times["real_val_train_s"] = time.perf_counter() - started
+        rows["trained on E4's real val prompts"] = {
+            "e4": evaluate(real, test4, labels), "old": {e: evaluate(real, bench[e].test, labels) for e in OLD}
+        }
+    before = rows["E1-3 router (before)"]["old"]
+    for row in rows.values():
+        if "old" in row:
+            row["forgetting"] = {
+                lvl: {e: round(before[e][lvl] - row["old"][e][lvl], 2) for e in OLD} for lvl in LEVELS
+            }
+            row["forgetting_mean"] = {lvl: round(sum(row["forgetting"][lvl].values()) / len(OLD), 2) for lvl in LEVELS}
+            row["forgetting_max"] = {lvl: max(row["forgetting"][lvl].values()) for lvl in LEVELS}
+    results["rows"] = rows
+    results["times_s"] = {k: round(v, 1) for k, v in times.items()}
+    zero_m = rows["zero-shot retrieval (MiniLM, cards)"]["e4"]["M"]
+    after = rows["after update (crawled cards)"]
+    results["targets"] = {
+        "update_M_over_zero_shot": round(after["e4"]["M"] / max(zero_m, 1e-9), 2),
+        "update_M_at_least_2x_zero_shot": after["e4"]["M"] >= 2 * zero_m,
+        "forgetting_max_points": after["forgetting_max"],
+        "forgetting_within_1_point": all(v <= 1.0 for v in after["forgetting_max"].values()),
+        "crawl_s": summary.crawl.get("elapsed_s"),
+        "rerun_adds_nothing": results["rerun"]["new"] == 0,
+    }
+    print_table(results)
+    write_json(Path(args.output), json.loads(json.dumps(results, default=str)))
+    print(f"\nWrote {args.output}")
+
+
+def print_table(results: dict) -> None:
+    print("\n| method | E4 M-Acc | E4 F-Acc | E4 D-Acc | E4 M@5 | E1-3 M-Fgt | E1-3 F-Fgt | E1-3 D-Fgt |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, row in results["rows"].items():
+        e4 = row["e4"]
+        fgt = row.get("forgetting_mean")
+        cells = [f"{e4[k]:.1f}" for k in ("M", "F", "D", "M_at5")]
+        cells += [f"{fgt[k]:.1f}" for k in LEVELS] if fgt and name != "E1-3 router (before)" else ["-"] * 3
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print(f"\nTargets: {json.dumps(results['targets'])}")
+
+
+if __name__ == "__main__":
+    main()

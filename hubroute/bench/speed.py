@@ -1,0 +1,599 @@
+"""Routing speed benchmark: ``route()`` latency against the bare encoder forward, at registry sizes up to millions.
+
+For each registry size the benchmark measures, in one process and interleaved call by call (so that load
+from other processes hits all three alike):
+
+- the **bare encoder**: tokenise + forward of the SentenceTransformer, the floor of any routing call;
+- **route()** end to end (validation, encoding, projection, search, result objects);
+- the **index search** alone, on prompt vectors encoded beforehand;
+
+for one prompt per call (p50/p99) and per prompt in batches (default 64). It also reports the index build
+time, the recall@1 of an approximate index against exact search, and the process's memory.
+
+Registries larger than the router's are **grown from its real model embeddings**: each extra model is a
+perturbed copy of a real row, ``normalise(row + sigma * noise / sqrt(dim))`` with ``sigma`` drawn uniformly
+from ``spread``, the way fine-tunes cluster around their base model (cosine ~0.86-0.98 to it). Queries are
+real encoded prompts. Uniform random vectors would make nearest neighbours meaningless and recall
+trivially easy or trivially hard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from ..routing.router import HubRouter
+
+__all__ = [
+    "SpeedSettings",
+    "grow_embeddings",
+    "grown_router",
+    "latency_stats",
+    "load_prompts",
+    "run_speed_benchmark",
+    "format_speed_table",
+    "cmrbench_router",
+    "set_threads",
+]
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(f"[speed {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class SpeedSettings:
+    """What the speed benchmark measures.
+
+    Attributes:
+        registry_sizes: Registry sizes to measure, ascending (grown from the router's real embeddings).
+        num_prompts: Single-prompt calls timed per size (each of encoder, route, search).
+        batch_size: Prompts per batch for the batched timings.
+        num_batches: Batches timed per size.
+        recall_prompts: Prompts used for the recall@1 of an approximate index against exact search.
+        warmup: Untimed calls before timing.
+        threads: Torch and FAISS threads (``None`` keeps the defaults).
+        index_kind: ``"auto"``, ``"exact"``, ``"ivf"`` or ``"hnsw"`` (the router's ``index_kind``).
+        ann_threshold: Override of the router's ``ann_threshold`` (``None`` keeps it).
+        spread: Range of the perturbation scale ``sigma`` of grown copies.
+        sweep: Other ``nprobe`` (IVF) or ``efSearch`` (HNSW) values at which recall@1 and search latency are
+            also measured, on the same built index.
+        seed: Seed of the growth and of the prompt order.
+    """
+
+    registry_sizes: Sequence[int] = (2_400, 100_000, 1_000_000)
+    num_prompts: int = 200
+    batch_size: int = 64
+    num_batches: int = 8
+    recall_prompts: int = 1_000
+    warmup: int = 5
+    threads: int | None = 1
+    index_kind: str = "auto"
+    ann_threshold: int | None = None
+    spread: tuple[float, float] = (0.2, 0.6)
+    sweep: Sequence[int] = (32, 64, 128, 256, 512)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        sizes = list(self.registry_sizes)
+        if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+            raise ValueError(f"registry_sizes must be positive integers, got {self.registry_sizes!r}.")
+        self.registry_sizes = sorted(set(sizes))
+        for name in ("num_prompts", "batch_size", "num_batches", "recall_prompts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}.")
+        low, high = self.spread
+        if not 0 <= low <= high:
+            raise ValueError(f"spread must be (low, high) with 0 <= low <= high, got {self.spread!r}.")
+
+
+# ---------------------------------------------------------------------------------------- registries --
+def grow_embeddings(
+    base: np.ndarray, size: int, rng: np.random.Generator, spread: tuple[float, float] = (0.2, 0.6)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grow ``size`` normalised embeddings from real ones: the real rows first, then perturbed copies.
+
+    Args:
+        base: ``[n, dim]`` real model embeddings.
+        size: Rows wanted (the first ``min(size, n)`` are the real rows).
+        rng: Random generator.
+        spread: Copies are ``normalise(row + sigma * noise / sqrt(dim))``, ``sigma ~ U(spread)``.
+
+    Returns:
+        ``(embeddings [size, dim] float32, parents [size])``: each row's real parent row.
+    """
+    base = np.asarray(base, dtype=np.float32)
+    base = base / np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-12)
+    count, dim = base.shape
+    kept = min(size, count)
+    out = np.empty((size, dim), dtype=np.float32)
+    out[:kept] = base[:kept]
+    parents = np.empty(size, dtype=np.int64)
+    parents[:kept] = np.arange(kept)
+    chunk = 65_536
+    for start in range(kept, size, chunk):
+        stop = min(start + chunk, size)
+        rows = rng.integers(0, count, stop - start)
+        sigma = rng.uniform(spread[0], spread[1], stop - start).astype(np.float32)
+        noise = rng.standard_normal((stop - start, dim), dtype=np.float32) / np.float32(np.sqrt(dim))
+        copies = base[rows] + sigma[:, None] * noise
+        out[start:stop] = copies / np.linalg.norm(copies, axis=1, keepdims=True)
+        parents[start:stop] = rows
+    return out, parents
+
+
+def _grown_records(router: HubRouter, parents: np.ndarray) -> list[Any]:
+    from ..routing.registry import ModelRecord
+
+    real = list(router.registry)
+    records = real[: min(len(parents), len(real))]
+    for i in range(len(records), len(parents)):
+        parent = real[int(parents[i])]
+        records.append(
+            ModelRecord(
+                f"{parent.model_id}-ft{i}",
+                family=parent.family,
+                domain=parent.domain,
+                card_text=parent.card_text,
+                created_at=parent.created_at,
+                pipeline_tag=parent.pipeline_tag,
+                library_name=parent.library_name,
+                license=parent.license,
+                tags=parent.tags,
+            )
+        )
+    return records
+
+
+def grown_router(
+    router: HubRouter, size: int, rng: np.random.Generator, spread: tuple[float, float] = (0.2, 0.6)
+) -> tuple[HubRouter, np.ndarray]:
+    """Return a router sharing ``router``'s encoder and projection, with ``size`` models grown from its own.
+
+    Extra models are named ``<parent id>-ft<i>`` and keep their parent's metadata (family, domain, ...).
+
+    Args:
+        router: A router with models.
+        size: Registry size of the new router.
+        rng: Random generator.
+        spread: See :func:`grow_embeddings`.
+
+    Returns:
+        ``(router, embeddings)``: the new router (eval mode) and its normalised embeddings (shared memory).
+    """
+    from torch import nn
+
+    from ..routing.registry import Registry
+    from ..routing.router import HubRouter
+
+    with torch.no_grad():
+        base = router.normalized_embeddings().detach().float().cpu().numpy()
+    embeddings, parents = grow_embeddings(base, size, rng, spread)
+    grown = HubRouter(dataclasses.replace(router.config), registry=Registry(), encoder=router.encoder)
+    grown.registry = Registry(_grown_records(router, parents))
+    with torch.no_grad():
+        grown.projection.weight.copy_(router.projection.weight)
+    grown.model_embeddings = nn.Parameter(torch.from_numpy(embeddings), requires_grad=False)
+    grown.eval()
+    return grown, embeddings
+
+
+# ------------------------------------------------------------------------------------------ prompts --
+def load_prompts(path: str | Path) -> list[str]:
+    """Read prompts from a JSONL file (``prompt`` or ``instruction`` field), a JSON list, or a text file.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: no prompt could be read.
+    """
+    from .cmrbench import strip_instruction_prefix
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Prompt file {path} does not exist.")
+    text = path.read_text(encoding="utf-8")
+    prompts: list[str] = []
+    try:
+        data = json.loads(text)
+        items = data if isinstance(data, list) else [data]
+    except ValueError:
+        items = []
+        for line in text.splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                items.append(json.loads(line))
+            except ValueError:
+                items.append(line)
+    for item in items:
+        value = item.get("prompt") or item.get("instruction") if isinstance(item, dict) else item
+        if isinstance(value, str) and value.strip():
+            prompts.append(strip_instruction_prefix(value))
+    if not prompts:
+        raise ValueError(
+            f"No prompts found in {path}: expected JSONL with a 'prompt' field, or one prompt a line."
+        )
+    return prompts
+
+
+def cmrbench_prompts(data: str | Path) -> list[str]:
+    """The eval prompts of every CMRBench experience (``###Instruction:`` prefix removed)."""
+    from .cmrbench import load_cmrbench
+
+    return [p for experience in load_cmrbench(data) for p in experience.test["prompt"]]
+
+
+def cmrbench_router(data: str | Path, log: Log = _stderr) -> HubRouter:
+    """An untrained router (bundled MiniLM) with every CMRBench model added from its card.
+
+    Encoding the ~2,100 cards takes a few minutes on a small CPU; save the router and pass it with
+    ``--router`` to skip this next time.
+    """
+    from datasets import concatenate_datasets
+
+    from ..routing.router import HubRouter
+    from ..training.data import records_from_rows
+    from .cmrbench import load_cmrbench
+
+    bench = load_cmrbench(data)
+    rows = concatenate_datasets([split for e in bench for split in (e.train, e.test)])
+    records = records_from_rows(rows)
+    log(f"building a router from {len(records)} CMRBench model cards (bundled MiniLM, untrained)")
+    router = HubRouter()
+    router.eval()
+    router.add_models(records)
+    return router
+
+
+# ------------------------------------------------------------------------------------------- timing --
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` torch and FAISS (OpenMP) threads; ``None`` keeps the libraries' defaults."""
+    import faiss
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
+
+
+def latency_stats(seconds: Sequence[float], per: int = 1) -> dict[str, float]:
+    """Return p50/p99/mean in milliseconds of ``seconds`` samples, divided by ``per`` (prompts per call)."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3 / per
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "n": len(ms),
+    }
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # pragma: no cover - not Linux
+        return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _interleaved(
+    calls: Sequence[Callable[[Any], Any]], items: Sequence[Any], warmup: int
+) -> list[list[float]]:
+    """Time each call on each item, alternating the calls item by item (and their order, to cancel drift)."""
+    for item in list(items)[:warmup]:
+        for call in calls:
+            call(item)
+    times: list[list[float]] = [[] for _ in calls]
+    clock = time.perf_counter
+    for n, item in enumerate(items):
+        order = range(len(calls)) if n % 2 == 0 else reversed(range(len(calls)))
+        for c in order:
+            start = clock()
+            calls[c](item)
+            times[c].append(clock() - start)
+    return times
+
+
+def _bare_encoder(router: HubRouter) -> Callable[[list[str]], Any]:
+    model = router.encoder.model
+
+    def encode(batch: list[str]) -> Any:
+        with torch.inference_mode():
+            return model(model.preprocess(batch))["sentence_embedding"]
+
+    return encode
+
+
+def _recall(
+    router: HubRouter, embeddings: np.ndarray, queries: np.ndarray, sweep: Sequence[int]
+) -> dict[str, Any] | None:
+    """Recall@1 of the router's approximate index against exact search, at its settings and over ``sweep``.
+
+    A query counts as recalled when the approximate top-1 scores at least as high as the exact top-1 (so a
+    tie between near-duplicate models is not a miss); ``same_top1_id`` is the stricter id agreement.
+    """
+    import faiss
+
+    index = router._scoring_index()
+    if not index.is_approximate:
+        return None
+    exact_scores, exact_ids = faiss.knn(queries, embeddings, 1, metric=faiss.METRIC_INNER_PRODUCT)
+
+    def measure(**params: Any) -> dict[str, Any]:
+        scores, ids = index.search(queries, 1, **params)
+        single = queries[: min(len(queries), 100)]
+        times = _interleaved([lambda i: index.search(single[i : i + 1], 1, **params)], range(len(single)), 5)[
+            0
+        ]
+        return {
+            "recall_at_1": float(np.mean(scores[:, 0] >= exact_scores[:, 0] - 1e-5)),
+            "same_top1_id": float(np.mean(ids[:, 0] == exact_ids[:, 0])),
+            "search_p50_ms": latency_stats(times)["p50_ms"],
+            **params,
+        }
+
+    c = router.config
+    name = "nprobe" if index.kind == "ivf" else "ef_search"
+    configured = (c.ivf_nprobe or index.default_nprobe) if index.kind == "ivf" else c.hnsw_ef_search
+    result = measure(**{name: configured})
+    result["queries"] = len(queries)
+    result["sweep"] = [measure(**{name: value}) for value in sweep if value != configured]
+    return result
+
+
+def _measure(
+    router: HubRouter,
+    prompts: list[str],
+    settings: SpeedSettings,
+    log: Log,
+    baseline: HubRouter | None = None,
+) -> dict[str, Any]:
+    """Time encoder, route and search at one size; with ``baseline`` (the first size's router), also time its
+    route() in the same loop, so the ratio between sizes does not depend on load changing between sizes."""
+    bare = _bare_encoder(router)
+    index = router._scoring_index()
+    timed = prompts[: settings.num_prompts]
+    vectors = router._encode_queries(timed, settings.batch_size)
+    log(f"  timing {len(timed)} single-prompt calls (encoder, route, search interleaved)")
+    calls = [
+        lambda i: bare([timed[i]]),
+        lambda i: router.route(timed[i]),
+        lambda i: router._search_vectors(vectors[i : i + 1], 1),
+    ]
+    if baseline is not None:
+        calls.append(lambda i: baseline.route(timed[i]))
+    single = _interleaved(calls, range(len(timed)), settings.warmup)
+    size = settings.batch_size
+    batches = [prompts[i * size : (i + 1) * size] for i in range(settings.num_batches)]
+    batches = [b for b in batches if len(b) == size] or [prompts[:size]]
+    batch_vectors = [router._encode_queries(b, size) for b in batches]
+    log(f"  timing {len(batches)} batches of {len(batches[0])} prompts")
+    batched = _interleaved(
+        [
+            lambda i: bare(batches[i]),
+            lambda i: router.route(batches[i], batch_size=size),
+            lambda i: router._search_vectors(batch_vectors[i], 1),
+        ],
+        range(len(batches)),
+        min(settings.warmup, 1),
+    )
+    per = len(batches[0])
+    names = ("encoder", "route", "search")
+    result: dict[str, Any] = {
+        "index": index.kind,
+        "nlist": index.nlist or None,
+        "nprobe": (router.config.ivf_nprobe or index.default_nprobe) if index.kind == "ivf" else None,
+        "ef_search": router.config.hnsw_ef_search if index.kind == "hnsw" else None,
+        "index_mb": index.memory_bytes() / 2**20,
+        "single": {name: latency_stats(t) for name, t in zip(names, single)},
+        "batched": {name: latency_stats(t, per=per) for name, t in zip(names, batched)},
+        "batch_size": per,
+    }
+    result["route_over_encoder_p50"] = (
+        result["single"]["route"]["p50_ms"] / result["single"]["encoder"]["p50_ms"]
+    )
+    # Median of call-by-call ratios: robust to load from other processes drifting during the run.
+    result["route_over_encoder_paired"] = float(np.median(np.asarray(single[1]) / np.asarray(single[0])))
+    if baseline is not None:
+        result["single"]["route_first_size"] = latency_stats(single[3])
+        result["route_over_first_size_p50"] = (
+            result["single"]["route"]["p50_ms"] / latency_stats(single[3])["p50_ms"]
+        )
+        result["route_over_first_size_paired"] = float(
+            np.median(np.asarray(single[1]) / np.asarray(single[3]))
+        )
+    result["throughput_vs_encoder"] = (
+        result["batched"]["encoder"]["p50_ms"] / result["batched"]["route"]["p50_ms"]
+    )
+    return result
+
+
+def _environment(router: HubRouter) -> dict[str, Any]:
+    import faiss
+
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "faiss_threads": faiss.omp_get_max_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "faiss": faiss.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "encoder": router.config.encoder.name_or_path,
+        "embedding_dim": router.embedding_dim,
+        "real_models": router.num_models,
+    }
+
+
+def _checks(sizes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's acceptance checks, computed from the measurements."""
+    if not sizes:
+        return {}
+    first, last = sizes[0], sizes[-1]
+    checks: dict[str, Any] = {
+        f"route_p50_le_1.1x_encoder_at_{first['models']}": first["route_over_encoder_p50"] <= 1.1,
+        f"batched_throughput_ge_0.9x_encoder_at_{first['models']}": first["throughput_vs_encoder"] >= 0.9,
+    }
+    if len(sizes) > 1:
+        # route() of the first size is timed again in the same loop as the last size (same load).
+        ratio = last["route_over_first_size_p50"]
+        checks[f"route_p50_at_{last['models']}_over_{first['models']}"] = ratio
+        checks[f"route_p50_at_{last['models']}_le_2x"] = ratio <= 2.0
+    if last.get("recall") is not None:
+        checks[f"recall_at_1_ge_0.99_at_{last['models']}"] = last["recall"]["recall_at_1"] >= 0.99
+    return checks
+
+
+def run_speed_benchmark(
+    router: HubRouter, prompts: Sequence[str], settings: SpeedSettings | None = None, log: Log = _stderr
+) -> dict[str, Any]:
+    """Measure routing latency, recall and memory at each registry size.
+
+    Args:
+        router: A router with models (its embeddings seed the grown registries).
+        prompts: Real prompts to route (shuffled with ``settings.seed``).
+        settings: What to measure.
+        log: Progress messages (default: stderr).
+
+    Returns:
+        JSON-serialisable results: ``settings``, ``environment``, one entry per size in ``sizes`` (latency
+        p50/p99 of encoder, route and search for one prompt and per prompt in batches, ratios, recall@1,
+        build time, memory) and the acceptance ``checks``.
+
+    Raises:
+        ValueError: the router has no models, or there are no prompts.
+    """
+
+    settings = settings or SpeedSettings()
+    if router.num_models == 0:
+        raise ValueError("The speed benchmark needs a router with models.")
+    prompts = [p for p in prompts if isinstance(p, str) and p.strip()]
+    if not prompts:
+        raise ValueError("The speed benchmark needs prompts.")
+    set_threads(settings.threads)
+    rng = np.random.default_rng(settings.seed)
+    prompts = [prompts[i] for i in rng.permutation(len(prompts))]
+    needed = max(settings.num_prompts, settings.batch_size * settings.num_batches, settings.recall_prompts)
+    prompts = (prompts * (needed // len(prompts) + 1))[:needed]
+    router.eval()
+    results: dict[str, Any] = {
+        "settings": dataclasses.asdict(settings),
+        "environment": _environment(router),
+        "sizes": [],
+    }
+    recall_vectors = router._encode_queries(prompts[: settings.recall_prompts], settings.batch_size)
+    baseline: HubRouter | None = None
+    for size in settings.registry_sizes:
+        log(f"{size:,} models: growing the registry from {router.num_models:,} real embeddings")
+        start = time.perf_counter()
+        grown, embeddings = grown_router(router, size, rng, settings.spread)
+        grown.config.index_kind = settings.index_kind
+        if settings.ann_threshold is not None:
+            grown.config.ann_threshold = settings.ann_threshold
+        grow_s = time.perf_counter() - start
+        spec = grown.index_spec()
+        log(f"{size:,} models: building the {spec.kind} index")
+
+        def progress(stage: str, done: int, total: int, size: int = size) -> None:
+            if stage == "train" and done == 0:
+                log(f"  training IVF cells on a sample of {size:,} vectors")
+            elif stage == "add" and (done == total or done % (4 * 65_536) == 0):
+                log(f"  added {done:,}/{total:,} vectors")
+
+        start = time.perf_counter()
+        grown._scoring_index(progress=progress if spec.kind != "exact" else None)
+        build_s = time.perf_counter() - start
+        log(f"{size:,} models: index built in {build_s:.1f}s; measuring recall@1")
+        entry: dict[str, Any] = {"models": size, "grow_s": grow_s, "build_s": build_s}
+        entry["recall"] = _recall(grown, embeddings, recall_vectors, settings.sweep)
+        entry.update(_measure(grown, prompts, settings, log, baseline))
+        entry["rss_mb"] = _rss_mb()
+        entry["peak_rss_mb"] = _peak_rss_mb()
+        results["sizes"].append(entry)
+        log(
+            f"{size:,} models: route p50 {entry['single']['route']['p50_ms']:.2f} ms, encoder p50 "
+            f"{entry['single']['encoder']['p50_ms']:.2f} ms, peak RSS {entry['peak_rss_mb']:.0f} MB"
+        )
+        if baseline is None:
+            baseline = grown  # the smallest registry: timed again beside each larger one
+        del grown, embeddings
+        gc.collect()
+    results["checks"] = _checks(results["sizes"])
+    return results
+
+
+# ------------------------------------------------------------------------------------------- report --
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_speed_table(results: dict[str, Any]) -> str:
+    """Render the results of :func:`run_speed_benchmark` as a Markdown table (times in ms)."""
+    env = results.get("environment", {})
+    lines = [
+        f"torch threads {env.get('torch_threads')}, faiss threads {env.get('faiss_threads')}, "
+        f"{env.get('cpu_count')} CPUs, encoder {env.get('encoder')} ({env.get('embedding_dim')}-d), "
+        f"{env.get('real_models')} real models",
+        "",
+        "| models | index | build s | recall@1 | encoder p50 / p99 | route p50 / p99 | search p50 / p99 "
+        "| route / encoder p50 (paired) | encoder per prompt (batch) | route per prompt (batch) | throughput vs encoder "
+        "| peak RSS MB |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for e in results.get("sizes", []):
+        s, b = e["single"], e["batched"]
+        recall = e["recall"]["recall_at_1"] if e.get("recall") else None
+        lines.append(
+            f"| {e['models']:,} | {e['index']} | {_fmt(e['build_s'], 1)} | {_fmt(recall, 3) if recall is not None else 'exact'} "
+            f"| {_fmt(s['encoder']['p50_ms'])} / {_fmt(s['encoder']['p99_ms'])} "
+            f"| {_fmt(s['route']['p50_ms'])} / {_fmt(s['route']['p99_ms'])} "
+            f"| {_fmt(s['search']['p50_ms'], 3)} / {_fmt(s['search']['p99_ms'], 3)} "
+            f"| {_fmt(e['route_over_encoder_p50'], 3)} ({_fmt(e.get('route_over_encoder_paired'), 3)}) "
+            f"| {_fmt(b['encoder']['p50_ms'])} | {_fmt(b['route']['p50_ms'])} "
+            f"| {_fmt(e['throughput_vs_encoder'], 3)} | {e['peak_rss_mb']:.0f} |"
+        )
+    first = (results.get("sizes") or [{}])[0].get("models")
+    for e in results.get("sizes", []):
+        if "route_over_first_size_p50" in e:
+            lines.append("")
+            lines.append(
+                f"{e['models']:,} models: route p50 = {e['route_over_first_size_p50']:.3f} x route p50 at {first:,} "
+                f"models timed in the same loop (paired median {e['route_over_first_size_paired']:.3f})"
+            )
+        sweep = (e.get("recall") or {}).get("sweep")
+        if sweep:
+            name = "nprobe" if "nprobe" in sweep[0] else "ef_search"
+            points = sorted([e["recall"], *sweep], key=lambda point: point[name])
+            lines.append("")
+            lines.append(
+                f"{e['models']:,} models, {e['index']}: {name} -> recall@1 / search p50 ms: "
+                + ", ".join(f"{p[name]} -> {p['recall_at_1']:.3f} / {p['search_p50_ms']:.2f}" for p in points)
+            )
+    checks = results.get("checks") or {}
+    if checks:
+        lines.append("")
+        lines.extend(
+            f"- {name}: {value if isinstance(value, bool) else f'{value:.3f}'}"
+            for name, value in checks.items()
+        )
+    return "\n".join(lines)

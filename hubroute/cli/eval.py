@@ -1,0 +1,161 @@
+"""``hubroute eval``: evaluate a saved router on CMRBench, write a report, and fill its model card's results."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..bench.cmrbench import CMRBench
+    from ..bench.metrics import LabelMaps
+    from ..routing.router import HubRouter
+
+__all__ = ["register", "run_eval_command"]
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="Evaluate a saved router on CMRBench: report.md, report.json, plots, model-card results.",
+        description="Rank every test prompt of each experience against the router's registry (top 5), measure "
+        "M/F/D accuracy and M@5, write report.md, report.json and PNG plots to --output, and record the results "
+        "in the router's model card (model-index): saved in place for a local folder, printed how to push for "
+        "a Hub repo.",
+    )
+    parser.add_argument("--router", required=True, help="The router: a folder or a Hub repo id.")
+    parser.add_argument("--bench", required=True, help="CMRBench folder (e.g. ../shared/cmrbench) or Hub dataset repo.")
+    parser.add_argument("--output", required=True, help="Folder for report.md, report.json and the plots.")
+    parser.add_argument(
+        "--experiences", nargs="+", default=None,
+        help="Experiences to test on, in order (default: the CMRBench experiences the router learned, else all).",
+    )
+    parser.add_argument(
+        "--earlier", nargs="+", default=None, metavar="ROUTER",
+        help="The router as it was after each experience but the last, in order: folders, or revisions (tags) "
+        "of the Hub repo --router. Fills the whole accuracy matrix, so forgetting is measured.",
+    )
+    parser.add_argument("--revision", default=None, help="Revision of the Hub repo --router.")
+    parser.add_argument("--batch-size", type=int, default=64, help="Prompts per encoder forward pass.")
+    parser.add_argument(
+        "--no-card", action="store_true", help="Do not write the results into the router's folder and model card."
+    )
+    parser.set_defaults(func=run_eval_command)
+
+
+def _is_folder(ref: str) -> bool:
+    return Path(ref).is_dir()
+
+
+def choose_experiences(router: HubRouter, requested: Sequence[str] | None) -> list[str]:
+    """The experiences to test on: ``requested``, else the CMRBench experiences the router learned, else all.
+
+    Raises:
+        KeyError: an unknown experience name.
+    """
+    from ..bench.cmrbench import EXPERIENCES
+
+    if requested:
+        unknown = [n for n in requested if n not in EXPERIENCES]
+        if unknown:
+            raise KeyError(f"Unknown CMRBench experience(s) {unknown}; choose from {list(EXPERIENCES)}.")
+        return list(requested)
+    learned = list(router.info.get("experiences") or [])
+    if learned and all(name in EXPERIENCES for name in learned):
+        return [name for name in EXPERIENCES if name in learned]
+    return list(EXPERIENCES)
+
+
+def load_bench(source: str, names: Sequence[str]) -> tuple[CMRBench, LabelMaps]:
+    """Load the experiences ``names`` of CMRBench, and label maps built from all its rows (as the runner does).
+
+    Raises:
+        FileNotFoundError, DataFormatError, CheckpointNotFoundError, HubAccessError: see ``load_cmrbench``.
+    """
+    from ..bench.cmrbench import EXPERIENCES, CMRBench, load_cmrbench
+    from ..bench.runner import _label_maps
+    from ..errors import DataFormatError
+
+    try:
+        full = load_cmrbench(source)
+    except (FileNotFoundError, DataFormatError):
+        if list(names) == list(EXPERIENCES):
+            raise
+        full = load_cmrbench(source, experiences=names)  # a partial copy: labels from what it holds
+    return CMRBench([full[name] for name in names], full.source), _label_maps(full)
+
+
+def load_earlier(router_ref: str, refs: Sequence[str], revision_of_hub: bool) -> list[HubRouter]:
+    """Load the routers of ``--earlier``: folders, or revisions of the Hub repo ``router_ref``.
+
+    Raises:
+        FileNotFoundError: a reference is neither a folder nor (for a Hub router) a revision.
+    """
+    from ..routing.router import HubRouter
+
+    routers = []
+    for ref in refs:
+        if _is_folder(ref):
+            routers.append(HubRouter.from_pretrained(ref))
+        elif revision_of_hub:
+            routers.append(HubRouter.from_pretrained(router_ref, revision=ref))
+        else:
+            raise FileNotFoundError(f"--earlier {ref}: no router folder there (revisions need a Hub --router).")
+    return routers
+
+
+def _push_hint(router_ref: str, report_json: Path) -> str:
+    return (
+        "The router came from the Hub, so its model card was not changed. To publish the results in it:\n\n"
+        "    import json\n"
+        "    from hubroute import HubRouter\n\n"
+        f"    router = HubRouter.from_pretrained({router_ref!r})\n"
+        f"    router.info['evaluation'] = json.load(open({str(report_json)!r}))['router']['evaluation']\n"
+        f"    router.push_to_hub({router_ref!r})"
+    )
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    from ..bench.report import evaluate_router, router_evaluation, write_report
+    from ..bench.runner import format_table
+    from ..routing.router import HubRouter
+
+    logging.getLogger("hubroute").setLevel(logging.INFO)
+    local = _is_folder(args.router)
+    router = HubRouter.from_pretrained(args.router, revision=None if local else args.revision)
+    names = choose_experiences(router, args.experiences)
+    bench, labels = load_bench(args.bench, names)
+    earlier = load_earlier(args.router, args.earlier, revision_of_hub=not local) if args.earlier else []
+    name = Path(args.router).name if local else args.router
+    print(f"Evaluating {name} ({router.num_models} models) on {', '.join(names)}")
+    results = evaluate_router(router, bench, name=name, earlier=earlier, labels=labels, batch_size=args.batch_size)
+    evaluation = router_evaluation(results[name], args.bench, names)
+    update_card = local and not args.no_card
+    card_note = (
+        "These results were written into the router's `info` and the model-index of its model card (`README.md`)."
+        if update_card
+        else "The router's model card was not changed; `report.json` holds the results under `router.evaluation`."
+    )
+    router_info: dict[str, Any] = {
+        "name": name,
+        "num_models": router.num_models,
+        "experiences_learned": list(router.info.get("experiences") or []),
+        "coverage": results[name].pop("coverage"),
+        "evaluation": evaluation,
+        "card": card_note,
+    }
+    files = write_report(results, args.output, title=f"{name} on CMRBench", source=str(args.bench), kind="router",
+                         experiences=names, router=router_info)
+    print(format_table(results))
+    print(f"\nWrote {files.markdown}, {files.json.name} and {len(files.plots)} plots")
+    if update_card:
+        router.info["evaluation"] = evaluation
+        router.save_pretrained(args.router)
+        print(f"Recorded the results in {Path(args.router) / 'README.md'} (model-index) and the router's info.")
+    elif not local and not args.no_card:
+        print(_push_hint(args.router, files.json))
+    return 0

@@ -1,0 +1,124 @@
+"""``hubroute bench speed``: routing latency against the bare encoder, at registry sizes up to millions."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register", "run"]
+
+DEFAULT_DATA = "../shared/cmrbench"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the ``speed`` benchmark to the ``hubroute bench`` subcommands."""
+    parser = commands.add_parser(
+        "speed",
+        help="Routing speed: route() latency vs the bare encoder, recall and memory at registry sizes up to 1M.",
+        description="Time route() for one prompt and per prompt in batches against the bare encoder forward "
+        "(same run, interleaved), with registries grown from the router's real model embeddings (perturbed "
+        "copies, clustered like fine-tunes) and real prompts; report the index build time, recall@1 of the "
+        "approximate index against exact search, and peak memory. Prints a Markdown table and writes JSON.",
+    )
+    parser.add_argument(
+        "--router",
+        default=None,
+        help="Router folder or Hub repo id (default: build one from CMRBench cards).",
+    )
+    parser.add_argument(
+        "--data", default=DEFAULT_DATA, help="CMRBench folder, for prompts and the default router."
+    )
+    parser.add_argument(
+        "--prompts",
+        default=None,
+        help="Prompt file (JSONL with 'prompt', or one prompt a line); default: CMRBench eval prompts.",
+    )
+    parser.add_argument(
+        "--save-router",
+        default=None,
+        help="Save the router built from CMRBench cards here, to reuse with --router.",
+    )
+    parser.add_argument(
+        "--registry-sizes",
+        nargs="+",
+        type=int,
+        default=[2_400, 100_000, 1_000_000],
+        help="Registry sizes to measure.",
+    )
+    parser.add_argument(
+        "--num-prompts", type=int, default=200, help="Single-prompt calls timed per size (default: 200)."
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="Prompts per batch for the batched timings (default: 64)."
+    )
+    parser.add_argument("--num-batches", type=int, default=8, help="Batches timed per size (default: 8).")
+    parser.add_argument(
+        "--recall-prompts", type=int, default=1_000, help="Prompts for recall@1 against exact search."
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="Torch and FAISS threads (default: 1; 0 keeps the library defaults).",
+    )
+    parser.add_argument(
+        "--index", default="auto", choices=["auto", "exact", "ivf", "hnsw"], help="Scoring index kind."
+    )
+    parser.add_argument(
+        "--ann-threshold", type=int, default=None, help="Registry size from which 'auto' uses IVF."
+    )
+    parser.add_argument("--nprobe", type=int, default=None, help="IVF cells searched per prompt.")
+    parser.add_argument("--ef-search", type=int, default=None, help="HNSW search beam width.")
+    parser.add_argument(
+        "--sweep", nargs="*", type=int, default=[32, 64, 128, 256, 512],
+        help="Other nprobe (IVF) / efSearch (HNSW) values at which to measure recall and search time.",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the registry growth and prompt order.")
+    parser.add_argument("--output", default="results/speed.json", help="JSON results file.")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark from parsed arguments; print the table and write the JSON."""
+    from ..bench.speed import (
+        SpeedSettings,
+        cmrbench_prompts,
+        cmrbench_router,
+        format_speed_table,
+        load_prompts,
+        run_speed_benchmark,
+        set_threads,
+    )
+    from ..routing.checkpoint import write_json
+    from ..routing.router import HubRouter
+
+    settings = SpeedSettings(
+        registry_sizes=args.registry_sizes,
+        num_prompts=args.num_prompts,
+        batch_size=args.batch_size,
+        num_batches=args.num_batches,
+        recall_prompts=args.recall_prompts,
+        threads=args.threads or None,
+        index_kind=args.index,
+        ann_threshold=args.ann_threshold,
+        sweep=args.sweep,
+        seed=args.seed,
+    )
+    set_threads(settings.threads)
+    if args.router:
+        router = HubRouter.from_pretrained(args.router)
+    else:
+        router = cmrbench_router(args.data)
+        if args.save_router:
+            router.save_pretrained(args.save_router)
+    if args.nprobe is not None:
+        router.config.ivf_nprobe = args.nprobe
+    if args.ef_search is not None:
+        router.config.hnsw_ef_search = args.ef_search
+    prompts = load_prompts(args.prompts) if args.prompts else cmrbench_prompts(args.data)
+    results = run_speed_benchmark(router, prompts, settings)
+    print(format_speed_table(results))
+    output = Path(args.output)
+    write_json(output, results)
+    print(f"\nWrote {output}")
+    return 0

@@ -1,0 +1,814 @@
+"""Crawl the models created on the Hub since a date: listing, model cards, retries, resumable state.
+
+The Hub has no server-side date filter, so the crawler lists models sorted by creation date, newest first
+(``HfApi.list_models(sort="created_at")``), and stops at the first one older than the cutoff: later pages are
+never requested. For each model it keeps the metadata of the listing (pipeline tag, library, tags, licence,
+base model, downloads, likes, creation date) and the cleaned text of its card (``README.md``).
+
+- **Filters** map to the listing's own arguments where the Hub has them (pipeline tag, author, library as a
+  tag filter; several values give several listings merged by date) and are applied on the client otherwise
+  (minimum downloads and likes); ``max_models`` caps the number of models kept.
+- **Skipped** models are counted by reason: ``gated``, ``private``, ``disabled``, ``deleted`` (listed, then
+  gone), ``no_card`` (no README, or nothing usable in it), ``filtered:<what>``.
+- **Retries**: the listing goes through ``huggingface_hub``, which already retries each page on 429 (honouring
+  ``Retry-After``), 5xx and timeouts; when it gives up, the crawl restarts the listing a bounded number of
+  times (models already handled are skipped) and then fails with :class:`~hubroute.HubAccessError`. Cards
+  are fetched with one GET each under the crawler's own :class:`RetryPolicy` (``Retry-After`` honoured,
+  capped exponential backoff with jitter, 5xx and timeouts retried), so nothing is retried twice; a model
+  whose card still fails is counted as ``failed`` and retried by the next run.
+- **State**: handled models (records, skips and failures) are written atomically to a JSON state file every
+  ``checkpoint_every`` models and at the end. A crawl that is interrupted resumes where it stopped, and a
+  rerun fetches nothing it already has.
+
+Example:
+    ```python
+    >>> from hubroute.hub.crawl import CrawlFilters, HubCrawler
+    >>> crawler = HubCrawler("2026-05", filters=CrawlFilters(min_downloads=100), state_path="crawl_state.json")
+    >>> result = crawler.crawl()
+    >>> print(result.describe())
+    ```
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import HubAccessError
+from ..routing.checkpoint import write_json
+from ..routing.registry import ModelRecord, model_key
+from ..routing.taxonomy import domain_from_pipeline_tag
+from .cardtext import parse_card
+
+__all__ = [
+    "CrawlFilters",
+    "RetryPolicy",
+    "CrawledModel",
+    "CrawlState",
+    "CrawlResult",
+    "HubCrawler",
+    "crawl_hub",
+    "parse_since",
+]
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def parse_since(value: str | datetime) -> datetime:
+    """Parse a crawl cutoff: ``YYYY-MM``, ``YYYY-MM-DD``, an ISO-8601 time, or a ``datetime`` (UTC if naive).
+
+    Args:
+        value: The cutoff.
+
+    Returns:
+        A timezone-aware UTC datetime; ``YYYY-MM`` means the first day of that month.
+
+    Raises:
+        ValueError: the text is not one of those forms.
+    """
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        text = str(value).strip()
+        moment = None
+        for form in ("%Y-%m", "%Y-%m-%d"):
+            try:
+                moment = datetime.strptime(text, form)
+                break
+            except ValueError:
+                pass
+        if moment is None:
+            try:
+                moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(
+                    f"Cannot read the date {value!r}: use YYYY-MM (e.g. 2026-05), YYYY-MM-DD or an ISO-8601 time."
+                ) from None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _to_ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value if v is not None]
+    return [str(value)]
+
+
+# ------------------------------------------------------------------------------------------------ config
+@dataclass
+class CrawlFilters:
+    """Which models to crawl.
+
+    Attributes:
+        pipeline_tags: Keep models with one of these pipeline tags (server-side, one listing per tag).
+        libraries: Keep models of one of these libraries (server-side tag filter, one listing per library).
+        authors: Keep models of one of these users or organisations (server-side).
+        min_downloads: Keep models with at least this many downloads (client-side).
+        min_likes: Keep models with at least this many likes (client-side).
+        max_models: Stop once this many models are kept (all runs of a state together); ``None``: no cap.
+    """
+
+    pipeline_tags: list[str] = field(default_factory=list)
+    libraries: list[str] = field(default_factory=list)
+    authors: list[str] = field(default_factory=list)
+    min_downloads: int = 0
+    min_likes: int = 0
+    max_models: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("min_downloads", "min_likes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"CrawlFilters.{name} must not be negative.")
+        if self.max_models is not None and self.max_models < 1:
+            raise ValueError("CrawlFilters.max_models must be at least 1 (or None for no cap).")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The filters as JSON (stored in the crawl state)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CrawlFilters:
+        """Rebuild filters written by :meth:`to_dict` (unknown keys are ignored)."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def scope(self) -> dict[str, Any]:
+        """What decides which models a crawl covers (``max_models`` excluded), to match a saved state."""
+        data = self.to_dict()
+        data.pop("max_models")
+        return {k: sorted(v) if isinstance(v, list) else v for k, v in data.items()}
+
+    def listing_queries(self) -> list[dict[str, Any]]:
+        """The ``list_models`` keyword arguments of each listing to merge (one per tag × author × library)."""
+        tags: list[str | None] = list(self.pipeline_tags) or [None]
+        authors: list[str | None] = list(self.authors) or [None]
+        libraries: list[str | None] = list(self.libraries) or [None]
+        queries = []
+        for tag, author, library in itertools.product(tags, authors, libraries):
+            query: dict[str, Any] = {}
+            if tag:
+                query["pipeline_tag"] = tag
+            if author:
+                query["author"] = author
+            if library:
+                query["filter"] = library
+            queries.append(query)
+        return queries
+
+    def rejection(self, model: CrawledModel) -> str | None:
+        """Why ``model`` does not pass the filters (``"filtered:<what>"``), or ``None`` if it does."""
+        if self.pipeline_tags and model.pipeline_tag not in self.pipeline_tags:
+            return "filtered:pipeline_tag"
+        if self.libraries and not (
+            model.library_name in self.libraries or any(lib in model.tags for lib in self.libraries)
+        ):
+            return "filtered:library"
+        if self.authors and model_key(model.model_id).split("/")[0] not in {a.lower() for a in self.authors}:
+            return "filtered:author"
+        if (model.downloads or 0) < self.min_downloads:
+            return "filtered:downloads"
+        if (model.likes or 0) < self.min_likes:
+            return "filtered:likes"
+        return None
+
+
+@dataclass
+class RetryPolicy:
+    """How the crawler retries a card download that failed with a transient error.
+
+    Attributes:
+        max_retries: Retries after the first attempt (so ``max_retries + 1`` attempts at most).
+        base_delay: First backoff delay in seconds; it doubles at every retry, up to ``max_delay``.
+        max_delay: Cap of the exponential backoff.
+        max_retry_after: Cap of the wait a ``Retry-After`` header asks for.
+        jitter: Random extra delay, as a fraction of the delay (spreads out parallel retries).
+        statuses: HTTP statuses worth retrying.
+        timeout: Seconds to wait for each answer.
+        sleep: The function that waits (tests pass a fake one).
+        seed: Seed of the jitter.
+    """
+
+    max_retries: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    max_retry_after: float = 300.0
+    jitter: float = 0.25
+    statuses: tuple[int, ...] = RETRY_STATUSES
+    timeout: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt + 1``.
+
+        Args:
+            attempt: Retries done so far (0 before the first retry).
+            retry_after: What the server's ``Retry-After`` header asked for, if anything.
+
+        Returns:
+            ``Retry-After`` (capped at ``max_retry_after``) when given, else ``base_delay * 2**attempt`` capped
+            at ``max_delay``; plus up to ``jitter`` of it at random.
+        """
+        if retry_after is not None:
+            wait = min(max(retry_after, 0.0), self.max_retry_after)
+        else:
+            wait = min(self.base_delay * (2**attempt), self.max_delay)
+        return wait + wait * self.jitter * self._rng.random()
+
+
+def _retry_after(response: Any) -> float | None:
+    value = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------------ records
+@dataclass
+class CrawledModel:
+    """One crawled Hub model: listing metadata and the cleaned card.
+
+    Attributes:
+        model_id: The repo id.
+        created_at: Creation time, milliseconds since the Unix epoch.
+        pipeline_tag, library_name, license: Hub metadata (``None`` when absent).
+        tags: Hub tags.
+        base_model: Base models named by the card.
+        downloads, likes: Popularity at crawl time.
+        title: The card's first heading.
+        description: Cleaned description (see :func:`hubroute.hub.cardtext.parse_card`).
+        uses: Intended uses, one per bullet or sentence.
+        card_text: Description and uses, capped: the model's card text for routing.
+    """
+
+    model_id: str
+    created_at: int | None = None
+    pipeline_tag: str | None = None
+    library_name: str | None = None
+    license: str | None = None
+    tags: list[str] = field(default_factory=list)
+    base_model: list[str] = field(default_factory=list)
+    downloads: int = 0
+    likes: int = 0
+    title: str | None = None
+    description: str = ""
+    uses: list[str] = field(default_factory=list)
+    card_text: str = ""
+
+    @property
+    def domain(self) -> str:
+        """The CMRBench domain of the model's pipeline tag (``"Audio Automatic Speech Recognition"``)."""
+        return domain_from_pipeline_tag(self.pipeline_tag)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CrawledModel:
+        """Rebuild a record written by :meth:`to_dict` (unknown keys are ignored)."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def to_record(self, family: str | None = None, experience: str | None = None) -> ModelRecord:
+        """The :class:`ModelRecord` a router registers for this model."""
+        return ModelRecord(
+            model_id=self.model_id,
+            family=family,
+            domain=self.domain,
+            card_text=self.card_text,
+            created_at=self.created_at,
+            experience=experience,
+            pipeline_tag=self.pipeline_tag,
+            library_name=self.library_name,
+            license=self.license,
+            tags=list(self.tags),
+        )
+
+
+def _sort_key(model: CrawledModel) -> tuple[int, str]:
+    return (-(model.created_at or 0), model_key(model.model_id))
+
+
+# -------------------------------------------------------------------------------------------------- state
+@dataclass
+class CrawlState:
+    """What a crawl has handled so far, persisted as JSON so that it resumes and never fetches twice.
+
+    Attributes:
+        since: Cutoff of the last run (ISO-8601).
+        scope: The filters (without ``max_models``) the state was built with.
+        records: Model id -> crawled record, in the order they were handled.
+        skipped: Model id -> reason it was skipped (not retried).
+        failed: Model id -> last error (retried by the next run).
+        runs: Number of runs that wrote this state.
+        complete: Whether the last run went through the whole listing down to the cutoff.
+        updated_at: When it was last written.
+    """
+
+    since: str = ""
+    scope: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    runs: int = 0
+    complete: bool = False
+    updated_at: str = ""
+
+    def handled(self, model_id: str) -> bool:
+        """Whether ``model_id`` needs no work: recorded or skipped (failed models are retried)."""
+        return model_id in self.records or model_id in self.skipped
+
+    def save(self, path: Path) -> None:
+        """Write the state to ``path`` atomically."""
+        self.updated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        data = {"version": STATE_VERSION, **asdict(self)}
+        write_json(path, data)
+
+    @classmethod
+    def load(cls, path: Path) -> CrawlState | None:
+        """Read a state file; ``None`` if it does not exist.
+
+        Raises:
+            ValueError: the file is not a crawl state (the message names it).
+        """
+        import json
+
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path} is not a readable crawl state ({err}); delete it to crawl again.") from err
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise ValueError(f"{path} is not a hubroute crawl state (version {STATE_VERSION}); delete it to crawl again.")
+        data.pop("version")
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class CrawlResult:
+    """What a crawl found.
+
+    Attributes:
+        records: Every model the state holds within the cutoff, newest first (earlier runs included).
+        new: The models recorded by this run, newest first.
+        skipped: Reason -> number of models skipped by this run.
+        failed: Model id -> error, for models whose card could not be fetched (retried next run).
+        listed: Models of the listing within the cutoff that this run went through.
+        resumed: Whether the run continued an existing state.
+        stopped_early: Whether it stopped at ``max_models`` before reaching the cutoff.
+        elapsed_s: Wall time of the run.
+        state_path: The state file, if any.
+    """
+
+    records: list[CrawledModel]
+    new: list[CrawledModel]
+    skipped: dict[str, int]
+    failed: dict[str, str]
+    listed: int
+    resumed: bool
+    stopped_early: bool
+    elapsed_s: float
+    state_path: Path | None = None
+
+    @property
+    def num_skipped(self) -> int:
+        """Models skipped by this run."""
+        return sum(self.skipped.values())
+
+    def describe(self) -> str:
+        """One paragraph for people: what was listed, added, skipped and why, and how long it took."""
+        if not self.new and self.resumed and not self.failed:
+            head = f"Nothing new since the last crawl ({len(self.records)} models already crawled)."
+        else:
+            head = f"Crawled {self.listed} listed models: {len(self.new)} new."
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(self.skipped.items()))
+        parts = [head]
+        if reasons:
+            parts.append(f"Skipped {self.num_skipped} ({reasons}).")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed (retried next run).")
+        parts.append(f"{self.elapsed_s:.1f} s.")
+        return " ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ crawler
+@dataclass
+class _Outcome:
+    """What handling one listed model gave: a record, a skip reason, or a failure."""
+
+    model_id: str
+    record: CrawledModel | None = None
+    skipped: str | None = None
+    failed: str | None = None
+
+
+class HubCrawler:
+    """Crawl the Hub's models created since a date into :class:`CrawledModel` records.
+
+    Args:
+        since: Cutoff: models created at or after it are crawled (``"2026-05"``, ``"2026-05-15"``, a datetime).
+        filters: Which models to keep (default: all).
+        state_path: JSON state file (resume and no double work); ``None`` keeps the state in memory only.
+        token: Hub token (else the stored login). Gated and private models are skipped either way.
+        endpoint: Hub endpoint (default: ``HF_ENDPOINT`` / huggingface.co).
+        retry: Retry policy of card downloads.
+        workers: Cards downloaded in parallel.
+        checkpoint_every: Write the state after this many handled models.
+        require_card: Skip models with no README or nothing usable in it (``no_card``); else keep them with
+            an empty card.
+        min_card_words: With ``require_card``, skip cards whose cleaned text has fewer words.
+        listing_attempts: Times the listing is (re)started before the crawl fails.
+        max_consecutive_failures: Abort (state saved) after this many cards failed in a row.
+        show_progress: Show a progress bar.
+        on_model: Called with each handled model id and its outcome kind (``"record"``, ``"skipped"``,
+            ``"failed"``), after it is added to the state (for logs and tests).
+    """
+
+    def __init__(
+        self,
+        since: str | datetime,
+        *,
+        filters: CrawlFilters | None = None,
+        state_path: str | Path | None = None,
+        token: str | bool | None = None,
+        endpoint: str | None = None,
+        retry: RetryPolicy | None = None,
+        workers: int = 8,
+        checkpoint_every: int = 25,
+        require_card: bool = True,
+        min_card_words: int = 1,
+        listing_attempts: int = 3,
+        max_consecutive_failures: int = 20,
+        show_progress: bool = True,
+        on_model: Callable[[str, str], None] | None = None,
+    ) -> None:
+        from huggingface_hub import HfApi
+
+        if workers < 1:
+            raise ValueError("workers must be at least 1.")
+        if checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1.")
+        self.since = parse_since(since)
+        self.filters = filters or CrawlFilters()
+        self.state_path = Path(state_path) if state_path is not None else None
+        self.token = token
+        self.api = HfApi(endpoint=endpoint, token=token)
+        self.endpoint = self.api.endpoint
+        self.retry = retry or RetryPolicy()
+        self.workers = workers
+        self.checkpoint_every = checkpoint_every
+        self.require_card = require_card
+        self.min_card_words = min_card_words
+        self.listing_attempts = max(1, listing_attempts)
+        self.max_consecutive_failures = max_consecutive_failures
+        self.show_progress = show_progress
+        self.on_model = on_model
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def load_state(self) -> tuple[CrawlState, bool]:
+        """Return the state to continue (a fresh one when none matches) and whether one was resumed."""
+        state = CrawlState.load(self.state_path) if self.state_path else None
+        scope = self.filters.scope()
+        if state is not None and state.scope != scope:
+            logger.warning(
+                "The crawl state %s was made with other filters (%s); starting a new crawl.", self.state_path, state.scope
+            )
+            state = None
+        if state is None:
+            return CrawlState(since=self.since.isoformat(), scope=scope), False
+        return state, True
+
+    def _save(self, state: CrawlState) -> None:
+        if self.state_path is not None:
+            state.save(self.state_path)
+
+    # -- listing -------------------------------------------------------------------------------------------
+    def _stream(self, query: dict[str, Any]) -> Iterator[Any]:
+        return iter(self.api.list_models(sort="created_at", full=True, cardData=True, **query))
+
+    def listing(self) -> Iterator[Any]:
+        """Yield ``ModelInfo`` of models created since the cutoff, newest first, each once.
+
+        Several listings (one per pipeline tag, author and library) are merged by creation date; each stops
+        at its first model older than the cutoff, so later pages are never requested.
+        """
+        since_ms = _to_ms(self.since)
+
+        def key(info: Any) -> int:
+            return _to_ms(info.created_at) or since_ms  # undated models are kept (and skipped as no_date)
+
+        streams = [self._stream(q) for q in self.filters.listing_queries()]
+        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=key, reverse=True)
+        seen: set[str] = set()
+        for info in merged:
+            if key(info) < since_ms:
+                return
+            if info.id not in seen:
+                seen.add(info.id)
+                yield info
+
+    # -- one model -----------------------------------------------------------------------------------------
+    def _precheck(self, info: Any) -> _Outcome | None:
+        """Skip what the listing already tells (private, gated, disabled, filtered) without any request."""
+        if info.created_at is None:
+            return _Outcome(info.id, skipped="no_date")
+        for reason in ("private", "disabled", "gated"):
+            if getattr(info, reason, None):
+                return _Outcome(info.id, skipped=reason)
+        rejection = self.filters.rejection(self._from_info(info, None))
+        return _Outcome(info.id, skipped=rejection) if rejection else None
+
+    def _get_readme(self, model_id: str) -> str | None:
+        """The README text of ``model_id`` (``None`` when it has none), retried under :attr:`retry`.
+
+        Raises:
+            huggingface_hub errors: gated, not found, disabled, or a transient error after every retry.
+        """
+        import httpx2
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+        url = hf_hub_url(model_id, "README.md", endpoint=self.endpoint)
+        headers = build_hf_headers(token=self.token)
+        attempt = 0
+        while True:
+            try:
+                response = get_session().get(url, headers=headers, timeout=self.retry.timeout, follow_redirects=True)
+            except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError):
+                if attempt >= self.retry.max_retries:
+                    raise
+                self.retry.sleep(self.retry.delay(attempt))
+                attempt += 1
+                continue
+            if response.status_code in self.retry.statuses and attempt < self.retry.max_retries:
+                self.retry.sleep(self.retry.delay(attempt, _retry_after(response)))
+                attempt += 1
+                continue
+            try:
+                hf_raise_for_status(response)
+            except EntryNotFoundError:
+                return None
+            return response.text
+
+    def _fetch(self, info: Any) -> _Outcome:
+        """Download and clean the card of a listed model (runs in a worker thread)."""
+        import httpx2
+        from huggingface_hub import errors as hf
+
+        try:
+            readme = self._get_readme(info.id)
+        except hf.GatedRepoError:
+            return _Outcome(info.id, skipped="gated")
+        except hf.DisabledRepoError:
+            return _Outcome(info.id, skipped="disabled")
+        except hf.RepositoryNotFoundError:
+            return _Outcome(info.id, skipped="deleted")
+        except hf.HfHubHTTPError as err:
+            status = getattr(err.response, "status_code", None)
+            if status in (401, 403):
+                return _Outcome(info.id, skipped="no_access")
+            return _Outcome(info.id, failed=f"HTTP {status}: {str(err).splitlines()[0]}")
+        except httpx2.TransportError as err:
+            return _Outcome(info.id, failed=f"{type(err).__name__}: {err}")
+        record = self._from_info(info, readme)
+        if self.require_card and len(record.card_text.split()) < max(self.min_card_words, 1):
+            return _Outcome(info.id, skipped="no_card")
+        return _Outcome(info.id, record=record)
+
+    @staticmethod
+    def _from_info(info: Any, readme: str | None) -> CrawledModel:
+        """Build the record from listing metadata and the README (its front matter wins when present)."""
+        card = parse_card(readme)
+        listed = info.card_data.to_dict() if info.card_data is not None else {}
+        meta = {**listed, **card.metadata}
+        license_ = _as_list(meta.get("license"))
+        if not license_:
+            license_ = [t.split(":", 1)[1] for t in info.tags or [] if t.startswith("license:")]
+        return CrawledModel(
+            model_id=info.id,
+            created_at=_to_ms(info.created_at),
+            pipeline_tag=info.pipeline_tag or meta.get("pipeline_tag"),
+            library_name=info.library_name or meta.get("library_name"),
+            license=license_[0] if license_ else None,
+            tags=list(info.tags or []),
+            base_model=_as_list(meta.get("base_model")),
+            downloads=int(info.downloads or 0),
+            likes=int(info.likes or 0),
+            title=card.title,
+            description=card.description,
+            uses=card.uses,
+            card_text=card.text,
+        )
+
+    # -- the crawl -----------------------------------------------------------------------------------------
+    def crawl(self) -> CrawlResult:
+        """Crawl the Hub down to the cutoff, or up to ``max_models``, and return what was found.
+
+        Returns:
+            The :class:`CrawlResult`; the state file (if any) holds the same records.
+
+        Raises:
+            HubAccessError: the listing kept failing, or too many cards failed in a row (the state is saved
+                first, so the next run resumes).
+        """
+        from tqdm.auto import tqdm
+
+        started = time.perf_counter()
+        state, resumed = self.load_state()
+        state.since = self.since.isoformat()
+        state.runs += 1
+        state.complete = False
+        counts: Counter[str] = Counter()
+        new: list[CrawledModel] = []
+        run: dict[str, Any] = {"listed": set(), "stopped_early": False, "since_save": 0, "failures_in_row": 0}
+        cap = self.filters.max_models
+        bar = tqdm(total=cap, desc="Crawling the Hub", unit="model", disable=not self.show_progress)
+
+        def finish(outcome: _Outcome) -> None:
+            """Add one outcome to the state, checkpoint, report."""
+            if outcome.record is not None:
+                state.records[outcome.model_id] = outcome.record.to_dict()
+                state.failed.pop(outcome.model_id, None)
+                new.append(outcome.record)
+                run["failures_in_row"] = 0
+                kind = "record"
+            elif outcome.skipped is not None:
+                state.skipped[outcome.model_id] = outcome.skipped
+                state.failed.pop(outcome.model_id, None)
+                counts[outcome.skipped] += 1
+                kind = "skipped"
+            else:
+                state.failed[outcome.model_id] = outcome.failed or "unknown error"
+                run["failures_in_row"] += 1
+                kind = "failed"
+            bar.update(1 if kind == "record" or cap is None else 0)
+            bar.set_postfix(new=len(new), skipped=sum(counts.values()), failed=len(state.failed), refresh=False)
+            run["since_save"] += 1
+            if run["since_save"] >= self.checkpoint_every:
+                self._save(state)
+                run["since_save"] = 0
+            if self.on_model is not None:
+                self.on_model(outcome.model_id, kind)
+            if run["failures_in_row"] >= self.max_consecutive_failures:
+                raise HubAccessError(
+                    f"{run['failures_in_row']} model cards failed in a row (last: {outcome.model_id}: "
+                    f"{outcome.failed}). The Hub seems unavailable; the crawl state is saved, run again later "
+                    "to resume."
+                )
+
+        try:
+            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="hubroute-crawl") as pool:
+                window: deque[Future[_Outcome]] = deque()
+                attempt = 0
+                while True:
+                    try:
+                        self._walk(state, pool, window, finish, run, cap)
+                        break
+                    except HubAccessError:
+                        raise
+                    except Exception as err:  # the listing itself failed after the client's own retries
+                        if not _is_transient(err):
+                            raise
+                        while window:
+                            finish(window.popleft().result())
+                        attempt += 1
+                        if attempt >= self.listing_attempts:
+                            raise HubAccessError(
+                                f"Listing the Hub's models failed {attempt} times ({_describe(err)}). The crawl "
+                                "state is saved; run again later to resume."
+                            ) from err
+                        wait = self.retry.delay(attempt - 1)
+                        logger.warning("Listing failed (%s); restarting it in %.1f s.", _describe(err), wait)
+                        self.retry.sleep(wait)
+                while window:
+                    finish(window.popleft().result())
+            state.complete = not run["stopped_early"]
+        finally:
+            bar.close()
+            self._save(state)
+
+        since_ms = _to_ms(self.since) or 0
+        records = sorted(
+            (CrawledModel.from_dict(r) for r in state.records.values() if (r.get("created_at") or 0) >= since_ms),
+            key=_sort_key,
+        )
+        return CrawlResult(
+            records=records,
+            new=sorted(new, key=_sort_key),
+            skipped=dict(counts),
+            failed=dict(state.failed),
+            listed=len(run["listed"]),
+            resumed=resumed,
+            stopped_early=run["stopped_early"],
+            elapsed_s=time.perf_counter() - started,
+            state_path=self.state_path,
+        )
+
+    def _walk(
+        self,
+        state: CrawlState,
+        pool: ThreadPoolExecutor,
+        window: deque[Future[_Outcome]],
+        finish: Callable[[_Outcome], None],
+        run: dict[str, Any],
+        cap: int | None,
+    ) -> None:
+        """Go through the listing once: skip handled models, fetch the others' cards in parallel, in order."""
+        for info in self.listing():
+            run["listed"].add(info.id)
+            if state.handled(info.id):
+                continue
+            if cap is not None:
+                while window and len(state.records) + len(window) >= cap:
+                    finish(window.popleft().result())
+                if len(state.records) >= cap:
+                    run["stopped_early"] = True
+                    return
+            outcome = self._precheck(info)
+            if outcome is not None:
+                finish(outcome)
+                continue
+            window.append(pool.submit(self._fetch, info))
+            while len(window) > 2 * self.workers or (window and window[0].done()):
+                finish(window.popleft().result())
+
+
+def _is_transient(err: BaseException) -> bool:
+    """Whether a listing error is worth restarting the listing for (429, 5xx, timeouts, network)."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(err, httpx2.TransportError):
+        return True
+    if isinstance(err, HfHubHTTPError):
+        status = getattr(err.response, "status_code", None)
+        return status is None or status in RETRY_STATUSES
+    return False
+
+
+def _describe(err: BaseException) -> str:
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    return f"HTTP {status}" if status else type(err).__name__
+
+
+def crawl_hub(
+    since: str | datetime,
+    *,
+    filters: CrawlFilters | None = None,
+    state_path: str | Path | None = None,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    show_progress: bool = True,
+    **kwargs: Any,
+) -> CrawlResult:
+    """Crawl the models created on the Hub since ``since`` (see :class:`HubCrawler` for every option).
+
+    Args:
+        since: Cutoff (``"2026-05"``, ``"2026-05-15"``, a datetime).
+        filters: Which models to keep.
+        state_path: JSON state file, to resume and never fetch twice.
+        token: Hub token.
+        endpoint: Hub endpoint.
+        show_progress: Show a progress bar.
+        **kwargs: More :class:`HubCrawler` options.
+
+    Returns:
+        The :class:`CrawlResult`.
+
+    Raises:
+        HubAccessError: the Hub kept failing (the state is saved; run again to resume).
+    """
+    crawler = HubCrawler(
+        since, filters=filters, state_path=state_path, token=token, endpoint=endpoint, show_progress=show_progress,
+        **kwargs,
+    )  # fmt: skip
+    return crawler.crawl()
+
+
+def records_newest_first(models: Sequence[CrawledModel]) -> list[CrawledModel]:
+    """Sort crawled models newest first (ties by id), the order of every crawl result."""
+    return sorted(models, key=_sort_key)

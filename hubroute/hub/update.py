@@ -1,0 +1,492 @@
+"""Keep a router current with the Hub: crawl new models, route them at once, learn them without forgetting.
+
+:func:`update_router` runs the whole pipeline behind ``hubroute update``:
+
+1. **load** the router (a folder or a Hub repo);
+2. **crawl** the models created on the Hub since a date (:mod:`hubroute.hub.crawl`; resumable state);
+3. build the **experience**: records (family, domain) and (prompt, model) pairs written from the cards
+   (:mod:`hubroute.hub.experience`), saved as a ``datasets`` dataset and optionally pushed;
+4. **cold start**: the new models are registered with rows from their card blended with their most similar
+   known models (:meth:`HubRouter.add_models` with ``neighbors``), so they are routable before any training;
+5. **continual step**: :class:`~hubroute.CARvETrainer` learns the experience with replay and anchors
+   (:func:`update_config`: frozen encoder, anchored steps, coreset replay);
+6. **forgetting gate**: M/F/D accuracy on held-out prompts of the old experiences before (after the cold
+   start) and after training; when any level drops by more than ``max_forgetting`` points,
+   :class:`~hubroute.ForgettingGateError` is raised and nothing is saved or pushed;
+7. **save** the router atomically and **push** it as a new tag.
+
+It returns an :class:`UpdateSummary`: models added and skipped, time taken, accuracy on the old experiences
+before and after.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ForgettingGateError
+from ..routing.registry import model_key
+from .crawl import CrawlFilters, CrawlResult, HubCrawler, RetryPolicy, parse_since
+from .experience import PromptGenerator, build_experience, model_records, push_experience, save_experience
+
+if TYPE_CHECKING:
+    from ..routing.router import HubRouter
+    from ..training.config import CARvEConfig
+
+__all__ = [
+    "GATE_LEVELS",
+    "UpdateSummary",
+    "update_config",
+    "gate_examples",
+    "routing_accuracy",
+    "update_router",
+]
+
+logger = logging.getLogger(__name__)
+
+GATE_LEVELS = ("M", "F", "D")
+LEVEL_NAMES = {"M": "model", "F": "family", "D": "domain"}
+
+# The update recipe: the encoder stays frozen (old prompts keep their vectors), most steps are anchored
+# (old embeddings and the projection stay near their checkpoint), and a coreset of old prompts is replayed,
+# so the new rows learn their prompts while old routes are kept.
+UPDATE_RECIPE: dict[str, Any] = {
+    "encoder_mode": "frozen",
+    "num_train_epochs": 3.0,
+    "per_device_train_batch_size": 64,
+    "phase1_fraction": 0.9,
+    "embedding_anchor_weight": 1e4,
+    "projection_anchor_weight": 5e4,
+    "replay_fraction": 0.1,
+    "replay_strategy": "coreset",
+    "drift_compensation": True,
+    "holdout_fraction": 0.0,
+    "save_strategy": "no",
+    "report_to": "none",
+    "logging_steps": 50,
+}
+
+
+def update_config(output_dir: str | None = None, **overrides: Any) -> CARvEConfig:
+    """The :class:`~hubroute.CARvEConfig` of an update: :data:`UPDATE_RECIPE` with ``overrides`` on top.
+
+    Args:
+        output_dir: Where Trainer files go (default: a temporary folder).
+        **overrides: Any :class:`CARvEConfig` field (e.g. from ``--config carve.yaml``).
+
+    Raises:
+        ValueError: an unknown field, or an invalid value.
+    """
+    from ..training.config import CARvEConfig
+
+    known = {f.name for f in dataclasses.fields(CARvEConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"Unknown CARvEConfig field(s) {unknown} in the update config.")
+    values = {**UPDATE_RECIPE, **overrides}
+    values["output_dir"] = output_dir or values.get("output_dir") or tempfile.mkdtemp(prefix="hubroute-update-")
+    return CARvEConfig(**values)
+
+
+# ------------------------------------------------------------------------------------------------ the gate
+def gate_examples(router: HubRouter, gate_data: Any = None) -> tuple[list[dict[str, Any]], str]:
+    """The held-out prompts of old experiences that the forgetting gate measures.
+
+    Args:
+        router: The router before the update.
+        gate_data: Prompts to use instead: a ``datasets.Dataset`` or a list of dicts with ``prompt``,
+            ``model_id`` and optionally ``domain``.
+
+    Returns:
+        ``(examples, source)``: examples whose gold model is registered, and where they come from:
+        ``"gate data"``, ``"holdout"`` (kept out of training, ``CARvEConfig.holdout_fraction``), ``"replay"``
+        (the replay coreset: trained on, so it underestimates forgetting) or ``"none"``.
+    """
+    if gate_data is not None:
+        rows = gate_data.to_list() if hasattr(gate_data, "to_list") else list(gate_data)
+        source = "gate data"
+    elif router.training_state.get("holdout"):
+        rows, source = list(router.training_state["holdout"]), "holdout"
+    elif router.training_state.get("replay"):
+        rows, source = list(router.training_state["replay"]), "replay"
+        logger.warning(
+            "The router has no held-out prompts (train it with holdout_fraction > 0, or pass gate data); the "
+            "forgetting gate uses its replay coreset, which it trained on, so it may underestimate forgetting."
+        )
+    else:
+        return [], "none"
+    examples = [
+        {"prompt": r["prompt"], "model_id": r["model_id"], "domain": r.get("domain")}
+        for r in rows
+        if isinstance(r, Mapping) and isinstance(r.get("prompt"), str) and r["prompt"].strip()
+        and isinstance(r.get("model_id"), str) and r["model_id"] in router.registry
+    ]  # fmt: skip
+    return examples, source
+
+
+def routing_accuracy(router: HubRouter, examples: Sequence[Mapping[str, Any]], batch_size: int = 64) -> dict[str, float]:
+    """M/F/D accuracy (and M@5), in percent, of ``router`` on ``examples``.
+
+    The family and domain of each model come from the router's registry; a correct model is a correct family
+    and domain (the CMRBench metrics of :mod:`hubroute.bench.metrics`).
+
+    Args:
+        router: The router.
+        examples: Dicts with ``prompt``, ``model_id`` and optionally ``domain`` (else the registry's).
+        batch_size: Prompts per encoder pass.
+
+    Returns:
+        ``{"M", "F", "D", "M_at5", "n"}``.
+    """
+    from ..bench.metrics import LabelMaps, score_predictions
+    from ..routing.taxonomy import domain_key
+
+    if not examples:
+        return {"M": float("nan"), "F": float("nan"), "D": float("nan"), "M_at5": float("nan"), "n": 0}
+    registry = router.registry
+    labels = LabelMaps(
+        {model_key(r.model_id): r.family for r in registry if r.family},
+        {model_key(r.model_id): domain_key(r.domain) for r in registry if r.domain},
+    )
+    _, ids = router.search([e["prompt"] for e in examples], top_k=5, batch_size=batch_size)
+    predicted = [[registry[i].model_id for i in row if i >= 0] for row in ids.tolist()]
+    gold = [e["model_id"] for e in examples]
+    domains = [e.get("domain") or (registry.get(e["model_id"]).domain if e["model_id"] in registry else None)
+               for e in examples]  # fmt: skip
+    scores = score_predictions(predicted, gold, domains, labels)
+    return {**scores, "n": len(examples)}
+
+
+def _drops(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    return {level: float(before[level] - after[level]) for level in GATE_LEVELS}
+
+
+# -------------------------------------------------------------------------------------------------- summary
+@dataclass
+class UpdateSummary:
+    """What an update did.
+
+    Attributes:
+        status: ``"updated"`` (saved/pushed), ``"nothing_new"``, ``"refused"`` (forgetting gate) or
+            ``"dry_run"`` (trained and measured, not saved).
+        experience: Name of the experience (and of the pushed tag).
+        since: The crawl cutoff (ISO-8601).
+        router_source: Where the router came from.
+        crawl: The crawl's numbers: ``listed``, ``new``, ``records``, ``skipped`` (by reason), ``failed``,
+            ``resumed``, ``elapsed_s``.
+        models_added: Models registered by the update.
+        models_known: Crawled models the router already had (or its own repos, never routing targets).
+        num_prompts: Training prompts written.
+        gate_source: Where the gate's prompts come from (see :func:`gate_examples`).
+        gate_prompts: How many.
+        accuracy_baseline: Accuracy on them before the update (router as loaded).
+        accuracy_before: Accuracy after the cold start (the gate's reference).
+        accuracy_after: Accuracy after training.
+        forgetting: Points lost per level, before minus after.
+        max_forgetting: The gate's limit, in points.
+        gate_passed: Whether every level stayed within it (``None``: no gate prompts).
+        saved_to: Folder the router was saved to.
+        pushed: URL of the pushed commit.
+        experience_path: Folder of the saved experience dataset.
+        experience_repo: Dataset repo the experience was pushed to.
+        timings: Seconds per stage.
+        elapsed_s: Total seconds.
+        router: The updated router (not serialised).
+        cold_router: The router right after the cold start, when kept (not serialised).
+    """
+
+    status: str
+    experience: str
+    since: str
+    router_source: str
+    crawl: dict[str, Any] = field(default_factory=dict)
+    models_added: int = 0
+    models_known: int = 0
+    num_prompts: int = 0
+    gate_source: str = "none"
+    gate_prompts: int = 0
+    accuracy_baseline: dict[str, float] | None = None
+    accuracy_before: dict[str, float] | None = None
+    accuracy_after: dict[str, float] | None = None
+    forgetting: dict[str, float] | None = None
+    max_forgetting: float = 1.0
+    gate_passed: bool | None = None
+    saved_to: str | None = None
+    pushed: str | None = None
+    experience_path: str | None = None
+    experience_repo: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    router: Any = field(default=None, repr=False, compare=False)
+    cold_router: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as JSON (routers left out)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("router", "cold_router")}
+
+    def format(self) -> str:
+        """A human-readable report: models added and skipped, time taken, accuracy before and after."""
+        crawl = self.crawl
+        skipped = crawl.get("skipped") or {}
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())) or "none"
+        lines = [
+            f"Update {self.experience} ({self.status}) of {self.router_source}, models created since {self.since[:10]}",
+            f"  crawl: {crawl.get('listed', 0)} listed, {crawl.get('new', 0)} new this run, "
+            f"{crawl.get('records', 0)} crawled in all; skipped: {reasons}; failed: {crawl.get('failed', 0)}"
+            f"{' (resumed)' if crawl.get('resumed') else ''}",
+            f"  models added: {self.models_added} ({self.models_known} crawled models were already known), "
+            f"{self.num_prompts} training prompts",
+        ]
+        if self.gate_prompts:
+            lines.append(f"  old experiences ({self.gate_prompts} {self.gate_source} prompts), accuracy in %:")
+            lines.append("    " + f"{'':<22}" + "".join(f"{LEVEL_NAMES[lvl]:>9}" for lvl in GATE_LEVELS))
+            rows = (("before the update", self.accuracy_baseline), ("after the cold start", self.accuracy_before),
+                    ("after training", self.accuracy_after))  # fmt: skip
+            for label, acc in rows:
+                if acc:
+                    lines.append("    " + f"{label:<22}" + "".join(f"{acc[lvl]:>9.1f}" for lvl in GATE_LEVELS))
+            if self.forgetting:
+                lines.append("    " + f"{'forgetting (points)':<22}" + "".join(
+                    f"{self.forgetting[lvl]:>9.1f}" for lvl in GATE_LEVELS))  # fmt: skip
+            verdict = "passed" if self.gate_passed else "REFUSED"
+            lines.append(f"  forgetting gate (max {self.max_forgetting:g} points per level): {verdict}")
+        elif self.status != "nothing_new":
+            lines.append("  forgetting gate: off (no held-out prompts of old experiences)")
+        if self.experience_path:
+            lines.append(f"  experience saved to {self.experience_path}")
+        if self.experience_repo:
+            lines.append(f"  experience pushed to {self.experience_repo}")
+        if self.saved_to:
+            lines.append(f"  router saved to {self.saved_to}")
+        if self.pushed:
+            lines.append(f"  router pushed: {self.pushed} (tag {self.experience})")
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())
+        lines.append(f"  time: {self.elapsed_s:.1f} s ({stages})")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------- update
+def _load_router(router: Any, revision: str | None, token: str | None) -> tuple[HubRouter, str]:
+    from ..routing.router import HubRouter
+
+    if isinstance(router, HubRouter):
+        return router, "the given router"
+    return HubRouter.from_pretrained(router, revision=revision, token=token), str(router)
+
+
+def _workdir(workdir: str | Path | None, output: Path | None, router_source: str) -> Path:
+    if workdir is not None:
+        return Path(workdir)
+    if output is not None:
+        return output.with_name(f"{output.name}.update")
+    return Path.cwd() / f"hubroute-update-{router_source.rstrip('/').rsplit('/', 1)[-1]}"
+
+
+def _crawl_numbers(result: CrawlResult) -> dict[str, Any]:
+    return {
+        "listed": result.listed,
+        "new": len(result.new),
+        "records": len(result.records),
+        "skipped": dict(result.skipped),
+        "failed": len(result.failed),
+        "resumed": result.resumed,
+        "stopped_early": result.stopped_early,
+        "elapsed_s": round(result.elapsed_s, 3),
+        "state": str(result.state_path) if result.state_path else None,
+    }
+
+
+def update_router(
+    router: str | Path | HubRouter,
+    since: str | datetime,
+    *,
+    output: str | Path | None = None,
+    push: str | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+    filters: CrawlFilters | None = None,
+    workdir: str | Path | None = None,
+    state_path: str | Path | None = None,
+    endpoint: str | None = None,
+    retry: RetryPolicy | None = None,
+    workers: int = 8,
+    generator: PromptGenerator | None = None,
+    prompts_per_model: int = 8,
+    seed: int = 0,
+    neighbors: int = 8,
+    neighbor_weight: float = 0.5,
+    config: CARvEConfig | None = None,
+    max_forgetting: float = 1.0,
+    gate_data: Any = None,
+    experience_name: str | None = None,
+    push_experience_to: str | None = None,
+    dry_run: bool = False,
+    keep_cold_router: bool = False,
+    show_progress: bool = True,
+) -> UpdateSummary:
+    """Crawl the Hub's new models into an experience, cold-start them, learn them, gate, save and push.
+
+    Args:
+        router: A router folder, a Hub repo id, or a loaded :class:`HubRouter` (updated in place).
+        since: Crawl cutoff (``"2026-05"``, ``"2026-05-15"``, a datetime).
+        output: Folder to save the updated router to (default: the router's folder when it is one).
+        push: Hub repo to push the updated router to, tagged with the experience name.
+        revision: Revision of a Hub router to start from.
+        token: Hub token (crawl, router download, pushes).
+        filters: Which Hub models to crawl.
+        workdir: Folder of the crawl state and the experience (default: ``<output>.update`` beside the
+            output).
+        state_path: Crawl state file (default: ``<workdir>/crawl_state.json``).
+        endpoint: Hub endpoint of the crawl (default: ``HF_ENDPOINT``).
+        retry: Retry policy of card downloads.
+        workers: Cards downloaded in parallel.
+        generator: Writes the training prompts (default: templates from the cards).
+        prompts_per_model: Prompts per new model.
+        seed: Seed of prompt writing and training.
+        neighbors: Cold start: similar known models blended into each new row (0: card only).
+        neighbor_weight: Cold start: weight of that blend.
+        config: Training recipe (default: :func:`update_config`).
+        max_forgetting: The gate: largest accuracy drop allowed at any level, in points.
+        gate_data: Held-out prompts of old experiences for the gate (default: the router's holdout).
+        experience_name: Name of the experience and of the pushed tag (default: ``update-<since>-<now>``).
+        push_experience_to: Dataset repo to push the experience to.
+        dry_run: Train and measure, but save and push nothing.
+        keep_cold_router: Keep the cold-started router in the summary (for evaluation).
+        show_progress: Show progress bars.
+
+    Returns:
+        The :class:`UpdateSummary` (``status`` says what happened).
+
+    Raises:
+        ForgettingGateError: a level forgot more than ``max_forgetting`` points; nothing was saved or pushed
+            (the summary is attached as ``err.summary``).
+        ValueError: nowhere to save the router (no ``output``, ``push`` or router folder), or bad options.
+        HubAccessError, CheckpointError: the Hub or the router could not be read or written.
+    """
+    from ..training.trainer import CARvETrainer
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(stage: str, since_time: float) -> float:
+        now = time.perf_counter()
+        timings[stage] = round(now - since_time, 3)
+        return now
+
+    cutoff = parse_since(since)
+    if max_forgetting < 0:
+        raise ValueError("max_forgetting must not be negative.")
+    router_dir = Path(router) if isinstance(router, (str, Path)) and Path(router).is_dir() else None
+    output_path = Path(output) if output is not None else router_dir
+    if output_path is None and push is None and not dry_run:
+        raise ValueError("Nowhere to save the updated router: pass output= (a folder) and/or push= (a Hub repo).")
+    name = experience_name or f"update-{cutoff:%Y-%m-%d}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+
+    t = time.perf_counter()
+    model, source = _load_router(router, revision, token)
+    t = lap("load", t)
+
+    folder = _workdir(workdir, output_path, source)
+    crawler = HubCrawler(
+        cutoff, filters=filters, state_path=state_path or folder / "crawl_state.json", token=token,
+        endpoint=endpoint, retry=retry, workers=workers, show_progress=show_progress,
+    )  # fmt: skip
+    crawled = crawler.crawl()
+    t = lap("crawl", t)
+    logger.info(crawled.describe())
+
+    own = {model_key(r) for r in (push, None if router_dir or not isinstance(router, str) else router) if r}
+    fresh = [m for m in crawled.records if m.model_id not in model.registry and model_key(m.model_id) not in own]
+    summary = UpdateSummary(
+        status="nothing_new", experience=name, since=cutoff.isoformat(), router_source=source,
+        crawl=_crawl_numbers(crawled), models_known=len(crawled.records) - len(fresh),
+        max_forgetting=max_forgetting, timings=timings, router=model,
+    )  # fmt: skip
+    if not fresh:
+        summary.elapsed_s = round(time.perf_counter() - started, 3)
+        return summary
+
+    records = model_records(fresh, model.registry, experience=name)
+    families = {r.model_id: r.family for r in records if r.family}
+    experience = build_experience(
+        fresh, generator=generator, prompts_per_model=prompts_per_model, seed=seed, families=families,
+        show_progress=show_progress,
+    )  # fmt: skip
+    summary.num_prompts = len(experience)
+    summary.experience_path = str(save_experience(experience, folder / f"experience-{name}"))
+    if push_experience_to and not dry_run:
+        push_experience(experience, push_experience_to, token=token, message=f"hubroute experience {name}")
+        summary.experience_repo = push_experience_to
+    t = lap("experience", t)
+
+    examples, summary.gate_source = gate_examples(model, gate_data)
+    summary.gate_prompts = len(examples)
+    if examples:
+        summary.accuracy_baseline = routing_accuracy(model, examples)
+    cold = copy.deepcopy(model)
+    cold.add_models(records, experience=name, neighbors=neighbors, neighbor_weight=neighbor_weight)
+    if examples:
+        summary.accuracy_before = routing_accuracy(cold, examples)
+    if keep_cold_router:
+        summary.cold_router = cold
+    else:
+        del cold
+    t = lap("cold_start", t)
+
+    args = config or update_config()
+    args = dataclasses.replace(args, seed=seed, disable_tqdm=not show_progress)
+    CARvETrainer(model=model, args=args, train_dataset=experience, experience=name).train()
+    model.eval()
+    summary.models_added = sum(1 for r in records if r.model_id in model.registry)
+    t = lap("train", t)
+
+    if examples:
+        summary.accuracy_after = routing_accuracy(model, examples)
+        assert summary.accuracy_before is not None
+        summary.forgetting = _drops(summary.accuracy_before, summary.accuracy_after)
+        worst = max(GATE_LEVELS, key=lambda lvl: summary.forgetting[lvl])  # type: ignore[index]
+        summary.gate_passed = summary.forgetting[worst] <= max_forgetting
+        t = lap("gate", t)
+        if not summary.gate_passed:
+            summary.status = "refused"
+            summary.elapsed_s = round(time.perf_counter() - started, 3)
+            before, after = summary.accuracy_before[worst], summary.accuracy_after[worst]
+            error = ForgettingGateError(
+                f"The update forgot {summary.forgetting[worst]:.1f} points of {LEVEL_NAMES[worst]}-level accuracy "
+                f"on old experiences ({before:.1f}% -> {after:.1f}% on {len(examples)} {summary.gate_source} "
+                f"prompts), more than the {max_forgetting:g} allowed; nothing was saved or pushed and the previous "
+                "router is intact. Raise --max-forgetting, or train more gently (--config with stronger anchors, "
+                "more replay or fewer epochs)."
+            )
+            error.summary = summary  # type: ignore[attr-defined]
+            raise error
+
+    updates = list(model.info.get("updates") or [])
+    updates.append({
+        "experience": name, "since": cutoff.isoformat(), "models_added": summary.models_added,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "old_accuracy_before": summary.accuracy_before, "old_accuracy_after": summary.accuracy_after,
+    })  # fmt: skip
+    model.info["updates"] = updates
+    if dry_run:
+        summary.status = "dry_run"
+    else:
+        if output_path is not None:
+            model.save_pretrained(output_path)
+            summary.saved_to = str(output_path)
+        t = lap("save", t)
+        if push is not None:
+            commit = model.push_to_hub(push, token=token, tag=name)
+            summary.pushed = str(commit)
+            t = lap("push", t)
+        summary.status = "updated"
+    summary.elapsed_s = round(time.perf_counter() - started, 3)
+    return summary

@@ -77,18 +77,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def label_maps(bench):
-    from hubroute.bench.metrics import LabelMaps
-
-    ids, families, domains = [], [], []
-    for experience in bench:
-        for split in (experience.train, experience.test):
-            ids += split["model_id"]
-            families += split["family"]
-            domains += split["domain"]
-    return LabelMaps.from_rows(ids, families, domains)
-
-
 def evaluate(router, test, labels) -> dict[str, float]:
     from hubroute.bench.metrics import score_predictions
 
@@ -128,6 +116,7 @@ def main() -> None:
     from hubroute import CARvEConfig, CARvETrainer, HubRouter
     from hubroute.bench.baselines import zero_shot_router
     from hubroute.bench.cmrbench import load_cmrbench
+    from hubroute.bench.metrics import LabelMaps
     from hubroute.cli.update import load_update_config
     from hubroute.hub.crawl import HubCrawler
     from hubroute.hub.update import update_router
@@ -137,7 +126,7 @@ def main() -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     bench = load_cmrbench(args.data)
-    labels = label_maps(bench)
+    labels = LabelMaps.from_bench(bench)
     results: dict = {"since": args.since, "seed": args.seed}
     times: dict[str, float] = {}
 

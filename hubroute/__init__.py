@@ -26,8 +26,9 @@ from .errors import (
     UnknownModelError,
 )
 from .routing.encoder import DEFAULT_ENCODER, EncoderConfig
+from .routing.options import Calibration, RouteFilter
 from .routing.registry import ModelRecord, Registry
-from .routing.results import RouteResult
+from .routing.results import Explanation, NearestPrompt, RouteResult
 from .routing.router import HubRouter, RouterConfig
 
 if TYPE_CHECKING:
@@ -51,6 +52,10 @@ __all__ = [
     "HubRouter",
     "RouterConfig",
     "RouteResult",
+    "RouteFilter",
+    "Calibration",
+    "Explanation",
+    "NearestPrompt",
     "Registry",
     "ModelRecord",
     "EncoderConfig",

@@ -45,6 +45,17 @@ def test_train_then_route_from_a_data_file(tmp_path, tiny_encoder_path, capsys):
     results = json.loads(capsys.readouterr().out)
     assert len(results) == 2 and all(len(r) == 2 for r in results)
     assert {r["model_id"] for r in results[0]} == {"openai/whisper-small", "facebook/detr"}
+    # Routing options from the command line: filters, levels, thresholds, explanations.
+    assert main(["route", "transcribe this clip", "--router", str(tmp_path / "router"), "--json", "--top-k", "2",
+                 "--domains", "CV Detection"]) == 0
+    assert [r["model_id"] for r in json.loads(capsys.readouterr().out)[0]] == ["facebook/detr"]
+    assert main(["route", "transcribe this clip", "--router", str(tmp_path / "router"), "--json",
+                 "--level", "domain", "--top-k", "2"]) == 0
+    assert {r["group"] for r in json.loads(capsys.readouterr().out)[0]} == {"Audio ASR", "CV Detection"}
+    assert main(["route", "transcribe this clip", "--router", str(tmp_path / "router"), "--min-score", "1"]) == 0
+    assert "no answer" in capsys.readouterr().out
+    assert main(["route", "transcribe this clip", "--router", str(tmp_path / "router"), "--explain"]) == 0
+    assert "scores: model" in capsys.readouterr().out
     # Continue the saved router on a second experience.
     more = tmp_path / "exp2.jsonl"
     more.write_text(json.dumps({"prompt": "translate to French", "model_id": "t5-small"}) + "\n")

@@ -21,20 +21,23 @@ from hubroute.cli.main import main
 from hubroute.hub import update as update_module
 from hubroute.hub.cardtext import parse_card
 from hubroute.hub.crawl import CrawledModel
-from hubroute.hub.experience import (
+from hubroute.hub.experience import build_experience, model_records
+from hubroute.hub.prompts import (
     InferenceClientGenerator,
     TemplateGenerator,
     TransformersGenerator,
-    build_experience,
     generator_from_spec,
-    model_records,
 )
 from hubroute.hub.update import gate_examples, routing_accuracy, update_config, update_router
 
 if TYPE_CHECKING:
     from conftest import SessionHub
 
-DOMAINS = ["Audio Automatic Speech Recognition", "Computer Vision Object Detection", "Natural Language Processing Translation"]
+DOMAINS = [
+    "Audio Automatic Speech Recognition",
+    "Computer Vision Object Detection",
+    "Natural Language Processing Translation",
+]
 TOPICS = ["transcribe the audio", "detect objects in the photo", "translate the text"]
 
 WHISPER = CrawledModel(
@@ -147,7 +150,11 @@ def test_build_experience_derives_domains_and_families_consistent_with_the_regis
     assert rows[other.model_id]["family"] == "whisper"  # joins the known family
     assert rows[WHISPER.model_id]["source"] == "TemplateGenerator"
     records = model_records([WHISPER], registry, experience="x")
-    assert records[0].card_text == WHISPER.card_text and records[0].experience == "x" and records[0].license == "mit"
+    assert (
+        records[0].card_text == WHISPER.card_text
+        and records[0].experience == "x"
+        and records[0].license == "mit"
+    )
     with pytest.raises(ValueError, match="prompts_per_model"):
         build_experience([WHISPER], prompts_per_model=0)
 
@@ -168,7 +175,9 @@ def test_a_local_text_generation_model_writes_prompts(tiny_decoder_path: Path) -
 
     chat = TransformersGenerator("fake", pipeline=FakePipeline())
     out = chat.generate(WHISPER, 3)
-    assert out[:2] == ["Transcribe this French interview for me", "Subtitle my lecture video"] and len(out) == 3
+    assert (
+        out[:2] == ["Transcribe this French interview for me", "Subtitle my lecture video"] and len(out) == 3
+    )
 
 
 def test_the_inference_client_generator_parses_the_chat_answer() -> None:
@@ -180,7 +189,9 @@ def test_the_inference_client_generator_parses_the_chat_answer() -> None:
             content = "Transcribe my French voicemail.\nWrite subtitles for this talk in French.\n"
             return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=content))])
 
-    generator = InferenceClientGenerator("meta-llama/Llama-3.1-8B-Instruct", token="hf_x", client=FakeClient())
+    generator = InferenceClientGenerator(
+        "meta-llama/Llama-3.1-8B-Instruct", token="hf_x", client=FakeClient()
+    )
     assert generator.generate(WHISPER, 2, seed=7) == ["Transcribe my French voicemail.",
                                                       "Write subtitles for this talk in French."]  # fmt: skip
     assert calls[0]["seed"] == 7
@@ -200,19 +211,29 @@ def test_cold_start_blends_cards_with_their_nearest_known_models(tiny_config) ->
     assert torch.allclose(card, router.initial_embeddings(new, neighbors=0))  # default: card only, as before
     known = router.normalized_embeddings().detach()
     similarity, nearest = (card @ known.T).topk(2, dim=1)
-    mix = F.normalize((torch.softmax(similarity / router.config.temperature, 1).unsqueeze(-1) * known[nearest]).sum(1), dim=-1)
+    mix = F.normalize(
+        (torch.softmax(similarity / router.config.temperature, 1).unsqueeze(-1) * known[nearest]).sum(1),
+        dim=-1,
+    )
     expected = F.normalize(card + 0.7 * mix, dim=-1)
-    assert torch.allclose(router.initial_embeddings(new, neighbors=2, neighbor_weight=0.7), expected, atol=1e-6)
+    assert torch.allclose(
+        router.initial_embeddings(new, neighbors=2, neighbor_weight=0.7), expected, atol=1e-6
+    )
     ids = router.add_models(new, neighbors=2, neighbor_weight=0.7)
     assert torch.allclose(router.normalized_embeddings()[ids[0]], expected[0], atol=1e-6)
     with pytest.raises(ValueError, match="must not be negative"):
         router.initial_embeddings(new, neighbors=-1)
 
 
-def test_holdout_fraction_keeps_prompts_out_of_training(tiny_config, old_router: Path, tmp_path: Path) -> None:
+def test_holdout_fraction_keeps_prompts_out_of_training(
+    tiny_config, old_router: Path, tmp_path: Path
+) -> None:
     data = old_experience()
     trainer = CARvETrainer(
-        model=HubRouter(tiny_config), args=tiny_args(tmp_path, holdout_fraction=0.2), train_dataset=data, experience="e1"
+        model=HubRouter(tiny_config),
+        args=tiny_args(tmp_path, holdout_fraction=0.2),
+        train_dataset=data,
+        experience="e1",
     )
     held = trainer.holdout
     assert len(held) == 12 and trainer.num_current == len(data) - 12  # at most one per model
@@ -229,8 +250,9 @@ def test_holdout_fraction_keeps_prompts_out_of_training(tiny_config, old_router:
     assert replay_only[1] == "holdout"
     router.training_state.pop("holdout")
     assert gate_examples(router)[1] == "replay"
-    assert gate_examples(router, gate_data=[{"prompt": "x", "model_id": "org/model-1"}, {"prompt": "y", "model_id": "no/such"}]) == (
-        [{"prompt": "x", "model_id": "org/model-1", "domain": None}], "gate data")
+    assert gate_examples(
+        router, gate_data=[{"prompt": "x", "model_id": "org/model-1"}, {"prompt": "y", "model_id": "no/such"}]
+    ) == ([{"prompt": "x", "model_id": "org/model-1", "domain": None}], "gate data")
     with pytest.raises(ValueError, match="holdout_fraction"):
         CARvEConfig(holdout_fraction=1.0)
 
@@ -250,7 +272,10 @@ def test_update_crawls_cold_starts_trains_saves_and_pushes_a_tag(
         experience_name="update-test", prompts_per_model=4, show_progress=False, keep_cold_router=True,
     )  # fmt: skip
     assert summary.status == "updated" and summary.saved_to == str(old_router)
-    assert summary.models_added == len(public) == summary.crawl["records"] and summary.crawl["skipped"]["gated"] == 3
+    assert (
+        summary.models_added == len(public) == summary.crawl["records"]
+        and summary.crawl["skipped"]["gated"] == 3
+    )
     assert 3 * len(public) <= summary.num_prompts <= 4 * len(public)
     assert summary.gate_source == "holdout" and summary.gate_prompts == 12 and summary.gate_passed
     assert set(summary.forgetting) == {"M", "F", "D"}
@@ -270,9 +295,13 @@ def test_update_crawls_cold_starts_trains_saves_and_pushes_a_tag(
     assert set(experience["model_id"]) == {m.model_id for m in public}
 
     before = digest(old_router)
-    again = update_router(old_router, since, push=repo_id, config=tiny_update_config(tmp_path), show_progress=False)
+    again = update_router(
+        old_router, since, push=repo_id, config=tiny_update_config(tmp_path), show_progress=False
+    )
     assert again.status == "nothing_new" and again.models_added == 0 and "train" not in again.timings
-    assert again.crawl["new"] == 1 and again.models_known == len(public) + 1  # the pushed router repo is not a target
+    assert (
+        again.crawl["new"] == 1 and again.models_known == len(public) + 1
+    )  # the pushed router repo is not a target
     assert digest(old_router) == before
 
 
@@ -288,13 +317,17 @@ def test_the_forgetting_gate_refuses_to_save_or_push(
 
     monkeypatch.setattr(update_module, "routing_accuracy", fake_accuracy)
     before = digest(old_router)
-    with pytest.raises(ForgettingGateError, match=r"forgot 3\.5 points of model-level accuracy .*80\.0% -> 76\.5%") as info:
+    with pytest.raises(
+        ForgettingGateError, match=r"forgot 3\.5 points of model-level accuracy .*80\.0% -> 76\.5%"
+    ) as info:
         update_router(
             old_router, min(m.created for m in recent), push="tester/never", token=hub.write_token,
             config=tiny_update_config(tmp_path), max_forgetting=1.0, show_progress=False,
         )  # fmt: skip
     assert info.value.summary.status == "refused" and info.value.summary.forgetting["M"] == pytest.approx(3.5)
-    assert digest(old_router) == before and hub.count(r"/commit/") == 0 and hub.count(r"/api/repos/create") == 0
+    assert (
+        digest(old_router) == before and hub.count(r"/commit/") == 0 and hub.count(r"/api/repos/create") == 0
+    )
 
     scores = iter([80.0, 80.0, 76.5])
     config = tmp_path / "carve.yaml"
@@ -303,8 +336,13 @@ def test_the_forgetting_gate_refuses_to_save_or_push(
     code = main(["update", "--since", recent[-1].created.isoformat(), "--router", str(old_router), "--config",
                  str(config), "--no-progress", "--summary", str(tmp_path / "summary.json")])  # fmt: skip
     captured = capsys.readouterr()
-    assert code == 3 and "hubroute: error: The update forgot 3.5 points of model-level accuracy" in captured.err
-    assert "REFUSED" in captured.out and json.loads((tmp_path / "summary.json").read_text())["status"] == "refused"
+    assert (
+        code == 3 and "hubroute: error: The update forgot 3.5 points of model-level accuracy" in captured.err
+    )
+    assert (
+        "REFUSED" in captured.out
+        and json.loads((tmp_path / "summary.json").read_text())["status"] == "refused"
+    )
     assert digest(old_router) == before
 
 

@@ -53,6 +53,19 @@ class LabelMaps:
             {k: c.most_common(1)[0][0] for k, c in fam.items()}, {k: c.most_common(1)[0][0] for k, c in dom.items()}
         )
 
+    @classmethod
+    def from_bench(cls, bench: Iterable[Any]) -> LabelMaps:
+        """Label maps over every split of a benchmark's experiences (``train`` and ``test`` datasets)."""
+        ids: list[str] = []
+        families: list[Any] = []
+        domains: list[Any] = []
+        for experience in bench:
+            for split in (experience.train, experience.test):
+                ids += split["model_id"]
+                families += split["family"]
+                domains += split["domain"]
+        return cls.from_rows(ids, families, domains)
+
 
 def score_predictions(
     predicted: Sequence[Sequence[str]],

@@ -650,19 +650,19 @@ def evaluate_router(
         ValueError: ``earlier`` has the wrong length.
         CheckpointError: a router has no models.
     """
-    from .runner import _label_maps, _router_ranker
+    from .runner import router_ranker
 
     if earlier and len(earlier) != len(bench) - 1:
         raise ValueError(
             f"earlier needs one router per experience before the last ({len(bench) - 1}), got {len(earlier)}."
         )
-    labels = labels or _label_maps(bench)
+    labels = labels or LabelMaps.from_bench(bench)
     matrix = AccuracyMatrix(bench.names)
     rows = [(t, r) for t, r in enumerate(earlier)] + [(len(bench) - 1, router)]
     times = []
     for after, model in rows:
         start = time.perf_counter()
-        rank = _router_ranker(model, batch_size=batch_size)
+        rank = router_ranker(model, batch_size=batch_size)
         for j in range(after + 1):
             test = bench[j].test
             scores = score_predictions(rank(test["prompt"]), test["model_id"], test["domain"], labels)

@@ -31,7 +31,7 @@ from .baselines import BM25Index
 from .cmrbench import CMRBench, Experience
 from .metrics import AccuracyMatrix, LabelMaps, score_predictions, summarize
 
-__all__ = ["METHODS", "run_cmrbench", "method_config", "format_table"]
+__all__ = ["METHODS", "run_cmrbench", "method_config", "format_table", "router_ranker"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,17 +57,7 @@ def method_config(method: str, base: Any, seed: int, output_dir: str) -> Any:
     return dataclasses.replace(base, **changes)
 
 
-def _label_maps(bench: CMRBench) -> LabelMaps:
-    ids, families, domains = [], [], []
-    for experience in bench:
-        for split in (experience.train, experience.test):
-            ids += split["model_id"]
-            families += split["family"]
-            domains += split["domain"]
-    return LabelMaps.from_rows(ids, families, domains)
-
-
-def _router_ranker(router: HubRouter, batch_size: int = 64) -> Ranker:
+def router_ranker(router: HubRouter, batch_size: int = 64) -> Ranker:
     def rank(prompts: Sequence[str]) -> list[list[str]]:
         _, ids = router.search(list(prompts), top_k=TOP_K, batch_size=batch_size)
         return [[router.registry[i].model_id for i in row] for row in ids.tolist()]
@@ -115,7 +105,7 @@ class _Run:
             start = time.perf_counter()
             CARvETrainer(model=router, args=args, train_dataset=joint.train, experience="joint").train()
             trained = time.perf_counter()
-            self.evaluate(len(self.bench) - 1, _router_ranker(router), len(self.bench) - 1)
+            self.evaluate(len(self.bench) - 1, router_ranker(router), len(self.bench) - 1)
             self.times.append({"train_s": trained - start, "eval_s": time.perf_counter() - trained})
             progress.update(len(self.bench))
             return
@@ -123,7 +113,7 @@ class _Run:
             start = time.perf_counter()
             CARvETrainer(model=router, args=args, train_dataset=experience.train, experience=experience.name).train()
             trained = time.perf_counter()
-            self.evaluate(t, _router_ranker(router), t)
+            self.evaluate(t, router_ranker(router), t)
             self.times.append({"train_s": trained - start, "eval_s": time.perf_counter() - trained})
             progress.update(1)
 
@@ -137,7 +127,7 @@ class _Run:
             records = records_from_rows(experience.train)
             if router is not None:
                 router.add_models(records, experience=experience.name)
-                ranker = _router_ranker(router)
+                ranker = router_ranker(router)
             else:
                 registry.extend(records, experience=experience.name)
                 ranker = _bm25_ranker(registry)
@@ -176,7 +166,7 @@ def run_cmrbench(
         raise ValueError(f"Unknown method(s) {unknown}; choose from {list(METHODS)}.")
     base = config or CARvEConfig()
     router_config = router_config or RouterConfig()
-    labels = _label_maps(bench)
+    labels = LabelMaps.from_bench(bench)
     results: dict[str, Any] = {}
     seeds_of = {m: list(seeds[:1]) if m in ("zero_shot", "bm25") else list(seeds) for m in methods}
     total = sum(len(s) for s in seeds_of.values()) * len(bench)

@@ -77,7 +77,7 @@ def load_bench(source: str, names: Sequence[str]) -> tuple[CMRBench, LabelMaps]:
         FileNotFoundError, DataFormatError, CheckpointNotFoundError, HubAccessError: see ``load_cmrbench``.
     """
     from ..bench.cmrbench import EXPERIENCES, CMRBench, load_cmrbench
-    from ..bench.runner import _label_maps
+    from ..bench.metrics import LabelMaps
     from ..errors import DataFormatError
 
     try:
@@ -86,7 +86,7 @@ def load_bench(source: str, names: Sequence[str]) -> tuple[CMRBench, LabelMaps]:
         if list(names) == list(EXPERIENCES):
             raise
         full = load_cmrbench(source, experiences=names)  # a partial copy: labels from what it holds
-    return CMRBench([full[name] for name in names], full.source), _label_maps(full)
+    return CMRBench([full[name] for name in names], full.source), LabelMaps.from_bench(full)
 
 
 def load_earlier(router_ref: str, refs: Sequence[str], revision_of_hub: bool) -> list[HubRouter]:

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         return int(args.func(args) or 0)
-    except (HubRouteError, FileNotFoundError, FileExistsError, KeyError) as err:
+    except (HubRouteError, FileNotFoundError, FileExistsError, KeyError, ValueError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"hubroute: error: {message}", file=sys.stderr)
         return 2

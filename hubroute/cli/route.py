@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..routing.results import Explanation
 
 __all__ = ["register", "run"]
 
@@ -18,20 +22,71 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--router", required=True, help="A router folder or Hub repo id.")
     parser.add_argument("--top-k", type=int, default=3, help="Models to show per prompt (default: 3).")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit).")
+    parser.add_argument("--level", choices=("model", "family", "domain"), default="model",
+                        help="Rank models, or families or domains by their best model (default: model).")
+    parser.add_argument("--min-score", default=None,
+                        help="Confidence threshold: a number, or 'calibrated' for the router's fitted thresholds.")
+    parser.add_argument("--on-low-confidence", choices=("abstain", "backoff"), default="abstain",
+                        help="Below --min-score: answer nothing, or back off to the family or domain level.")
+    parser.add_argument("--explain", action="store_true", help="Show the nearest training prompts and card sentence.")
+    only = parser.add_argument_group("filters (applied before ranking)")
+    only.add_argument("--domains", nargs="+", default=None, help="Only these domains.")
+    only.add_argument("--pipeline-tags", nargs="+", default=None, help="Only these Hub pipeline tags.")
+    only.add_argument("--libraries", nargs="+", default=None, help="Only these Hub libraries.")
+    only.add_argument("--licenses", nargs="+", default=None, help="Only these licences.")
+    only.add_argument("--authors", nargs="+", default=None, help="Only models of these authors.")
+    only.add_argument("--exclude-authors", nargs="+", default=None, help="Never models of these authors.")
+    only.add_argument("--exclude-models", nargs="+", default=None, help="Never these model ids.")
+    only.add_argument("--created-after", default=None, help="Only models created since this date (YYYY-MM-DD).")
     parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
     parser.set_defaults(func=run)
 
 
+_FILTERS = {
+    "domains": "domains", "pipeline_tags": "pipeline_tags", "libraries": "libraries", "licenses": "licenses",
+    "authors": "authors", "exclude_authors": "exclude_authors", "exclude_models": "exclude_model_ids",
+    "created_after": "created_after",
+}  # fmt: skip
+
+
+def _min_score(value: str | None) -> float | str | None:
+    if value is None or value == "calibrated":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--min-score must be a number or 'calibrated', got {value!r}.") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..routing.options import RouteFilter
     from ..routing.router import HubRouter
 
     router = HubRouter.from_pretrained(args.router, revision=args.revision)
-    results = router.route(list(args.prompts), top_k=args.top_k)
+    chosen = {field: getattr(args, flag) for flag, field in _FILTERS.items() if getattr(args, flag) is not None}
+    results = router.route(
+        list(args.prompts), top_k=args.top_k, level=args.level, filters=RouteFilter(**chosen) if chosen else None,
+        min_score=_min_score(args.min_score), on_low_confidence=args.on_low_confidence, explain=args.explain,
+    )  # fmt: skip
     if args.json:
         print(json.dumps([[r.to_dict() for r in rs] for rs in results], indent=2))
         return 0
     for prompt, ranked in zip(args.prompts, results):
         print(f"\n{prompt}")
+        if not ranked:
+            print("  (no answer: every score is below --min-score)")
         for r in ranked:
-            print(f"  {r.rank}. {r.model_id:<50} {r.score:6.3f}  {r.domain or ''}")
+            group = f"{r.level} {r.group!r} -> " if r.group else ""
+            print(f"  {r.rank}. {group}{r.model_id:<50} {r.score:6.3f}  {r.domain or ''}")
+            if r.explanation is not None:
+                _print_explanation(r.explanation)
     return 0
+
+
+def _print_explanation(explanation: Explanation) -> None:
+    scores = ", ".join(f"{k} {v:.3f}" for k, v in explanation.level_scores.items())
+    print(f"       scores: {scores}")
+    for near in explanation.nearest_prompts[:3]:
+        print(f"       near: {near.prompt!r} -> {near.model_id}")
+    if explanation.card_sentence:
+        print(f"       card: {explanation.card_sentence!r}")

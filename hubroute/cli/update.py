@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the update; return 0 when saved (or nothing new), 3 when the forgetting gate refused."""
     from ..errors import ForgettingGateError
     from ..hub.crawl import CrawlFilters
-    from ..hub.experience import generator_from_spec
+    from ..hub.prompts import generator_from_spec
     from ..hub.update import update_router
 
     logging.getLogger("hubroute").setLevel(logging.INFO)

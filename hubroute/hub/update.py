@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ForgettingGateError
 from ..routing.registry import model_key
 from .crawl import CrawlFilters, CrawlResult, HubCrawler, RetryPolicy, parse_since
-from .experience import PromptGenerator, build_experience, model_records, push_experience, save_experience
+from .experience import build_experience, model_records, push_experience, save_experience
+from .prompts import PromptGenerator
 
 if TYPE_CHECKING:
     from ..routing.router import HubRouter

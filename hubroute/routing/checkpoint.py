@@ -108,16 +108,21 @@ def atomic_directory(target: Path) -> Iterator[Path]:
             if path.is_file():
                 with path.open("rb") as handle:
                     os.fsync(handle.fileno())
-        if target.exists():
-            backup = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}")
-            os.replace(target, backup)
-            os.replace(staging, target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(staging, target)
+        replace_directory(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_directory(staging: Path, target: Path) -> None:
+    """Move the finished folder ``staging`` to ``target``, swapping out any existing ``target`` by renames."""
+    if target.exists():
+        backup = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}")
+        os.replace(target, backup)
+        os.replace(staging, target)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(staging, target)
 
 
 def write_router(router: HubRouter, folder: Path) -> None:

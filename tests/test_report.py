@@ -107,7 +107,7 @@ def test_report_numbers_equal_the_json(side_by_side):
 
     # ... and every number of report.md is the JSON's
     headline = tables[("Headline", "", "")]
-    assert headline[0] == ["method", *HEADLINE_COLUMNS.values(), "seeds", "time (s)"]
+    assert headline[0] == ["method", *HEADLINE_COLUMNS.values(), "seed(s)", "time (s)"]
     for row, (method, summary) in zip(headline[1:], methods.items()):
         expected = [fmt(summary["headline"][k]) for k in HEADLINE_COLUMNS]
         assert row == [method, *expected, ", ".join(map(str, summary["headline"]["seeds"])), "48"]

@@ -239,7 +239,7 @@ def _headline_section(report: dict[str, Any]) -> list[str]:
         seeds = ", ".join(str(s) for s in head["seeds"]) or "-"
         rows.append([method, *(_fmt(head[k]) for k in HEADLINE_COLUMNS), seeds, _seconds(summary["wall_time_s"]["total"])])
     lines = ["## Headline", ""]
-    lines += _table(["method", *HEADLINE_COLUMNS.values(), "seeds", "time (s)"], rows)
+    lines += _table(["method", *HEADLINE_COLUMNS.values(), "seed(s)", "time (s)"], rows)
     lines += [
         "",
         "Final accuracy averaged over the experiences, in percent (M@5: the gold model in the top 5). Forgetting "

@@ -90,7 +90,7 @@ def test_forgetting_and_backward_transfer_follow_their_definitions():
 
 def test_runner_produces_every_method_on_a_small_bench(small_bench, tiny_config):
     from hubroute import CARvEConfig
-    from hubroute.bench.runner import METHODS, format_table, run_cmrbench
+    from hubroute.bench.runner import METHODS, format_table, merge_results, run_cmrbench
 
     config = CARvEConfig(num_train_epochs=1, per_device_train_batch_size=16, output_dir="unused", seed=0)
     results = run_cmrbench(small_bench, methods=METHODS, seeds=[0, 1], config=config, router_config=tiny_config,
@@ -108,3 +108,19 @@ def test_runner_produces_every_method_on_a_small_bench(small_bench, tiny_config)
     assert results["carve"]["seeds"] == [0, 1] and results["bm25"]["seeds"] == [0]
     table = format_table(results)
     assert table.count("\n") == len(METHODS) + 1 and "| carve |" in table
+
+    # Runs made separately (one seed each, other methods) merge into the numbers of the single run.
+    def one_seed(result, i):
+        return {**result, "matrices": [result["matrices"][i]], "seeds": [result["seeds"][i]],
+                "wall_time_s": {"per_experience": [result["wall_time_s"]["per_experience"][i]]}}
+
+    merged = merge_results({"carve": one_seed(results["carve"], 0)},
+                           {"carve": one_seed(results["carve"], 1), "bm25": results["bm25"]})
+    assert list(merged) == ["carve", "bm25"] and merged["carve"]["seeds"] == [0, 1]
+    for key in ("M_acc", "F_acc", "D_acc", "M_at5", "M_fgt", "D_fgt"):
+        assert merged["carve"][key] == pytest.approx(results["carve"][key], abs=1e-3), key
+        assert merged["bm25"][key] == pytest.approx(results["bm25"][key], abs=1e-3), key
+    with pytest.raises(DataFormatError, match="more than one result"):
+        merge_results({"carve": one_seed(results["carve"], 0)}, {"carve": one_seed(results["carve"], 0)})
+    with pytest.raises(DataFormatError, match="not benchmark results"):
+        merge_results({"carve": {"M_acc": 3}})

@@ -18,7 +18,9 @@ def test_help_lists_every_command(capsys):
         assert command in out
 
 
-@pytest.mark.parametrize("argv", [["route", "--help"], ["bench", "cmrbench", "--help"], ["train", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["route", "--help"], ["bench", "cmrbench", "--help"], ["bench", "merge", "--help"], ["train", "--help"]]
+)
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)

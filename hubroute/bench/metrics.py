@@ -115,6 +115,14 @@ class AccuracyMatrix:
     def final_row(self, level: str) -> np.ndarray:
         return self.values[level][-1]
 
+    @classmethod
+    def from_lists(cls, names: Sequence[str], lists: dict[str, list[list[float | None]]]) -> AccuracyMatrix:
+        """The inverse of :meth:`to_lists` (``None`` for entries that were not measured)."""
+        matrix = cls(names)
+        for level in LEVELS:
+            matrix.values[level] = np.array([[np.nan if v is None else v for v in row] for row in lists[level]])
+        return matrix
+
     def to_lists(self) -> dict[str, list[list[float | None]]]:
         return {
             level: [[None if np.isnan(v) else round(float(v), 3) for v in row] for row in matrix]

@@ -31,7 +31,7 @@ from .baselines import BM25Index
 from .cmrbench import CMRBench, Experience
 from .metrics import AccuracyMatrix, LabelMaps, score_predictions, summarize
 
-__all__ = ["METHODS", "run_cmrbench", "method_config", "format_table", "router_ranker"]
+__all__ = ["METHODS", "run_cmrbench", "merge_results", "method_config", "format_table", "router_ranker"]
 
 logger = logging.getLogger(__name__)
 
@@ -184,18 +184,55 @@ def run_cmrbench(
                 else:
                     run.run_trained(method, base, seed, str(Path(workdir) / method), progress)
                 runs.append(run)
-            summary = summarize([r.matrix for r in runs])
-            summary["matrices"] = [r.matrix.to_lists() for r in runs]
-            train_times = [sum(t["train_s"] for t in r.times) for r in runs]
-            summary["wall_time_s"] = {
-                "per_experience": [r.times for r in runs],
-                "train_total_mean": sum(train_times) / len(train_times),
-                "total_mean": sum(t["train_s"] + t["eval_s"] for r in runs for t in r.times) / len(runs),
-            }
-            summary["seeds"] = list(method_seeds)
+            summary = _method_summary([r.matrix for r in runs], [r.times for r in runs], method_seeds)
             results[method] = summary
             logger.info("%s: %s", method, format_row(method, summary))
     return results
+
+
+def _method_summary(
+    matrices: Sequence[AccuracyMatrix], times: Sequence[list[dict[str, float]]], seeds: Sequence[int]
+) -> dict[str, Any]:
+    summary = summarize(matrices)
+    summary["matrices"] = [m.to_lists() for m in matrices]
+    train_times = [sum(t["train_s"] for t in run) for run in times]
+    summary["wall_time_s"] = {
+        "per_experience": [list(run) for run in times],
+        "train_total_mean": sum(train_times) / len(train_times),
+        "total_mean": sum(t["train_s"] + t["eval_s"] for run in times for t in run) / len(times),
+    }
+    summary["seeds"] = list(seeds)
+    return summary
+
+
+def merge_results(*results: dict[str, Any]) -> dict[str, Any]:
+    """Merge results of :func:`run_cmrbench` made separately (other methods, other seeds, other machines).
+
+    The seeds of a method found in several results are pooled and its headline numbers recomputed from the
+    pooled accuracy matrices, exactly as if one run had used all the seeds.
+
+    Raises:
+        DataFormatError: a result is not in the runner's shape, or a seed of a method appears twice.
+    """
+    from ..errors import DataFormatError
+
+    pooled: dict[str, tuple[list[AccuracyMatrix], list[list[dict[str, float]]], list[int]]] = {}
+    for result in results:
+        for method, summary in result.items():
+            try:
+                names = list(summary["final_per_experience"])
+                matrices = [AccuracyMatrix.from_lists(names, m) for m in summary["matrices"]]
+                times, seeds = summary["wall_time_s"]["per_experience"], list(summary["seeds"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise DataFormatError(f"The results of {method!r} are not benchmark results ({err!r}).") from err
+            into = pooled.setdefault(method, ([], [], []))
+            repeated = sorted(set(seeds) & set(into[2]))
+            if repeated:
+                raise DataFormatError(f"Seed(s) {repeated} of {method!r} appear in more than one result.")
+            into[0].extend(matrices)
+            into[1].extend(times)
+            into[2].extend(seeds)
+    return {method: _method_summary(*pooled[method]) for method in pooled}
 
 
 def _seed_everything(seed: int) -> None:

@@ -49,6 +49,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     publish.add_argument("--experiences", nargs="+", default=None, help="Subset of experiences (default: all four).")
     publish.set_defaults(func=run_publish_command)
 
+    merge = commands.add_parser(
+        "merge",
+        help="Merge results JSON files of separate CMRBench runs (methods or seeds) into one, with its report.",
+        description="Pool the methods and seeds of several `hubroute bench cmrbench` results files and recompute "
+        "the headline numbers, as if one run had made them all; then write the JSON and the report.",
+    )
+    merge.add_argument("results", nargs="+", help="Results JSON files of `hubroute bench cmrbench`.")
+    merge.add_argument("--output", required=True, help="Merged JSON results file.")
+    merge.add_argument("--report-dir", default=None, help="Folder for the report (default: the JSON's folder).")
+    merge.set_defaults(func=run_merge_command)
+
     from . import speed
 
     speed.register(commands)
@@ -94,6 +105,27 @@ def run_cmrbench_command(args: argparse.Namespace) -> int:
     report = write_report(results, args.report_dir or output.parent, title="CMRBench: methods side by side",
                           source=str(args.data))
     print(f"Wrote {report.markdown}, {report.json.name} and {len(report.plots)} plots")
+    return 0
+
+
+def run_merge_command(args: argparse.Namespace) -> int:
+    import json
+
+    from ..bench.report import write_report
+    from ..bench.runner import format_table, merge_results
+    from ..routing.checkpoint import write_json
+
+    loaded = []
+    for path in args.results:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Results file {path} does not exist.")
+        loaded.append(json.loads(Path(path).read_text(encoding="utf-8")))
+    results = merge_results(*loaded)
+    print(format_table(results))
+    output = Path(args.output)
+    write_json(output, results)
+    report = write_report(results, args.report_dir or output.parent, title="CMRBench: methods side by side")
+    print(f"\nWrote {output}, {report.markdown}, {report.json.name} and {len(report.plots)} plots")
     return 0
 
 

@@ -79,9 +79,9 @@ def parse_args() -> argparse.Namespace:
 
 def evaluate(router, test, labels) -> dict[str, float]:
     from hubroute.bench.metrics import score_predictions
+    from hubroute.bench.runner import router_ranker
 
-    _, ids = router.search(list(test["prompt"]), top_k=5)
-    predicted = [[router.registry[i].model_id for i in row if i >= 0] for row in ids.tolist()]
+    predicted = router_ranker(router)(test["prompt"])
     scores = score_predictions(predicted, test["model_id"], test["domain"], labels)
     return {k: round(v, 2) for k, v in scores.items()}
 

@@ -60,7 +60,7 @@ def method_config(method: str, base: Any, seed: int, output_dir: str) -> Any:
 def router_ranker(router: HubRouter, batch_size: int = 64) -> Ranker:
     def rank(prompts: Sequence[str]) -> list[list[str]]:
         _, ids = router.search(list(prompts), top_k=TOP_K, batch_size=batch_size)
-        return [[router.registry[i].model_id for i in row] for row in ids.tolist()]
+        return [[router.registry[i].model_id for i in row if i >= 0] for row in ids.tolist()]
 
     return rank
 

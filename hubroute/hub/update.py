@@ -148,6 +148,7 @@ def routing_accuracy(router: HubRouter, examples: Sequence[Mapping[str, Any]], b
         ``{"M", "F", "D", "M_at5", "n"}``.
     """
     from ..bench.metrics import LabelMaps, score_predictions
+    from ..bench.runner import router_ranker
     from ..routing.taxonomy import domain_key
 
     if not examples:
@@ -157,8 +158,7 @@ def routing_accuracy(router: HubRouter, examples: Sequence[Mapping[str, Any]], b
         {model_key(r.model_id): r.family for r in registry if r.family},
         {model_key(r.model_id): domain_key(r.domain) for r in registry if r.domain},
     )
-    _, ids = router.search([e["prompt"] for e in examples], top_k=5, batch_size=batch_size)
-    predicted = [[registry[i].model_id for i in row if i >= 0] for row in ids.tolist()]
+    predicted = router_ranker(router, batch_size=batch_size)([e["prompt"] for e in examples])
     gold = [e["model_id"] for e in examples]
     domains = [e.get("domain") or (registry.get(e["model_id"]).domain if e["model_id"] in registry else None)
                for e in examples]  # fmt: skip

@@ -191,8 +191,9 @@ class HubRouter(
 
     # -- vectors -------------------------------------------------------------------------------------------
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Map pooled encoder vectors into the shared space, L2-normalised (differentiable)."""
-        return F.normalize(self.projection(pooled), dim=-1)
+        """Map pooled encoder vectors into the shared space, L2-normalised (differentiable), on the
+        projection's device."""
+        return F.normalize(self.projection(pooled.to(self.projection.weight.device)), dim=-1)
 
     def normalized_embeddings(self) -> torch.Tensor:
         """Model embeddings, L2-normalised (differentiable)."""

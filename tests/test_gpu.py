@@ -4,8 +4,6 @@ on a GPU machine."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from test_trainer import config, experience, top1_accuracy
@@ -26,16 +24,13 @@ PROMPTS = [
 
 
 def cuda_config(tmp_path, **changes):
-    return dataclasses.replace(
-        config(
-            tmp_path,
-            num_train_epochs=8,
-            learning_rate=5e-3,
-            embedding_learning_rate=1e-2,
-            head_learning_rate=1e-2,
-        ),
-        **changes,
-    )
+    fast = {
+        "num_train_epochs": 8,
+        "learning_rate": 5e-3,
+        "embedding_learning_rate": 1e-2,
+        "head_learning_rate": 1e-2,
+    }
+    return config(tmp_path, **{**fast, **changes})
 
 
 def assert_on_cuda(router: HubRouter) -> None:

@@ -827,7 +827,7 @@ class HubRouter(
         rows = cards.clone()
         for j, vectors in enumerate(prompt_vectors or ()):
             if vectors is not None and len(vectors):
-                centroid = F.normalize(vectors.float().mean(0), dim=0)
+                centroid = F.normalize(vectors.detach().float().cpu().mean(0), dim=0)
                 rows[j] = centroid + self.config.card_weight * cards[j]
         rows = F.normalize(rows, dim=-1)
         if neighbors > 0 and neighbor_weight > 0 and self.model_embeddings.shape[0] > 0:

@@ -176,7 +176,7 @@ class CARvETrainer(Trainer):
         records = records_from_rows(train_dataset)
         new_ids = model.registry.extend(records, experience=self.experience)
         if new_ids:
-            vectors = model.project(self.features[: self.num_current]).detach().cpu()
+            vectors = model.project(self.features[: self.num_current]).detach()
             rows_of: dict[str, list[int]] = {}
             for i, model_id in enumerate(self.current_model_ids):
                 rows_of.setdefault(model_key(model_id), []).append(i)

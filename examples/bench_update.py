@@ -18,6 +18,11 @@
    prompts: accuracy before and after, and forgetting.
 
 Training experiences 1-3 on a CPU takes 10-30 minutes; pass ``--router`` to reuse a trained router.
+
+``--dev`` runs the same steps on a development protocol for tuning the update recipe, which reads no eval
+file and nothing of experience 4: experience 3's models created since ``--dev-since`` (2025-03: 166 models,
+420 val prompts) are held out of the router's training, arrive through the update, and are tested on their
+val prompts; forgetting is measured on the training prompts of experiences 1-3.
 """
 
 from __future__ import annotations
@@ -74,6 +79,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--config", default=None, help="YAML overriding the update recipe.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-real-val", action="store_true", help="Skip the training on experience 4's val.")
+    parser.add_argument("--dev", action="store_true", help="Development protocol (no eval file, no experience 4).")
+    parser.add_argument("--dev-since", default="2025-03", help="Experience 3's models held out for --dev.")
     return parser.parse_args()
 
 
@@ -95,14 +102,33 @@ def evaluate_bm25(registry, test, labels) -> dict[str, float]:
     return {k: round(v, 2) for k, v in score_predictions(predicted, test["model_id"], test["domain"], labels).items()}
 
 
-def train_old_router(bench, folder: Path, seed: int):
+def protocol(args: argparse.Namespace, bench):
+    """``(old training sets, old test sets, new test set, Hub models, since)`` of the public or dev protocol."""
+    from hub_seed import cmrbench_models
+
+    from hubroute.hub.crawl import parse_since
+
+    if not args.dev:
+        trains = {name: bench[name].train for name in OLD}
+        tests = {name: bench[name].test for name in OLD}
+        return trains, tests, bench[NEW].test, cmrbench_models(args.data, [NEW, OLD[-1]]), args.since
+    cutoff_ms = parse_since(args.dev_since).timestamp() * 1000
+    last = bench[OLD[-1]].train
+    arrived = [i for i, created in enumerate(last["created_at"]) if created is not None and created >= cutoff_ms]
+    kept = sorted(set(range(len(last))) - set(arrived))
+    trains = {**{name: bench[name].train for name in OLD[:-1]}, OLD[-1]: last.select(kept)}
+    models = cmrbench_models(args.data, [OLD[-1]], splits=("val",))
+    return trains, dict(trains), last.select(arrived), models, args.dev_since
+
+
+def train_old_router(trains: dict, folder: Path, seed: int):
     from hubroute import CARvEConfig, CARvETrainer, HubRouter
 
     router = HubRouter()
     config = CARvEConfig(output_dir=str(folder.parent / "trainer"), holdout_fraction=0.05, seed=seed, disable_tqdm=True)
-    for name in OLD:
+    for name, train in trains.items():
         started = time.perf_counter()
-        CARvETrainer(model=router, args=config, train_dataset=bench[name].train, experience=name).train()
+        CARvETrainer(model=router, args=config, train_dataset=train, experience=name).train()
         print(f"trained {name} in {time.perf_counter() - started:.0f} s: {router.num_models} models", flush=True)
     router.save_pretrained(folder)
     return router
@@ -110,7 +136,7 @@ def train_old_router(bench, folder: Path, seed: int):
 
 def main() -> None:
     args = parse_args()
-    from hub_seed import cmrbench_models, seed_hub
+    from hub_seed import seed_hub
     from hub_server import LocalHub
 
     from hubroute import CARvEConfig, CARvETrainer, HubRouter
@@ -127,7 +153,8 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     bench = load_cmrbench(args.data)
     labels = LabelMaps.from_bench(bench)
-    results: dict = {"since": args.since, "seed": args.seed}
+    trains, old_tests, test_new, hub_models, since = protocol(args, bench)
+    results: dict = {"protocol": "dev" if args.dev else "public", "since": since, "seed": args.seed}
     times: dict[str, float] = {}
 
     # 1. the router of experiences 1-3
@@ -137,7 +164,7 @@ def main() -> None:
         old = HubRouter.from_pretrained(old_dir)
     else:
         old_dir = workdir / "router-e1-e3"
-        old = train_old_router(bench, old_dir, args.seed)
+        old = train_old_router(trains, old_dir, args.seed)
     times["old_router_s"] = time.perf_counter() - started
     results["old_router"] = {"path": str(old_dir), "models": old.num_models, "experiences": old.info.get("experiences")}
 
@@ -146,7 +173,7 @@ def main() -> None:
     hub = LocalHub(hub_root, port=PORT).start()
     try:
         started = time.perf_counter()
-        report = seed_hub(hub, cmrbench_models(args.data, [NEW, "hugging-bench-1"]))
+        report = seed_hub(hub, hub_models)
         times["seed_hub_s"] = time.perf_counter() - started
         results["hub"] = {"repos": len(report.models)}
         print(f"local Hub at {hub.endpoint}: {len(report.models)} model repos", flush=True)
@@ -157,14 +184,14 @@ def main() -> None:
             shutil.rmtree(updated_dir)
         shutil.rmtree(workdir / "router-e1-e3-updated.update", ignore_errors=True)
         summary = update_router(
-            old_dir, args.since, output=updated_dir, seed=args.seed, prompts_per_model=args.prompts_per_model,
+            old_dir, since, output=updated_dir, seed=args.seed, prompts_per_model=args.prompts_per_model,
             neighbors=args.neighbors, neighbor_weight=args.neighbor_weight, config=load_update_config(args.config),
-            max_forgetting=args.max_forgetting, experience_name=f"update-{args.since}", keep_cold_router=True,
+            max_forgetting=args.max_forgetting, experience_name=f"update-{since}", keep_cold_router=True,
         )  # fmt: skip
         print(summary.format(), flush=True)
         results["update"] = summary.to_dict()
         started = time.perf_counter()
-        rerun = HubCrawler(args.since, state_path=updated_dir.with_name(f"{updated_dir.name}.update") / "crawl_state.json",
+        rerun = HubCrawler(since, state_path=updated_dir.with_name(f"{updated_dir.name}.update") / "crawl_state.json",
                            show_progress=False).crawl()  # fmt: skip
         results["rerun"] = {"new": len(rerun.new), "records": len(rerun.records), "elapsed_s": time.perf_counter() - started,
                             "message": rerun.describe()}  # fmt: skip
@@ -174,32 +201,31 @@ def main() -> None:
         shutil.rmtree(hub_root, ignore_errors=True)
 
     # 4. evaluation
-    test4 = bench[NEW].test
     updated, cold = summary.router, summary.cold_router
-    covered = sum(m in updated.registry for m in test4["model_id"])
-    results["e4_gold_in_registry_percent"] = round(100 * covered / len(test4), 2)
+    covered = sum(m in updated.registry for m in test_new["model_id"])
+    results["new_gold_in_registry_percent"] = round(100 * covered / len(test_new), 2)
     rows: dict[str, dict] = {}
-    all_records = [r for e in bench for r in records_from_rows(e.train)]
+    all_records = [r for train in (*trains.values(), test_new if args.dev else bench[NEW].train) for r in records_from_rows(train)]
     started = time.perf_counter()
     zero = zero_shot_router(all_records)
-    rows["zero-shot retrieval (MiniLM, cards)"] = {"e4": evaluate(zero, test4, labels)}
-    rows["BM25 (cards)"] = {"e4": evaluate_bm25(zero.registry, test4, labels)}
+    rows["zero-shot retrieval (MiniLM, cards)"] = {"new": evaluate(zero, test_new, labels)}
+    rows["BM25 (cards)"] = {"new": evaluate_bm25(zero.registry, test_new, labels)}
     del zero
-    rows["E1-3 router (before)"] = {"e4": evaluate(old, test4, labels)}
-    rows["cold start (cards + neighbours)"] = {"e4": evaluate(cold, test4, labels)}
-    rows["after update (crawled cards)"] = {"e4": evaluate(updated, test4, labels)}
+    rows["E1-3 router (before)"] = {"new": evaluate(old, test_new, labels)}
+    rows["cold start (cards + neighbours)"] = {"new": evaluate(cold, test_new, labels)}
+    rows["after update (crawled cards)"] = {"new": evaluate(updated, test_new, labels)}
     for name, router in (("E1-3 router (before)", old), ("cold start (cards + neighbours)", cold),
                          ("after update (crawled cards)", updated)):  # fmt: skip
-        rows[name]["old"] = {e: evaluate(router, bench[e].test, labels) for e in OLD}
+        rows[name]["old"] = {e: evaluate(router, test, labels) for e, test in old_tests.items()}
     times["eval_s"] = time.perf_counter() - started
-    if not args.skip_real_val:
+    if not (args.skip_real_val or args.dev):
         started = time.perf_counter()
         real = copy.deepcopy(old)
         config = CARvEConfig(output_dir=str(workdir / "trainer-e4"), seed=args.seed, disable_tqdm=True)
         CARvETrainer(model=real, args=config, train_dataset=bench[NEW].train, experience=NEW).train()
         times["real_val_train_s"] = time.perf_counter() - started
         rows["trained on E4's real val prompts"] = {
-            "e4": evaluate(real, test4, labels), "old": {e: evaluate(real, bench[e].test, labels) for e in OLD}
+            "new": evaluate(real, test_new, labels), "old": {e: evaluate(real, test, labels) for e, test in old_tests.items()}
         }
     before = rows["E1-3 router (before)"]["old"]
     for row in rows.values():
@@ -211,11 +237,11 @@ def main() -> None:
             row["forgetting_max"] = {lvl: max(row["forgetting"][lvl].values()) for lvl in LEVELS}
     results["rows"] = rows
     results["times_s"] = {k: round(v, 1) for k, v in times.items()}
-    zero_m = rows["zero-shot retrieval (MiniLM, cards)"]["e4"]["M"]
+    zero_m = rows["zero-shot retrieval (MiniLM, cards)"]["new"]["M"]
     after = rows["after update (crawled cards)"]
     results["targets"] = {
-        "update_M_over_zero_shot": round(after["e4"]["M"] / max(zero_m, 1e-9), 2),
-        "update_M_at_least_2x_zero_shot": after["e4"]["M"] >= 2 * zero_m,
+        "update_M_over_zero_shot": round(after["new"]["M"] / max(zero_m, 1e-9), 2),
+        "update_M_at_least_2x_zero_shot": after["new"]["M"] >= 2 * zero_m,
         "forgetting_max_points": after["forgetting_max"],
         "forgetting_within_1_point": all(v <= 1.0 for v in after["forgetting_max"].values()),
         "crawl_s": summary.crawl.get("elapsed_s"),
@@ -227,12 +253,13 @@ def main() -> None:
 
 
 def print_table(results: dict) -> None:
-    print("\n| method | E4 M-Acc | E4 F-Acc | E4 D-Acc | E4 M@5 | E1-3 M-Fgt | E1-3 F-Fgt | E1-3 D-Fgt |")
+    new = "E4" if results["protocol"] == "public" else "arrivals"
+    print(f"\n| method | {new} M-Acc | {new} F-Acc | {new} D-Acc | {new} M@5 | E1-3 M-Fgt | E1-3 F-Fgt | E1-3 D-Fgt |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, row in results["rows"].items():
-        e4 = row["e4"]
+        new = row["new"]
         fgt = row.get("forgetting_mean")
-        cells = [f"{e4[k]:.1f}" for k in ("M", "F", "D", "M_at5")]
+        cells = [f"{new[k]:.1f}" for k in ("M", "F", "D", "M_at5")]
         cells += [f"{fgt[k]:.1f}" for k in LEVELS] if fgt and name != "E1-3 router (before)" else ["-"] * 3
         print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"\nTargets: {json.dumps(results['targets'])}")

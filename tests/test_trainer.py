@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -199,3 +200,23 @@ def test_config_validation_and_yaml(tmp_path):
     (parsed,) = TrlParser([CARvEConfig]).parse_args_and_config(["--config", str(path), "--num_train_epochs", "3"])
     assert (parsed.encoder_mode, parsed.replay_fraction, parsed.num_train_epochs, parsed.learning_rate) == (
         "lora", 0.2, 3.0, 0.0005)
+
+
+def test_init_neighbors_starts_new_rows_from_the_cold_start(tiny_config, tmp_path):
+    router = HubRouter(tiny_config)
+    CARvETrainer(model=router, args=config(tmp_path), train_dataset=experience(range(0, 6))).train()
+    second = experience(range(6, 9))
+    prompts: dict[str, list[str]] = {}
+    for prompt, model_id in zip(second["prompt"], second["model_id"]):
+        prompts.setdefault(model_id, []).append(prompt)
+    expected = {}
+    for neighbors in (0, 3):
+        copied = copy.deepcopy(router)
+        new_ids = copied.add_models(records_from_rows(second), prompts, neighbors=neighbors)
+        expected[neighbors] = copied.model_embeddings[new_ids].detach()
+    assert not torch.allclose(expected[0], expected[3], atol=1e-3)
+    args = config(tmp_path, init_neighbors=3, init_neighbor_weight=0.5)
+    CARvETrainer(model=router, args=args, train_dataset=second, experience="e2")
+    assert torch.allclose(router.model_embeddings[6:].detach(), expected[3], atol=1e-5)
+    with pytest.raises(ValueError, match="init_neighbors"):
+        config(tmp_path, init_neighbors=-1)

@@ -85,6 +85,11 @@ class CARvEConfig(TrainingArguments):
             Off by default: on CMRBench's dev split (3 seeds) it cost 0.9 D-Acc and added forgetting.
         drift_ridge (`float`, defaults to `0.1`):
             Ridge penalty of that map (towards the identity).
+        init_neighbors (`int`, defaults to `0`), init_neighbor_weight (`float`, defaults to `0.5`):
+            When above 0, a new model's initial embedding (from its prompts and card) is blended with the
+            embeddings of its `init_neighbors` most similar old models, weight `init_neighbor_weight` (see
+            `HubRouter.initial_embeddings`). `hubroute update` sets them to its `--neighbors`, so training
+            starts from the cold-start rows; the CMRBench recipe leaves new rows to their own prompts.
         encode_batch_size (`int`, defaults to `64`):
             Batch size of the no-grad encoding passes (row initialisation, caching, mining).
         holdout_fraction (`float`, defaults to `0.0`):
@@ -152,6 +157,8 @@ class CARvEConfig(TrainingArguments):
         default=False, metadata={"help": "Re-align old model embeddings with the updated prompt space after training."}
     )
     drift_ridge: float = field(default=0.1, metadata={"help": "Ridge penalty of the drift-compensation map."})
+    init_neighbors: int = field(default=0, metadata={"help": "Old models blended into a new model's initial row."})
+    init_neighbor_weight: float = field(default=0.5, metadata={"help": "Weight of that blend."})
     encode_batch_size: int = field(default=64, metadata={"help": "Batch size of no-grad encoding passes."})
     holdout_fraction: float = field(
         default=0.0, metadata={"help": "Share of each experience held out of training for later forgetting checks."}
@@ -175,6 +182,8 @@ class CARvEConfig(TrainingArguments):
              "negative counts must not be negative"),
             (min(self.embedding_anchor_weight, self.projection_anchor_weight, self.ewc_weight) >= 0,
              "regulariser weights must not be negative"),
+            (self.init_neighbors >= 0 and self.init_neighbor_weight >= 0,
+             "init_neighbors and init_neighbor_weight must not be negative"),
         ]
         for ok, message in checks:
             if not ok:

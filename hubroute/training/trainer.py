@@ -182,7 +182,11 @@ class CARvETrainer(Trainer):
                 rows_of.setdefault(model_key(model_id), []).append(i)
             new_records = [model.registry[i] for i in new_ids]
             per_model = [vectors[rows_of[model_key(r.model_id)]] for r in new_records]
-            model.append_embeddings(model.initial_embeddings(new_records, per_model, show_progress=show))
+            rows = model.initial_embeddings(
+                new_records, per_model, show_progress=show,
+                neighbors=args.init_neighbors, neighbor_weight=args.init_neighbor_weight,
+            )  # fmt: skip
+            model.append_embeddings(rows)
 
         labels = [model.registry.index(m) for m in self.current_model_ids + [e.model_id for e in replay]]
         internal = Dataset.from_dict(

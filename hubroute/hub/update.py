@@ -353,7 +353,8 @@ def update_router(
         generator: Writes the training prompts (default: templates from the cards).
         prompts_per_model: Prompts per new model.
         seed: Seed of prompt writing and training.
-        neighbors: Cold start: similar known models blended into each new row (0: card only).
+        neighbors: Cold start: similar known models blended into each new row (0: card and prompts only); training
+            starts from the same rows.
         neighbor_weight: Cold start: weight of that blend.
         config: Training recipe (default: :func:`update_config`).
         max_forgetting: The gate: largest accuracy drop allowed at any level, in points.

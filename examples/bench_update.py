@@ -19,8 +19,8 @@
 
 Training experiences 1-3 on a CPU takes 10-30 minutes; pass ``--router`` to reuse a trained router.
 
-``--dev`` runs the same steps on a development protocol for tuning the update recipe, which reads no eval
-file and nothing of experience 4: experience 3's models created since ``--dev-since`` (2025-03: 166 models,
+``--dev`` runs the same steps on a development protocol for tuning the update recipe, which uses no eval
+prompt and nothing of experience 4: experience 3's models created since ``--dev-since`` (2025-03: 166 models,
 420 val prompts) are held out of the router's training, arrive through the update, and are tested on their
 val prompts; forgetting is measured on the training prompts of experiences 1-3.
 """
@@ -79,7 +79,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--config", default=None, help="YAML overriding the update recipe.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-real-val", action="store_true", help="Skip the training on experience 4's val.")
-    parser.add_argument("--dev", action="store_true", help="Development protocol (no eval file, no experience 4).")
+    parser.add_argument("--dev", action="store_true", help="Development protocol (no eval prompt, no experience 4).")
     parser.add_argument("--dev-since", default="2025-03", help="Experience 3's models held out for --dev.")
     return parser.parse_args()
 

@@ -6,9 +6,9 @@
 2. **crawl** the models created on the Hub since a date (:mod:`hubroute.hub.crawl`; resumable state);
 3. build the **experience**: records (family, domain) and (prompt, model) pairs written from the cards
    (:mod:`hubroute.hub.experience`), saved as a ``datasets`` dataset and optionally pushed;
-4. **cold start**: the new models are registered with rows from their card and the experience's prompts,
-   blended with their most similar known models (:meth:`HubRouter.add_models` with ``neighbors``), so they
-   are routable before any training; the trainer starts from the same rows;
+4. **cold start**: the trainer registers the new models with rows from their card and the experience's
+   prompts, blended with their most similar known models (``CARvEConfig.init_neighbors``), so they are
+   routable before any training step;
 5. **continual step**: :class:`~hubroute.CARvETrainer` learns the experience with replay and anchors
    (:func:`update_config`: frozen encoder, anchored steps, coreset replay);
 6. **forgetting gate**: M/F/D accuracy on held-out prompts of the old experiences before (after the cold
@@ -434,26 +434,21 @@ def update_router(
     summary.gate_prompts = len(examples)
     if examples:
         summary.accuracy_baseline = routing_accuracy(model, examples)
-    pseudo_queries: dict[str, list[str]] = {}
-    for prompt, model_id in zip(experience["prompt"], experience["model_id"]):
-        pseudo_queries.setdefault(model_id, []).append(prompt)
-    cold = copy.deepcopy(model)
-    cold.add_models(
-        records, pseudo_queries, experience=name, neighbors=neighbors, neighbor_weight=neighbor_weight
-    )  # fmt: skip
-    if examples:
-        summary.accuracy_before = routing_accuracy(cold, examples)
-    if keep_cold_router:
-        summary.cold_router = cold
-    else:
-        del cold
-    t = lap("cold_start", t)
-
     args = config or update_config()
     args = dataclasses.replace(
         args, seed=seed, disable_tqdm=not show_progress, init_neighbors=neighbors, init_neighbor_weight=neighbor_weight
     )  # fmt: skip
-    CARvETrainer(model=model, args=args, train_dataset=experience, experience=name).train()
+    # Building the trainer registers the new models with their cold-start rows (card, prompts, neighbours):
+    # the router before its first step is the cold start, with no second encoding of the prompts.
+    trainer = CARvETrainer(model=model, args=args, train_dataset=experience, experience=name)
+    model.eval()
+    if examples:
+        summary.accuracy_before = routing_accuracy(model, examples)
+    if keep_cold_router:
+        summary.cold_router = copy.deepcopy(model)
+    t = lap("cold_start", t)
+
+    trainer.train()
     model.eval()
     summary.models_added = sum(1 for r in records if r.model_id in model.registry)
     t = lap("train", t)

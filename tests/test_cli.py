@@ -58,6 +58,10 @@ def test_train_then_route_from_a_data_file(tmp_path, tiny_encoder_path, capsys):
     assert "no answer" in capsys.readouterr().out
     assert main(["route", "transcribe this clip", "--router", str(tmp_path / "router"), "--explain"]) == 0
     assert "scores: model" in capsys.readouterr().out
+    assert main(["route", "transcribe this clip", "--router", str(tmp_path / "router"), "--domain-prior", "0"]) == 0
+    assert "openai/whisper-small" in capsys.readouterr().out
+    assert main(["route", "transcribe this clip", "--router", str(tmp_path / "router"), "--domain-prior", "-1"]) == 2
+    assert "domain prior needs weight >= 0" in capsys.readouterr().err
     # Continue the saved router on a second experience.
     more = tmp_path / "exp2.jsonl"
     more.write_text(json.dumps({"prompt": "translate to French", "model_id": "t5-small"}) + "\n")

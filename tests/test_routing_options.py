@@ -12,7 +12,13 @@ import torch
 
 from hubroute import CheckpointError, HubRouter, ModelRecord, UnknownModelError
 from hubroute.routing.index import IndexSpec, ScoringIndex
-from hubroute.routing.options import RouteFilter, aggregate_levels, as_route_filter, fit_threshold
+from hubroute.routing.options import (
+    RouteFilter,
+    aggregate_levels,
+    apply_domain_prior,
+    as_route_filter,
+    fit_threshold,
+)
 
 ASR, DET, MT = "Audio Automatic Speech Recognition", "Computer Vision Object Detection", "Natural Language Processing Translation"
 DAY = 86_400_000
@@ -86,13 +92,18 @@ def test_filters_return_exactly_the_allowed_models_in_score_order(router, filter
     assert expected, "each case must allow some model"
     batched = router.route(PROMPTS, top_k=len(MODELS), filters=filters)
     everything = router.route(PROMPTS, top_k=len(MODELS))
-    for results, unfiltered in zip(batched, everything):
+    for results in batched:
         assert {r.model_id for r in results} == expected
         assert [r.rank for r in results] == list(range(1, len(expected) + 1))
-        # Filtering before ranking keeps the unfiltered order of the allowed models.
-        assert [r.model_id for r in results] == [r.model_id for r in unfiltered if r.model_id in expected]
     top1 = router.route(PROMPTS[0], filters=filters)
     assert len(top1) == 1 and top1[0].model_id in expected
+    # By cosine alone, filtering before ranking keeps the unfiltered order of the allowed models (the domain
+    # prior is weighed over the allowed models only, so it may reorder them).
+    router.config.domain_prior = 0.0
+    batched = router.route(PROMPTS, top_k=len(MODELS), filters=filters)
+    everything = router.route(PROMPTS, top_k=len(MODELS))
+    for results, unfiltered in zip(batched, everything):
+        assert [r.model_id for r in results] == [r.model_id for r in unfiltered if r.model_id in expected]
 
 
 def test_search_takes_filters_too(router):
@@ -164,6 +175,50 @@ def test_aggregate_levels_is_vectorised_log_sum_exp():
     assert second.codes.tolist() == [1, 0] and second.best_scores.tolist() == pytest.approx([0.7, 0.2])
     only_best = aggregate_levels(scores, ids, groups, top_n=1, temperature=0.1)
     assert only_best[0].scores.tolist() == pytest.approx([0.9, 0.5])
+
+
+def test_apply_domain_prior_lowers_models_of_trailing_domains():
+    # Model 0 leads alone in domain 0; models 1 and 2 of domain 1 hold more of the score mass.
+    scores = np.array([[0.9, 0.85, 0.84, 0.5, -1.0]], dtype=np.float32)
+    ids = np.array([[0, 1, 2, 3, -1]])
+    domains = np.array([0, 1, 1, 0])
+    same = apply_domain_prior(scores, ids, domains, weight=0.0, temperature=0.1)
+    assert same[0] is scores and same[1] is ids
+    lead_mass = math.exp(-0.5) + math.exp(-0.6)
+    prior_0 = 0.1 * (math.log(1 + math.exp(-4)) - math.log(lead_mass))
+    weak_scores, weak_ids = apply_domain_prior(scores, ids, domains, weight=1.0, temperature=0.1)
+    assert weak_ids.tolist() == [[0, 1, 2, 3, -1]]
+    assert weak_scores[0, :4].tolist() == pytest.approx([0.9 + prior_0, 0.85, 0.84, 0.5 + prior_0], abs=1e-6)
+    strong_scores, strong_ids = apply_domain_prior(scores, ids, domains, weight=5.0, temperature=0.1)
+    assert strong_ids.tolist() == [[1, 2, 0, 3, -1]]  # the empty slot stays last
+    assert strong_scores[0, 2] == pytest.approx(0.9 + 5 * prior_0, abs=1e-6)
+    with pytest.raises(ValueError, match="weight >= 0"):
+        apply_domain_prior(scores, ids, domains, weight=-1.0, temperature=0.1)
+
+
+def test_domain_prior_prefers_a_cluster_of_the_right_domain_over_a_lone_stray_model(tiny_config, tmp_path):
+    router = HubRouter(tiny_config)
+    router.add_models(MODELS)
+    router.eval()
+    prompt = PROMPTS[1]
+    query = torch.from_numpy(router._encode_queries([prompt])[0])
+    rows = torch.randn(len(MODELS), router.embedding_dim, generator=torch.Generator().manual_seed(0))
+    rows = torch.nn.functional.normalize(rows - (rows @ query)[:, None] * query, dim=-1)  # cosine ~0
+    # A lone translation model at cosine 0.80; the three detectors just below it, at 0.78.
+    for model_id, cosine in (("t5-small", 0.80), ("facebook/detr-resnet-50", 0.78),
+                             ("facebook/detr-resnet-101", 0.78), ("hustvl/yolos-tiny", 0.78)):  # fmt: skip
+        i = router.registry.index(model_id)
+        rows[i] = cosine * query + math.sqrt(1 - cosine**2) * rows[i]
+    with torch.no_grad():
+        router.model_embeddings.copy_(rows)
+    assert router.config.domain_prior > 0  # on by default
+    best = router.route(prompt)[0]
+    assert best.domain == DET and best.score < 0.78 + 1e-4
+    router.save_pretrained(tmp_path / "router")
+    assert HubRouter.from_pretrained(tmp_path / "router").route(prompt)[0].model_id == best.model_id
+    router.config.domain_prior = 0.0
+    stray = router.route(prompt)[0]
+    assert stray.model_id == "t5-small" and stray.score == pytest.approx(0.80, abs=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--on-low-confidence", choices=("abstain", "backoff"), default="abstain",
                         help="Below --min-score: answer nothing, or back off to the family or domain level.")
     parser.add_argument("--explain", action="store_true", help="Show the nearest training prompts and card sentence.")
+    parser.add_argument("--domain-prior", type=float, default=None,
+                        help="Weight of the domain prior in the ranking (default: the router's; 0 ranks by cosine).")
     only = parser.add_argument_group("filters (applied before ranking)")
     only.add_argument("--domains", nargs="+", default=None, help="Only these domains.")
     only.add_argument("--pipeline-tags", nargs="+", default=None, help="Only these Hub pipeline tags.")
@@ -63,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from ..routing.router import HubRouter
 
     router = HubRouter.from_pretrained(args.router, revision=args.revision)
+    if args.domain_prior is not None:
+        router.config.domain_prior = args.domain_prior
     chosen = {field: getattr(args, flag) for flag, field in _FILTERS.items() if getattr(args, flag) is not None}
     results = router.route(
         list(args.prompts), top_k=args.top_k, level=args.level, filters=RouteFilter(**chosen) if chosen else None,

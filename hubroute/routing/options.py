@@ -6,6 +6,8 @@ routing call never loops over models in Python.
 - **Filters** (:class:`RouteFilter`) restrict routing to models whose metadata matches, before ranking.
 - **Levels** rank families or domains instead of models: a group's score aggregates the scores of its best
   models (:func:`aggregate_levels`).
+- **Domain prior** (:func:`apply_domain_prior`) re-ranks models by how much of a prompt's score mass their
+  domain holds, so a lone stray model of the wrong domain does not beat a cluster of the right one.
 - **Calibration** (:func:`fit_threshold`, :class:`Calibration`) fits per-level score thresholds on held-out
   prompts, for ``route(..., min_score="calibrated")``.
 """
@@ -33,6 +35,7 @@ __all__ = [
     "RegistryArrays",
     "GroupRanking",
     "aggregate_levels",
+    "apply_domain_prior",
     "Calibration",
     "fit_threshold",
     "split_sentences",
@@ -410,6 +413,59 @@ def aggregate_levels(
         sel = ranked[bounds[row] : bounds[row + 1]]
         out.append(GroupRanking(codes[sel], group_scores[sel], flat_ids[starts[sel]], best[sel]))
     return out
+
+
+def apply_domain_prior(
+    scores: np.ndarray,
+    ids: np.ndarray,
+    domain_codes: np.ndarray,
+    *,
+    weight: float,
+    temperature: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank candidates by their score plus a prior for their domain (vectorised over prompts).
+
+    Each domain's score is the log-sum-exp, at ``temperature``, of the scores of its models among the
+    candidates: ``G_d = T * log(sum_{i in d} exp(s_i / T))``. A candidate's new score is
+    ``s + weight * (G_d - max_d G_d)``: unchanged for models of the prompt's leading domain, lowered for
+    the others by how far their domain trails it. ``weight * T`` is the weight of the log-probability of
+    the domain under the router's softmax over the candidates.
+
+    Args:
+        scores: ``[num_prompts, num_candidates]`` model scores, each row sorted best first.
+        ids: The matching registry ids (``-1`` marks an empty slot and stays last).
+        domain_codes: ``[num_models]`` domain code of every registry id.
+        weight: Weight of the prior (``0`` returns the inputs unchanged).
+        temperature: ``T``, the router's softmax temperature.
+
+    Returns:
+        ``(scores, ids)`` re-sorted best first by the new scores, same shapes.
+
+    Raises:
+        ValueError: a negative ``weight`` or a non-positive ``temperature``.
+    """
+    if weight < 0 or temperature <= 0:
+        raise ValueError(f"The domain prior needs weight >= 0 and temperature > 0, got {weight} and {temperature}.")
+    if weight == 0 or ids.size == 0:
+        return scores, ids
+    num_prompts, width = ids.shape
+    valid = ids >= 0
+    codes = np.where(valid, domain_codes[np.where(valid, ids, 0)], 0).astype(np.int64)
+    num_domains = int(codes.max()) + 1
+    top = scores[:, :1].astype(np.float64)
+    mass = np.where(valid, np.exp((scores - top) / temperature), 0.0)
+    keys = np.arange(num_prompts, dtype=np.int64)[:, None] * num_domains + codes
+    per_domain = np.bincount(keys.ravel(), weights=mass.ravel(), minlength=num_prompts * num_domains)
+    per_domain = per_domain.reshape(num_prompts, num_domains)
+    own = np.take_along_axis(per_domain, codes, axis=1)
+    lead = per_domain.max(axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        prior = temperature * (np.log(own) - np.log(lead))
+    adjusted = np.where(valid, scores + weight * prior, -np.inf)
+    order = np.argsort(-adjusted, axis=1, kind="stable")
+    new_ids = np.take_along_axis(ids, order, axis=1)
+    new_scores = np.where(new_ids >= 0, np.take_along_axis(adjusted, order, axis=1), np.take_along_axis(scores, order, axis=1))
+    return new_scores.astype(scores.dtype), new_ids
 
 
 # --------------------------------------------------------------------------------------- calibration ----

@@ -448,7 +448,7 @@ def apply_domain_prior(
         raise ValueError(f"The domain prior needs weight >= 0 and temperature > 0, got {weight} and {temperature}.")
     if weight == 0 or ids.size == 0:
         return scores, ids
-    num_prompts, width = ids.shape
+    num_prompts = ids.shape[0]
     valid = ids >= 0
     codes = np.where(valid, domain_codes[np.where(valid, ids, 0)], 0).astype(np.int64)
     num_domains = int(codes.max()) + 1
@@ -461,11 +461,9 @@ def apply_domain_prior(
     lead = per_domain.max(axis=1, keepdims=True)
     with np.errstate(divide="ignore"):
         prior = temperature * (np.log(own) - np.log(lead))
-    adjusted = np.where(valid, scores + weight * prior, -np.inf)
-    order = np.argsort(-adjusted, axis=1, kind="stable")
-    new_ids = np.take_along_axis(ids, order, axis=1)
-    new_scores = np.where(new_ids >= 0, np.take_along_axis(adjusted, order, axis=1), np.take_along_axis(scores, order, axis=1))
-    return new_scores.astype(scores.dtype), new_ids
+    adjusted = np.where(valid, scores + weight * prior, scores)
+    order = np.argsort(-np.where(valid, adjusted, -np.inf), axis=1, kind="stable")
+    return np.take_along_axis(adjusted, order, axis=1).astype(scores.dtype), np.take_along_axis(ids, order, axis=1)
 
 
 # --------------------------------------------------------------------------------------- calibration ----

@@ -79,3 +79,17 @@ def test_errors_print_one_clear_line(tmp_path, capsys):
     bad.write_text('{"prompt": "a", "model_id": "m"}\n{"prompt": 3, "model_id": "m"}\n')
     assert main(["train", "--data", str(bad), "--output", str(tmp_path / "r")]) == 2
     assert "line 2" in capsys.readouterr().err
+    config = tmp_path / "broken.yaml"
+    config.write_text("num_train_epochs: [1\n")
+    assert main(["train", "--config", str(config), "--data", str(bad), "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("hubroute: error: invalid YAML config")
+        and "broken.yaml" in err
+        and err.count("\n") == 1
+    )
+    for name, text in (("truncated.json", '{"carve": '), ("list.json", "[]")):
+        (tmp_path / name).write_text(text)
+        assert main(["bench", "merge", str(tmp_path / name), "--output", str(tmp_path / "m.json")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"hubroute: error: {tmp_path / name}") and err.count("\n") == 1

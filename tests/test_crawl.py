@@ -127,6 +127,13 @@ pipe = pipeline("automatic-speech-recognition", model="x/whisper-tiny-fr")
 
 
 # ------------------------------------------------------------------------------------------------- crawling
+def test_a_card_with_impossible_front_matter_keeps_its_text() -> None:
+    card = parse_card(
+        "---\ndate: 2024-13-45\nlicense: mit\n---\n# Model\n\nTranscribes meetings into text.\n"
+    )
+    assert card.metadata == {} and "Transcribes meetings" in card.text
+
+
 def test_a_500_model_crawl_takes_under_a_minute_and_a_rerun_adds_nothing(
     hub: SessionHub, catalogue: list[SeedModel], tmp_path: Path
 ) -> None:
@@ -294,6 +301,10 @@ def test_a_hub_that_keeps_failing_aborts_with_a_clear_error_and_resumes_later(
     hub.inject(r"^/api/models$", status=500, times=1000, method="GET")
     with pytest.raises(HubAccessError, match=r"Listing the Hub's models failed 2 times \(HTTP 500\)"):
         crawler(since, tmp_path, listing_attempts=2).crawl()
+    hub.clear_faults()
+    hub.inject(r"^/api/models$", status=401, times=1, method="GET")  # never retried: a token problem
+    with pytest.raises(HubAccessError, match=r"HTTP 401|401"):
+        crawler(since, tmp_path).crawl()
     hub.clear_faults()
     result = crawler(since, tmp_path).crawl()
     assert len(result.records) >= 28 and not result.failed

@@ -161,5 +161,13 @@ def test_replay_buffer_round_trips_and_replaces_an_experience():
 def test_farthest_point_sampling_spreads_picks():
     vectors = np.array([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [-1.0, 0.0]])
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    picks = farthest_point_sampling(vectors, 3, np.random.default_rng(0), seeds=[0])
-    assert picks == [3, 2, 1]
+    assert int(np.random.default_rng(0).integers(4)) == 3  # the random start this rng gives: [-1, 0]
+    # then its opposite [1, 0], then [0, 1] (cosine 0 to both) before [0.99, 0.14] (0.99 to [1, 0])
+    assert farthest_point_sampling(vectors, 4, np.random.default_rng(0)) == [3, 0, 2, 1]
+
+
+def test_coreset_never_exceeds_the_per_model_cap_even_in_a_domain_short_of_its_quota():
+    prompts, models, domains, vectors = _experience(1, 30, 1)  # one model, 30 prompts: quota 5 > cap 3
+    buffer = ReplayBuffer()
+    buffer.add_experience("e1", prompts, models, domains, vectors, 0.3, max_per_model=3, min_per_domain=5)
+    assert len(buffer) == 3

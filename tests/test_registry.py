@@ -47,6 +47,21 @@ def test_unknown_model_error_suggests_close_matches():
         registry.index("nobody/nothing")
 
 
+def test_wrong_types_are_refused_before_anything_changes():
+    registry = Registry(records("a/m"))
+    with pytest.raises(TypeError, match="ModelRecord objects"):
+        registry.extend([ModelRecord("b/m"), "c/m"])
+    with pytest.raises(TypeError, match="list of ModelRecord"):
+        registry.extend(ModelRecord("b/m"))
+    assert registry.model_ids == ["a/m"]
+    with pytest.raises(TypeError, match="Model ids are strings"):
+        registry.index(3)
+    assert registry.get(3) is None and 3 not in registry
+    for bad in (None, "", "  "):
+        with pytest.raises(ValueError, match="non-empty string model_id"):
+            ModelRecord(bad)
+
+
 def test_registry_round_trips_through_json_lists():
     registry = Registry([ModelRecord("a/b", family="b", domain="Audio", card_text="c", created_at=1, tags=["x"])])
     again = Registry.from_list(registry.to_list())

@@ -105,6 +105,40 @@ def test_new_models_start_from_their_prompts_and_cards(router):
     assert router.model_embeddings.shape == (4, router.embedding_dim)
 
 
+@pytest.mark.parametrize(
+    ("records", "prompts", "error"),
+    [
+        ([ModelRecord("new/a"), ModelRecord("new/b")], {"new/b": [None]}, InvalidPromptError),
+        ([ModelRecord("new/a")], {"new/a": "a bare string, not a list"}, InvalidPromptError),
+        ([ModelRecord("new/a"), "new/b"], None, TypeError),
+        (ModelRecord("new/a"), None, TypeError),
+    ],
+)
+def test_a_failed_add_models_leaves_the_router_unchanged(router, records, prompts, error):
+    before = router.model_embeddings.detach().clone()
+    with pytest.raises(error):
+        router.add_models(records, prompts=prompts)
+    assert router.num_models == 3 and torch.equal(router.model_embeddings.detach(), before)
+    assert router.add_models([ModelRecord("new/a", card_text="x")]) == [3]  # still usable
+
+
+def test_a_router_built_on_a_registry_starts_from_the_cards(tiny_config):
+    from hubroute import Registry
+
+    built = HubRouter(tiny_config, registry=Registry(MODELS))
+    assert built.num_models == 3
+    assert torch.allclose(built.model_embeddings, built.initial_embeddings(list(built.registry)), atol=1e-6)
+    assert built.route("Translates English text into German.")[0].model_id == "Helsinki-NLP/opus-mt-en-de"
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, "64", None, 2.5])
+def test_route_rejects_bad_batch_sizes(router, batch_size):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        router.route("hello", batch_size=batch_size)
+    with pytest.raises(ValueError, match="batch_size"):
+        router.embed_prompts(["hello"], batch_size=batch_size)
+
+
 def test_save_then_load_gives_identical_scores(router, tmp_path):
     with torch.no_grad():
         router.projection.weight.add_(0.01 * torch.randn_like(router.projection.weight))
@@ -199,6 +233,24 @@ def test_mismatched_files_are_detected(saved, router, tmp_path):
     config["checksums"].pop("registry.json")
     (saved / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="different checkpoints"):
+        HubRouter.from_pretrained(saved)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(checksums=["a"]), "'checksums' must be a JSON object"),
+        (lambda c: c.update(router="abc"), "'router' must be a JSON object"),
+        (lambda c: c["router"].update(temperature="abc"), "RouterConfig.temperature must be float"),
+        (lambda c: c["encoder"].update(max_length="x"), "EncoderConfig.max_length must be int"),
+        (lambda c: c["encoder"].update(name_or_path="/no/such/encoder"), "encoder .* could not be loaded"),
+    ],
+)
+def test_a_hand_edited_config_is_reported_clearly(saved, edit, message):
+    config = json.loads((saved / "config.json").read_text())
+    edit(config)
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message):
         HubRouter.from_pretrained(saved)
 
 

@@ -141,6 +141,10 @@ def test_full_mode_trains_and_saves_the_encoder(tiny_config, tmp_path, card_loss
     reloaded = HubRouter.from_pretrained(tmp_path / "full")
     prompts = ["transcribe the audio please"]
     assert (router.search(prompts, 3)[1] == reloaded.search(prompts, 3)[1]).all()
+    with pytest.raises(ValueError, match="fully fine-tuned: continue it with encoder_mode='full'"):
+        CARvETrainer(
+            model=reloaded, args=config(tmp_path, encoder_mode="lora"), train_dataset=experience(range(6))
+        )
 
 
 def test_lora_mode_on_a_decoder_llm(tiny_decoder_path, tmp_path):
@@ -158,6 +162,10 @@ def test_lora_mode_on_a_decoder_llm(tiny_decoder_path, tmp_path):
     router.save_pretrained(tmp_path / "lora")
     assert (tmp_path / "lora" / "encoder" / "adapter" / "adapter_model.safetensors").is_file()
     assert HubRouter.from_pretrained(tmp_path / "lora").encoder.has_lora
+    with pytest.raises(ValueError, match="carries a LoRA adapter: continue it with encoder_mode='lora'"):
+        CARvETrainer(
+            model=router, args=config(tmp_path, encoder_mode="full"), train_dataset=experience(range(6))
+        )
 
 
 def test_ewc_statistics_are_kept_and_used(tiny_config, tmp_path):
@@ -186,6 +194,36 @@ def test_malformed_training_data_is_rejected(tiny_config, data, message):
 
     with pytest.raises(DataFormatError, match=message):
         CARvETrainer(model=HubRouter(tiny_config), train_dataset=Dataset.from_dict(data))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"head_learning_rate": None}, "head_learning_rate must be float"),
+        ({"seed": None}, "seed must be an integer"),
+        ({"num_candidates": 10.7}, "num_candidates must be int"),
+        ({"drift_compensation": 2}, "drift_compensation must be bool"),
+        ({"replay_loss_weight": -1.0}, "must not be negative"),
+        ({"embedding_learning_rate": 0.0}, "learning rates must be positive"),
+        ({"replay_max_per_model": 0}, "at least 1"),
+    ],
+)
+def test_config_rejects_nulls_wrong_types_and_out_of_range_values(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=f"Invalid CARvEConfig: .*{message}"):
+        CARvEConfig(output_dir=str(tmp_path), **changes)
+
+
+def test_replay_strategy_none_replays_nothing_but_keeps_the_buffer(tiny_config, tmp_path):
+    router = HubRouter(tiny_config)
+    CARvETrainer(model=router, args=config(tmp_path), train_dataset=experience(range(6))).train()
+    kept = list(router.training_state["replay"])
+    assert kept
+    trainer = CARvETrainer(
+        model=router, args=config(tmp_path, replay_strategy="none"), train_dataset=experience(range(6, 9))
+    )
+    assert not any(trainer.train_dataset["is_replay"])
+    trainer.train()
+    assert router.training_state["replay"] == kept
 
 
 def test_config_validation_and_yaml(tmp_path):

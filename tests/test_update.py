@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from factories import make_experience
 from hub_seed import SeedModel, card_readme, cmrbench_models, seed_hub
 
-from hubroute import CARvEConfig, CARvETrainer, ForgettingGateError, HubRouter, ModelRecord
+from hubroute import CARvEConfig, CARvETrainer, ForgettingGateError, HubAccessError, HubRouter, ModelRecord
 from hubroute.cli.main import main
 from hubroute.hub import update as update_module
 from hubroute.hub.cardtext import parse_card
@@ -201,6 +201,41 @@ def test_the_inference_client_generator_parses_the_chat_answer() -> None:
         generator_from_spec("openai:gpt")
 
 
+def test_the_inference_client_generator_waits_out_429s_and_reports_what_keeps_failing() -> None:
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
+
+    from hubroute.hub.crawl import RetryPolicy
+
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    busy = httpx2.Response(429, headers={"Retry-After": "7"}, request=request)
+    answer = SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content="Transcribe my voicemail."))])
+    outcomes = [HfHubHTTPError("busy", response=busy), InferenceTimeoutError("slow"), answer]
+
+    class FlakyClient:
+        def chat_completion(self, messages, **kwargs):
+            outcome = outcomes.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+    waits: list[float] = []
+    retry = RetryPolicy(sleep=waits.append, jitter=0.0, max_retries=2)
+    generator = InferenceClientGenerator("some/model", token="hf_secret", client=FlakyClient(), retry=retry)
+    assert generator.generate(WHISPER, 1, seed=0) == ["Transcribe my voicemail."]
+    assert waits[0] == 7.0 and len(waits) == 2  # the 429's Retry-After, then a backoff after the timeout
+
+    outcomes[:] = [InferenceTimeoutError("slow")] * 3
+    with pytest.raises(HubAccessError, match="did not answer .* after 3 tries") as info:
+        generator.generate(WHISPER, 1, seed=0)
+    assert "hf_secret" not in str(info.value)
+    denied = httpx2.Response(401, request=request)
+    outcomes[:] = [HfHubHTTPError("denied", response=denied)]
+    with pytest.raises(HubAccessError, match="401"):
+        generator.generate(WHISPER, 1, seed=0)
+    assert not outcomes  # a 401 is not retried
+
+
 # ---------------------------------------------------------------------------------------------- cold start
 def test_cold_start_blends_cards_with_their_nearest_known_models(tiny_config) -> None:
     router = HubRouter(tiny_config)
@@ -303,6 +338,32 @@ def test_update_crawls_cold_starts_trains_saves_and_pushes_a_tag(
         again.crawl["new"] == 1 and again.models_known == len(public) + 1
     )  # the pushed router repo is not a target
     assert digest(old_router) == before
+
+
+def test_a_rerun_finishes_a_push_that_failed_after_the_save(
+    hub: SessionHub, old_router: Path, new_models, tmp_path: Path, make_repo_id
+) -> None:
+    from huggingface_hub import HfApi
+
+    recent, public = new_models
+    repo_id, since = make_repo_id("router"), min(m.created for m in recent)
+    hub.inject(r"/commit/main$", status=500, times=100, method="POST")
+    with pytest.raises(HubAccessError, match="Pushing again is safe"):
+        update_router(
+            old_router, since, push=repo_id, token=hub.write_token, config=tiny_update_config(tmp_path),
+            experience_name="update-push", prompts_per_model=3, show_progress=False,
+        )  # fmt: skip
+    assert HubRouter.from_pretrained(old_router).num_models == 12 + len(public)  # saved before the push
+    hub.clear_faults()
+
+    again = update_router(old_router, since, push=repo_id, token=hub.write_token, show_progress=False)
+    assert again.status == "pushed" and again.experience == "update-push" and again.pushed
+    assert "train" not in again.timings and "update-push" in {
+        t.name for t in HfApi().list_repo_refs(repo_id).tags
+    }
+    assert HubRouter.from_pretrained(repo_id, revision="update-push").num_models == 12 + len(public)
+    third = update_router(old_router, since, push=repo_id, token=hub.write_token, show_progress=False)
+    assert third.status == "nothing_new" and third.pushed is None
 
 
 def test_the_forgetting_gate_refuses_to_save_or_push(

@@ -16,6 +16,7 @@ far); the results go into accuracy matrices, summarised by :func:`hubroute.bench
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import tempfile
 import time
@@ -46,10 +47,10 @@ def method_config(method: str, base: Any, seed: int, output_dir: str) -> Any:
     changes: dict[str, Any] = {"seed": seed, "output_dir": output_dir, "disable_tqdm": True}
     if method == "seq_ft":
         changes.update(replay_strategy="none", embedding_anchor_weight=0.0, projection_anchor_weight=0.0,
-                       phase1_fraction=0.0, ewc_weight=0.0)
+                       phase1_fraction=0.0, ewc_weight=0.0, drift_compensation=False)
     elif method == "replay":
         changes.update(embedding_anchor_weight=0.0, projection_anchor_weight=0.0, phase1_fraction=0.0,
-                       ewc_weight=0.0)
+                       ewc_weight=0.0, drift_compensation=False)
     elif method == "joint":
         changes.update(replay_strategy="none")
     elif method != "carve":
@@ -205,6 +206,29 @@ def _method_summary(
     return summary
 
 
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read a JSON file written by :func:`run_benchmark` (``hubroute bench cmrbench --output``).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        DataFormatError: it is not JSON, or not benchmark results; the message names the file.
+    """
+    from ..errors import DataFormatError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Results file {path} does not exist.")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise DataFormatError(f"{path} is not valid JSON ({err}).") from err
+    try:
+        merge_results(results)
+    except DataFormatError as err:
+        raise DataFormatError(f"{path}: {err} Pass files written by `hubroute bench cmrbench --output`.") from err
+    return results
+
+
 def merge_results(*results: dict[str, Any]) -> dict[str, Any]:
     """Merge results of :func:`run_cmrbench` made separately (other methods, other seeds, other machines).
 
@@ -218,6 +242,8 @@ def merge_results(*results: dict[str, Any]) -> dict[str, Any]:
 
     pooled: dict[str, tuple[list[AccuracyMatrix], list[list[dict[str, float]]], list[int]]] = {}
     for result in results:
+        if not isinstance(result, dict):
+            raise DataFormatError(f"Benchmark results are a JSON object of methods, not a {type(result).__name__}.")
         for method, summary in result.items():
             try:
                 names = list(summary["final_per_experience"])

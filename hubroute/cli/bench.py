@@ -109,18 +109,11 @@ def run_cmrbench_command(args: argparse.Namespace) -> int:
 
 
 def run_merge_command(args: argparse.Namespace) -> int:
-    import json
-
     from ..bench.report import write_report
-    from ..bench.runner import format_table, merge_results
+    from ..bench.runner import format_table, load_results, merge_results
     from ..routing.checkpoint import write_json
 
-    loaded = []
-    for path in args.results:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"Results file {path} does not exist.")
-        loaded.append(json.loads(Path(path).read_text(encoding="utf-8")))
-    results = merge_results(*loaded)
+    results = merge_results(*(load_results(path) for path in args.results))
     print(format_table(results))
     output = Path(args.output)
     write_json(output, results)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+import yaml
+from huggingface_hub.errors import HfHubHTTPError
+
 from .. import __version__
 from ..errors import HubRouteError
+from ..hub.errors import describe_http_error
 from . import bench, route, update
 from . import eval as eval_command
 
@@ -49,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     except (HubRouteError, FileNotFoundError, FileExistsError, KeyError, ValueError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"hubroute: error: {message}", file=sys.stderr)
+        return 2
+    except yaml.YAMLError as err:  # the message names the file, line and column
+        print(f"hubroute: error: invalid YAML config: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except HfHubHTTPError as err:  # a Hub failure the library did not translate: still one line, with the fix
+        print(f"hubroute: error: {describe_http_error(err, 'a Hub request')}", file=sys.stderr)
         return 2
 
 

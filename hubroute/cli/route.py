@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     for prompt, ranked in zip(args.prompts, results):
         print(f"\n{prompt}")
         if not ranked:
-            print("  (no answer: every score is below --min-score)")
+            print(f"  (no answer: {_why_empty(args, chosen)})")
         for r in ranked:
             group = f"{r.level} {r.group!r} -> " if r.group else ""
             print(f"  {r.rank}. {group}{r.model_id:<50} {r.score:6.3f}  {r.domain or ''}")
@@ -94,3 +94,13 @@ def _print_explanation(explanation: Explanation) -> None:
         print(f"       near: {near.prompt!r} -> {near.model_id}")
     if explanation.card_sentence:
         print(f"       card: {explanation.card_sentence!r}")
+
+
+def _why_empty(args: argparse.Namespace, filters: dict) -> str:
+    """Why a prompt got no answer, from what the command line asked for."""
+    reasons = []
+    if filters:
+        reasons.append(f"no model passes the filters ({', '.join(sorted(filters))})")
+    if args.min_score is not None:
+        reasons.append("every score is below --min-score")
+    return " or ".join(reasons) or "the router returned no model"

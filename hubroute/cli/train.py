@@ -58,11 +58,14 @@ def _experiences(script: TrainScriptArguments) -> list[tuple[str, Any]]:
 def run(argv: list[str]) -> int:
     """Parse ``argv`` and train; return the exit code."""
     script, config = make_parser().parse_args_and_config(argv)
+    from transformers import set_seed
+
     from ..routing.encoder import EncoderConfig
     from ..routing.router import HubRouter, RouterConfig
     from ..training.trainer import CARvETrainer
 
     experiences = _experiences(script)
+    set_seed(config.seed)  # the new router's projection is drawn before the trainer seeds anything
     if script.router:
         router = HubRouter.from_pretrained(script.router)
         print(f"Continuing {script.router}: {router.num_models} models, experiences {router.info.get('experiences', [])}")
@@ -71,7 +74,9 @@ def run(argv: list[str]) -> int:
         router = HubRouter(RouterConfig(encoder, embedding_dim=script.embedding_dim, temperature=script.temperature))
     for name, data in experiences:
         print(f"Experience {name}: {len(data)} examples")
-        CARvETrainer(model=router, args=config, train_dataset=data, experience=name).train()
-        router.save_pretrained(script.output)
-        print(f"Saved {router.num_models} models to {script.output}")
+        trainer = CARvETrainer(model=router, args=config, train_dataset=data, experience=name)
+        trainer.train()
+        if trainer.is_world_process_zero():  # under a multi-process launch, one process writes
+            router.save_pretrained(script.output)
+            print(f"Saved {router.num_models} models to {script.output}")
     return 0

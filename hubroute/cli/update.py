@@ -123,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"hubroute: error: {err}", file=sys.stderr)
         return EXIT_REFUSED
     print(summary.format())
+    if summary.status == "pushed":
+        print(f"Nothing new since the last crawl; the last update's push, which had failed, is now done (tag "
+              f"{summary.experience}).")  # fmt: skip
     if summary.status == "nothing_new":
         print(f"Nothing new since the last crawl: the router already has all {summary.crawl.get('records', 0)} "
               "crawled models; nothing was saved or pushed.")  # fmt: skip

@@ -122,7 +122,7 @@ def split_front_matter(readme: str) -> tuple[dict[str, Any], str]:
         return {}, readme
     try:
         metadata = yaml.safe_load(match.group(1))
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError):  # ``date: 2024-13-45`` raises ValueError
         metadata = None
     return (metadata if isinstance(metadata, dict) else {}), readme[match.end() :]
 

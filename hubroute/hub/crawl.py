@@ -9,7 +9,8 @@ base model, downloads, likes, creation date) and the cleaned text of its card (`
   tag filter; several values give several listings merged by date) and are applied on the client otherwise
   (minimum downloads and likes); ``max_models`` caps the number of models kept.
 - **Skipped** models are counted by reason: ``gated``, ``private``, ``disabled``, ``deleted`` (listed, then
-  gone), ``no_card`` (no README, or nothing usable in it), ``filtered:<what>``.
+  gone), ``no_access`` (401/403 on the card), ``no_date`` (no creation date), ``bad_card`` (a card that
+  cannot be parsed), ``no_card`` (no README, or nothing usable in it), ``filtered:<what>``.
 - **Retries**: the listing goes through ``huggingface_hub``, which already retries each page on 429 (honouring
   ``Retry-After``), 5xx and timeouts; when it gives up, the crawl restarts the listing a bounded number of
   times (models already handled are skipped) and then fails with :class:`~hubroute.HubAccessError`. Cards
@@ -35,9 +36,10 @@ import heapq
 import itertools
 import logging
 import random
+import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -49,6 +51,7 @@ from ..routing.checkpoint import write_json
 from ..routing.registry import ModelRecord, model_key
 from ..routing.taxonomy import domain_from_pipeline_tag
 from .cardtext import parse_card
+from .errors import describe_http_error, http_status
 
 __all__ = [
     "CrawlFilters",
@@ -237,7 +240,8 @@ class RetryPolicy:
         return wait + wait * self.jitter * self._rng.random()
 
 
-def _retry_after(response: Any) -> float | None:
+def retry_after_seconds(response: Any) -> float | None:
+    """The wait a response's ``Retry-After`` header asks for, in seconds (``None``: absent or not a number)."""
     value = response.headers.get("Retry-After") if response is not None else None
     try:
         return float(value) if value is not None else None
@@ -415,6 +419,10 @@ class CrawlResult:
 
 
 # ------------------------------------------------------------------------------------------------ crawler
+class _CrawlAborted(Exception):
+    """Raised in a card worker when the crawl has already failed or been interrupted."""
+
+
 @dataclass
 class _Outcome:
     """What handling one listed model gave: a record, a skip reason, or a failure."""
@@ -486,6 +494,7 @@ class HubCrawler:
         self.max_consecutive_failures = max_consecutive_failures
         self.show_progress = show_progress
         self.on_model = on_model
+        self._aborted = threading.Event()
 
     # -- state ---------------------------------------------------------------------------------------------
     def load_state(self) -> tuple[CrawlState, bool]:
@@ -541,6 +550,15 @@ class HubCrawler:
         rejection = self.filters.rejection(self._from_info(info, None))
         return _Outcome(info.id, skipped=rejection) if rejection else None
 
+    def _backoff(self, seconds: float) -> None:
+        """Wait before a retry; a crawl that has failed or been interrupted wakes its workers at once."""
+        if self.retry.sleep is time.sleep:
+            self._aborted.wait(seconds)
+        elif not self._aborted.is_set():
+            self.retry.sleep(seconds)
+        if self._aborted.is_set():
+            raise _CrawlAborted
+
     def _get_readme(self, model_id: str) -> str | None:
         """The README text of ``model_id`` (``None`` when it has none), retried under :attr:`retry`.
 
@@ -559,13 +577,13 @@ class HubCrawler:
             try:
                 response = get_session().get(url, headers=headers, timeout=self.retry.timeout, follow_redirects=True)
             except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError):
-                if attempt >= self.retry.max_retries:
+                if attempt >= self.retry.max_retries or self._aborted.is_set():
                     raise
-                self.retry.sleep(self.retry.delay(attempt))
+                self._backoff(self.retry.delay(attempt))
                 attempt += 1
                 continue
             if response.status_code in self.retry.statuses and attempt < self.retry.max_retries:
-                self.retry.sleep(self.retry.delay(attempt, _retry_after(response)))
+                self._backoff(self.retry.delay(attempt, retry_after_seconds(response)))
                 attempt += 1
                 continue
             try:
@@ -581,6 +599,8 @@ class HubCrawler:
 
         try:
             readme = self._get_readme(info.id)
+        except _CrawlAborted:
+            return _Outcome(info.id, failed="the crawl stopped before this card was fetched")
         except hf.GatedRepoError:
             return _Outcome(info.id, skipped="gated")
         except hf.DisabledRepoError:
@@ -594,7 +614,11 @@ class HubCrawler:
             return _Outcome(info.id, failed=f"HTTP {status}: {str(err).splitlines()[0]}")
         except httpx2.TransportError as err:
             return _Outcome(info.id, failed=f"{type(err).__name__}: {err}")
-        record = self._from_info(info, readme)
+        try:
+            record = self._from_info(info, readme)
+        except (ValueError, TypeError) as err:  # metadata or a card the Hub serves but that makes no sense
+            logger.warning("Skipping %s: its card cannot be parsed (%s).", info.id, err)
+            return _Outcome(info.id, skipped="bad_card")
         if self.require_card and len(record.card_text.split()) < max(self.min_card_words, 1):
             return _Outcome(info.id, skipped="no_card")
         return _Outcome(info.id, record=record)
@@ -680,32 +704,14 @@ class HubCrawler:
                     "to resume."
                 )
 
+        self._aborted.clear()
         try:
             with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="hubroute-crawl") as pool:
-                window: deque[Future[_Outcome]] = deque()
-                attempt = 0
-                while True:
-                    try:
-                        self._walk(state, pool, window, finish, run, cap)
-                        break
-                    except HubAccessError:
-                        raise
-                    except Exception as err:  # the listing itself failed after the client's own retries
-                        if not _is_transient(err):
-                            raise
-                        while window:
-                            finish(window.popleft().result())
-                        attempt += 1
-                        if attempt >= self.listing_attempts:
-                            raise HubAccessError(
-                                f"Listing the Hub's models failed {attempt} times ({_describe(err)}). The crawl "
-                                "state is saved; run again later to resume."
-                            ) from err
-                        wait = self.retry.delay(attempt - 1)
-                        logger.warning("Listing failed (%s); restarting it in %.1f s.", _describe(err), wait)
-                        self.retry.sleep(wait)
-                while window:
-                    finish(window.popleft().result())
+                try:
+                    self._list_and_fetch(state, pool, finish, run, cap)
+                except BaseException:
+                    self._aborted.set()  # leaving the pool waits for its workers: stop their retry sleeps
+                    raise
             state.complete = not run["stopped_early"]
         finally:
             bar.close()
@@ -727,6 +733,37 @@ class HubCrawler:
             elapsed_s=time.perf_counter() - started,
             state_path=self.state_path,
         )
+
+    def _list_and_fetch(
+        self, state: CrawlState, pool: ThreadPoolExecutor, finish: Callable[[_Outcome], None], run: dict, cap: int | None
+    ) -> None:
+        """Walk the listing, fetching cards in ``pool``; restart a listing that failed transiently."""
+        window: deque[Future[_Outcome]] = deque()
+        attempt = 0
+        while True:
+            try:
+                self._walk(state, pool, window, finish, run, cap)
+                break
+            except HubAccessError:
+                raise
+            except Exception as err:  # the listing itself failed after the client's own retries
+                if not _is_transient(err):
+                    if http_status(err) is not None:  # 401, 403, 404...: retrying cannot help
+                        raise HubAccessError(describe_http_error(err, "the Hub's model listing")) from err
+                    raise
+                while window:
+                    finish(window.popleft().result())
+                attempt += 1
+                if attempt >= self.listing_attempts:
+                    raise HubAccessError(
+                        f"Listing the Hub's models failed {attempt} times ({_describe(err)}). The crawl state is "
+                        "saved; run again later to resume."
+                    ) from err
+                wait = self.retry.delay(attempt - 1)
+                logger.warning("Listing failed (%s); restarting it in %.1f s.", _describe(err), wait)
+                self.retry.sleep(wait)
+        while window:
+            finish(window.popleft().result())
 
     def _walk(
         self,
@@ -807,8 +844,3 @@ def crawl_hub(
         **kwargs,
     )  # fmt: skip
     return crawler.crawl()
-
-
-def records_newest_first(models: Sequence[CrawledModel]) -> list[CrawledModel]:
-    """Sort crawled models newest first (ties by id), the order of every crawl result."""
-    return sorted(models, key=_sort_key)

@@ -169,3 +169,8 @@ def hub_errors(
         ) from err
     except (hf.HfHubHTTPError, httpx2.TransportError) as err:
         raise _network_error(err, what, write=write, repo_id=repo_id) from err
+    except ValueError as err:  # "Force download failed due to the above error.", raised from the HTTP error
+        cause = _network_cause(err)
+        if cause is None:
+            raise
+        raise _network_error(cause, what, write=write, repo_id=repo_id) from err

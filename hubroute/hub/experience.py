@@ -8,12 +8,11 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..routing.checkpoint import replace_directory
+from ..routing.checkpoint import atomic_directory
 from ..routing.registry import ModelRecord, Registry, model_key
 from ..routing.taxonomy import FamilyAssigner
 from .crawl import CrawledModel
@@ -114,10 +113,8 @@ def save_experience(dataset: Any, folder: str | Path) -> Path:
         The folder.
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(f".{folder.name}.staging-{uuid.uuid4().hex[:8]}")
-    dataset.save_to_disk(str(staging))
-    replace_directory(staging, folder)
+    with atomic_directory(folder, overwrite=True) as staging:
+        dataset.save_to_disk(str(staging))
     return folder
 
 

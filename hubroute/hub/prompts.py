@@ -25,7 +25,7 @@ from ..errors import HubAccessError
 from ..routing.registry import model_key
 from ..routing.taxonomy import normalize_model_name
 from .cardtext import sentences
-from .crawl import CrawledModel
+from .crawl import CrawledModel, RetryPolicy, retry_after_seconds
 
 __all__ = [
     "TASK_TEMPLATES",
@@ -668,6 +668,8 @@ class InferenceClientGenerator(_LLMGenerator):
         temperature: Sampling temperature.
         client: An already built client (tests pass a fake one).
         fallback: Generator used to fill in (default: :class:`TemplateGenerator`).
+        retry: Retries of a call on 429 (honouring ``Retry-After``), 5xx, timeouts and network errors (default:
+            the crawler's :class:`~hubroute.hub.crawl.RetryPolicy`).
     """
 
     def __init__(
@@ -679,8 +681,10 @@ class InferenceClientGenerator(_LLMGenerator):
         temperature: float = 0.6,
         client: Any = None,
         fallback: PromptGenerator | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(fallback)
+        self.retry = retry or RetryPolicy()
         self.model = model
         self.token = token
         self.max_tokens = max_tokens
@@ -697,20 +701,33 @@ class InferenceClientGenerator(_LLMGenerator):
         return self._client
 
     def _complete(self, instruction: str, seed: int) -> str:
+        import httpx2
         from huggingface_hub.errors import HfHubHTTPError
 
-        from .errors import describe_http_error
+        from .errors import describe_http_error, http_status
 
-        try:
-            response = self.client.chat_completion(
-                messages=[{"role": "user", "content": instruction}],
-                max_tokens=self.max_tokens,
-                temperature=self.temperature,
-                seed=seed,
-            )
-        except HfHubHTTPError as err:
-            raise HubAccessError(describe_http_error(err, f"the inference model '{self.model}'")) from err
-        return str(response.choices[0].message.content or "")
+        what = f"the inference model '{self.model}'"
+        attempt = 0
+        while True:
+            try:
+                response = self.client.chat_completion(
+                    messages=[{"role": "user", "content": instruction}],
+                    max_tokens=self.max_tokens,
+                    temperature=self.temperature,
+                    seed=seed,
+                )
+                return str(response.choices[0].message.content or "")
+            except (HfHubHTTPError, httpx2.HTTPError, TimeoutError) as err:  # InferenceTimeoutError is both
+                status = http_status(err) if isinstance(err, HfHubHTTPError) else None
+                if (status is not None and status not in self.retry.statuses) or attempt >= self.retry.max_retries:
+                    if status is not None:
+                        raise HubAccessError(describe_http_error(err, what)) from err
+                    raise HubAccessError(
+                        f"{what.capitalize()} did not answer ({type(err).__name__}: {err}) after {attempt + 1} "
+                        "tries. Retry later, check the network and HF_ENDPOINT, or use --generator template."
+                    ) from err
+                self.retry.sleep(self.retry.delay(attempt, retry_after_seconds(getattr(err, "response", None))))
+                attempt += 1
 
 
 def generator_from_spec(spec: str | None, token: str | None = None) -> PromptGenerator:

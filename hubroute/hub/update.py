@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import tempfile
 import time
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ForgettingGateError
+from ..routing.checkpoint import write_json
 from ..routing.registry import model_key
 from .crawl import CrawlFilters, CrawlResult, HubCrawler, RetryPolicy, parse_since
 from .experience import build_experience, model_records, push_experience, save_experience
@@ -55,6 +57,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 GATE_LEVELS = ("M", "F", "D")
+# Written in the work folder before a push and removed after it, so that a rerun finishes a failed push.
+PENDING_PUSH = "pending_push.json"
 LEVEL_NAMES = {"M": "model", "F": "family", "D": "domain"}
 
 # The update recipe: the encoder stays frozen (old prompts keep their vectors), most steps are anchored
@@ -177,7 +181,8 @@ class UpdateSummary:
     """What an update did.
 
     Attributes:
-        status: ``"updated"`` (saved/pushed), ``"nothing_new"``, ``"refused"`` (forgetting gate) or
+        status: ``"updated"`` (saved/pushed), ``"nothing_new"``, ``"pushed"`` (nothing new, but the push of
+            the last update, saved before its push failed, was finished), ``"refused"`` (forgetting gate) or
             ``"dry_run"`` (trained and measured, not saved).
         experience: Name of the experience (and of the pushed tag).
         since: The crawl cutoff (ISO-8601).
@@ -290,6 +295,26 @@ def _workdir(workdir: str | Path | None, output: Path | None, router_source: str
     if output is not None:
         return output.with_name(f"{output.name}.update")
     return Path.cwd() / f"hubroute-update-{router_source.rstrip('/').rsplit('/', 1)[-1]}"
+
+
+def _pending_push(folder: Path, push: str | None, router_dir: Path | None) -> str | None:
+    """The tag of a saved update whose push to ``push`` failed, when the router loaded is that saved one."""
+    marker = folder / PENDING_PUSH
+    if push is None or router_dir is None or not marker.is_file():
+        return None
+    try:
+        pending = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = pending.get("repo") == push and Path(pending.get("router", "")).resolve() == router_dir.resolve()
+    return str(pending["tag"]) if same and pending.get("tag") else None
+
+
+def _push(model: HubRouter, repo: str, tag: str, token: str | None, folder: Path) -> str:
+    """Push ``model`` as ``tag``, then clear the pending-push marker that lets a rerun retry a failed push."""
+    commit = model.push_to_hub(repo, token=token, tag=tag)
+    (folder / PENDING_PUSH).unlink(missing_ok=True)
+    return str(commit)
 
 
 def _crawl_numbers(result: CrawlResult) -> dict[str, Any]:
@@ -414,6 +439,10 @@ def update_router(
         max_forgetting=max_forgetting, timings=timings, router=model,
     )  # fmt: skip
     if not fresh:
+        pending = _pending_push(folder, push, router_dir)
+        if pending is not None and not dry_run:  # the last update was saved, but its push failed: finish it
+            summary.experience, summary.status = pending, "pushed"
+            summary.pushed = _push(model, push, pending, token, folder)  # type: ignore[arg-type]
         summary.elapsed_s = round(time.perf_counter() - started, 3)
         return summary
 
@@ -489,8 +518,9 @@ def update_router(
             summary.saved_to = str(output_path)
         t = lap("save", t)
         if push is not None:
-            commit = model.push_to_hub(push, token=token, tag=name)
-            summary.pushed = str(commit)
+            if output_path is not None:
+                write_json(folder / PENDING_PUSH, {"repo": push, "tag": name, "router": str(output_path)})
+            summary.pushed = _push(model, push, name, token, folder)
             t = lap("push", t)
         summary.status = "updated"
     summary.elapsed_s = round(time.perf_counter() - started, 3)

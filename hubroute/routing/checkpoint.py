@@ -88,14 +88,21 @@ def _is_router_folder(folder: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_directory(target: Path) -> Iterator[Path]:
-    """Yield a staging folder that replaces ``target`` only once the block completes without error.
+def atomic_directory(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging folder (files fsynced) that replaces ``target`` only once the block completes without error.
+
+    Args:
+        target: The folder to write.
+        overwrite: Replace whatever folder is at ``target`` (default: only an empty folder or a router).
 
     Raises:
-        FileExistsError: ``target`` exists, is not empty and is not a hubroute router (never overwritten).
+        FileExistsError: ``target`` is a file, or (without ``overwrite``) a non-empty folder that is not a
+            hubroute router: it is never overwritten.
     """
     target = Path(target)
-    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not _is_router_folder(target))):
+    if target.exists() and (
+        not target.is_dir() or (not overwrite and any(target.iterdir()) and not _is_router_folder(target))
+    ):
         raise FileExistsError(
             f"{target} exists and is not a hubroute router folder; refusing to replace it. "
             "Choose a new or empty folder."
@@ -269,6 +276,12 @@ def read_config(folder: Path, where: str | None = None, remedy: str = LOCAL_REME
             f"{_capitalized(where)} is not a hubroute router ({CONFIG_FILE} has no 'library_name: hubroute'). "
             "Load it with the library that wrote it."
         )
+    for key in ("checksums", "router", "encoder", "info"):
+        if not isinstance(config.get(key) or {}, dict):
+            raise CheckpointError(
+                f"{CONFIG_FILE} of {where} is corrupt: '{key}' must be a JSON object, got "
+                f"{type(config[key]).__name__}. {remedy}"
+            )
     version = config.get("format_version")
     if not isinstance(version, int):
         raise CheckpointError(f"{CONFIG_FILE} of {where} has no integer 'format_version': it is corrupt. {remedy}")
@@ -335,9 +348,18 @@ def read_router(cls: type[HubRouter], folder: Path, where: str | None = None, re
         if name not in weights:
             raise CheckpointError(f"{WEIGHTS_FILE} of {where} has no tensor {name!r}; it is not a hubroute router file.")
 
-    router_config = RouterConfig.from_dict(config.get("router") or {})
-    encoder = PromptEncoder.load(folder / ENCODER_DIR, config.get("encoder") or {})
-    router = cls(router_config, registry=registry, encoder=encoder)
+    try:
+        router_config = RouterConfig.from_dict(config.get("router") or {})
+        encoder = PromptEncoder.load(folder / ENCODER_DIR, config.get("encoder") or {})
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{CONFIG_FILE} of {where} describes an invalid router: {err} {remedy}") from err
+    except OSError as err:
+        raise CheckpointError(
+            f"The encoder of {where} could not be loaded ({err}). A router trained on a local encoder folder "
+            "needs that folder at the same path, unless its encoder was saved with it (fine-tuned or LoRA)."
+        ) from err
+    router = cls(router_config, encoder=encoder)
+    router.registry = registry
     projection, embeddings = weights["projection.weight"], weights["model_embeddings"]
     if tuple(projection.shape) != tuple(router.projection.weight.shape):
         raise CheckpointError(
@@ -359,6 +381,8 @@ def read_router(cls: type[HubRouter], folder: Path, where: str | None = None, re
             router.training_state = json.loads((folder / STATE_JSON_FILE).read_text(encoding="utf-8"))
         except ValueError as err:
             raise CheckpointError(f"{STATE_JSON_FILE} of {where} is not valid JSON ({err}). {remedy}") from err
+        if not isinstance(router.training_state, dict):
+            raise CheckpointError(f"{STATE_JSON_FILE} of {where} must hold a JSON object. {remedy}")
     if (folder / STATE_TENSORS_FILE).is_file():
         router.training_tensors = _load_safetensors(folder / STATE_TENSORS_FILE, where, remedy)
     if (folder / INDEX_FILE).is_file():

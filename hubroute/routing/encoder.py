@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .validation import check_batch_size, check_scalar_fields
+
 __all__ = ["DEFAULT_ENCODER", "EncoderConfig", "PromptEncoder", "bundled_encoder_path"]
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,11 @@ class EncoderConfig:
     pooling: str | None = None
     lora: dict[str, Any] | None = None
     revision: str | None = None
+
+    def __post_init__(self) -> None:
+        check_scalar_fields(self)
+        if self.max_length < 1:
+            raise ValueError(f"EncoderConfig.max_length must be a positive integer, got {self.max_length}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,9 +173,13 @@ class PromptEncoder(nn.Module):
             texts: The texts to encode.
             batch_size: Texts per forward pass.
             show_progress: Show a progress bar.
+
+        Raises:
+            ValueError: ``batch_size`` is not a positive integer.
         """
         from tqdm.auto import tqdm
 
+        check_batch_size(batch_size)
         if len(texts) == 0:
             return torch.empty(0, self.dim)
         was_training = self.training

@@ -442,9 +442,9 @@ def apply_domain_prior(
         ``(scores, ids)`` re-sorted best first by the new scores, same shapes.
 
     Raises:
-        ValueError: a negative ``weight`` or a non-positive ``temperature``.
+        ValueError: a negative or non-finite ``weight``, or a non-positive ``temperature``.
     """
-    if weight < 0 or temperature <= 0:
+    if not (0 <= weight < math.inf) or not (0 < temperature < math.inf):
         raise ValueError(f"The domain prior needs weight >= 0 and temperature > 0, got {weight} and {temperature}.")
     if weight == 0 or ids.size == 0:
         return scores, ids

@@ -56,6 +56,10 @@ class ModelRecord:
     license: str | None = None
     tags: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_id, str) or not self.model_id.strip():
+            raise ValueError(f"A ModelRecord needs a non-empty string model_id, got {self.model_id!r}.")
+
     @property
     def author(self) -> str | None:
         """The namespace of the model id (``"openai"``), or ``None`` for legacy ids without one."""
@@ -119,7 +123,10 @@ class Registry:
 
         Raises:
             UnknownModelError: if the model is not registered; the message suggests close matches.
+            TypeError: ``model_id`` is not a string.
         """
+        if not isinstance(model_id, str):
+            raise TypeError(f"Model ids are strings, got {type(model_id).__name__} ({model_id!r}).")
         idx = self._index.get(model_key(model_id))
         if idx is None:
             close = difflib.get_close_matches(model_key(model_id), list(self._index), n=3, cutoff=0.75)
@@ -132,7 +139,7 @@ class Registry:
 
     def get(self, model_id: str) -> ModelRecord | None:
         """Return the record of ``model_id``, or ``None`` if it is not registered."""
-        idx = self._index.get(model_key(model_id))
+        idx = self._index.get(model_key(model_id)) if isinstance(model_id, str) else None
         return None if idx is None else self._records[idx]
 
     # -- growth --------------------------------------------------------------------------------------------
@@ -149,25 +156,40 @@ class Registry:
 
         Returns:
             The ids given to the new models, in order.
+
+        Raises:
+            TypeError: ``records`` is not an iterable of :class:`ModelRecord` (nothing is added then).
         """
+        return [self._append(record) for record in self.unregistered(records, experience)]
+
+    def unregistered(self, records: Iterable[ModelRecord], experience: str | None = None) -> list[ModelRecord]:
+        """The records :meth:`extend` would append, in that order, without changing the registry.
+
+        Raises:
+            TypeError: ``records`` is not an iterable of :class:`ModelRecord`.
+        """
+        if isinstance(records, (ModelRecord, str)) or not isinstance(records, Iterable):
+            raise TypeError(f"Pass a list of ModelRecord objects, not a {type(records).__name__}.")
         fresh: dict[str, ModelRecord] = {}
         for record in records:
+            if not isinstance(record, ModelRecord):
+                raise TypeError(
+                    f"Registry entries must be ModelRecord objects, got {type(record).__name__} ({record!r}); "
+                    "e.g. ModelRecord('org/model', domain=..., card_text=...)."
+                )
             key = model_key(record.model_id)
             if key not in self._index and key not in fresh:
                 fresh[key] = record
-        new_ids = []
-        for key in sorted(fresh):
-            record = fresh[key]
-            if experience is not None and record.experience is None:
-                record = dataclasses.replace(record, experience=experience)
-            new_ids.append(self._append(record))
-        return new_ids
+        return [
+            fresh[key]
+            if experience is None or fresh[key].experience is not None
+            else dataclasses.replace(fresh[key], experience=experience)
+            for key in sorted(fresh)
+        ]
 
     def _append(self, record: ModelRecord) -> int:
         if not isinstance(record, ModelRecord):
             raise TypeError(f"Registry entries must be ModelRecord objects, got {type(record).__name__}.")
-        if not record.model_id or not record.model_id.strip():
-            raise ValueError("A ModelRecord needs a non-empty model_id.")
         key = model_key(record.model_id)
         if key in self._index:
             return self._index[key]

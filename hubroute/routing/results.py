@@ -51,8 +51,10 @@ class RouteResult:
         model_id: The Hub model id to send the prompt to (at family or domain level: the group's best model).
         family: The model's family (variants of one base model share it).
         domain: The model's ``"<Category> <Task>"`` domain.
-        score: Cosine similarity between the prompt and the model embedding, in ``[-1, 1]``; at family or
-            domain level, the group's aggregated score (see ``RouterConfig.level_aggregation``).
+        score: The ranking score: the cosine similarity between the prompt and the model embedding, lowered by
+            the domain prior for models outside the prompt's leading domains (``RouterConfig.domain_prior``;
+            with ``0`` it is the plain cosine, in ``[-1, 1]``); at family or domain level, the group's
+            aggregated score (see ``RouterConfig.level_aggregation``).
         rank: 1 for the best candidate, 2 for the next, ...
         level: ``"model"``, ``"family"`` or ``"domain"``: what this result ranks.
         group: The family or domain name at those levels, ``None`` at model level.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ from .options import (
 )
 from .registry import ModelRecord, Registry
 from .results import Explanation, NearestPrompt, RouteResult
+from .validation import check_batch_size, check_scalar_fields
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, ModelCard
@@ -93,6 +95,13 @@ class RouterConfig:
     level_candidates: int = 256
     domain_prior: float = 0.5
 
+    def __post_init__(self) -> None:
+        check_scalar_fields(self)
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"RouterConfig.temperature must be a positive number, got {self.temperature}.")
+        if not (self.domain_prior >= 0 and math.isfinite(self.domain_prior)):
+            raise ValueError(f"RouterConfig.domain_prior must be a number >= 0 (0: off), got {self.domain_prior}.")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -111,6 +120,16 @@ class RouterOutput(NamedTuple):
     """``[batch, dim]`` normalised prompt vectors."""
     model_embeddings: torch.Tensor
     """``[num_models, dim]`` normalised model embeddings."""
+
+
+def _prompts_of(prompts: Mapping[str, Sequence[str]] | None, model_id: str) -> list[str]:
+    """The example prompts ``prompts`` gives ``model_id`` (a list of non-empty strings), checked."""
+    group = (prompts or {}).get(model_id, ())
+    if isinstance(group, str) or not isinstance(group, Sequence):
+        raise InvalidPromptError(
+            f"prompts maps each model id to a list of prompts; got {type(group).__name__} for {model_id!r}."
+        )
+    return _validate_prompts(group)
 
 
 def _validate_prompts(prompts: Sequence[Any]) -> list[str]:
@@ -142,7 +161,8 @@ class HubRouter(
 
     Args:
         config: Architecture; defaults to the bundled all-MiniLM-L6-v2 encoder.
-        registry: The models to route to (may be empty and grow later).
+        registry: The models to route to (may be empty and grow later); their embeddings start from their
+            cards, as :meth:`add_models` does without prompts.
         encoder: An already built encoder (else built from ``config.encoder``).
 
     Example:
@@ -164,12 +184,12 @@ class HubRouter(
         self.config = config or RouterConfig()
         self.encoder = encoder or PromptEncoder(self.config.encoder)
         self.config.encoder = self.encoder.config
-        self.registry = registry or Registry()
+        self.registry = Registry()
         dim = self.config.embedding_dim or self.encoder.dim
         self.config.embedding_dim = dim
         self.projection = nn.Linear(self.encoder.dim, dim, bias=False)
         nn.init.orthogonal_(self.projection.weight)
-        self.model_embeddings = nn.Parameter(torch.zeros(len(self.registry), dim))
+        self.model_embeddings = nn.Parameter(torch.zeros(0, dim))
         self.info: dict[str, Any] = {}
         """Free-form JSON metadata saved with the router (experiences seen, evaluation results)."""
         self.training_state: dict[str, Any] = {}
@@ -181,6 +201,8 @@ class HubRouter(
         self._route_cache: dict[str, Any] = {}
         """Derived routing state: the transposed projection, registry arrays, explanation vectors."""
         self._calibration: Calibration | None = None
+        if registry is not None and len(registry):
+            self.add_models(list(registry))
 
     # -- properties ----------------------------------------------------------------------------------------
     @property
@@ -323,6 +345,7 @@ class HubRouter(
         ``torch.inference_mode()``; larger lists are encoded in length-sorted batches.
         """
         encoder = self.encoder
+        check_batch_size(batch_size)
         if len(prompts) == 0:
             return np.empty((0, self.embedding_dim), dtype=np.float32)
         projection = self._projection_t()
@@ -458,23 +481,23 @@ class HubRouter(
             CheckpointError: the router has no models.
         """
         single = isinstance(prompts, str)
-        if not single and not isinstance(prompts, Sequence):
+        if not single and (not isinstance(prompts, Sequence) or isinstance(prompts, (bytes, bytearray))):
             raise InvalidPromptError(
                 f"route() takes a prompt string or a list of prompt strings, not {type(prompts).__name__}."
             )
         batch = _validate_prompts([prompts] if single else list(prompts))
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+        if on_low_confidence not in LOW_CONFIDENCE_ACTIONS:
+            raise ValueError(
+                f"on_low_confidence must be one of {list(LOW_CONFIDENCE_ACTIONS)}, got {on_low_confidence!r}."
+            )
         plain = level == "model" and filters is None and min_score is None and not explain
         thresholds: dict[str, float] | None = None
         route_filter: RouteFilter | None = None
         if not plain:
             check_level(level)
             thresholds = self._thresholds(check_min_score(min_score))
-            if on_low_confidence not in LOW_CONFIDENCE_ACTIONS:
-                raise ValueError(
-                    f"on_low_confidence must be one of {list(LOW_CONFIDENCE_ACTIONS)}, got {on_low_confidence!r}."
-                )
             route_filter = as_route_filter(filters)
         if not batch:
             return []
@@ -792,20 +815,45 @@ class HubRouter(
         Returns:
             The ids of the models that were new.
         """
-        new_ids = self.registry.extend(records, experience=experience)
-        if not new_ids:
-            return []
-        new_records = [self.registry[i] for i in new_ids]
-        texts = [list((prompts or {}).get(r.model_id, ())) for r in new_records]
+        new_records = self.registry.unregistered(records, experience=experience)
+        texts = [_prompts_of(prompts, r.model_id) for r in new_records]
         flat = [p for group in texts for p in group]
         vectors = torch.from_numpy(self.embed_prompts(flat, show_progress=show_progress)) if flat else None
         per_model, start = [], 0
         for group in texts:
             per_model.append(vectors[start : start + len(group)] if group else None)
             start += len(group)
-        rows = self.initial_embeddings(
+        return self.register(
             new_records, per_model, show_progress=show_progress, neighbors=neighbors, neighbor_weight=neighbor_weight
         )
+
+    @torch.no_grad()
+    def register(
+        self,
+        records: Sequence[ModelRecord],
+        prompt_vectors: Sequence[torch.Tensor | None] | None = None,
+        show_progress: bool = False,
+        *,
+        neighbors: int = 0,
+        neighbor_weight: float = 0.5,
+    ) -> list[int]:
+        """Register models not yet in the registry with the rows of :meth:`initial_embeddings`.
+
+        The rows are computed before anything changes, so a failure leaves the router as it was.
+
+        Args:
+            records: New models, as :meth:`Registry.unregistered` returns them.
+            prompt_vectors, show_progress, neighbors, neighbor_weight: As for :meth:`initial_embeddings`.
+
+        Returns:
+            The ids given to the models.
+        """
+        if not records:
+            return []
+        rows = self.initial_embeddings(
+            records, prompt_vectors, show_progress=show_progress, neighbors=neighbors, neighbor_weight=neighbor_weight
+        )
+        new_ids = self.registry.extend(records)
         self.append_embeddings(rows)
         return new_ids
 

@@ -12,6 +12,8 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
+from ..routing.validation import check_scalar_fields
+
 __all__ = ["CARvEConfig"]
 
 
@@ -170,7 +172,23 @@ class CARvEConfig(TrainingArguments):
 
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; avoids a warning per epoch
+        own = [name for name in CARvEConfig.__annotations__ if name not in TrainingArguments.__dataclass_fields__]
+        try:
+            check_scalar_fields(self, [*own, "learning_rate", "num_train_epochs", "per_device_train_batch_size"])
+        except ValueError as err:
+            raise ValueError(f"Invalid CARvEConfig: {err}") from None
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"Invalid CARvEConfig: seed must be an integer, got {self.seed!r}.")
         checks = [
+            (min(self.learning_rate, self.head_learning_rate, self.embedding_learning_rate) > 0,
+             "learning rates must be positive"),
+            (min(self.replay_loss_weight, self.card_loss_weight, self.drift_ridge) >= 0,
+             "replay_loss_weight, card_loss_weight and drift_ridge must not be negative"),
+            (self.card_temperature > 0, "card_temperature must be positive"),
+            (0.0 <= self.ewc_gamma <= 1.0, "ewc_gamma must be within [0, 1]"),
+            (min(self.replay_max_per_model, self.encode_batch_size, self.card_max_length, self.lora_r) >= 1,
+             "replay_max_per_model, encode_batch_size, card_max_length and lora_r must be at least 1"),
+            (self.replay_min_per_domain >= 0, "replay_min_per_domain must not be negative"),
             (self.encoder_mode in ("frozen", "lora", "full"), "encoder_mode must be 'frozen', 'lora' or 'full'"),
             (self.replay_strategy in ("coreset", "random", "none"), "replay_strategy must be coreset, random or none"),
             (0.0 <= self.replay_fraction <= 1.0, "replay_fraction must be within [0, 1]"),

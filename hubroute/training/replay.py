@@ -5,8 +5,9 @@ After an experience with ``N`` training examples, ``fraction * N`` of them are k
 - ``"random"``: a uniform sample;
 - ``"coreset"``: a domain/model coreset. Each domain gets a quota proportional to its size (at least
   ``min_per_domain``); within a domain each model contributes at most ``max_per_model`` prompts, picked by
-  farthest-point sampling on prompt vectors so that they cover the model's prompts; quotas are then met
-  by trimming or filling with farthest-point sampling, and a final farthest-point trim enforces the budget.
+  farthest-point sampling on prompt vectors so that they cover the model's prompts; a domain with more picks
+  than its quota is trimmed by farthest-point sampling (one with fewer keeps them all: filling it would break
+  the per-model cap), and a final farthest-point trim enforces the budget.
 """
 
 from __future__ import annotations
@@ -37,29 +38,22 @@ class ReplayExample:
     experience: str
 
 
-def farthest_point_sampling(
-    vectors: np.ndarray, count: int, rng: np.random.Generator, seeds: Sequence[int] = ()
-) -> list[int]:
-    """Pick ``count`` rows of ``vectors`` (normalised) that cover them: each new pick is the row least
-    similar (cosine) to all picks so far. Starts from ``seeds`` (not returned) or a random row.
+def farthest_point_sampling(vectors: np.ndarray, count: int, rng: np.random.Generator) -> list[int]:
+    """Pick ``count`` rows of ``vectors`` (normalised) that cover them: the first at random, then each new
+    pick is the row least similar (cosine) to all picks so far.
 
     Returns:
         The picked row indices, in pick order.
     """
     n = len(vectors)
-    count = min(count, n - len(set(seeds)))
+    count = min(count, n)
     if count <= 0:
         return []
-    picked: list[int] = []
+    first = int(rng.integers(n))
+    picked = [first]
     taken = np.zeros(n, dtype=bool)
-    taken[list(seeds)] = True
-    if seeds:
-        closest = (vectors @ vectors[list(seeds)].T).max(axis=1)
-    else:
-        first = int(rng.integers(n))
-        picked.append(first)
-        taken[first] = True
-        closest = vectors @ vectors[first]
+    taken[first] = True
+    closest = vectors @ vectors[first]
     while len(picked) < count:
         scores = np.where(taken, np.inf, closest)
         nxt = int(scores.argmin())
@@ -96,13 +90,8 @@ def select_coreset(
         for rows in by_model.values():
             local = farthest_point_sampling(vectors[rows], max_per_model, rng)
             picks.extend(rows[j] for j in local)
-        if len(picks) > quota:
+        if len(picks) > quota:  # a domain short of its quota stays short: more would break the per-model cap
             picks = [picks[j] for j in farthest_point_sampling(vectors[picks], quota, rng)]
-        elif len(picks) < quota:
-            rest = [i for i in members if i not in set(picks)]
-            pool = picks + rest
-            extra = farthest_point_sampling(vectors[pool], quota - len(picks), rng, seeds=range(len(picks)))
-            picks.extend(pool[j] for j in extra)
         selected.extend(picks)
     if len(selected) > budget:
         selected = [selected[j] for j in farthest_point_sampling(vectors[selected], budget, rng)]

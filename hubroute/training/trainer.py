@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, set_seed
 
 from ..routing.registry import model_key
 from ..routing.router import HubRouter
@@ -51,10 +51,23 @@ EWC_PARAMETERS = ("projection.weight", "model_embeddings")
 def _configure_encoder(router: HubRouter, args: CARvEConfig) -> None:
     """Set which encoder weights train, adding a LoRA adapter when asked and none is attached."""
     encoder = router.encoder
+    # A router saves either its LoRA adapter or its whole fine-tuned backbone, never both: switching modes
+    # between experiences would silently lose the other part at the next save.
+    if args.encoder_mode == "full" and encoder.has_lora:
+        raise ValueError(
+            "This router's encoder carries a LoRA adapter: continue it with encoder_mode='lora' (or 'frozen'); "
+            "full fine-tuning would train weights that its checkpoint does not save."
+        )
+    if args.encoder_mode == "lora" and encoder.fine_tuned and not encoder.has_lora:
+        raise ValueError(
+            "This router's encoder was fully fine-tuned: continue it with encoder_mode='full' (or 'frozen'); "
+            "a LoRA adapter on top would be saved without the fine-tuned backbone."
+        )
     if args.encoder_mode == "lora" and not encoder.has_lora:
         lora = {"r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout}
         if args.lora_target_modules:
-            lora["target_modules"] = list(args.lora_target_modules)
+            targets = args.lora_target_modules
+            lora["target_modules"] = targets if isinstance(targets, str) else list(targets)  # str: a regex
         encoder.add_lora(lora)
     for name, param in encoder.named_parameters():
         if args.encoder_mode == "full":
@@ -168,25 +181,22 @@ class CARvETrainer(Trainer):
         self.num_current = len(prompts)
         self.current_model_ids = [m.strip() for m in train_dataset["model_id"]]
         self.current_domains = list(train_dataset["domain"]) if "domain" in train_dataset.column_names else None
-        replay = self.replay_buffer.examples
+        replay = self.replay_buffer.examples if args.replay_strategy != "none" else []  # kept, not replayed
         all_prompts = prompts + [e.prompt for e in replay]
         self.features = model.encoder.encode(all_prompts, batch_size=args.encode_batch_size, show_progress=show)
 
         # Register the new models; initialise their embeddings from their card and their prompts.
-        records = records_from_rows(train_dataset)
-        new_ids = model.registry.extend(records, experience=self.experience)
-        if new_ids:
+        new_records = model.registry.unregistered(records_from_rows(train_dataset), experience=self.experience)
+        if new_records:
             vectors = model.project(self.features[: self.num_current]).detach()
             rows_of: dict[str, list[int]] = {}
             for i, model_id in enumerate(self.current_model_ids):
                 rows_of.setdefault(model_key(model_id), []).append(i)
-            new_records = [model.registry[i] for i in new_ids]
             per_model = [vectors[rows_of[model_key(r.model_id)]] for r in new_records]
-            rows = model.initial_embeddings(
+            model.register(
                 new_records, per_model, show_progress=show,
                 neighbors=args.init_neighbors, neighbor_weight=args.init_neighbor_weight,
             )  # fmt: skip
-            model.append_embeddings(rows)
 
         labels = [model.registry.index(m) for m in self.current_model_ids + [e.model_id for e in replay]]
         internal = Dataset.from_dict(
@@ -198,6 +208,7 @@ class CARvETrainer(Trainer):
                 "length": [len(p) for p in all_prompts],
             }
         )
+        set_seed(args.seed)  # a new LoRA adapter's initialisation is part of the run
         _configure_encoder(model, args)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.sampler = CandidateSampler(

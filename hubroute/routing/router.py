@@ -34,7 +34,7 @@ from .options import (
     fit_threshold,
     split_sentences,
 )
-from .registry import ModelRecord, Registry
+from .registry import ModelRecord, Registry, model_key
 from .results import Explanation, NearestPrompt, RouteResult
 from .validation import check_batch_size, check_scalar_fields
 
@@ -814,6 +814,12 @@ class HubRouter(
 
         Returns:
             The ids of the models that were new.
+
+        Raises:
+            TypeError: ``records`` is not a list of :class:`ModelRecord`.
+            InvalidPromptError: ``prompts`` maps a model to something other than a list of non-empty strings.
+
+        Nothing changes when an error is raised.
         """
         new_records = self.registry.unregistered(records, experience=experience)
         texts = [_prompts_of(prompts, r.model_id) for r in new_records]
@@ -847,9 +853,15 @@ class HubRouter(
 
         Returns:
             The ids given to the models.
+
+        Raises:
+            ValueError: a model is already registered, or listed twice.
         """
         if not records:
             return []
+        keys = [model_key(r.model_id) for r in records]
+        if len(set(keys)) != len(keys) or any(r.model_id in self.registry for r in records):
+            raise ValueError("register() takes models not registered yet, each once; use add_models() otherwise.")
         rows = self.initial_embeddings(
             records, prompt_vectors, show_progress=show_progress, neighbors=neighbors, neighbor_weight=neighbor_weight
         )

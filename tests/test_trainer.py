@@ -206,6 +206,7 @@ def test_malformed_training_data_is_rejected(tiny_config, data, message):
         ({"replay_loss_weight": -1.0}, "must not be negative"),
         ({"embedding_learning_rate": 0.0}, "learning rates must be positive"),
         ({"replay_max_per_model": 0}, "at least 1"),
+        ({"dataloader_num_workers": 2}, "dataloader_num_workers must be 0"),
     ],
 )
 def test_config_rejects_nulls_wrong_types_and_out_of_range_values(tmp_path, changes, message):

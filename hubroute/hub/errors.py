@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from ..errors import CheckpointNotFoundError, HubAccessError, IncompatibleCheckpointError
+from ..errors import CheckpointNotFoundError, HubAccessError, HubRouteError, IncompatibleCheckpointError
 
 __all__ = ["describe_repo", "describe_http_error", "hub_errors", "http_status"]
 
@@ -171,6 +171,6 @@ def hub_errors(
         raise _network_error(err, what, write=write, repo_id=repo_id) from err
     except ValueError as err:  # "Force download failed due to the above error.", raised from the HTTP error
         cause = _network_cause(err)
-        if cause is None:
+        if cause is None or isinstance(err, HubRouteError):  # our own errors (CheckpointError...) pass through
             raise
         raise _network_error(cause, what, write=write, repo_id=repo_id) from err

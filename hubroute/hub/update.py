@@ -306,6 +306,8 @@ def _pending_push(folder: Path, push: str | None, router_dir: Path | None) -> st
         pending = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if not isinstance(pending, dict):
+        return None
     same = pending.get("repo") == push and Path(pending.get("router", "")).resolve() == router_dir.resolve()
     return str(pending["tag"]) if same and pending.get("tag") else None
 

@@ -196,6 +196,8 @@ class CARvEConfig(TrainingArguments):
             (0.0 <= self.phase1_fraction < 1.0, "phase1_fraction must be within [0, 1)"),
             (0.0 <= self.soft_target_eps < 1.0, "soft_target_eps must be within [0, 1)"),
             (self.num_candidates >= 2, "num_candidates must be at least 2"),
+            (self.dataloader_num_workers == 0, "dataloader_num_workers must be 0: candidate sets are drawn in the "
+             "main process, where hard negatives are re-mined every epoch (a worker would keep stale ones)"),
             (min(self.num_hard_negatives, self.num_group_negatives, self.num_far_negatives) >= 0,
              "negative counts must not be negative"),
             (min(self.embedding_anchor_weight, self.projection_anchor_weight, self.ewc_weight) >= 0,

@@ -121,7 +121,7 @@ def test_a_failed_add_models_leaves_the_router_unchanged(router, records, prompt
     assert router.num_models == 3 and torch.equal(router.model_embeddings.detach(), before)
     assert router.add_models([ModelRecord("new/a", card_text="x")]) == [3]  # still usable
     with pytest.raises(ValueError, match="not registered yet"):
-        router.register([ModelRecord("NEW/A")])  # register() is the low-level path: no silent skipping
+        router.register([ModelRecord("NEW/A")], torch.zeros(1, router.embedding_dim))  # no silent skipping
 
 
 def test_a_router_built_on_a_registry_starts_from_the_cards(tiny_config):

@@ -822,6 +822,8 @@ class HubRouter(
         Nothing changes when an error is raised.
         """
         new_records = self.registry.unregistered(records, experience=experience)
+        if not new_records:
+            return []
         texts = [_prompts_of(prompts, r.model_id) for r in new_records]
         flat = [p for group in texts for p in group]
         vectors = torch.from_numpy(self.embed_prompts(flat, show_progress=show_progress)) if flat else None
@@ -829,42 +831,31 @@ class HubRouter(
         for group in texts:
             per_model.append(vectors[start : start + len(group)] if group else None)
             start += len(group)
-        return self.register(
+        rows = self.initial_embeddings(
             new_records, per_model, show_progress=show_progress, neighbors=neighbors, neighbor_weight=neighbor_weight
         )
+        return self.register(new_records, rows)
 
     @torch.no_grad()
-    def register(
-        self,
-        records: Sequence[ModelRecord],
-        prompt_vectors: Sequence[torch.Tensor | None] | None = None,
-        show_progress: bool = False,
-        *,
-        neighbors: int = 0,
-        neighbor_weight: float = 0.5,
-    ) -> list[int]:
-        """Register models not yet in the registry with the rows of :meth:`initial_embeddings`.
-
-        The rows are computed before anything changes, so a failure leaves the router as it was.
+    def register(self, records: Sequence[ModelRecord], rows: torch.Tensor) -> list[int]:
+        """Register new models with their embedding rows (from :meth:`initial_embeddings`), all or nothing.
 
         Args:
-            records: New models, as :meth:`Registry.unregistered` returns them.
-            prompt_vectors, show_progress, neighbors, neighbor_weight: As for :meth:`initial_embeddings`.
+            records: Models not registered yet, as :meth:`Registry.unregistered` returns them.
+            rows: ``[len(records), dim]``, one row per record.
 
         Returns:
             The ids given to the models.
 
         Raises:
-            ValueError: a model is already registered, or listed twice.
+            ValueError: a model is already registered or listed twice, or ``rows`` does not match ``records``
+                (nothing changes then).
         """
-        if not records:
-            return []
         keys = [model_key(r.model_id) for r in records]
         if len(set(keys)) != len(keys) or any(r.model_id in self.registry for r in records):
             raise ValueError("register() takes models not registered yet, each once; use add_models() otherwise.")
-        rows = self.initial_embeddings(
-            records, prompt_vectors, show_progress=show_progress, neighbors=neighbors, neighbor_weight=neighbor_weight
-        )
+        if tuple(rows.shape) != (len(records), self.embedding_dim):
+            raise ValueError(f"register() needs {len(records)} rows of size {self.embedding_dim}, got {tuple(rows.shape)}.")
         new_ids = self.registry.extend(records)
         self.append_embeddings(rows)
         return new_ids

@@ -193,10 +193,11 @@ class CARvETrainer(Trainer):
             for i, model_id in enumerate(self.current_model_ids):
                 rows_of.setdefault(model_key(model_id), []).append(i)
             per_model = [vectors[rows_of[model_key(r.model_id)]] for r in new_records]
-            model.register(
+            rows = model.initial_embeddings(
                 new_records, per_model, show_progress=show,
                 neighbors=args.init_neighbors, neighbor_weight=args.init_neighbor_weight,
             )  # fmt: skip
+            model.register(new_records, rows)
 
         labels = [model.registry.index(m) for m in self.current_model_ids + [e.model_id for e in replay]]
         internal = Dataset.from_dict(

@@ -232,6 +232,31 @@ def test_gated_private_deleted_and_cardless_models_are_skipped_and_counted(
     assert state is not None and state.skipped[deleted] == "deleted" and state.skipped[late_gated] == "gated"
 
 
+def test_a_card_that_cannot_be_parsed_is_skipped_and_counted_and_the_crawl_goes_on(
+    hub: SessionHub, catalogue: list[SeedModel], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hubroute.hub import crawl as crawl_module
+
+    seeded = [m for m in newest(catalogue, 30) if len(m.description.split()) > 10][:12]
+    seed_hub(hub, seeded)
+    prefixes = [m.description[:60] for m in seeded]
+    broken = next(m for m, p in zip(seeded, prefixes) if prefixes.count(p) == 1)  # a card no variant shares
+    marker = broken.description[:60]
+
+    def fussy_parse_card(readme: str | None, *args, **kwargs):
+        if readme and marker in readme:
+            raise ValueError("unreadable card")
+        return parse_card(readme, *args, **kwargs)
+
+    monkeypatch.setattr(crawl_module, "parse_card", fussy_parse_card)
+    result = crawler(cutoff_of(seeded), tmp_path).crawl()
+    got = {m.model_id for m in result.records}
+    assert broken.model_id not in got and len(got) == len(seeded) - 1
+    assert result.skipped["bad_card"] == 1 and "bad_card" in result.describe()
+    state = CrawlState.load(tmp_path / "crawl_state.json")
+    assert state is not None and state.skipped[broken.model_id] == "bad_card"
+
+
 # ---------------------------------------------------------------------------------------------------- faults
 def test_a_429_storm_is_waited_out_as_the_server_asks(
     hub: SessionHub, catalogue: list[SeedModel], tmp_path: Path, client_sleeps: Sleeps

@@ -77,7 +77,10 @@ def test_route_loss_prefers_the_gold_and_soft_targets_stay_normalised():
     soft = loss_fn(embeddings[[0, 5]], embeddings, candidates, neighbours, soft_target_eps=0.1)
     assert torch.isfinite(soft) and soft > good  # some mass moved off the (best-scored) gold
     weighted = loss_fn(embeddings[[0, 5]], embeddings, candidates, weights=torch.tensor([1.0, 0.0]))
-    assert torch.allclose(weighted, loss_fn(embeddings[[0]], embeddings, candidates[:1]))
+    assert torch.allclose(weighted, loss_fn(embeddings[[0]], embeddings, candidates[:1]) / 2)
+    # A replay weight counts even when every example of the batch is replayed (no renormalisation).
+    all_replayed = loss_fn(embeddings[[0, 5]], embeddings, candidates, weights=torch.tensor([5.0, 5.0]))
+    assert torch.allclose(all_replayed, 5 * good)
 
 
 def test_anchor_losses_are_zero_at_the_snapshot_and_grow_as_weights_move():

@@ -40,7 +40,7 @@ class CandidateContrastiveLoss(nn.Module):
         soft_target_eps: float = 0.0,
         weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Return the (weighted) mean loss over the batch.
+        """Return the mean loss over the batch, each example's loss scaled by its weight.
 
         Args:
             queries: ``[B, d]`` normalised prompt vectors.
@@ -48,7 +48,8 @@ class CandidateContrastiveLoss(nn.Module):
             candidates: ``[B, K]`` registry ids, gold at position 0.
             neighbours: ``[B, K]`` booleans marking the gold's neighbours among the candidates.
             soft_target_eps: Target mass moved from the gold to its neighbours.
-            weights: ``[B]`` per-example weights (e.g. to up-weight replayed examples).
+            weights: ``[B]`` per-example loss multipliers (e.g. to up-weight replayed examples). They are
+                not renormalised, so a weight of 5 counts an example five times whatever else is in its batch.
         """
         logits = torch.einsum("bd,bkd->bk", queries, embeddings[candidates]) / self.temperature
         log_probs = F.log_softmax(logits.float(), dim=-1)
@@ -65,7 +66,7 @@ class CandidateContrastiveLoss(nn.Module):
         per_example = -(targets * log_probs).sum(dim=-1)
         if weights is None:
             return per_example.mean()
-        return (per_example * weights).sum() / weights.sum().clamp(min=1e-8)
+        return (per_example * weights).mean()
 
 
 class EmbeddingAnchorLoss(nn.Module):

@@ -150,10 +150,18 @@ class PromptEncoder(nn.Module):
             lora_kwargs: ``peft.LoraConfig`` arguments, e.g. ``{"r": 8, "lora_alpha": 16,
                 "target_modules": ["query", "key", "value"]}``.
         """
-        from peft import LoraConfig
+        from peft import LoraConfig, get_peft_model
 
-        self.model.add_adapter(LoraConfig(**lora_kwargs))
+        backbone = self.model[0]
+        backbone.model = get_peft_model(backbone.model, LoraConfig(**lora_kwargs))
         self.config.lora = dict(lora_kwargs)
+
+    def _load_lora(self, adapter_folder: Path) -> None:
+        """Attach the trainable peft adapter saved in ``adapter_folder`` by :meth:`save`."""
+        from peft import PeftModel
+
+        backbone = self.model[0]
+        backbone.model = PeftModel.from_pretrained(backbone.model, str(adapter_folder), is_trainable=True)
 
     def tokenize(self, prompts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Tokenise prompts, truncating to ``max_length`` tokens (default ``config.max_length``)."""
@@ -226,6 +234,6 @@ class PromptEncoder(nn.Module):
         config.lora = None
         encoder = cls(config)
         if weights == "adapter":
-            encoder.model[0].model.load_adapter(str(folder / "adapter"))
+            encoder._load_lora(folder / "adapter")
             encoder.config.lora = lora
         return encoder

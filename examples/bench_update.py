@@ -66,9 +66,13 @@ NEW = "hugging-bench-2"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "cmrbench"), help="CMRBench folder.")
-    parser.add_argument("--router", default=None, help="A router trained on experiences 1-3 (else trained here).")
+    parser.add_argument(
+        "--router", default=None, help="A router trained on experiences 1-3 (else trained here)."
+    )
     parser.add_argument("--workdir", default="runs/update-bench", help="Routers, crawl state, experience.")
     parser.add_argument("--output", default="results/update_bench.json", help="JSON results.")
     parser.add_argument("--since", default="2025-06", help="Crawl cutoff.")
@@ -78,8 +82,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-forgetting", type=float, default=1.0)
     parser.add_argument("--config", default=None, help="YAML overriding the update recipe.")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-real-val", action="store_true", help="Skip the training on experience 4's val.")
-    parser.add_argument("--dev", action="store_true", help="Development protocol (no eval prompt, no experience 4).")
+    parser.add_argument(
+        "--skip-real-val", action="store_true", help="Skip the training on experience 4's val."
+    )
+    parser.add_argument(
+        "--dev", action="store_true", help="Development protocol (no eval prompt, no experience 4)."
+    )
     parser.add_argument("--dev-since", default="2025-03", help="Experience 3's models held out for --dev.")
     return parser.parse_args()
 
@@ -98,8 +106,13 @@ def evaluate_bm25(registry, test, labels) -> dict[str, float]:
     from hubroute.bench.metrics import score_predictions
 
     index = BM25Index([r.document() for r in registry])
-    predicted = [[registry[i].model_id for i in row] for row in index.search(list(test["prompt"]), 5).tolist()]
-    return {k: round(v, 2) for k, v in score_predictions(predicted, test["model_id"], test["domain"], labels).items()}
+    predicted = [
+        [registry[i].model_id for i in row] for row in index.search(list(test["prompt"]), 5).tolist()
+    ]
+    return {
+        k: round(v, 2)
+        for k, v in score_predictions(predicted, test["model_id"], test["domain"], labels).items()
+    }
 
 
 def protocol(args: argparse.Namespace, bench):
@@ -114,7 +127,9 @@ def protocol(args: argparse.Namespace, bench):
         return trains, tests, bench[NEW].test, cmrbench_models(args.data, [NEW, OLD[-1]]), args.since
     cutoff_ms = parse_since(args.dev_since).timestamp() * 1000
     last = bench[OLD[-1]].train
-    arrived = [i for i, created in enumerate(last["created_at"]) if created is not None and created >= cutoff_ms]
+    arrived = [
+        i for i, created in enumerate(last["created_at"]) if created is not None and created >= cutoff_ms
+    ]
     kept = sorted(set(range(len(last))) - set(arrived))
     trains = {**{name: bench[name].train for name in OLD[:-1]}, OLD[-1]: last.select(kept)}
     models = cmrbench_models(args.data, [OLD[-1]], splits=("val",))
@@ -125,11 +140,15 @@ def train_old_router(trains: dict, folder: Path, seed: int):
     from hubroute import CARvEConfig, CARvETrainer, HubRouter
 
     router = HubRouter()
-    config = CARvEConfig(output_dir=str(folder.parent / "trainer"), holdout_fraction=0.05, seed=seed, disable_tqdm=True)
+    config = CARvEConfig(
+        output_dir=str(folder.parent / "trainer"), holdout_fraction=0.05, seed=seed, disable_tqdm=True
+    )
     for name, train in trains.items():
         started = time.perf_counter()
         CARvETrainer(model=router, args=config, train_dataset=train, experience=name).train()
-        print(f"trained {name} in {time.perf_counter() - started:.0f} s: {router.num_models} models", flush=True)
+        print(
+            f"trained {name} in {time.perf_counter() - started:.0f} s: {router.num_models} models", flush=True
+        )
     router.save_pretrained(folder)
     return router
 
@@ -166,7 +185,11 @@ def main() -> None:
         old_dir = workdir / "router-e1-e3"
         old = train_old_router(trains, old_dir, args.seed)
     times["old_router_s"] = time.perf_counter() - started
-    results["old_router"] = {"path": str(old_dir), "models": old.num_models, "experiences": old.info.get("experiences")}
+    results["old_router"] = {
+        "path": str(old_dir),
+        "models": old.num_models,
+        "experiences": old.info.get("experiences"),
+    }
 
     # 2. the local Hub: experiences 3 and 4's models, cards only
     hub_root = Path(tempfile.mkdtemp(prefix="hubroute-bench-hub-"))
@@ -205,7 +228,11 @@ def main() -> None:
     covered = sum(m in updated.registry for m in test_new["model_id"])
     results["new_gold_in_registry_percent"] = round(100 * covered / len(test_new), 2)
     rows: dict[str, dict] = {}
-    all_records = [r for train in (*trains.values(), test_new if args.dev else bench[NEW].train) for r in records_from_rows(train)]
+    all_records = [
+        r
+        for train in (*trains.values(), test_new if args.dev else bench[NEW].train)
+        for r in records_from_rows(train)
+    ]
     started = time.perf_counter()
     zero = zero_shot_router(all_records)
     rows["zero-shot retrieval (MiniLM, cards)"] = {"new": evaluate(zero, test_new, labels)}
@@ -225,7 +252,8 @@ def main() -> None:
         CARvETrainer(model=real, args=config, train_dataset=bench[NEW].train, experience=NEW).train()
         times["real_val_train_s"] = time.perf_counter() - started
         rows["trained on E4's real val prompts"] = {
-            "new": evaluate(real, test_new, labels), "old": {e: evaluate(real, test, labels) for e, test in old_tests.items()}
+            "new": evaluate(real, test_new, labels),
+            "old": {e: evaluate(real, test, labels) for e, test in old_tests.items()},
         }
     before = rows["E1-3 router (before)"]["old"]
     for row in rows.values():
@@ -233,7 +261,9 @@ def main() -> None:
             row["forgetting"] = {
                 lvl: {e: round(before[e][lvl] - row["old"][e][lvl], 2) for e in OLD} for lvl in LEVELS
             }
-            row["forgetting_mean"] = {lvl: round(sum(row["forgetting"][lvl].values()) / len(OLD), 2) for lvl in LEVELS}
+            row["forgetting_mean"] = {
+                lvl: round(sum(row["forgetting"][lvl].values()) / len(OLD), 2) for lvl in LEVELS
+            }
             row["forgetting_max"] = {lvl: max(row["forgetting"][lvl].values()) for lvl in LEVELS}
     results["rows"] = rows
     results["times_s"] = {k: round(v, 1) for k, v in times.items()}
@@ -254,7 +284,9 @@ def main() -> None:
 
 def print_table(results: dict) -> None:
     new = "E4" if results["protocol"] == "public" else "arrivals"
-    print(f"\n| method | {new} M-Acc | {new} F-Acc | {new} D-Acc | {new} M@5 | E1-3 M-Fgt | E1-3 F-Fgt | E1-3 D-Fgt |")
+    print(
+        f"\n| method | {new} M-Acc | {new} F-Acc | {new} D-Acc | {new} M@5 | E1-3 M-Fgt | E1-3 F-Fgt | E1-3 D-Fgt |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, row in results["rows"].items():
         new = row["new"]

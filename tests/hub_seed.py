@@ -110,7 +110,9 @@ def _library(framework: Any) -> str | None:
 
 
 def cmrbench_models(
-    cmrbench_dir: str | Path, experiences: Sequence[str] | None = None, splits: Sequence[str] = ("val", "eval")
+    cmrbench_dir: str | Path,
+    experiences: Sequence[str] | None = None,
+    splits: Sequence[str] = ("val", "eval"),
 ) -> list[SeedModel]:
     """One :class:`SeedModel` per CMRBench model (first row wins; ids compared case-insensitively).
 
@@ -254,8 +256,8 @@ def seed_hub(
             library_name=model.library_name if not model.with_card else None,
         )
         seeded.append(model)
-        (gated if model.gated else private if model.private else without if not model.with_card else []).append(
-            model.model_id
-        )
+        (
+            gated if model.gated else private if model.private else without if not model.with_card else []
+        ).append(model.model_id)
         previous = model.model_id
     return SeedReport(seeded, gated, private, without)

@@ -68,7 +68,9 @@ def test_scores_count_model_family_and_domain_hits():
         ["a/x", "a/y", "b/z", "a/x"], ["fx", "fx", "fz", "fx"], ["Audio", "Audio", "Vision", "Audio"]
     )
     predicted = [["a/x", "b/z"], ["a/y", "a/x"], ["b/z", "a/x"], ["A/X"]]
-    scores = score_predictions(predicted, ["a/x", "a/x", "a/x", "a/x"], ["Audio", "Audio", "Audio", "Audio"], labels)
+    scores = score_predictions(
+        predicted, ["a/x", "a/x", "a/x", "a/x"], ["Audio", "Audio", "Audio", "Audio"], labels
+    )
     assert scores == {"M": 50.0, "F": 75.0, "D": 75.0, "M_at5": 100.0}
 
 
@@ -93,8 +95,14 @@ def test_runner_produces_every_method_on_a_small_bench(small_bench, tiny_config)
     from hubroute.bench.runner import METHODS, format_table, merge_results, run_cmrbench
 
     config = CARvEConfig(num_train_epochs=1, per_device_train_batch_size=16, output_dir="unused", seed=0)
-    results = run_cmrbench(small_bench, methods=METHODS, seeds=[0, 1], config=config, router_config=tiny_config,
-                           show_progress=False)
+    results = run_cmrbench(
+        small_bench,
+        methods=METHODS,
+        seeds=[0, 1],
+        config=config,
+        router_config=tiny_config,
+        show_progress=False,
+    )
     assert list(results) == list(METHODS)
     for method, r in results.items():
         for key in ("M_acc", "F_acc", "D_acc", "M_fgt", "F_fgt", "D_fgt", "M_at5"):
@@ -111,11 +119,17 @@ def test_runner_produces_every_method_on_a_small_bench(small_bench, tiny_config)
 
     # Runs made separately (one seed each, other methods) merge into the numbers of the single run.
     def one_seed(result, i):
-        return {**result, "matrices": [result["matrices"][i]], "seeds": [result["seeds"][i]],
-                "wall_time_s": {"per_experience": [result["wall_time_s"]["per_experience"][i]]}}
+        return {
+            **result,
+            "matrices": [result["matrices"][i]],
+            "seeds": [result["seeds"][i]],
+            "wall_time_s": {"per_experience": [result["wall_time_s"]["per_experience"][i]]},
+        }
 
-    merged = merge_results({"carve": one_seed(results["carve"], 0)},
-                           {"carve": one_seed(results["carve"], 1), "bm25": results["bm25"]})
+    merged = merge_results(
+        {"carve": one_seed(results["carve"], 0)},
+        {"carve": one_seed(results["carve"], 1), "bm25": results["bm25"]},
+    )
     assert list(merged) == ["carve", "bm25"] and merged["carve"]["seeds"] == [0, 1]
     for key in ("M_acc", "F_acc", "D_acc", "M_at5", "M_fgt", "D_fgt"):
         assert merged["carve"][key] == pytest.approx(results["carve"][key], abs=1e-3), key

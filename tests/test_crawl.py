@@ -152,7 +152,9 @@ def test_a_500_model_crawl_takes_under_a_minute_and_a_rerun_adds_nothing(
     assert result.skipped["gated"] == len(report.gated)
     assert result.skipped["no_card"] >= len(report.without_card)
     assert result.listed == len(seeded[:540]) and not result.failed
-    assert [m.created_at for m in result.records] == sorted((m.created_at for m in result.records), reverse=True)
+    assert [m.created_at for m in result.records] == sorted(
+        (m.created_at for m in result.records), reverse=True
+    )
 
     by_id = {m.model_id: m for m in seeded}
     plain = [m for m in result.records if not re.search(r"[#*`\[<|_]", by_id[m.model_id].description)]
@@ -220,13 +222,17 @@ def test_gated_private_deleted_and_cardless_models_are_skipped_and_counted(
     hub.inject(re.escape(f"/{late_gated}/resolve/"), status=403, headers={"X-Error-Code": "GatedRepo"})
     since = cutoff_of(seeded)
 
-    result = crawler(since, tmp_path, token=hub.write_token).crawl()  # the token can see tester's private repos
+    result = crawler(
+        since, tmp_path, token=hub.write_token
+    ).crawl()  # the token can see tester's private repos
     got = {m.model_id for m in result.records}
     assert deleted not in got and late_gated not in got
     assert result.skipped["gated"] == len(report.gated) + 1
     assert result.skipped["deleted"] == 1
     assert result.skipped["no_card"] >= len(report.without_card)
-    assert result.skipped["private"] == sum(m.model_id.startswith(f"{hub.user}/") for m in seeded if m.private)
+    assert result.skipped["private"] == sum(
+        m.model_id.startswith(f"{hub.user}/") for m in seeded if m.private
+    )
     assert "gated" in result.describe() and "deleted" in result.describe()
     state = CrawlState.load(tmp_path / "crawl_state.json")
     assert state is not None and state.skipped[deleted] == "deleted" and state.skipped[late_gated] == "gated"
@@ -267,7 +273,9 @@ def test_a_429_storm_is_waited_out_as_the_server_asks(
     hub.inject(r"/resolve/main/README\.md$", status=429, times=12, headers={"Retry-After": "7"})
     hub.inject(r"^/api/models$", status=429, times=2, headers={"Retry-After": "3"}, method="GET")
     sleeps = Sleeps()
-    result = crawler(since, tmp_path, workers=1, retry=RetryPolicy(sleep=sleeps, jitter=0.0, max_retries=20)).crawl()
+    result = crawler(
+        since, tmp_path, workers=1, retry=RetryPolicy(sleep=sleeps, jitter=0.0, max_retries=20)
+    ).crawl()
     assert not result.failed and len(result.records) >= 38
     assert sleeps == [7.0] * 12  # every card retry waited what Retry-After asked, once
     assert client_sleeps == [4.0, 4.0]  # huggingface_hub honours Retry-After (+1 s) on listing pages
@@ -367,6 +375,8 @@ def test_a_crash_mid_crawl_resumes_to_exactly_the_records_of_an_uninterrupted_cr
     assert hub.count(r"/resolve/") <= len(seeded) - 47  # only what the crashed run had not handled
     assert [m.to_dict() for m in resumed.records] == [m.to_dict() for m in reference.records]
 
-    shutil.copy(tmp_path / "checkpoint-at-40.json", tmp_path / "killed.json")  # a hard kill: the last checkpoint
+    shutil.copy(
+        tmp_path / "checkpoint-at-40.json", tmp_path / "killed.json"
+    )  # a hard kill: the last checkpoint
     killed = HubCrawler(since, state_path=tmp_path / "killed.json", show_progress=False).crawl()
     assert [m.to_dict() for m in killed.records] == [m.to_dict() for m in reference.records]

@@ -33,10 +33,25 @@ from hubroute import (
 if TYPE_CHECKING:
     from conftest import SessionHub
 
-DOMAINS = ["Audio Automatic Speech Recognition", "Computer Vision Object Detection", "Natural Language Processing Translation"]
+DOMAINS = [
+    "Audio Automatic Speech Recognition",
+    "Computer Vision Object Detection",
+    "Natural Language Processing Translation",
+]
 TOPICS = ["transcribe the audio", "detect objects in the photo", "translate the text"]
-PROMPTS = ["transcribe this interview to text", "find the cars in this street photo", "translate my letter to German"]
-ROUTER_FILES = {".gitattributes", "README.md", "config.json", "model.safetensors", "registry.json", "training_state.json"}
+PROMPTS = [
+    "transcribe this interview to text",
+    "find the cars in this street photo",
+    "translate my letter to German",
+]
+ROUTER_FILES = {
+    ".gitattributes",
+    "README.md",
+    "config.json",
+    "model.safetensors",
+    "registry.json",
+    "training_state.json",
+}
 CREATED_AT = [1735689600000, 1740000000000, 1748736000000]  # 2025-01-01, 2025-02-19, 2025-06-01 (UTC, ms)
 EVALUATION = {
     "dataset_name": "CMRBench",
@@ -62,16 +77,30 @@ def experience(models: range, per_model: int = 3):
 def train(router: HubRouter, models: range, name: str, tmp_path: Path, **changes) -> HubRouter:
     """One epoch of CARvE on a tiny experience (settings sized for a handful of models)."""
     args = CARvEConfig(
-        output_dir=str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=8, num_candidates=6,
-        num_hard_negatives=1, num_group_negatives=2, num_far_negatives=2, disable_tqdm=True, seed=0,
-        replay_fraction=0.5, logging_steps=1000,
+        output_dir=str(tmp_path / "out"),
+        num_train_epochs=1,
+        per_device_train_batch_size=8,
+        num_candidates=6,
+        num_hard_negatives=1,
+        num_group_negatives=2,
+        num_far_negatives=2,
+        disable_tqdm=True,
+        seed=0,
+        replay_fraction=0.5,
+        logging_steps=1000,
     )
-    CARvETrainer(model=router, args=dataclasses.replace(args, **changes), train_dataset=experience(models),
-                 experience=name).train()
+    CARvETrainer(
+        model=router,
+        args=dataclasses.replace(args, **changes),
+        train_dataset=experience(models),
+        experience=name,
+    ).train()
     return router
 
 
-def seed(hub: SessionHub, repo_id: str, folder: Path, replace: dict[str, bytes] | None = None, **repo) -> None:
+def seed(
+    hub: SessionHub, repo_id: str, folder: Path, replace: dict[str, bytes] | None = None, **repo
+) -> None:
     """Create ``repo_id`` on the server straight from a saved router folder (no HTTP), with files replaced."""
     files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     hub.add_repo(repo_id, files={**files, **(replace or {})}, **repo)
@@ -96,14 +125,21 @@ def router_folder(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_path: P
     router = HubRouter(RouterConfig(encoder=EncoderConfig(str(tiny_encoder_path), max_length=64)))
     router.add_models(
         [
-            ModelRecord(f"org/model-{m}", family=f"family-{m}", domain=DOMAINS[m], card_text=TOPICS[m],
-                        created_at=CREATED_AT[m])
+            ModelRecord(
+                f"org/model-{m}",
+                family=f"family-{m}",
+                domain=DOMAINS[m],
+                card_text=TOPICS[m],
+                created_at=CREATED_AT[m],
+            )
             for m in range(3)
         ],
         experience="e1",
     )
     router.info["experiences"] = ["e1"]
-    router.training_state["replay"] = [{"prompt": "p", "model_id": "org/model-0", "domain": None, "experience": "e1"}]
+    router.training_state["replay"] = [
+        {"prompt": "p", "model_id": "org/model-0", "domain": None, "experience": "e1"}
+    ]
     folder = tmp_path_factory.mktemp("seed") / "router"
     router.save_pretrained(folder)
     return folder
@@ -119,7 +155,9 @@ def quick_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
 # ------------------------------------------------------------------------------------- the user's line
 
 
-def test_the_users_exact_line_routes_like_the_local_router(hub: SessionHub, fresh_cache: Path, tmp_path: Path) -> None:
+def test_the_users_exact_line_routes_like_the_local_router(
+    hub: SessionHub, fresh_cache: Path, tmp_path: Path
+) -> None:
     router = train(HubRouter(), range(6), "2026-05", tmp_path, encoder_mode="frozen")  # the bundled MiniLM
     commit = router.push_to_hub("collagelab/carve", token=hub.write_token)
     assert commit.commit_url.startswith(f"{hub.endpoint}/collagelab/carve/commit/")
@@ -132,7 +170,10 @@ def test_the_users_exact_line_routes_like_the_local_router(hub: SessionHub, fres
     assert loaded.config.encoder.name_or_path == "bundled:all-MiniLM-L6-v2"
     assert best == router.route(prompt)
     assert same_scores(loaded, router)
-    assert loaded.training_state == router.training_state and loaded.registry.to_list() == router.registry.to_list()
+    assert (
+        loaded.training_state == router.training_state
+        and loaded.registry.to_list() == router.registry.to_list()
+    )
     assert any(fresh_cache.glob("models--collagelab--carve/snapshots/*/config.json"))
     assert ModelCard.load("collagelab/carve").data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -220,12 +261,24 @@ def test_a_router_on_a_local_frozen_encoder_is_not_pushed(
         ("read", "collagelab/r", None, ["HTTP 403", "cannot write to the namespace 'collagelab'"]),
         ("write", "acme/r", None, ["HTTP 403", "cannot write to the namespace 'acme'"]),
         ("write", "tester/r", (r"/commit/main$", 429, {"Retry-After": "30"}), ["HTTP 429", "wait 30 s"]),
-        ("write", "tester/r", (r"/commit/main$", 500, {}), ["HTTP 500", "Retry later", "Pushing again is safe"]),
+        (
+            "write",
+            "tester/r",
+            (r"/commit/main$", 500, {}),
+            ["HTTP 500", "Retry later", "Pushing again is safe"],
+        ),
     ],
 )
 def test_push_failures_name_the_repo_and_the_fix(
-    hub: SessionHub, router_folder: Path, token: str | None, repo: str, fault, expected: list[str],
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    hub: SessionHub,
+    router_folder: Path,
+    token: str | None,
+    repo: str,
+    fault,
+    expected: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     token = {"read": hub.read_token, "write": hub.write_token}.get(token, token)  # type: ignore[arg-type]
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the push stages the router
@@ -245,10 +298,14 @@ def test_push_failures_name_the_repo_and_the_fix(
 
 
 def test_a_push_that_times_out_says_so(hub: SessionHub, router_folder: Path, quick_timeouts: None) -> None:
-    hub.inject(r"/commit/main$", status=500, delay=2.0)  # the client gives up first; the server changes nothing
+    hub.inject(
+        r"/commit/main$", status=500, delay=2.0
+    )  # the client gives up first; the server changes nothing
     router = HubRouter.from_pretrained(router_folder)
     router.encoder.fine_tuned = True
-    with pytest.raises(HubAccessError, match=r"did not answer in time for the model repo 'tester/slow'.*Pushing again"):
+    with pytest.raises(
+        HubAccessError, match=r"did not answer in time for the model repo 'tester/slow'.*Pushing again"
+    ):
         router.push_to_hub("tester/slow", token=hub.write_token)
 
 
@@ -270,22 +327,38 @@ def test_the_card_passes_hub_validation_and_carries_the_metrics(
     path.write_text(str(card))
     metadata = metadata_load(path)
     assert metadata is not None
-    assert (metadata["library_name"], metadata["license"], metadata["datasets"]) == ("hubroute", "mit", ["collagelab/cmrbench"])
+    assert (metadata["library_name"], metadata["license"], metadata["datasets"]) == (
+        "hubroute",
+        "mit",
+        ["collagelab/cmrbench"],
+    )
     assert {"hubroute", "model-routing", "carve"} <= set(metadata["tags"])
     assert "base_model" not in metadata  # a local encoder has no Hub id
     name, results = model_index_to_eval_results(metadata["model-index"])
     assert name == repo_id.split("/")[1]
     values = {r.metric_type: r.metric_value for r in results}
     assert values == {"M_acc": 61.23, "F_acc": 70.5, "D_acc": 88.0, "M_fgt": 3.25}
-    assert {(r.dataset_name, r.dataset_type, r.dataset_split) for r in results} == {("CMRBench", "collagelab/cmrbench", "eval")}
+    assert {(r.dataset_name, r.dataset_type, r.dataset_split) for r in results} == {
+        ("CMRBench", "collagelab/cmrbench", "eval")
+    }
     info = HfApi().model_info(repo_id)
     assert info.card_data is not None and info.card_data.eval_results is not None
     assert {"hubroute", "dataset:collagelab/cmrbench", "license:mit"} <= set(info.tags or [])
 
     body = card.text
-    for expected in ["| models | 3 |", "| families | 3 |", "| domains | 3 |", "| experiences learned | 1 (e1) |",
-                     "| model creation dates | 2025-01-01 to 2025-06-01 |", f'HubRouter.from_pretrained("{repo_id}")', "push_to_hub(",
-                     "| Model accuracy (top-1) | 61.2 |", "| Model forgetting | 3.2 |", "## Limits", "local model (`model`)"]:
+    for expected in [
+        "| models | 3 |",
+        "| families | 3 |",
+        "| domains | 3 |",
+        "| experiences learned | 1 (e1) |",
+        "| model creation dates | 2025-01-01 to 2025-06-01 |",
+        f'HubRouter.from_pretrained("{repo_id}")',
+        "push_to_hub(",
+        "| Model accuracy (top-1) | 61.2 |",
+        "| Model forgetting | 3.2 |",
+        "## Limits",
+        "local model (`model`)",
+    ]:
         assert expected in body, expected
     assert str(router_folder.parent) not in str(card)
     for token in (hub.write_token, hub.read_token):
@@ -309,7 +382,10 @@ def test_a_card_without_results_says_so_and_still_validates(
 
 
 def test_offline_loads_come_from_the_cache(
-    hub: SessionHub, make_repo_id: Callable[..., str], router_folder: Path, fresh_cache: Path,
+    hub: SessionHub,
+    make_repo_id: Callable[..., str],
+    router_folder: Path,
+    fresh_cache: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     repo_id = make_repo_id("offline")
@@ -340,7 +416,9 @@ def test_an_interrupted_download_is_never_loaded(
     snapshot = next(fresh_cache.glob("models--*/snapshots/*"))
     assert (snapshot / "config.json").exists() and not (snapshot / "model.safetensors").exists()
     assert not list(fresh_cache.rglob("*.incomplete"))
-    with pytest.raises(CheckpointNotFoundError, match=rf"cached copy of the model repo '{repo_id}' is incomplete"):
+    with pytest.raises(
+        CheckpointNotFoundError, match=rf"cached copy of the model repo '{repo_id}' is incomplete"
+    ):
         HubRouter.from_pretrained(repo_id, local_files_only=True)
     assert HubRouter.from_pretrained(repo_id).num_models == 3  # online again: the snapshot is completed
 
@@ -369,12 +447,18 @@ def test_missing_repo_revision_and_private_repo(
 ) -> None:
     seed(hub, "collagelab/private", router_folder, private=True)
     seed(hub, "tester/public", router_folder)
-    not_found = "was not found, or it is private and no token with access was given. Check the id, or pass a token"
+    not_found = (
+        "was not found, or it is private and no token with access was given. Check the id, or pass a token"
+    )
     cases = [
         ("tester/missing", {}, not_found),
         ("collagelab/private", {}, not_found),
         ("collagelab/private", {"token": hub.read_token}, not_found),
-        ("tester/public", {"revision": "e9"}, "at revision 'e9' does not exist: no such branch, tag or commit"),
+        (
+            "tester/public",
+            {"revision": "e9"},
+            "at revision 'e9' does not exist: no such branch, tag or commit",
+        ),
     ]
     for repo_id, kwargs, expected in cases:
         with pytest.raises(CheckpointNotFoundError) as error:
@@ -396,8 +480,10 @@ def test_gated_repo_needs_access(hub: SessionHub, router_folder: Path, fresh_cac
     ("files", "expected"),
     [
         ({"README.md": "---\nlicense: mit\n---\n# Notes\n"}, "not a hubroute router: it has no config.json"),
-        ({"config.json": json.dumps({"model_type": "bert"}), "model.safetensors": b"x" * 1000},
-         "is not a hubroute router (config.json has no 'library_name: hubroute')"),
+        (
+            {"config.json": json.dumps({"model_type": "bert"}), "model.safetensors": b"x" * 1000},
+            "is not a hubroute router (config.json has no 'library_name: hubroute')",
+        ),
     ],
     ids=["no-config", "transformers-model"],
 )
@@ -415,7 +501,12 @@ def test_a_newer_format_is_refused_with_an_upgrade_hint(
     hub: SessionHub, router_folder: Path, fresh_cache: Path
 ) -> None:
     config = json.loads((router_folder / "config.json").read_text())
-    seed(hub, "tester/future", router_folder, {"config.json": json.dumps({**config, "format_version": 99}).encode()})
+    seed(
+        hub,
+        "tester/future",
+        router_folder,
+        {"config.json": json.dumps({**config, "format_version": 99}).encode()},
+    )
     with pytest.raises(IncompatibleCheckpointError) as error:
         HubRouter.from_pretrained("tester/future")
     message = str(error.value)
@@ -424,7 +515,9 @@ def test_a_newer_format_is_refused_with_an_upgrade_hint(
     assert hub.count(r"/resolve/.*/model\.safetensors$") == 0
 
 
-def test_a_corrupt_file_on_the_hub_is_detected(hub: SessionHub, router_folder: Path, fresh_cache: Path) -> None:
+def test_a_corrupt_file_on_the_hub_is_detected(
+    hub: SessionHub, router_folder: Path, fresh_cache: Path
+) -> None:
     weights = bytearray((router_folder / "model.safetensors").read_bytes())
     weights[-5] ^= 0xFF
     seed(hub, "tester/corrupt", router_folder, {"model.safetensors": bytes(weights)})
@@ -467,4 +560,7 @@ def test_a_download_that_times_out_says_so(
     with pytest.raises(HubAccessError) as error:
         HubRouter.from_pretrained("tester/slow")
     message = str(error.value)
-    assert "did not answer in time for the model repo 'tester/slow'" in message and "HF_HUB_DOWNLOAD_TIMEOUT" in message
+    assert (
+        "did not answer in time for the model repo 'tester/slow'" in message
+        and "HF_HUB_DOWNLOAD_TIMEOUT" in message
+    )

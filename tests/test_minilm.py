@@ -16,10 +16,16 @@ ASR, DET, MT, T2I = (
     "Multimodal Text-to-Image",
 )
 MODELS = [
-    ModelRecord("openai/whisper-small", "whisper", ASR, "Whisper transcribes speech in audio recordings into text."),
-    ModelRecord("facebook/detr-resnet-50", "detr", DET, "DETR detects objects in images and draws bounding boxes."),
+    ModelRecord(
+        "openai/whisper-small", "whisper", ASR, "Whisper transcribes speech in audio recordings into text."
+    ),
+    ModelRecord(
+        "facebook/detr-resnet-50", "detr", DET, "DETR detects objects in images and draws bounding boxes."
+    ),
     ModelRecord("Helsinki-NLP/opus-mt-en-de", "opus-mt", MT, "MarianMT translates English text into German."),
-    ModelRecord("stabilityai/sdxl-turbo", "sdxl", T2I, "SDXL Turbo generates images from a text description."),
+    ModelRecord(
+        "stabilityai/sdxl-turbo", "sdxl", T2I, "SDXL Turbo generates images from a text description."
+    ),
 ]
 PROMPTS = {
     "Transcribe this interview recording for me": "openai/whisper-small",

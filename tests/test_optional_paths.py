@@ -32,7 +32,9 @@ def test_bf16_autocast_training_on_cpu(tiny_config, tmp_path, encoder_mode):
     assert router.model_embeddings.dtype == torch.float32  # master weights stay fp32 under autocast
     router.save_pretrained(tmp_path / "saved")
     reloaded = HubRouter.from_pretrained(tmp_path / "saved")
-    assert reloaded.route(data["prompt"][0], top_k=3)[0].model_id == router.route(data["prompt"][0])[0].model_id
+    assert (
+        reloaded.route(data["prompt"][0], top_k=3)[0].model_id == router.route(data["prompt"][0])[0].model_id
+    )
 
 
 def test_lora_decoder_in_bf16_on_cpu(tiny_decoder_path, tmp_path):
@@ -44,4 +46,8 @@ def test_lora_decoder_in_bf16_on_cpu(tiny_decoder_path, tmp_path):
     reloaded = HubRouter.from_pretrained(tmp_path / "lora")
     assert reloaded.encoder.has_lora
     prompts = experience(range(6))["prompt"][:3]
-    assert torch.allclose(torch.from_numpy(router.embed_prompts(prompts)), torch.from_numpy(reloaded.embed_prompts(prompts)), atol=1e-5)
+    assert torch.allclose(
+        torch.from_numpy(router.embed_prompts(prompts)),
+        torch.from_numpy(reloaded.embed_prompts(prompts)),
+        atol=1e-5,
+    )

@@ -65,20 +65,32 @@ def test_published_cmrbench_loads_back_identical_to_the_files(hub, make_repo_id,
     for name, stem in MODEL_INDEX_FILES.items():
         split = models[stem]
         assert split.features == model_features()
-        assert [json.loads(m) for m in split["metadata"]] == raw_records(cmrbench_dir / "model_indices" / f"{stem}.json")
+        assert [json.loads(m) for m in split["metadata"]] == raw_records(
+            cmrbench_dir / "model_indices" / f"{stem}.json"
+        )
         assert set(split["experience"]) == {name}
 
     # plain `datasets` sees typed configs; the card keeps what `datasets` wrote and adds ours
     mllm = load_dataset(repo_id, "mllm")
-    assert mllm["test"].features["created_at"].dtype == "int64" and mllm.num_rows == {"train": 688, "test": 809}
+    assert mllm["test"].features["created_at"].dtype == "int64" and mllm.num_rows == {
+        "train": 688,
+        "test": 809,
+    }
     card = DatasetCard.load(repo_id, repo_type="dataset")
     data = card.data.to_dict()
     assert data["license"] == "mit" and data["pretty_name"] == "CMRBench"
     assert [c["config_name"] for c in data["configs"]] == [*EXPERIENCES, MODELS_CONFIG]
     assert {i["config_name"] for i in data["dataset_info"]} == {*EXPERIENCES, MODELS_CONFIG}
-    for text in ("COLLAGE Lab", "MIT licence", "## The public protocol", "| CARvE, 20% replay | 46.4 |",
-                 "hubroute eval --router", f'load_dataset("{repo_id}", "apibench-hf")', "| `api_data` | string |",
-                 "| 2 | `mllm` | MLLM / ToolMMBench | 688 | 809 | 481 | 359 |"):
+    for text in (
+        "COLLAGE Lab",
+        "MIT licence",
+        "## The public protocol",
+        "| CARvE, 20% replay | 46.4 |",
+        "hubroute eval --router",
+        f'load_dataset("{repo_id}", "apibench-hf")',
+        "| `api_data` | string |",
+        "| 2 | `mllm` | MLLM / ToolMMBench | 688 | 809 | 481 | 359 |",
+    ):
         assert text in card.text, text
 
 
@@ -86,10 +98,26 @@ def test_publish_command_and_hub_errors(hub, make_repo_id, cmrbench_dir, monkeyp
     repo_id = make_repo_id("cmr-cli")
     monkeypatch.setenv("HF_TOKEN", hub.write_token)  # the command's login, as a user's environment gives it
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_IMPLICIT_TOKEN", False)
-    assert main(["bench", "publish", "--data", str(cmrbench_dir), "--repo", repo_id, "--experiences", "mllm",
-                 "--private"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "publish",
+                "--data",
+                str(cmrbench_dir),
+                "--repo",
+                repo_id,
+                "--experiences",
+                "mllm",
+                "--private",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert "mllm: train 688, test 809" in out and "models: e1_e2 1354" in out and f"/datasets/{repo_id}" in out
+    assert (
+        "mllm: train 688, test 809" in out and "models: e1_e2 1354" in out and f"/datasets/{repo_id}" in out
+    )
     assert load_cmrbench(repo_id, experiences=["mllm"]).names == ["mllm"]
     with pytest.raises(DataFormatError, match="not a CMRBench published with `hubroute bench publish`"):
         load_cmrbench(repo_id, experiences=["apibench-hf"])  # not published there
@@ -98,7 +126,9 @@ def test_publish_command_and_hub_errors(hub, make_repo_id, cmrbench_dir, monkeyp
 
     monkeypatch.delenv("HF_TOKEN")
     missing = make_repo_id("missing")
-    with pytest.raises(CheckpointNotFoundError, match=f"dataset repo '{missing}' was not found, or it is private"):
+    with pytest.raises(
+        CheckpointNotFoundError, match=f"dataset repo '{missing}' was not found, or it is private"
+    ):
         load_cmrbench(missing)
     with pytest.raises(HubAccessError, match="needs a write token|cannot write"):
         publish_cmrbench(cmrbench_dir, make_repo_id("cmr-denied"), experiences=["mllm"], token=hub.read_token)

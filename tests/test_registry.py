@@ -63,7 +63,9 @@ def test_wrong_types_are_refused_before_anything_changes():
 
 
 def test_registry_round_trips_through_json_lists():
-    registry = Registry([ModelRecord("a/b", family="b", domain="Audio", card_text="c", created_at=1, tags=["x"])])
+    registry = Registry(
+        [ModelRecord("a/b", family="b", domain="Audio", card_text="c", created_at=1, tags=["x"])]
+    )
     again = Registry.from_list(registry.to_list())
     assert again.to_list() == registry.to_list()
     assert again[0].author == "a"
@@ -71,7 +73,11 @@ def test_registry_round_trips_through_json_lists():
 
 @pytest.mark.parametrize(
     "data, message",
-    [({"model_id": "a"}, "JSON list"), ([{"name": "a"}], "entry 0"), ([{"model_id": "a"}, {"model_id": "A"}], "duplicates")],
+    [
+        ({"model_id": "a"}, "JSON list"),
+        ([{"name": "a"}], "entry 0"),
+        ([{"model_id": "a"}, {"model_id": "A"}], "duplicates"),
+    ],
 )
 def test_corrupt_registry_lists_raise(data, message):
     with pytest.raises(CheckpointError, match=message):

@@ -84,7 +84,9 @@ def png_ok(path: Path) -> tuple[int, int]:
 def side_by_side(tmp_path_factory):
     """Fake results and the report written from them (once: drawing the plots takes a second or two)."""
     results = fake_results()
-    files = write_report(results, tmp_path_factory.mktemp("report"), title="Side by side", source="collagelab/cmrbench")
+    files = write_report(
+        results, tmp_path_factory.mktemp("report"), title="Side by side", source="collagelab/cmrbench"
+    )
     return results, files
 
 
@@ -99,7 +101,10 @@ def test_report_numbers_equal_the_json(side_by_side):
     for method, result in results.items():
         head = methods[method]["headline"]
         for key in ("M_acc", "F_acc", "D_acc", "M_at5", "M_fgt", "D_bwt"):
-            assert head[key] == (None if result[key] is None else pytest.approx(result[key], abs=5e-4)), (method, key)
+            assert head[key] == (None if result[key] is None else pytest.approx(result[key], abs=5e-4)), (
+                method,
+                key,
+            )
         seeds = [np.array(m["M"], dtype=float) for m in result["matrices"]]
         mean = np.array(methods[method]["matrix"]["M"], dtype=float)
         np.testing.assert_allclose(mean, np.mean(seeds, axis=0), atol=5e-4)  # NaN where not measured
@@ -133,12 +138,21 @@ def test_report_numbers_equal_the_json(side_by_side):
 def test_plots_are_valid_png_files(side_by_side):
     _, files = side_by_side
     names = sorted(p.name for p in files.plots)
-    assert names == ["final_accuracy.png", "forgetting.png", "heatmap_bm25.png", "heatmap_carve.png", "heatmap_joint.png"]
+    assert names == [
+        "final_accuracy.png",
+        "forgetting.png",
+        "heatmap_bm25.png",
+        "heatmap_carve.png",
+        "heatmap_joint.png",
+    ]
     for path in files.plots:
         png_ok(path)
         assert f"]({path.name})" in files.markdown.read_text()  # linked from the report
     report = json.loads(files.json.read_text())
-    assert report["plots"]["heatmaps"]["carve"] == "heatmap_carve.png" and report["plots"]["forgetting"] == "forgetting.png"
+    assert (
+        report["plots"]["heatmaps"]["carve"] == "heatmap_carve.png"
+        and report["plots"]["forgetting"] == "forgetting.png"
+    )
 
 
 def test_report_is_regenerated_from_a_results_json(tmp_path, capsys):
@@ -178,7 +192,9 @@ def test_evaluating_saved_routers_matches_the_runner(small_bench, tiny_config, z
     from hubroute.bench.runner import run_cmrbench
 
     runner = run_cmrbench(small_bench, methods=["zero_shot"], router_config=tiny_config, show_progress=False)
-    full = evaluate_router(zero_shot_routers[-1], small_bench, name="zs", earlier=zero_shot_routers[:-1])["zs"]
+    full = evaluate_router(zero_shot_routers[-1], small_bench, name="zs", earlier=zero_shot_routers[:-1])[
+        "zs"
+    ]
     assert full["matrices"] == runner["zero_shot"]["matrices"]
     assert full["M_fgt"] == pytest.approx(runner["zero_shot"]["M_fgt"])
     final = evaluate_router(zero_shot_routers[-1], small_bench)["router"]
@@ -203,13 +219,29 @@ def small_cmrbench_dir(tmp_path, cmrbench_dir, small_bench) -> Path:
     return processed.parent
 
 
-def test_eval_command_writes_the_report_and_the_model_card(tmp_path, small_cmrbench_dir, zero_shot_routers, capsys):
+def test_eval_command_writes_the_report_and_the_model_card(
+    tmp_path, small_cmrbench_dir, zero_shot_routers, capsys
+):
     first, final = tmp_path / "after-apibench", tmp_path / "router"
     zero_shot_routers[0].save_pretrained(first)
     zero_shot_routers[1].save_pretrained(final)
     out = tmp_path / "eval"
-    assert cli(["eval", "--router", str(final), "--bench", str(small_cmrbench_dir), "--output", str(out),
-                "--earlier", str(first)]) == 0
+    assert (
+        cli(
+            [
+                "eval",
+                "--router",
+                str(final),
+                "--bench",
+                str(small_cmrbench_dir),
+                "--output",
+                str(out),
+                "--earlier",
+                str(first),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "on apibench-hf, mllm" in printed and "model-index" in printed
 
@@ -226,7 +258,10 @@ def test_eval_command_writes_the_report_and_the_model_card(tmp_path, small_cmrbe
     # the router's info and model card now carry the results
     evaluation = HubRouter.from_pretrained(final).info["evaluation"]
     assert evaluation == report["router"]["evaluation"]
-    assert evaluation["dataset_type"] == "cmrbench" and evaluation["protocol"] == "public: train on val, test on eval"
+    assert (
+        evaluation["dataset_type"] == "cmrbench"
+        and evaluation["protocol"] == "public: train on val, test on eval"
+    )
     assert evaluation["metrics"]["M_acc"] == head["M_acc"] and evaluation["metrics"]["M_fgt"] == head["M_fgt"]
     _, results = model_index_to_eval_results(metadata_load(final / "README.md")["model-index"])
     card = {r.metric_type: r.metric_value for r in results}
@@ -236,8 +271,24 @@ def test_eval_command_writes_the_report_and_the_model_card(tmp_path, small_cmrbe
 
 def test_bench_command_writes_the_report_next_to_its_json(tmp_path, small_cmrbench_dir, capsys):
     output = tmp_path / "results" / "cmrbench.json"
-    assert cli(["bench", "cmrbench", "--data", str(small_cmrbench_dir), "--methods", "bm25",
-                "--experiences", "apibench-hf", "mllm", "--output", str(output)]) == 0
+    assert (
+        cli(
+            [
+                "bench",
+                "cmrbench",
+                "--data",
+                str(small_cmrbench_dir),
+                "--methods",
+                "bm25",
+                "--experiences",
+                "apibench-hf",
+                "mllm",
+                "--output",
+                str(output),
+            ]
+        )
+        == 0
+    )
     assert "report.md" in capsys.readouterr().out
     results = json.loads(output.read_text())
     report = json.loads((output.parent / "report.json").read_text())
@@ -249,8 +300,9 @@ def test_bench_command_writes_the_report_next_to_its_json(tmp_path, small_cmrben
         png_ok(output.parent / name)
 
 
-def test_eval_of_a_hub_router_with_tagged_experiences(hub, make_repo_id, tmp_path, small_cmrbench_dir,
-                                                      zero_shot_routers, capsys):
+def test_eval_of_a_hub_router_with_tagged_experiences(
+    hub, make_repo_id, tmp_path, small_cmrbench_dir, zero_shot_routers, capsys
+):
     from huggingface_hub import HfApi
 
     repo_id = make_repo_id("zero-shot")
@@ -261,12 +313,28 @@ def test_eval_of_a_hub_router_with_tagged_experiences(hub, make_repo_id, tmp_pat
         api.upload_folder(folder_path=tmp_path / tag, repo_id=repo_id, delete_patterns="*")
         api.create_tag(repo_id, tag=tag)
     out = tmp_path / "eval"
-    assert cli(["eval", "--router", repo_id, "--earlier", "apibench-hf", "--bench", str(small_cmrbench_dir),
-                "--output", str(out)]) == 0
+    assert (
+        cli(
+            [
+                "eval",
+                "--router",
+                repo_id,
+                "--earlier",
+                "apibench-hf",
+                "--bench",
+                str(small_cmrbench_dir),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert f"router.push_to_hub({repo_id!r})" in printed and "['router']['evaluation']" in printed
     report = json.loads((out / "report.json").read_text())
-    assert list(report["methods"]) == [repo_id] and report["methods"][repo_id]["headline"]["M_fgt"] is not None
+    assert (
+        list(report["methods"]) == [repo_id] and report["methods"][repo_id]["headline"]["M_fgt"] is not None
+    )
     assert (out / f"heatmap_{repo_id.replace('/', '-')}.png").is_file()
     readme = Path(api.hf_hub_download(repo_id, "README.md"))
     assert "model-index" not in readme.read_text()  # the Hub repo is left as it was

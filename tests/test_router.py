@@ -21,12 +21,24 @@ from hubroute import (
 )
 
 MODELS = [
-    ModelRecord("openai/whisper-small", family="whisper", domain="Audio Automatic Speech Recognition",
-                card_text="Transcribes speech in audio recordings to text."),
-    ModelRecord("facebook/detr-resnet-50", family="detr-resnet-50", domain="Computer Vision Object Detection",
-                card_text="Finds and boxes the objects in a photo."),
-    ModelRecord("Helsinki-NLP/opus-mt-en-de", family="opus-mt-en-de", domain="Natural Language Processing Translation",
-                card_text="Translates English text into German."),
+    ModelRecord(
+        "openai/whisper-small",
+        family="whisper",
+        domain="Audio Automatic Speech Recognition",
+        card_text="Transcribes speech in audio recordings to text.",
+    ),
+    ModelRecord(
+        "facebook/detr-resnet-50",
+        family="detr-resnet-50",
+        domain="Computer Vision Object Detection",
+        card_text="Finds and boxes the objects in a photo.",
+    ),
+    ModelRecord(
+        "Helsinki-NLP/opus-mt-en-de",
+        family="opus-mt-en-de",
+        domain="Natural Language Processing Translation",
+        card_text="Translates English text into German.",
+    ),
 ]
 PROMPTS = {
     "openai/whisper-small": ["transcribe this podcast episode", "speech to text for my voice memo"],
@@ -156,10 +168,18 @@ def test_save_then_load_gives_identical_scores(router, tmp_path):
     assert (before[0] == after[0]).all()
     assert loaded.registry.to_list() == router.registry.to_list()
     assert loaded.info == router.info and loaded.training_state == router.training_state
-    assert torch.equal(loaded.training_tensors["ewc.fisher.model_embeddings"], torch.ones(3, router.embedding_dim))
+    assert torch.equal(
+        loaded.training_tensors["ewc.fisher.model_embeddings"], torch.ones(3, router.embedding_dim)
+    )
     files = sorted(p.name for p in (tmp_path / "r").iterdir())
-    assert files == ["README.md", "config.json", "model.safetensors", "registry.json", "training_state.json",
-                     "training_state.safetensors"]
+    assert files == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "registry.json",
+        "training_state.json",
+        "training_state.safetensors",
+    ]
     assert not any(p.suffix in (".bin", ".pt", ".pkl") for p in (tmp_path / "r").rglob("*"))
 
 

@@ -20,7 +20,11 @@ from hubroute.routing.options import (
     fit_threshold,
 )
 
-ASR, DET, MT = "Audio Automatic Speech Recognition", "Computer Vision Object Detection", "Natural Language Processing Translation"
+ASR, DET, MT = (
+    "Audio Automatic Speech Recognition",
+    "Computer Vision Object Detection",
+    "Natural Language Processing Translation",
+)
 DAY = 86_400_000
 MODELS = [
     ModelRecord("openai/whisper-small", "whisper", ASR, "Transcribes speech to text. Works on long recordings.",
@@ -46,11 +50,30 @@ MODELS = [
     ModelRecord("t5-small", "t5", MT, "Text to text. Translation and summarisation.", created_at=1_570_000_000_000,
                 pipeline_tag="translation", library_name="transformers", license="apache-2.0"),
 ]  # fmt: skip
-PROMPTS = ["transcribe this podcast episode", "find every car in this street photo", "translate this letter to German"]
+PROMPTS = [
+    "transcribe this podcast episode",
+    "find every car in this street photo",
+    "translate this letter to German",
+]
 REPLAY = [
-    {"prompt": "speech to text for my voice memo", "model_id": "openai/whisper-small", "domain": ASR, "experience": "e1"},
-    {"prompt": "draw boxes around the dogs", "model_id": "facebook/detr-resnet-50", "domain": DET, "experience": "e1"},
-    {"prompt": "English to German please", "model_id": "Helsinki-NLP/opus-mt-en-de", "domain": MT, "experience": "e1"},
+    {
+        "prompt": "speech to text for my voice memo",
+        "model_id": "openai/whisper-small",
+        "domain": ASR,
+        "experience": "e1",
+    },
+    {
+        "prompt": "draw boxes around the dogs",
+        "model_id": "facebook/detr-resnet-50",
+        "domain": DET,
+        "experience": "e1",
+    },
+    {
+        "prompt": "English to German please",
+        "model_id": "Helsinki-NLP/opus-mt-en-de",
+        "domain": MT,
+        "experience": "e1",
+    },
 ]
 
 
@@ -249,7 +272,11 @@ def _forced_router(tiny_config) -> tuple[HubRouter, str]:
     rows = torch.randn(len(MODELS), router.embedding_dim, generator=generator)
     rows -= (rows @ query)[:, None] * query  # orthogonal to the prompt: score ~0
     rows = torch.nn.functional.normalize(rows, dim=-1)
-    for model_id, closeness in (("openai/whisper-small", 0.6), ("openai/whisper-base", 0.65), ("facebook/wav2vec2-base", 1.2)):
+    for model_id, closeness in (
+        ("openai/whisper-small", 0.6),
+        ("openai/whisper-base", 0.65),
+        ("facebook/wav2vec2-base", 1.2),
+    ):
         i = router.registry.index(model_id)
         rows[i] = torch.nn.functional.normalize(query + closeness * rows[i], dim=0)
     with torch.no_grad():
@@ -282,10 +309,15 @@ def test_backoff_answers_at_family_then_domain_level_then_abstains(tiny_config):
     assert domain[0].level == "domain" and domain[0].group == ASR and domain[0].backed_off_from == "model"
     from_family = router.route(prompt, level="family", min_score=between, on_low_confidence="backoff")
     assert from_family[0].level == "domain" and from_family[0].backed_off_from == "family"
-    assert router.route(prompt, min_score=min(1.0, scores["domain"] + 1e-3), on_low_confidence="backoff") == []
+    assert (
+        router.route(prompt, min_score=min(1.0, scores["domain"] + 1e-3), on_low_confidence="backoff") == []
+    )
 
     router.config.level_aggregation = "max"  # groups now score like their best model: nothing to back off to
-    assert router.route(prompt, min_score=(scores["model"] + scores["family"]) / 2, on_low_confidence="backoff") == []
+    assert (
+        router.route(prompt, min_score=(scores["model"] + scores["family"]) / 2, on_low_confidence="backoff")
+        == []
+    )
 
 
 # -- calibration ----------------------------------------------------------------------------------------------
@@ -293,7 +325,11 @@ def test_fit_threshold_meets_the_precision_target_or_the_coverage():
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
     correct = np.array([1, 1, 0, 1, 0, 0], dtype=bool)
     threshold, precision, answered = fit_threshold(scores, correct, target_precision=0.75)
-    assert threshold == pytest.approx(0.6) and precision == pytest.approx(0.75) and answered == pytest.approx(4 / 6)
+    assert (
+        threshold == pytest.approx(0.6)
+        and precision == pytest.approx(0.75)
+        and answered == pytest.approx(4 / 6)
+    )
     assert fit_threshold(scores, correct, target_precision=1.0)[0] == pytest.approx(0.8)
     assert fit_threshold(scores, np.zeros(6, dtype=bool), target_precision=0.5) == (None, None, 0.0)
     threshold, _, answered = fit_threshold(scores, correct, coverage=0.5)
@@ -302,7 +338,11 @@ def test_fit_threshold_meets_the_precision_target_or_the_coverage():
 
 def test_calibrate_fits_thresholds_used_by_route_and_saved_with_the_router(router, tmp_path):
     prompts = [e["prompt"] for e in REPLAY] + PROMPTS
-    gold = [e["model_id"] for e in REPLAY] + ["openai/whisper-small", "facebook/detr-resnet-50", "Helsinki-NLP/opus-mt-en-de"]
+    gold = [e["model_id"] for e in REPLAY] + [
+        "openai/whisper-small",
+        "facebook/detr-resnet-50",
+        "Helsinki-NLP/opus-mt-en-de",
+    ]
     calibration = router.calibrate(prompts, gold, coverage=0.5)
     assert set(calibration.thresholds) == {"model", "family", "domain"} and calibration.num_prompts == 6
     assert all(calibration.answered[level] == pytest.approx(0.5) for level in calibration.thresholds)
@@ -356,7 +396,9 @@ def test_a_corrupt_calibration_file_is_refused(router, tmp_path):
 def test_explain_gives_level_scores_nearest_prompts_and_card_sentence(router):
     results = router.route(PROMPTS[0], top_k=3, explain=True)
     plain = router.route(PROMPTS[0], top_k=3)
-    assert [r.model_id for r in results] == [r.model_id for r in plain] and results == plain  # explanation is extra
+    assert [r.model_id for r in results] == [
+        r.model_id for r in plain
+    ] and results == plain  # explanation is extra
     for result in results:
         explanation = result.explanation
         assert set(explanation.level_scores) == {"model", "family", "domain"}
@@ -364,7 +406,9 @@ def test_explain_gives_level_scores_nearest_prompts_and_card_sentence(router):
         assert explanation.level_scores["domain"] >= explanation.level_scores["model"] - 1e-6
         assert len(explanation.nearest_prompts) == 3
         assert {n.prompt for n in explanation.nearest_prompts} == {e["prompt"] for e in REPLAY}
-        assert [n.score for n in explanation.nearest_prompts] == sorted((n.score for n in explanation.nearest_prompts), reverse=True)
+        assert [n.score for n in explanation.nearest_prompts] == sorted(
+            (n.score for n in explanation.nearest_prompts), reverse=True
+        )
         card = router.registry.get(result.model_id).card_text
         assert explanation.card_sentence and explanation.card_sentence in card
         assert -1.0 <= explanation.card_sentence_score <= 1.0 + 1e-6
@@ -389,8 +433,14 @@ def _clustered(num_bases: int, copies: int, dim: int = 32, seed: int = 0) -> tup
     bases = rng.standard_normal((num_bases, dim)).astype(np.float32)
     bases /= np.linalg.norm(bases, axis=1, keepdims=True)
     vectors = np.repeat(bases, copies, axis=0)
-    vectors += rng.uniform(0.2, 0.6, (len(vectors), 1)).astype(np.float32) * rng.standard_normal(vectors.shape).astype(np.float32) / np.sqrt(dim)
-    queries = bases[rng.integers(0, num_bases, 200)] + 0.8 * rng.standard_normal((200, dim)).astype(np.float32) / np.sqrt(dim)
+    vectors += (
+        rng.uniform(0.2, 0.6, (len(vectors), 1)).astype(np.float32)
+        * rng.standard_normal(vectors.shape).astype(np.float32)
+        / np.sqrt(dim)
+    )
+    queries = bases[rng.integers(0, num_bases, 200)] + 0.8 * rng.standard_normal((200, dim)).astype(
+        np.float32
+    ) / np.sqrt(dim)
     normalise = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
     return normalise(vectors), normalise(queries)
 
@@ -423,7 +473,9 @@ def test_filtered_search_returns_k_allowed_results(kind, allowed_count):
     allowed = np.zeros(len(vectors), dtype=bool)
     allowed[np.random.default_rng(1).choice(len(vectors), allowed_count, replace=False)] = True
     for exact_below in (0, 4096):  # through the FAISS selector, then by exact search on the subset
-        scores, ids = index.search(queries, 10, allowed=allowed, exact_below=exact_below, nprobe=4, ef_search=16)
+        scores, ids = index.search(
+            queries, 10, allowed=allowed, exact_below=exact_below, nprobe=4, ef_search=16
+        )
         assert ids.shape == (len(queries), min(10, allowed_count))
         assert allowed[ids].all() and (np.diff(scores, axis=1) <= 1e-6).all()
     truth, _ = _clustered_index("exact").search(queries, 1, allowed=allowed)
@@ -455,7 +507,9 @@ def ivf_router(tiny_config) -> HubRouter:
     parents = [router.registry.index(router.registry[i].model_id.rsplit("-ft", 1)[0]) for i in new_ids]
     base = router.model_embeddings.detach()[parents]
     noise = torch.randn(base.shape, generator=torch.Generator().manual_seed(0))
-    router.append_embeddings(torch.nn.functional.normalize(base + 0.3 * noise / math.sqrt(base.shape[1]), dim=-1))
+    router.append_embeddings(
+        torch.nn.functional.normalize(base + 0.3 * noise / math.sqrt(base.shape[1]), dim=-1)
+    )
     router.config.ann_threshold = 200
     return router.eval()
 
@@ -481,7 +535,10 @@ def test_auto_index_turns_approximate_above_the_threshold_and_is_saved(ivf_route
     after = loaded.search(PROMPTS, top_k=5)
     assert (before[1] == after[1]).all()
     np.testing.assert_allclose(before[0], after[0], atol=1e-6)
-    assert all(r.license == "mit" for r in _records(loaded, loaded.route(PROMPTS[0], top_k=20, filters={"license": "mit"})))
+    assert all(
+        r.license == "mit"
+        for r in _records(loaded, loaded.route(PROMPTS[0], top_k=20, filters={"license": "mit"}))
+    )
 
 
 def test_an_index_built_for_other_embeddings_is_refused(ivf_router, tmp_path):

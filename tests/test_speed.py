@@ -17,7 +17,10 @@ from hubroute.bench.speed import (
 )
 from hubroute.cli.main import main
 
-PROMPTS = [f"prompt {i}: please {task} this" for i, task in enumerate(["transcribe", "translate", "detect", "summarise"] * 5)]
+PROMPTS = [
+    f"prompt {i}: please {task} this"
+    for i, task in enumerate(["transcribe", "translate", "detect", "summarise"] * 5)
+]
 
 
 @pytest.fixture
@@ -41,11 +44,17 @@ def test_grown_registries_cluster_around_real_embeddings(tiny_config):
     np.testing.assert_allclose(grown[:10], unit, atol=1e-6)
     to_parent = np.sum(grown * unit[parents], axis=1)[10:]
     assert to_parent.min() > 0.75  # perturbed copies stay close to their base model
-    assert np.all(np.argmax(grown[10:] @ unit.T, axis=1) == parents[10:])  # ... closer to it than to any other
+    assert np.all(
+        np.argmax(grown[10:] @ unit.T, axis=1) == parents[10:]
+    )  # ... closer to it than to any other
     router = HubRouter(tiny_config)
     router.add_models([ModelRecord(f"a/m{i}", family="f", domain="D", license="mit") for i in range(5)])
     big, vectors = grown_router(router, 40, rng)
-    assert big.num_models == 40 and big.registry[39].model_id.startswith("a/m") and "-ft39" in big.registry[39].model_id
+    assert (
+        big.num_models == 40
+        and big.registry[39].model_id.startswith("a/m")
+        and "-ft39" in big.registry[39].model_id
+    )
     assert big.registry[39].license == "mit" and big.route("hello")[0].model_id in big.registry
 
 

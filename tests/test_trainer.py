@@ -13,7 +13,11 @@ from transformers import TrainerCallback
 from hubroute import CARvEConfig, CARvETrainer, DataFormatError, HubRouter
 from hubroute.training.data import records_from_rows
 
-DOMAINS = ["Audio Automatic Speech Recognition", "Computer Vision Object Detection", "Natural Language Processing Translation"]
+DOMAINS = [
+    "Audio Automatic Speech Recognition",
+    "Computer Vision Object Detection",
+    "Natural Language Processing Translation",
+]
 TOPICS = ["transcribe the audio", "detect objects in the photo", "translate the text"]
 
 
@@ -21,15 +25,29 @@ def experience(models: range, per_model: int = 4):
     rows = []
     for m in models:
         for k in range(per_model):
-            rows.append((f"{TOPICS[m % 3]} number {m} variant {k} about item {m * 7}", f"org/model-{m}", DOMAINS[m % 3]))
+            rows.append(
+                (
+                    f"{TOPICS[m % 3]} number {m} variant {k} about item {m * 7}",
+                    f"org/model-{m}",
+                    DOMAINS[m % 3],
+                )
+            )
     return make_experience(rows)
 
 
 def config(tmp_path, **changes) -> CARvEConfig:
     base = CARvEConfig(
-        output_dir=str(tmp_path / "out"), num_train_epochs=2, per_device_train_batch_size=8, num_candidates=8,
-        num_hard_negatives=2, num_group_negatives=3, num_far_negatives=2, disable_tqdm=True, seed=0,
-        replay_fraction=0.25, logging_steps=1000,
+        output_dir=str(tmp_path / "out"),
+        num_train_epochs=2,
+        per_device_train_batch_size=8,
+        num_candidates=8,
+        num_hard_negatives=2,
+        num_group_negatives=3,
+        num_far_negatives=2,
+        disable_tqdm=True,
+        seed=0,
+        replay_fraction=0.25,
+        logging_steps=1000,
     )
     return dataclasses.replace(base, **changes)
 
@@ -66,8 +84,11 @@ def test_training_fits_the_training_prompts(tiny_config, tmp_path):
     router_before = HubRouter(tiny_config)
     router_before.add_models(records_from_rows(data))
     before = top1_accuracy(router_before, data)
-    CARvETrainer(model=router, args=config(tmp_path, num_train_epochs=8, embedding_learning_rate=1e-2,
-                                           head_learning_rate=1e-2), train_dataset=data).train()
+    CARvETrainer(
+        model=router,
+        args=config(tmp_path, num_train_epochs=8, embedding_learning_rate=1e-2, head_learning_rate=1e-2),
+        train_dataset=data,
+    ).train()
     assert top1_accuracy(router, data) > max(before, 0.5)
 
 
@@ -85,15 +106,23 @@ class _PhaseProbe(TrainerCallback):
         if state.global_step == self.trainer.phase1_steps:
             rows = self.router.model_embeddings[: len(self.rows)].detach()
             self.row_drift = (1 - torch.nn.functional.cosine_similarity(rows, self.rows, dim=-1)).max().item()
-            self.encoder_moved = any(not torch.equal(a, b) for a, b in zip(self.encoder, self.router.encoder.parameters()))
+            self.encoder_moved = any(
+                not torch.equal(a, b) for a, b in zip(self.encoder, self.router.encoder.parameters())
+            )
 
 
 def test_phase_one_anchors_hold_old_embeddings_and_freeze_the_encoder(tiny_config, tmp_path):
     router = HubRouter(tiny_config)
     CARvETrainer(model=router, args=config(tmp_path), train_dataset=experience(range(0, 6))).train()
     probe = _PhaseProbe(router)
-    args = config(tmp_path, phase1_fraction=0.6, num_train_epochs=2, embedding_anchor_weight=1e6,
-                  projection_anchor_weight=1e6, learning_rate=1e-3)
+    args = config(
+        tmp_path,
+        phase1_fraction=0.6,
+        num_train_epochs=2,
+        embedding_anchor_weight=1e6,
+        projection_anchor_weight=1e6,
+        learning_rate=1e-3,
+    )
     trainer = CARvETrainer(model=router, args=args, train_dataset=experience(range(6, 12)), callbacks=[probe])
     probe.trainer = trainer
     trainer.train()
@@ -110,17 +139,26 @@ def test_without_anchors_old_embeddings_drift_more(tiny_config, tmp_path):
         router = HubRouter(tiny_config)
         CARvETrainer(model=router, args=config(tmp_path), train_dataset=experience(range(0, 6))).train()
         old = router.model_embeddings.detach().clone()
-        args = config(tmp_path, phase1_fraction=0.5, embedding_anchor_weight=weight, projection_anchor_weight=weight,
-                      embedding_learning_rate=1e-2)
+        args = config(
+            tmp_path,
+            phase1_fraction=0.5,
+            embedding_anchor_weight=weight,
+            projection_anchor_weight=weight,
+            embedding_learning_rate=1e-2,
+        )
         CARvETrainer(model=router, args=args, train_dataset=experience(range(6, 12))).train()
-        drifts.append((1 - torch.nn.functional.cosine_similarity(router.model_embeddings[:6], old, dim=-1)).mean())
+        drifts.append(
+            (1 - torch.nn.functional.cosine_similarity(router.model_embeddings[:6], old, dim=-1)).mean()
+        )
     assert drifts[0] < drifts[1]
 
 
 def test_frozen_mode_keeps_the_encoder_and_saves_only_a_reference(tiny_config, tmp_path):
     router = HubRouter(tiny_config)
     before = [p.detach().clone() for p in router.encoder.parameters()]
-    CARvETrainer(model=router, args=config(tmp_path, encoder_mode="frozen"), train_dataset=experience(range(6))).train()
+    CARvETrainer(
+        model=router, args=config(tmp_path, encoder_mode="frozen"), train_dataset=experience(range(6))
+    ).train()
     assert all(torch.equal(a, b) for a, b in zip(before, router.encoder.parameters()))
     router.save_pretrained(tmp_path / "frozen")
     assert not (tmp_path / "frozen" / "encoder").exists()
@@ -236,9 +274,15 @@ def test_config_validation_and_yaml(tmp_path):
 
     path = tmp_path / "carve.yaml"
     path.write_text("encoder_mode: lora\nreplay_fraction: 0.2\nnum_train_epochs: 2\nlearning_rate: 0.0005\n")
-    (parsed,) = TrlParser([CARvEConfig]).parse_args_and_config(["--config", str(path), "--num_train_epochs", "3"])
+    (parsed,) = TrlParser([CARvEConfig]).parse_args_and_config(
+        ["--config", str(path), "--num_train_epochs", "3"]
+    )
     assert (parsed.encoder_mode, parsed.replay_fraction, parsed.num_train_epochs, parsed.learning_rate) == (
-        "lora", 0.2, 3.0, 0.0005)
+        "lora",
+        0.2,
+        3.0,
+        0.0005,
+    )
 
 
 def test_init_neighbors_starts_new_rows_from_the_cold_start(tiny_config, tmp_path):

@@ -209,7 +209,9 @@ def test_the_inference_client_generator_waits_out_429s_and_reports_what_keeps_fa
 
     request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
     busy = httpx2.Response(429, headers={"Retry-After": "7"}, request=request)
-    answer = SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content="Transcribe my voicemail."))])
+    answer = SimpleNamespace(
+        choices=[SimpleNamespace(message=SimpleNamespace(content="Transcribe my voicemail."))]
+    )
     outcomes = [HfHubHTTPError("busy", response=busy), InferenceTimeoutError("slow"), answer]
 
     class FlakyClient:

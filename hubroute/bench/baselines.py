@@ -50,7 +50,9 @@ class BM25Index:
                 rows.append(self.vocabulary.setdefault(term, len(self.vocabulary)))
                 cols.append(doc_id)
                 counts.append(count)
-        tf = csr_matrix((counts, (rows, cols)), shape=(len(self.vocabulary), len(documents)), dtype=np.float64)
+        tf = csr_matrix(
+            (counts, (rows, cols)), shape=(len(self.vocabulary), len(documents)), dtype=np.float64
+        )
         df = np.diff(tf.indptr)
         n = len(documents)
         idf = np.array([math.log((n - d + 0.5) / (d + 0.5) + 1.0) for d in df])

@@ -60,7 +60,9 @@ def _row(record: dict[str, Any], path: Path, number: int) -> dict[str, Any]:
         "explanation": record.get("explanation"),
         # the raw metadata, exactly (its values are heterogeneous: performance.accuracy is a number, a
         # string or an object depending on the file), as a JSON string
-        "api_data": None if record.get("api_data") is None else json.dumps(record["api_data"], ensure_ascii=False),
+        "api_data": None
+        if record.get("api_data") is None
+        else json.dumps(record["api_data"], ensure_ascii=False),
     }
 
 
@@ -123,7 +125,9 @@ class CMRBench:
                 by_model.setdefault(model_id.lower(), []).append(i)
             held = sorted(int(rng.choice(rows)) for rows in by_model.values() if len(rows) >= 2)
             kept = sorted(set(range(len(experience.train))) - set(held))
-            experiences.append(Experience(experience.name, experience.train.select(kept), experience.train.select(held)))
+            experiences.append(
+                Experience(experience.name, experience.train.select(kept), experience.train.select(held))
+            )
         return CMRBench(experiences, f"{self.source} (development split, seed {seed})")
 
 
@@ -137,7 +141,9 @@ def _load_local(folder: Path, names: Sequence[str]) -> CMRBench:
     experiences = []
     for name in names:
         splits = {
-            split: Dataset.from_list(_read_split(processed / f"cleaned-{name}-{split}.json"), features=features)
+            split: Dataset.from_list(
+                _read_split(processed / f"cleaned-{name}-{split}.json"), features=features
+            )
             for split in (TRAIN_SPLIT, TEST_SPLIT)
         }
         experiences.append(Experience(name, splits[TRAIN_SPLIT], splits[TEST_SPLIT]))

@@ -40,7 +40,9 @@ class LabelMaps:
     domain: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_rows(cls, model_ids: Iterable[str], families: Iterable[Any], domains: Iterable[Any]) -> LabelMaps:
+    def from_rows(
+        cls, model_ids: Iterable[str], families: Iterable[Any], domains: Iterable[Any]
+    ) -> LabelMaps:
         fam: dict[str, Counter] = defaultdict(Counter)
         dom: dict[str, Counter] = defaultdict(Counter)
         for model_id, family, domain in zip(model_ids, families, domains):
@@ -50,7 +52,8 @@ class LabelMaps:
             if domain:
                 dom[key][domain_key(domain)] += 1
         return cls(
-            {k: c.most_common(1)[0][0] for k, c in fam.items()}, {k: c.most_common(1)[0][0] for k, c in dom.items()}
+            {k: c.most_common(1)[0][0] for k, c in fam.items()},
+            {k: c.most_common(1)[0][0] for k, c in dom.items()},
         )
 
     @classmethod
@@ -120,7 +123,9 @@ class AccuracyMatrix:
         """The inverse of :meth:`to_lists` (``None`` for entries that were not measured)."""
         matrix = cls(names)
         for level in LEVELS:
-            matrix.values[level] = np.array([[np.nan if v is None else v for v in row] for row in lists[level]])
+            matrix.values[level] = np.array(
+                [[np.nan if v is None else v for v in row] for row in lists[level]]
+            )
         return matrix
 
     def to_lists(self) -> dict[str, list[list[float | None]]]:
@@ -168,6 +173,7 @@ def summarize(matrices: Sequence[AccuracyMatrix]) -> dict[str, Any]:
         out[f"{level}_fgt"] = None if None in fgt else float(np.mean(fgt))
         out[f"{level}_bwt"] = None if None in bwt else float(np.mean(bwt))
     out["final_per_experience"] = {
-        name: float(np.mean([m.final_row("M")[j] for m in matrices])) for j, name in enumerate(matrices[0].names)
+        name: float(np.mean([m.final_row("M")[j] for m in matrices]))
+        for j, name in enumerate(matrices[0].names)
     }
     return out

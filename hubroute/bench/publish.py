@@ -123,7 +123,9 @@ def _text(record: dict[str, Any], key: str, path: Path, number: int) -> str | No
         return value
     if key == "functionality" and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "; ".join(value)
-    raise DataFormatError(f"{path}, line {number}: field {key!r} must be a string, got {type(value).__name__}.")
+    raise DataFormatError(
+        f"{path}, line {number}: field {key!r} must be a string, got {type(value).__name__}."
+    )
 
 
 def _model_row(record: dict[str, Any], experience: str, path: Path, number: int) -> dict[str, Any]:
@@ -158,7 +160,9 @@ def load_model_indices(folder: str | Path, experiences: Sequence[str] | None = N
     for name in _names(experiences):
         path = Path(folder) / "model_indices" / f"{MODEL_INDEX_FILES[name]}.json"
         if not path.is_file():
-            raise FileNotFoundError(f"CMRBench registry file {path} is missing; pass the folder that holds model_indices/.")
+            raise FileNotFoundError(
+                f"CMRBench registry file {path} is missing; pass the folder that holds model_indices/."
+            )
         rows = [_model_row(record, name, path, number) for number, record in read_jsonl(path)]
         splits[MODEL_INDEX_FILES[name]] = Dataset.from_list(rows, features=features)
     return DatasetDict(splits)
@@ -172,7 +176,9 @@ def _names(experiences: Sequence[str] | None) -> list[str]:
     return names
 
 
-def cmrbench_dataset_dicts(folder: str | Path, experiences: Sequence[str] | None = None) -> dict[str, DatasetDict]:
+def cmrbench_dataset_dicts(
+    folder: str | Path, experiences: Sequence[str] | None = None
+) -> dict[str, DatasetDict]:
     """Return what :func:`publish_cmrbench` pushes: config name -> :class:`datasets.DatasetDict`.
 
     Args:
@@ -194,7 +200,9 @@ def cmrbench_dataset_dicts(folder: str | Path, experiences: Sequence[str] | None
 
     names = _names(experiences)
     if not Path(folder).is_dir():
-        raise FileNotFoundError(f"CMRBench folder {folder} does not exist; pass the folder that holds processed/.")
+        raise FileNotFoundError(
+            f"CMRBench folder {folder} does not exist; pass the folder that holds processed/."
+        )
     bench = load_cmrbench(Path(folder), experiences=names)
     configs: dict[str, DatasetDict] = {e.name: DatasetDict({"train": e.train, "test": e.test}) for e in bench}
     configs[MODELS_CONFIG] = load_model_indices(folder, names)
@@ -252,7 +260,11 @@ def render_cmrbench_card(
     hub_metadata = hub_metadata or {}
     experiences = _experience_stats(configs)
     models = configs.get(MODELS_CONFIG, {})
-    kept = {key: _in_order(hub_metadata[key], list(configs)) for key in ("configs", "dataset_info") if key in hub_metadata}
+    kept = {
+        key: _in_order(hub_metadata[key], list(configs))
+        for key in ("configs", "dataset_info")
+        if key in hub_metadata
+    }
     card_data = DatasetCardData(
         license="mit",
         pretty_name="CMRBench",
@@ -283,7 +295,9 @@ def _in_order(entries: Any, names: list[str]) -> Any:
     if not isinstance(entries, list):
         return entries
     rank = {name: i for i, name in enumerate(names)}
-    return sorted(entries, key=lambda e: rank.get(e.get("config_name"), len(rank)) if isinstance(e, dict) else len(rank))
+    return sorted(
+        entries, key=lambda e: rank.get(e.get("config_name"), len(rank)) if isinstance(e, dict) else len(rank)
+    )
 
 
 def _template() -> str:
@@ -351,12 +365,17 @@ def publish_cmrbench(
     with hub_errors(repo_id, repo_type="dataset", write=True):
         for name, splits in configs.items():
             splits.push_to_hub(
-                repo_id, config_name=name, private=private, token=token,
+                repo_id,
+                config_name=name,
+                private=private,
+                token=token,
                 commit_message=f"Add CMRBench config {name}",
             )
         hub_card = DatasetCard.load(repo_id, repo_type="dataset", token=token)
         card = render_cmrbench_card(repo_id, configs, hub_card.data.to_dict())
-        commit = card.push_to_hub(repo_id, token=token, repo_type="dataset", commit_message="CMRBench dataset card")
+        commit = card.push_to_hub(
+            repo_id, token=token, repo_type="dataset", commit_message="CMRBench dataset card"
+        )
     return PublishResult(
         repo_id=repo_id,
         url=f"{constants.ENDPOINT}/datasets/{repo_id}",
@@ -404,7 +423,9 @@ def _read_errors(repo_id: str, revision: str | None) -> Iterator[None]:
             ) from err
 
 
-def _load_config(repo_id: str, name: str, features: Features, revision: str | None, token: str | None) -> DatasetDict:
+def _load_config(
+    repo_id: str, name: str, features: Features, revision: str | None, token: str | None
+) -> DatasetDict:
     from datasets import load_dataset
 
     splits = load_dataset(repo_id, name, revision=revision, token=token)
@@ -457,7 +478,10 @@ def load_from_hub(
 
 
 def load_cmrbench_models(
-    source: str | Path, experiences: Sequence[str] | None = None, *, revision: str | None = None,
+    source: str | Path,
+    experiences: Sequence[str] | None = None,
+    *,
+    revision: str | None = None,
     token: str | None = None,
 ) -> DatasetDict:
     """Load CMRBench's cumulative model registries from a local folder or a Hub dataset repo.

@@ -57,10 +57,27 @@ REPORT_VERSION = 1
 PROTOCOL = "public: train on val, test on eval"
 LEVEL_NAMES: dict[str, str] = {"M": "M-Acc", "F": "F-Acc", "D": "D-Acc", "M_at5": "M@5"}
 FORGETTING_LEVELS = ("M", "F", "D")
-HEADLINE_KEYS = ("M_acc", "F_acc", "D_acc", "M_at5", "M_fgt", "F_fgt", "D_fgt", "M_bwt", "F_bwt", "D_bwt", "M_acc_std")
+HEADLINE_KEYS = (
+    "M_acc",
+    "F_acc",
+    "D_acc",
+    "M_at5",
+    "M_fgt",
+    "F_fgt",
+    "D_fgt",
+    "M_bwt",
+    "F_bwt",
+    "D_bwt",
+    "M_acc_std",
+)
 HEADLINE_COLUMNS: dict[str, str] = {
-    "M_acc": "M-Acc", "F_acc": "F-Acc", "D_acc": "D-Acc", "M_at5": "M@5",
-    "M_fgt": "M-Fgt", "F_fgt": "F-Fgt", "D_fgt": "D-Fgt",
+    "M_acc": "M-Acc",
+    "F_acc": "F-Acc",
+    "D_acc": "D-Acc",
+    "M_at5": "M@5",
+    "M_fgt": "M-Fgt",
+    "F_fgt": "F-Fgt",
+    "D_fgt": "D-Fgt",
 }
 BWT_COLUMNS: dict[str, str] = {"M_bwt": "M-BWT", "F_bwt": "F-BWT", "D_bwt": "D-BWT"}
 _DIGITS = 3
@@ -95,7 +112,9 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(present) / len(present) if present else None
 
 
-def _mean_matrices(matrices: Sequence[dict[str, list[list[float | None]]]], size: int) -> dict[str, list[list[float | None]]]:
+def _mean_matrices(
+    matrices: Sequence[dict[str, list[list[float | None]]]], size: int
+) -> dict[str, list[list[float | None]]]:
     """Element-wise mean over seeds of ``{level: matrix}``; ``None`` where no seed measured the entry.
 
     Raises:
@@ -106,7 +125,9 @@ def _mean_matrices(matrices: Sequence[dict[str, list[list[float | None]]]], size
     for m in matrices:
         for level, rows in m.items():
             if len(rows) != size or any(len(row) != size for row in rows):
-                raise DataFormatError(f"A {level} accuracy matrix is not {size} x {size} (one row and column per experience).")
+                raise DataFormatError(
+                    f"A {level} accuracy matrix is not {size} x {size} (one row and column per experience)."
+                )
     return {
         level: [[_round(_mean([m[level][t][j] for m in matrices])) for j in range(size)] for t in range(size)]
         for level in LEVELS
@@ -132,7 +153,9 @@ def _method_summary(result: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """Headline numbers, seed-mean matrices, per-experience finals and wall times of one method."""
     for key in ("M_acc", "matrices"):
         if key not in result:
-            raise DataFormatError(f"Results lack {key!r}: expected the output of run_cmrbench or `hubroute eval`.")
+            raise DataFormatError(
+                f"Results lack {key!r}: expected the output of run_cmrbench or `hubroute eval`."
+            )
     matrices = _mean_matrices(result["matrices"], len(names))
     walls = result.get("wall_time_s") or {}
     per_run = walls.get("per_experience") or []
@@ -205,7 +228,13 @@ def build_report(
         "title": title,
         "kind": kind,
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "benchmark": {"name": "CMRBench", "source": source, "protocol": PROTOCOL, "split": "eval", "experiences": names},
+        "benchmark": {
+            "name": "CMRBench",
+            "source": source,
+            "protocol": PROTOCOL,
+            "split": "eval",
+            "experiences": names,
+        },
         "methods": {method: _method_summary(result, names) for method, result in results.items()},
         "plots": {},
     }
@@ -237,7 +266,14 @@ def _headline_section(report: dict[str, Any]) -> list[str]:
     for method, summary in report["methods"].items():
         head = summary["headline"]
         seeds = ", ".join(str(s) for s in head["seeds"]) or "-"
-        rows.append([method, *(_fmt(head[k]) for k in HEADLINE_COLUMNS), seeds, _seconds(summary["wall_time_s"]["total"])])
+        rows.append(
+            [
+                method,
+                *(_fmt(head[k]) for k in HEADLINE_COLUMNS),
+                seeds,
+                _seconds(summary["wall_time_s"]["total"]),
+            ]
+        )
     lines = ["## Headline", ""]
     lines += _table(["method", *HEADLINE_COLUMNS.values(), "seed(s)", "time (s)"], rows)
     lines += [
@@ -292,7 +328,11 @@ def _matrix_section(report: dict[str, Any]) -> list[str]:
 
 def _forgetting_section(report: dict[str, Any]) -> list[str]:
     rows = [
-        [method, *(_fmt(s["headline"][k]) for k in ("M_fgt", "F_fgt", "D_fgt")), *(_fmt(s["headline"][k]) for k in BWT_COLUMNS)]
+        [
+            method,
+            *(_fmt(s["headline"][k]) for k in ("M_fgt", "F_fgt", "D_fgt")),
+            *(_fmt(s["headline"][k]) for k in BWT_COLUMNS),
+        ]
         for method, s in report["methods"].items()
     ]
     lines = ["## Forgetting and backward transfer", ""]
@@ -319,10 +359,15 @@ def _time_section(report: dict[str, Any]) -> list[str]:
     rows = []
     for method, summary in report["methods"].items():
         walls = summary["wall_time_s"]
-        per = [" / ".join(_seconds(v) for v in walls[key]) or "-" for key in ("per_experience_train", "per_experience_test")]
+        per = [
+            " / ".join(_seconds(v) for v in walls[key]) or "-"
+            for key in ("per_experience_train", "per_experience_test")
+        ]
         rows.append([method, _seconds(walls["train_total"]), _seconds(walls["total"]), *per])
     lines = ["## Wall time", ""]
-    lines += _table(["method", "train (s)", "train + test (s)", "train per step (s)", "test per step (s)"], rows)
+    lines += _table(
+        ["method", "train (s)", "train + test (s)", "train per step (s)", "test per step (s)"], rows
+    )
     return [
         *lines,
         "",
@@ -350,7 +395,11 @@ def _router_section(report: dict[str, Any]) -> list[str]:
     if coverage:
         rows = [[name, str(c["examples"]), _fmt(c["known_pct"])] for name, c in coverage.items()]
         lines += _table(["test set", "examples", "gold model known (%)"], rows)
-        lines += ["", "A gold model the router does not know can never be predicted: coverage caps M-Acc.", ""]
+        lines += [
+            "",
+            "A gold model the router does not know can never be predicted: coverage caps M-Acc.",
+            "",
+        ]
     if info.get("card"):
         lines += [info["card"], ""]
     return lines
@@ -368,7 +417,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         "the numbers are those of `report.json`.",
         "",
     ]
-    for section in (_router_section, _headline_section, _final_section, _matrix_section, _forgetting_section, _time_section):
+    for section in (
+        _router_section,
+        _headline_section,
+        _final_section,
+        _matrix_section,
+        _forgetting_section,
+        _time_section,
+    ):
         lines += section(report)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -403,7 +459,9 @@ def _heatmap(summary: dict[str, Any], names: list[str], method: str, path: Path)
     axes = figure.subplots(1, len(levels), squeeze=False)[0]
     image = None
     for ax, level in zip(axes, levels):
-        values = np.array([[np.nan if v is None else v for v in row] for row in summary["matrix"][level]], dtype=float)
+        values = np.array(
+            [[np.nan if v is None else v for v in row] for row in summary["matrix"][level]], dtype=float
+        )
         rows = [t for t in range(size) if not np.isnan(values[t]).all()]
         shown = np.ma.masked_invalid(values[rows])
         cmap = _colormap()
@@ -411,8 +469,15 @@ def _heatmap(summary: dict[str, Any], names: list[str], method: str, path: Path)
         for r, t in enumerate(rows):
             for j in range(size):
                 if not np.isnan(values[t, j]):
-                    ax.text(j, r, f"{values[t, j]:.1f}", ha="center", va="center", fontsize=8,
-                            color="white" if values[t, j] < 55 else "black")
+                    ax.text(
+                        j,
+                        r,
+                        f"{values[t, j]:.1f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if values[t, j] < 55 else "black",
+                    )
         ax.set_title(LEVEL_NAMES[level])
         ax.set_xticks(range(size), [_short(n) for n in names], rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(rows)), [f"after {_short(names[t])}" for t in rows], fontsize=8)
@@ -429,7 +494,9 @@ def _colormap() -> Any:
     return matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd")
 
 
-def _grouped_bars(ax: Any, groups: list[str], series: dict[str, list[float | None]], labels: bool = True) -> None:
+def _grouped_bars(
+    ax: Any, groups: list[str], series: dict[str, list[float | None]], labels: bool = True
+) -> None:
     import numpy as np
 
     width = 0.8 / max(len(series), 1)
@@ -438,7 +505,9 @@ def _grouped_bars(ax: Any, groups: list[str], series: dict[str, list[float | Non
         heights = [np.nan if v is None else v for v in values]
         bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, heights, width, label=label)
         if labels:
-            ax.bar_label(bars, labels=["" if v is None else f"{v:.1f}" for v in values], fontsize=7, padding=1)
+            ax.bar_label(
+                bars, labels=["" if v is None else f"{v:.1f}" for v in values], fontsize=7, padding=1
+            )
     ax.set_xticks(x, groups)
     ax.axhline(0, color="black", linewidth=0.6)
 
@@ -483,7 +552,7 @@ def _final_plot(report: dict[str, Any], path: Path) -> Path:
         ax.set_ylim(0, 108)
         ax.tick_params(axis="x", labelsize=8)
         ax.set_ylabel("accuracy (%)")
-    for ax in axes[len(levels):]:
+    for ax in axes[len(levels) :]:
         ax.set_visible(False)
     handles, legend = axes[0].get_legend_handles_labels()
     figure.legend(handles, legend, loc="outside lower center", ncols=min(len(legend), 6), fontsize=8)
@@ -512,7 +581,11 @@ def render_plots(report: dict[str, Any], folder: str | Path) -> dict[str, Any]:
     }
     forgetting = _forgetting_plot(report, folder / "forgetting.png")
     final = _final_plot(report, folder / "final_accuracy.png")
-    return {"heatmaps": heatmaps, "forgetting": forgetting.name if forgetting else None, "final_accuracy": final.name}
+    return {
+        "heatmaps": heatmaps,
+        "forgetting": forgetting.name if forgetting else None,
+        "final_accuracy": final.name,
+    }
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -536,7 +609,9 @@ def _write(report: dict[str, Any], folder: Path) -> ReportFiles:
     _write_text(folder / "report.md", render_markdown(report))
     plots = report["plots"]
     files = [folder / name for name in plots["heatmaps"].values()]
-    files += [folder / plots["final_accuracy"]] + ([folder / plots["forgetting"]] if plots["forgetting"] else [])
+    files += [folder / plots["final_accuracy"]] + (
+        [folder / plots["forgetting"]] if plots["forgetting"] else []
+    )
     return ReportFiles(folder / "report.md", folder / "report.json", files)
 
 
@@ -563,7 +638,9 @@ def write_report(
     Raises:
         DataFormatError: ``results`` is empty or not in the runner's shape.
     """
-    report = build_report(results, title=title, source=source, kind=kind, experiences=experiences, router=router)
+    report = build_report(
+        results, title=title, source=source, kind=kind, experiences=experiences, router=router
+    )
     return _write(report, Path(output_dir))
 
 
@@ -613,7 +690,10 @@ def _coverage(router: HubRouter, bench: CMRBench) -> dict[str, dict[str, Any]]:
     for experience in bench:
         gold = experience.test["model_id"]
         known = sum(model_id in router.registry for model_id in gold)
-        coverage[experience.name] = {"examples": len(gold), "known_pct": _round(100.0 * known / max(len(gold), 1))}
+        coverage[experience.name] = {
+            "examples": len(gold),
+            "known_pct": _round(100.0 * known / max(len(gold), 1)),
+        }
     return coverage
 
 
@@ -681,12 +761,19 @@ def evaluate_router(
 
 def _dataset_type(source: str | None) -> str:
     """The model-index ``dataset.type``: the Hub dataset repo, never a local path."""
-    if source and not Path(source).exists() and source.count("/") == 1 and not source.startswith((".", "/", "~")):
+    if (
+        source
+        and not Path(source).exists()
+        and source.count("/") == 1
+        and not source.startswith((".", "/", "~"))
+    ):
         return source
     return "cmrbench"
 
 
-def router_evaluation(result: dict[str, Any], source: str | None, experiences: Sequence[str]) -> dict[str, Any]:
+def router_evaluation(
+    result: dict[str, Any], source: str | None, experiences: Sequence[str]
+) -> dict[str, Any]:
     """Return ``router.info["evaluation"]``: what the router's model card renders into its model-index.
 
     Args:

@@ -46,11 +46,22 @@ def method_config(method: str, base: Any, seed: int, output_dir: str) -> Any:
     """Return the :class:`CARvEConfig` of a trained method, derived from ``base`` (the carve recipe)."""
     changes: dict[str, Any] = {"seed": seed, "output_dir": output_dir, "disable_tqdm": True}
     if method == "seq_ft":
-        changes.update(replay_strategy="none", embedding_anchor_weight=0.0, projection_anchor_weight=0.0,
-                       phase1_fraction=0.0, ewc_weight=0.0, drift_compensation=False)
+        changes.update(
+            replay_strategy="none",
+            embedding_anchor_weight=0.0,
+            projection_anchor_weight=0.0,
+            phase1_fraction=0.0,
+            ewc_weight=0.0,
+            drift_compensation=False,
+        )
     elif method == "replay":
-        changes.update(embedding_anchor_weight=0.0, projection_anchor_weight=0.0, phase1_fraction=0.0,
-                       ewc_weight=0.0, drift_compensation=False)
+        changes.update(
+            embedding_anchor_weight=0.0,
+            projection_anchor_weight=0.0,
+            phase1_fraction=0.0,
+            ewc_weight=0.0,
+            drift_compensation=False,
+        )
     elif method == "joint":
         changes.update(replay_strategy="none")
     elif method != "carve":
@@ -89,10 +100,14 @@ class _Run:
         for j in range(upto + 1):
             test = self.bench[j].test
             predicted = ranker(test["prompt"])
-            self.matrix.record(after, j, score_predictions(predicted, test["model_id"], test["domain"], self.labels))
+            self.matrix.record(
+                after, j, score_predictions(predicted, test["model_id"], test["domain"], self.labels)
+            )
 
     def new_router(self) -> HubRouter:
-        return HubRouter(dataclasses.replace(self.router_config, encoder=dataclasses.replace(self.router_config.encoder)))
+        return HubRouter(
+            dataclasses.replace(self.router_config, encoder=dataclasses.replace(self.router_config.encoder))
+        )
 
     def run_trained(self, method: str, base: Any, seed: int, workdir: str, progress: tqdm) -> None:
         from ..training.trainer import CARvETrainer
@@ -112,7 +127,9 @@ class _Run:
             return
         for t, experience in enumerate(self.bench):
             start = time.perf_counter()
-            CARvETrainer(model=router, args=args, train_dataset=experience.train, experience=experience.name).train()
+            CARvETrainer(
+                model=router, args=args, train_dataset=experience.train, experience=experience.name
+            ).train()
             trained = time.perf_counter()
             self.evaluate(t, router_ranker(router), t)
             self.times.append({"train_s": trained - start, "eval_s": time.perf_counter() - trained})
@@ -171,8 +188,10 @@ def run_cmrbench(
     results: dict[str, Any] = {}
     seeds_of = {m: list(seeds[:1]) if m in ("zero_shot", "bm25") else list(seeds) for m in methods}
     total = sum(len(s) for s in seeds_of.values()) * len(bench)
-    with tqdm(total=total, desc="CMRBench", unit="exp", disable=not show_progress) as progress, \
-            tempfile.TemporaryDirectory(prefix="hubroute-bench-") as workdir:
+    with (
+        tqdm(total=total, desc="CMRBench", unit="exp", disable=not show_progress) as progress,
+        tempfile.TemporaryDirectory(prefix="hubroute-bench-") as workdir,
+    ):
         for method in methods:
             runs = []
             method_seeds = seeds_of[method]  # retrieval baselines are deterministic: one seed
@@ -225,7 +244,9 @@ def load_results(path: str | Path) -> dict[str, Any]:
     try:
         merge_results(results)
     except DataFormatError as err:
-        raise DataFormatError(f"{path}: {err} Pass files written by `hubroute bench cmrbench --output`.") from err
+        raise DataFormatError(
+            f"{path}: {err} Pass files written by `hubroute bench cmrbench --output`."
+        ) from err
     return results
 
 
@@ -243,14 +264,18 @@ def merge_results(*results: dict[str, Any]) -> dict[str, Any]:
     pooled: dict[str, tuple[list[AccuracyMatrix], list[list[dict[str, float]]], list[int]]] = {}
     for result in results:
         if not isinstance(result, dict):
-            raise DataFormatError(f"Benchmark results are a JSON object of methods, not a {type(result).__name__}.")
+            raise DataFormatError(
+                f"Benchmark results are a JSON object of methods, not a {type(result).__name__}."
+            )
         for method, summary in result.items():
             try:
                 names = list(summary["final_per_experience"])
                 matrices = [AccuracyMatrix.from_lists(names, m) for m in summary["matrices"]]
                 times, seeds = summary["wall_time_s"]["per_experience"], list(summary["seeds"])
             except (KeyError, TypeError, ValueError) as err:
-                raise DataFormatError(f"The results of {method!r} are not benchmark results ({err!r}).") from err
+                raise DataFormatError(
+                    f"The results of {method!r} are not benchmark results ({err!r})."
+                ) from err
             into = pooled.setdefault(method, ([], [], []))
             repeated = sorted(set(seeds) & set(into[2]))
             if repeated:

@@ -19,20 +19,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train and test each method on CMRBench's four experiences in order (train on val, "
         "test on eval), then print a table and write JSON.",
     )
-    cmr.add_argument("--data", required=True, help="CMRBench folder (e.g. ../shared/cmrbench) or Hub dataset repo.")
+    cmr.add_argument(
+        "--data", required=True, help="CMRBench folder (e.g. ../shared/cmrbench) or Hub dataset repo."
+    )
     cmr.add_argument("--output", default="results/cmrbench.json", help="JSON results file.")
     cmr.add_argument(
-        "--report-dir", default=None,
+        "--report-dir",
+        default=None,
         help="Folder for report.md, report.json and the PNG plots (default: the JSON's folder).",
     )
     cmr.add_argument("--methods", nargs="+", default=None, help="Methods to run (default: all).")
     cmr.add_argument("--seeds", nargs="+", type=int, default=[0], help="Seeds (results are averaged).")
-    cmr.add_argument("--replay", type=float, default=None, help="Replay budget, a fraction of each experience.")
+    cmr.add_argument(
+        "--replay", type=float, default=None, help="Replay budget, a fraction of each experience."
+    )
     cmr.add_argument("--config", default=None, help="YAML file with CARvEConfig fields for the carve recipe.")
     cmr.add_argument("--encoder", default=None, help="Encoder model id or path (default: bundled MiniLM).")
-    cmr.add_argument("--experiences", nargs="+", default=None, help="Subset of experiences (default: all four).")
     cmr.add_argument(
-        "--dev", action="store_true",
+        "--experiences", nargs="+", default=None, help="Subset of experiences (default: all four)."
+    )
+    cmr.add_argument(
+        "--dev",
+        action="store_true",
         help="Test on a development split carved out of the training files instead of eval (for tuning).",
     )
     cmr.set_defaults(func=run_cmrbench_command)
@@ -44,9 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "test = eval), a 'models' config with the registries, and a dataset card. Uses the stored login or HF_TOKEN.",
     )
     publish.add_argument("--data", required=True, help="CMRBench folder (e.g. ../shared/cmrbench).")
-    publish.add_argument("--repo", required=True, help="Dataset repo id, e.g. ORG/cmrbench (created if needed).")
+    publish.add_argument(
+        "--repo", required=True, help="Dataset repo id, e.g. ORG/cmrbench (created if needed)."
+    )
     publish.add_argument("--private", action="store_true", help="Create the repo private.")
-    publish.add_argument("--experiences", nargs="+", default=None, help="Subset of experiences (default: all four).")
+    publish.add_argument(
+        "--experiences", nargs="+", default=None, help="Subset of experiences (default: all four)."
+    )
     publish.set_defaults(func=run_publish_command)
 
     merge = commands.add_parser(
@@ -57,7 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     merge.add_argument("results", nargs="+", help="Results JSON files of `hubroute bench cmrbench`.")
     merge.add_argument("--output", required=True, help="Merged JSON results file.")
-    merge.add_argument("--report-dir", default=None, help="Folder for the report (default: the JSON's folder).")
+    merge.add_argument(
+        "--report-dir", default=None, help="Folder for the report (default: the JSON's folder)."
+    )
     merge.set_defaults(func=run_merge_command)
 
     from . import speed
@@ -102,8 +116,12 @@ def run_cmrbench_command(args: argparse.Namespace) -> int:
     print(f"\nWrote {output}")
     from ..bench.report import write_report
 
-    report = write_report(results, args.report_dir or output.parent, title="CMRBench: methods side by side",
-                          source=str(args.data))
+    report = write_report(
+        results,
+        args.report_dir or output.parent,
+        title="CMRBench: methods side by side",
+        source=str(args.data),
+    )
     print(f"Wrote {report.markdown}, {report.json.name} and {len(report.plots)} plots")
     return 0
 

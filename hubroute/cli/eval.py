@@ -28,21 +28,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a Hub repo.",
     )
     parser.add_argument("--router", required=True, help="The router: a folder or a Hub repo id.")
-    parser.add_argument("--bench", required=True, help="CMRBench folder (e.g. ../shared/cmrbench) or Hub dataset repo.")
+    parser.add_argument(
+        "--bench", required=True, help="CMRBench folder (e.g. ../shared/cmrbench) or Hub dataset repo."
+    )
     parser.add_argument("--output", required=True, help="Folder for report.md, report.json and the plots.")
     parser.add_argument(
-        "--experiences", nargs="+", default=None,
+        "--experiences",
+        nargs="+",
+        default=None,
         help="Experiences to test on, in order (default: the CMRBench experiences the router learned, else all).",
     )
     parser.add_argument(
-        "--earlier", nargs="+", default=None, metavar="ROUTER",
+        "--earlier",
+        nargs="+",
+        default=None,
+        metavar="ROUTER",
         help="The router as it was after each experience but the last, in order: folders, or revisions (tags) "
         "of the Hub repo --router. Fills the whole accuracy matrix, so forgetting is measured.",
     )
     parser.add_argument("--revision", default=None, help="Revision of the Hub repo --router.")
     parser.add_argument("--batch-size", type=int, default=64, help="Prompts per encoder forward pass.")
     parser.add_argument(
-        "--no-card", action="store_true", help="Do not write the results into the router's folder and model card."
+        "--no-card",
+        action="store_true",
+        help="Do not write the results into the router's folder and model card.",
     )
     parser.set_defaults(func=run_eval_command)
 
@@ -104,7 +113,9 @@ def load_earlier(router_ref: str, refs: Sequence[str], revision_of_hub: bool) ->
         elif revision_of_hub:
             routers.append(HubRouter.from_pretrained(router_ref, revision=ref))
         else:
-            raise FileNotFoundError(f"--earlier {ref}: no router folder there (revisions need a Hub --router).")
+            raise FileNotFoundError(
+                f"--earlier {ref}: no router folder there (revisions need a Hub --router)."
+            )
     return routers
 
 
@@ -132,7 +143,9 @@ def run_eval_command(args: argparse.Namespace) -> int:
     earlier = load_earlier(args.router, args.earlier, revision_of_hub=not local) if args.earlier else []
     name = Path(args.router).name if local else args.router
     print(f"Evaluating {name} ({router.num_models} models) on {', '.join(names)}")
-    results = evaluate_router(router, bench, name=name, earlier=earlier, labels=labels, batch_size=args.batch_size)
+    results = evaluate_router(
+        router, bench, name=name, earlier=earlier, labels=labels, batch_size=args.batch_size
+    )
     evaluation = router_evaluation(results[name], args.bench, names)
     update_card = local and not args.no_card
     card_note = (
@@ -148,14 +161,23 @@ def run_eval_command(args: argparse.Namespace) -> int:
         "evaluation": evaluation,
         "card": card_note,
     }
-    files = write_report(results, args.output, title=f"{name} on CMRBench", source=str(args.bench), kind="router",
-                         experiences=names, router=router_info)
+    files = write_report(
+        results,
+        args.output,
+        title=f"{name} on CMRBench",
+        source=str(args.bench),
+        kind="router",
+        experiences=names,
+        router=router_info,
+    )
     print(format_table(results))
     print(f"\nWrote {files.markdown}, {files.json.name} and {len(files.plots)} plots")
     if update_card:
         router.info["evaluation"] = evaluation
         router.save_pretrained(args.router)
-        print(f"Recorded the results in {Path(args.router) / 'README.md'} (model-index) and the router's info.")
+        print(
+            f"Recorded the results in {Path(args.router) / 'README.md'} (model-index) and the router's info."
+        )
     elif not local and not args.no_card:
         print(_push_hint(args.router, files.json))
     return 0

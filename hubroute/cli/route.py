@@ -22,15 +22,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--router", required=True, help="A router folder or Hub repo id.")
     parser.add_argument("--top-k", type=int, default=3, help="Models to show per prompt (default: 3).")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit).")
-    parser.add_argument("--level", choices=("model", "family", "domain"), default="model",
-                        help="Rank models, or families or domains by their best model (default: model).")
-    parser.add_argument("--min-score", default=None,
-                        help="Confidence threshold: a number, or 'calibrated' for the router's fitted thresholds.")
-    parser.add_argument("--on-low-confidence", choices=("abstain", "backoff"), default="abstain",
-                        help="Below --min-score: answer nothing, or back off to the family or domain level.")
-    parser.add_argument("--explain", action="store_true", help="Show the nearest training prompts and card sentence.")
-    parser.add_argument("--domain-prior", type=float, default=None,
-                        help="Weight of the domain prior in the ranking (default: the router's; 0 ranks by cosine).")
+    parser.add_argument(
+        "--level",
+        choices=("model", "family", "domain"),
+        default="model",
+        help="Rank models, or families or domains by their best model (default: model).",
+    )
+    parser.add_argument(
+        "--min-score",
+        default=None,
+        help="Confidence threshold: a number, or 'calibrated' for the router's fitted thresholds.",
+    )
+    parser.add_argument(
+        "--on-low-confidence",
+        choices=("abstain", "backoff"),
+        default="abstain",
+        help="Below --min-score: answer nothing, or back off to the family or domain level.",
+    )
+    parser.add_argument(
+        "--explain", action="store_true", help="Show the nearest training prompts and card sentence."
+    )
+    parser.add_argument(
+        "--domain-prior",
+        type=float,
+        default=None,
+        help="Weight of the domain prior in the ranking (default: the router's; 0 ranks by cosine).",
+    )
     only = parser.add_argument_group("filters (applied before ranking)")
     only.add_argument("--domains", nargs="+", default=None, help="Only these domains.")
     only.add_argument("--pipeline-tags", nargs="+", default=None, help="Only these Hub pipeline tags.")
@@ -39,7 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     only.add_argument("--authors", nargs="+", default=None, help="Only models of these authors.")
     only.add_argument("--exclude-authors", nargs="+", default=None, help="Never models of these authors.")
     only.add_argument("--exclude-models", nargs="+", default=None, help="Never these model ids.")
-    only.add_argument("--created-after", default=None, help="Only models created since this date (YYYY-MM-DD).")
+    only.add_argument(
+        "--created-after", default=None, help="Only models created since this date (YYYY-MM-DD)."
+    )
     parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
     parser.set_defaults(func=run)
 
@@ -67,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     router = HubRouter.from_pretrained(args.router, revision=args.revision)
     if args.domain_prior is not None:
         router.config.domain_prior = args.domain_prior
-    chosen = {field: getattr(args, flag) for flag, field in _FILTERS.items() if getattr(args, flag) is not None}
+    chosen = {
+        field: getattr(args, flag) for flag, field in _FILTERS.items() if getattr(args, flag) is not None
+    }
     results = router.route(
         list(args.prompts), top_k=args.top_k, level=args.level, filters=RouteFilter(**chosen) if chosen else None,
         min_score=_min_score(args.min_score), on_low_confidence=args.on_low_confidence, explain=args.explain,

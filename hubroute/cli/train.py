@@ -28,8 +28,12 @@ class TrainScriptArguments:
     experiences: list[str] | None = field(
         default=None, metadata={"help": "CMRBench experiences to learn, in order (default: all)."}
     )
-    router: str | None = field(default=None, metadata={"help": "Continue a saved router (folder or Hub repo)."})
-    encoder: str = field(default=DEFAULT_ENCODER, metadata={"help": "Encoder of a new router (model id or path)."})
+    router: str | None = field(
+        default=None, metadata={"help": "Continue a saved router (folder or Hub repo)."}
+    )
+    encoder: str = field(
+        default=DEFAULT_ENCODER, metadata={"help": "Encoder of a new router (model id or path)."}
+    )
     embedding_dim: int | None = field(default=None, metadata={"help": "Embedding size of a new router."})
     temperature: float = field(default=0.08, metadata={"help": "Softmax temperature of a new router."})
     max_length: int = field(default=256, metadata={"help": "Prompt truncation (tokens) of a new router."})
@@ -68,10 +72,14 @@ def run(argv: list[str]) -> int:
     set_seed(config.seed)  # the new router's projection is drawn before the trainer seeds anything
     if script.router:
         router = HubRouter.from_pretrained(script.router)
-        print(f"Continuing {script.router}: {router.num_models} models, experiences {router.info.get('experiences', [])}")
+        print(
+            f"Continuing {script.router}: {router.num_models} models, experiences {router.info.get('experiences', [])}"
+        )
     else:
         encoder = EncoderConfig(script.encoder, max_length=script.max_length)
-        router = HubRouter(RouterConfig(encoder, embedding_dim=script.embedding_dim, temperature=script.temperature))
+        router = HubRouter(
+            RouterConfig(encoder, embedding_dim=script.embedding_dim, temperature=script.temperature)
+        )
     for name, data in experiences:
         print(f"Experience {name}: {len(data)} examples")
         trainer = CARvETrainer(model=router, args=config, train_dataset=data, experience=name)

@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login).")
     parser.add_argument("--workdir", default=None, help="Folder of the crawl state and the experience "
                         "(default: <output>.update).")  # fmt: skip
-    parser.add_argument("--state", default=None, help="Crawl state file (default: <workdir>/crawl_state.json).")
+    parser.add_argument(
+        "--state", default=None, help="Crawl state file (default: <workdir>/crawl_state.json)."
+    )
     crawl = parser.add_argument_group("crawl filters")
     crawl.add_argument("--pipeline-tags", nargs="+", default=[], help="Only these pipeline tags.")
     crawl.add_argument("--libraries", nargs="+", default=[], help="Only these libraries (e.g. transformers).")
@@ -44,18 +46,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     learn.add_argument("--prompts-per-model", type=int, default=8, help="Training prompts per new model.")
     learn.add_argument("--generator", default="template", help="'template' (default), "
                        "'transformers:<model id or folder>' or 'inference:<model id>'.")  # fmt: skip
-    learn.add_argument("--neighbors", type=int, default=8, help="Cold start: known models blended into new rows.")
+    learn.add_argument(
+        "--neighbors", type=int, default=8, help="Cold start: known models blended into new rows."
+    )
     learn.add_argument("--neighbor-weight", type=float, default=0.5, help="Cold start: weight of that blend.")
-    learn.add_argument("--config", default=None, help="YAML file of CARvEConfig fields overriding the update recipe.")
+    learn.add_argument(
+        "--config", default=None, help="YAML file of CARvEConfig fields overriding the update recipe."
+    )
     learn.add_argument("--seed", type=int, default=0, help="Seed of prompt writing and training.")
-    learn.add_argument("--experience-name", default=None, help="Name of the experience and of the pushed tag.")
-    learn.add_argument("--push-experience", default=None, metavar="ORG/DATASET", help="Push the experience dataset.")
+    learn.add_argument(
+        "--experience-name", default=None, help="Name of the experience and of the pushed tag."
+    )
+    learn.add_argument(
+        "--push-experience", default=None, metavar="ORG/DATASET", help="Push the experience dataset."
+    )
     gate = parser.add_argument_group("forgetting gate")
     gate.add_argument("--max-forgetting", type=float, default=1.0, help="Largest drop allowed at any level, "
                       "in accuracy points (default: 1).")  # fmt: skip
     gate.add_argument("--gate-data", nargs="+", default=None, help="Held-out prompts of old experiences "
                       "(.jsonl/.csv/.parquet with prompt, model_id[, domain]); default: the router's holdout.")  # fmt: skip
-    parser.add_argument("--dry-run", action="store_true", help="Crawl, train and measure, but save and push nothing.")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="Crawl, train and measure, but save and push nothing."
+    )
     parser.add_argument("--summary", default=None, help="Also write the summary as JSON to this file.")
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     parser.set_defaults(func=run)

@@ -46,7 +46,9 @@ _QUOTE = re.compile(r"^\s*>+\s?")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\w\"'(])")
-_ABBREVIATION = re.compile(r"(?:\b(?:e\.g|i\.e|vs|etc|approx|incl|fig|no|mr|dr|cf)\.|\b[a-z]\.)$", re.IGNORECASE)
+_ABBREVIATION = re.compile(
+    r"(?:\b(?:e\.g|i\.e|vs|etc|approx|incl|fig|no|mr|dr|cf)\.|\b[a-z]\.)$", re.IGNORECASE
+)
 
 _BOILERPLATE = re.compile(
     r"this model card has been automatically generated|provide a quick summary|this is the model card of a|"
@@ -285,7 +287,9 @@ def parse_card(readme: str | None, max_words: int = 300) -> CardText:
     other: list[str] = []
     parent_kind: dict[int, str] = {}
     for section in sections:
-        inherited = next((parent_kind[lvl] for lvl in sorted(parent_kind, reverse=True) if lvl < section.level), None)
+        inherited = next(
+            (parent_kind[lvl] for lvl in sorted(parent_kind, reverse=True) if lvl < section.level), None
+        )
         kind = _classify(section.heading, inherited if inherited != "other" else None)
         parent_kind = {lvl: k for lvl, k in parent_kind.items() if lvl < section.level}
         parent_kind[section.level] = kind

@@ -364,9 +364,13 @@ class CrawlState:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise ValueError(f"{path} is not a readable crawl state ({err}); delete it to crawl again.") from err
+            raise ValueError(
+                f"{path} is not a readable crawl state ({err}); delete it to crawl again."
+            ) from err
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-            raise ValueError(f"{path} is not a hubroute crawl state (version {STATE_VERSION}); delete it to crawl again.")
+            raise ValueError(
+                f"{path} is not a hubroute crawl state (version {STATE_VERSION}); delete it to crawl again."
+            )
         data.pop("version")
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
@@ -503,7 +507,9 @@ class HubCrawler:
         scope = self.filters.scope()
         if state is not None and state.scope != scope:
             logger.warning(
-                "The crawl state %s was made with other filters (%s); starting a new crawl.", self.state_path, state.scope
+                "The crawl state %s was made with other filters (%s); starting a new crawl.",
+                self.state_path,
+                state.scope,
             )
             state = None
         if state is None:
@@ -575,7 +581,9 @@ class HubCrawler:
         attempt = 0
         while True:
             try:
-                response = get_session().get(url, headers=headers, timeout=self.retry.timeout, follow_redirects=True)
+                response = get_session().get(
+                    url, headers=headers, timeout=self.retry.timeout, follow_redirects=True
+                )
             except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError):
                 if attempt >= self.retry.max_retries or self._aborted.is_set():
                     raise
@@ -690,7 +698,9 @@ class HubCrawler:
                 run["failures_in_row"] += 1
                 kind = "failed"
             bar.update(1 if kind == "record" or cap is None else 0)
-            bar.set_postfix(new=len(new), skipped=sum(counts.values()), failed=len(state.failed), refresh=False)
+            bar.set_postfix(
+                new=len(new), skipped=sum(counts.values()), failed=len(state.failed), refresh=False
+            )
             run["since_save"] += 1
             if run["since_save"] >= self.checkpoint_every:
                 self._save(state)
@@ -719,7 +729,11 @@ class HubCrawler:
 
         since_ms = _to_ms(self.since) or 0
         records = sorted(
-            (CrawledModel.from_dict(r) for r in state.records.values() if (r.get("created_at") or 0) >= since_ms),
+            (
+                CrawledModel.from_dict(r)
+                for r in state.records.values()
+                if (r.get("created_at") or 0) >= since_ms
+            ),
             key=_sort_key,
         )
         return CrawlResult(
@@ -735,7 +749,12 @@ class HubCrawler:
         )
 
     def _list_and_fetch(
-        self, state: CrawlState, pool: ThreadPoolExecutor, finish: Callable[[_Outcome], None], run: dict, cap: int | None
+        self,
+        state: CrawlState,
+        pool: ThreadPoolExecutor,
+        finish: Callable[[_Outcome], None],
+        run: dict,
+        cap: int | None,
     ) -> None:
         """Walk the listing, fetching cards in ``pool``; restart a listing that failed transiently."""
         window: deque[Future[_Outcome]] = deque()

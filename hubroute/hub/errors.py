@@ -171,6 +171,8 @@ def hub_errors(
         raise _network_error(err, what, write=write, repo_id=repo_id) from err
     except ValueError as err:  # "Force download failed due to the above error.", raised from the HTTP error
         cause = _network_cause(err)
-        if cause is None or isinstance(err, HubRouteError):  # our own errors (CheckpointError...) pass through
+        if cause is None or isinstance(
+            err, HubRouteError
+        ):  # our own errors (CheckpointError...) pass through
             raise
         raise _network_error(cause, what, write=write, repo_id=repo_id) from err

@@ -719,14 +719,18 @@ class InferenceClientGenerator(_LLMGenerator):
                 return str(response.choices[0].message.content or "")
             except (HfHubHTTPError, httpx2.HTTPError, TimeoutError) as err:  # InferenceTimeoutError is both
                 status = http_status(err) if isinstance(err, HfHubHTTPError) else None
-                if (status is not None and status not in self.retry.statuses) or attempt >= self.retry.max_retries:
+                if (
+                    status is not None and status not in self.retry.statuses
+                ) or attempt >= self.retry.max_retries:
                     if status is not None:
                         raise HubAccessError(describe_http_error(err, what)) from err
                     raise HubAccessError(
                         f"{what.capitalize()} did not answer ({type(err).__name__}: {err}) after {attempt + 1} "
                         "tries. Retry later, check the network and HF_ENDPOINT, or use --generator template."
                     ) from err
-                self.retry.sleep(self.retry.delay(attempt, retry_after_seconds(getattr(err, "response", None))))
+                self.retry.sleep(
+                    self.retry.delay(attempt, retry_after_seconds(getattr(err, "response", None)))
+                )
                 attempt += 1
 
 

@@ -98,7 +98,9 @@ def update_config(output_dir: str | None = None, **overrides: Any) -> CARvEConfi
     if unknown:
         raise ValueError(f"Unknown CARvEConfig field(s) {unknown} in the update config.")
     values = {**UPDATE_RECIPE, **overrides}
-    values["output_dir"] = output_dir or values.get("output_dir") or tempfile.mkdtemp(prefix="hubroute-update-")
+    values["output_dir"] = (
+        output_dir or values.get("output_dir") or tempfile.mkdtemp(prefix="hubroute-update-")
+    )
     return CARvEConfig(**values)
 
 
@@ -138,7 +140,9 @@ def gate_examples(router: HubRouter, gate_data: Any = None) -> tuple[list[dict[s
     return examples, source
 
 
-def routing_accuracy(router: HubRouter, examples: Sequence[Mapping[str, Any]], batch_size: int = 64) -> dict[str, float]:
+def routing_accuracy(
+    router: HubRouter, examples: Sequence[Mapping[str, Any]], batch_size: int = 64
+) -> dict[str, float]:
     """M/F/D accuracy (and M@5), in percent, of ``router`` on ``examples``.
 
     The family and domain of each model come from the router's registry; a correct model is a correct family
@@ -237,7 +241,11 @@ class UpdateSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as JSON (routers left out)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("router", "cold_router")}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("router", "cold_router")
+        }
 
     def format(self) -> str:
         """A human-readable report: models added and skipped, time taken, accuracy before and after."""
@@ -253,13 +261,17 @@ class UpdateSummary:
             f"{self.num_prompts} training prompts",
         ]
         if self.gate_prompts:
-            lines.append(f"  old experiences ({self.gate_prompts} {self.gate_source} prompts), accuracy in %:")
+            lines.append(
+                f"  old experiences ({self.gate_prompts} {self.gate_source} prompts), accuracy in %:"
+            )
             lines.append("    " + f"{'':<22}" + "".join(f"{LEVEL_NAMES[lvl]:>9}" for lvl in GATE_LEVELS))
             rows = (("before the update", self.accuracy_baseline), ("after the cold start", self.accuracy_before),
                     ("after training", self.accuracy_after))  # fmt: skip
             for label, acc in rows:
                 if acc:
-                    lines.append("    " + f"{label:<22}" + "".join(f"{acc[lvl]:>9.1f}" for lvl in GATE_LEVELS))
+                    lines.append(
+                        "    " + f"{label:<22}" + "".join(f"{acc[lvl]:>9.1f}" for lvl in GATE_LEVELS)
+                    )
             if self.forgetting:
                 lines.append("    " + f"{'forgetting (points)':<22}" + "".join(
                     f"{self.forgetting[lvl]:>9.1f}" for lvl in GATE_LEVELS))  # fmt: skip
@@ -417,7 +429,9 @@ def update_router(
     router_dir = Path(router) if isinstance(router, (str, Path)) and Path(router).is_dir() else None
     output_path = Path(output) if output is not None else router_dir
     if output_path is None and push is None and not dry_run:
-        raise ValueError("Nowhere to save the updated router: pass output= (a folder) and/or push= (a Hub repo).")
+        raise ValueError(
+            "Nowhere to save the updated router: pass output= (a folder) and/or push= (a Hub repo)."
+        )
     name = experience_name or f"update-{cutoff:%Y-%m-%d}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
 
     t = time.perf_counter()
@@ -434,7 +448,9 @@ def update_router(
     logger.info(crawled.describe())
 
     own = {model_key(r) for r in (push, None if router_dir or not isinstance(router, str) else router) if r}
-    fresh = [m for m in crawled.records if m.model_id not in model.registry and model_key(m.model_id) not in own]
+    fresh = [
+        m for m in crawled.records if m.model_id not in model.registry and model_key(m.model_id) not in own
+    ]
     summary = UpdateSummary(
         status="nothing_new", experience=name, since=cutoff.isoformat(), router_source=source,
         crawl=_crawl_numbers(crawled), models_known=len(crawled.records) - len(fresh),

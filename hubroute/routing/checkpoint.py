@@ -214,7 +214,9 @@ def _read_index(router: HubRouter, folder: Path, where: str, remedy: str) -> Non
         spec = IndexSpec.from_dict(json.loads(metadata["spec"]))
         size, dim, digest = int(metadata["num_models"]), int(metadata["dim"]), metadata["embeddings_sha256"]
     except Exception as err:  # safetensors, JSON and missing keys all mean a damaged file
-        raise CheckpointError(f"{INDEX_FILE} of {where} is not a readable hubroute index ({err}). {remedy}") from err
+        raise CheckpointError(
+            f"{INDEX_FILE} of {where} is not a readable hubroute index ({err}). {remedy}"
+        ) from err
     embeddings = router.model_embeddings
     if (size, dim) != tuple(embeddings.shape) or digest != embeddings_digest(embeddings):
         raise CheckpointError(
@@ -235,9 +237,13 @@ def _read_calibration(router: HubRouter, folder: Path, where: str, remedy: str) 
     from .options import Calibration
 
     try:
-        router.calibration = Calibration.from_dict(json.loads((folder / CALIBRATION_FILE).read_text(encoding="utf-8")))
+        router.calibration = Calibration.from_dict(
+            json.loads((folder / CALIBRATION_FILE).read_text(encoding="utf-8"))
+        )
     except ValueError as err:
-        raise CheckpointError(f"{CALIBRATION_FILE} of {where} is not a valid calibration ({err}). {remedy}") from err
+        raise CheckpointError(
+            f"{CALIBRATION_FILE} of {where} is not a valid calibration ({err}). {remedy}"
+        ) from err
 
 
 def _capitalized(text: str) -> str:
@@ -270,7 +276,9 @@ def read_config(folder: Path, where: str | None = None, remedy: str = LOCAL_REME
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{CONFIG_FILE} of {where} is not valid JSON ({err}): it is corrupt. {remedy}") from err
+        raise CheckpointError(
+            f"{CONFIG_FILE} of {where} is not valid JSON ({err}): it is corrupt. {remedy}"
+        ) from err
     if not isinstance(config, dict) or config.get("library_name") != LIBRARY_NAME:
         raise IncompatibleCheckpointError(
             f"{_capitalized(where)} is not a hubroute router ({CONFIG_FILE} has no 'library_name: hubroute'). "
@@ -284,7 +292,9 @@ def read_config(folder: Path, where: str | None = None, remedy: str = LOCAL_REME
             )
     version = config.get("format_version")
     if not isinstance(version, int):
-        raise CheckpointError(f"{CONFIG_FILE} of {where} has no integer 'format_version': it is corrupt. {remedy}")
+        raise CheckpointError(
+            f"{CONFIG_FILE} of {where} has no integer 'format_version': it is corrupt. {remedy}"
+        )
     if version > FORMAT_VERSION:
         raise IncompatibleCheckpointError(
             f"{_capitalized(where)} was written in router format {version} by hubroute {config.get('hubroute_version')}, "
@@ -313,10 +323,14 @@ def _load_safetensors(path: Path, where: str, remedy: str) -> dict[str, torch.Te
     try:
         return load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for every kind of damage
-        raise CheckpointError(f"{path.name} of {where} is not a readable safetensors file ({err}). {remedy}") from err
+        raise CheckpointError(
+            f"{path.name} of {where} is not a readable safetensors file ({err}). {remedy}"
+        ) from err
 
 
-def read_router(cls: type[HubRouter], folder: Path, where: str | None = None, remedy: str = LOCAL_REMEDY) -> HubRouter:
+def read_router(
+    cls: type[HubRouter], folder: Path, where: str | None = None, remedy: str = LOCAL_REMEDY
+) -> HubRouter:
     """Load and verify a router written by :func:`write_router`.
 
     Args:
@@ -339,20 +353,26 @@ def read_router(cls: type[HubRouter], folder: Path, where: str | None = None, re
     try:
         registry_data = json.loads((folder / REGISTRY_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError as err:
-        raise CheckpointError(f"{REGISTRY_FILE} is missing from {where}: the router is incomplete. {remedy}") from err
+        raise CheckpointError(
+            f"{REGISTRY_FILE} is missing from {where}: the router is incomplete. {remedy}"
+        ) from err
     except ValueError as err:
         raise CheckpointError(f"{REGISTRY_FILE} of {where} is not valid JSON ({err}). {remedy}") from err
     registry = Registry.from_list(registry_data)
     weights = _load_safetensors(folder / WEIGHTS_FILE, where, remedy)
     for name in ("projection.weight", "model_embeddings"):
         if name not in weights:
-            raise CheckpointError(f"{WEIGHTS_FILE} of {where} has no tensor {name!r}; it is not a hubroute router file.")
+            raise CheckpointError(
+                f"{WEIGHTS_FILE} of {where} has no tensor {name!r}; it is not a hubroute router file."
+            )
 
     try:
         router_config = RouterConfig.from_dict(config.get("router") or {})
         encoder = PromptEncoder.load(folder / ENCODER_DIR, config.get("encoder") or {})
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{CONFIG_FILE} of {where} describes an invalid router: {err} {remedy}") from err
+        raise CheckpointError(
+            f"{CONFIG_FILE} of {where} describes an invalid router: {err} {remedy}"
+        ) from err
     except OSError as err:
         raise CheckpointError(
             f"The encoder of {where} could not be loaded ({err}). A router trained on a local encoder folder "
@@ -380,7 +400,9 @@ def read_router(cls: type[HubRouter], folder: Path, where: str | None = None, re
         try:
             router.training_state = json.loads((folder / STATE_JSON_FILE).read_text(encoding="utf-8"))
         except ValueError as err:
-            raise CheckpointError(f"{STATE_JSON_FILE} of {where} is not valid JSON ({err}). {remedy}") from err
+            raise CheckpointError(
+                f"{STATE_JSON_FILE} of {where} is not valid JSON ({err}). {remedy}"
+            ) from err
         if not isinstance(router.training_state, dict):
             raise CheckpointError(f"{STATE_JSON_FILE} of {where} must hold a JSON object. {remedy}")
     if (folder / STATE_TENSORS_FILE).is_file():

@@ -123,7 +123,11 @@ class PromptEncoder(nn.Module):
         self.config = config or EncoderConfig()
         self.fine_tuned = fine_tuned
         if model is None:
-            source = bundled_encoder_path() if self.config.name_or_path == DEFAULT_ENCODER else self.config.name_or_path
+            source = (
+                bundled_encoder_path()
+                if self.config.name_or_path == DEFAULT_ENCODER
+                else self.config.name_or_path
+            )
             model = _load_sentence_transformer(source, self.config)
         self.model = model
         if self.config.lora is not None and not self.has_lora:
@@ -198,7 +202,9 @@ class PromptEncoder(nn.Module):
         for start in tqdm(starts, desc="Encoding", disable=not show_progress, unit="batch"):
             idx = order[start : start + batch_size]
             features = self.tokenize([texts[i] for i in idx])
-            features = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+            features = {
+                k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()
+            }
             out[idx] = self(features).float().cpu()
         self.train(was_training)
         return out

@@ -445,7 +445,9 @@ def apply_domain_prior(
         ValueError: a negative or non-finite ``weight``, or a non-positive ``temperature``.
     """
     if not (0 <= weight < math.inf) or not (0 < temperature < math.inf):
-        raise ValueError(f"The domain prior needs weight >= 0 and temperature > 0, got {weight} and {temperature}.")
+        raise ValueError(
+            f"The domain prior needs weight >= 0 and temperature > 0, got {weight} and {temperature}."
+        )
     if weight == 0 or ids.size == 0:
         return scores, ids
     num_prompts = ids.shape[0]
@@ -463,7 +465,9 @@ def apply_domain_prior(
         prior = temperature * (np.log(own) - np.log(lead))
     adjusted = np.where(valid, scores + weight * prior, scores)
     order = np.argsort(-np.where(valid, adjusted, -np.inf), axis=1, kind="stable")
-    return np.take_along_axis(adjusted, order, axis=1).astype(scores.dtype), np.take_along_axis(ids, order, axis=1)
+    return np.take_along_axis(adjusted, order, axis=1).astype(scores.dtype), np.take_along_axis(
+        ids, order, axis=1
+    )
 
 
 # --------------------------------------------------------------------------------------- calibration ----

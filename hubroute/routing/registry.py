@@ -130,7 +130,11 @@ class Registry:
         idx = self._index.get(model_key(model_id))
         if idx is None:
             close = difflib.get_close_matches(model_key(model_id), list(self._index), n=3, cutoff=0.75)
-            hint = f" Did you mean {', '.join(self._records[self._index[c]].model_id for c in close)}?" if close else ""
+            hint = (
+                f" Did you mean {', '.join(self._records[self._index[c]].model_id for c in close)}?"
+                if close
+                else ""
+            )
             raise UnknownModelError(
                 f"Model {model_id!r} is not in the registry ({len(self)} models).{hint} "
                 "Add it with HubRouter.add_models() or train on an experience that contains it."
@@ -162,7 +166,9 @@ class Registry:
         """
         return [self._append(record) for record in self.unregistered(records, experience)]
 
-    def unregistered(self, records: Iterable[ModelRecord], experience: str | None = None) -> list[ModelRecord]:
+    def unregistered(
+        self, records: Iterable[ModelRecord], experience: str | None = None
+    ) -> list[ModelRecord]:
         """The records :meth:`extend` would append, in that order, without changing the registry.
 
         Raises:

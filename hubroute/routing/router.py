@@ -100,7 +100,9 @@ class RouterConfig:
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(f"RouterConfig.temperature must be a positive number, got {self.temperature}.")
         if not (self.domain_prior >= 0 and math.isfinite(self.domain_prior)):
-            raise ValueError(f"RouterConfig.domain_prior must be a number >= 0 (0: off), got {self.domain_prior}.")
+            raise ValueError(
+                f"RouterConfig.domain_prior must be a number >= 0 (0: off), got {self.domain_prior}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -246,7 +248,9 @@ class HubRouter(
         return RouterOutput(self.project(pooled), self.normalized_embeddings())
 
     @torch.no_grad()
-    def embed_prompts(self, prompts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+    def embed_prompts(
+        self, prompts: Sequence[str], batch_size: int = 64, show_progress: bool = False
+    ) -> np.ndarray:
         """Return ``[n, embedding_dim]`` normalised prompt vectors (float32)."""
         pooled = self.encoder.encode(list(prompts), batch_size=batch_size, show_progress=show_progress)
         weight = self.projection.weight.detach().float().cpu()
@@ -264,7 +268,9 @@ class HubRouter(
         if kind == "auto":
             kind = "ivf" if self.num_models >= c.ann_threshold else "exact"
         if kind not in INDEX_KINDS:
-            raise ValueError(f"RouterConfig.index_kind must be 'auto' or one of {list(INDEX_KINDS)}, got {kind!r}.")
+            raise ValueError(
+                f"RouterConfig.index_kind must be 'auto' or one of {list(INDEX_KINDS)}, got {kind!r}."
+            )
         return IndexSpec(kind, nlist=c.ivf_nlist, hnsw_m=c.hnsw_m, ef_construction=c.hnsw_ef_construction)
 
     def _index_cache_key(self) -> tuple[Any, ...]:
@@ -280,7 +286,9 @@ class HubRouter(
         if self._index is None or self._index_key != key:
             spec = self.index_spec()
             if spec.kind != "exact":
-                logger.info("Building a %s index over %d models (saved with the router).", spec.kind, self.num_models)
+                logger.info(
+                    "Building a %s index over %d models (saved with the router).", spec.kind, self.num_models
+                )
             with torch.no_grad():
                 vectors = self.normalized_embeddings().detach().float().cpu().numpy()
             self._index = ScoringIndex(vectors, spec, progress=progress)
@@ -322,7 +330,10 @@ class HubRouter(
         """Use a loaded ``index`` if it was built with the spec the config asks for; return whether it was."""
         wanted = self.index_spec()
         if index.spec != wanted or index.size != self.num_models or index.dim != self.embedding_dim:
-            logger.warning("The saved %s index does not match the router's index settings; it will be rebuilt.", index.kind)
+            logger.warning(
+                "The saved %s index does not match the router's index settings; it will be rebuilt.",
+                index.kind,
+            )
             return False
         self._index = index
         self._index_key = self._index_cache_key()
@@ -415,7 +426,9 @@ class HubRouter(
             ValueError: a bad filter.
         """
         if self.num_models == 0:
-            raise CheckpointError("This router has no models yet: train it on an experience or add_models() first.")
+            raise CheckpointError(
+                "This router has no models yet: train it on an experience or add_models() first."
+            )
         allowed = self._allowed(as_route_filter(filters))
         return self._rank_vectors(self._encode_queries(list(prompts), batch_size), top_k, allowed)
 
@@ -502,7 +515,9 @@ class HubRouter(
         if not batch:
             return []
         if self.num_models == 0:
-            raise CheckpointError("This router has no models yet: train it on an experience or add_models() first.")
+            raise CheckpointError(
+                "This router has no models yet: train it on an experience or add_models() first."
+            )
         vectors = self._encode_queries(batch, batch_size)
         if plain:
             scores, ids = self._rank_vectors(vectors, top_k)
@@ -564,12 +579,20 @@ class HubRouter(
         for row in range(len(vectors)):
             results = self._answer(row, scores[row], ids[row], rankings, ladder, top_k, thresholds)
             if explain and results:
-                results = self._explained(vectors[row], results, scores[row], ids[row], rankings, row, thresholds)
+                results = self._explained(
+                    vectors[row], results, scores[row], ids[row], rankings, row, thresholds
+                )
             out.append(results)
         return out
 
     def _level_results(
-        self, lvl: str, row: int, scores: np.ndarray, ids: np.ndarray, rankings: dict[str, list[GroupRanking]], top_k: int
+        self,
+        lvl: str,
+        row: int,
+        scores: np.ndarray,
+        ids: np.ndarray,
+        rankings: dict[str, list[GroupRanking]],
+        top_k: int,
     ) -> list[RouteResult]:
         if lvl == "model":
             results = self._results(scores[:top_k], ids[:top_k])
@@ -577,12 +600,18 @@ class HubRouter(
         ranking, arrays = rankings[lvl][row], self._registry_arrays()
         out = []
         for rank, (code, score, best) in enumerate(
-            zip(ranking.codes[:top_k].tolist(), ranking.scores[:top_k].tolist(), ranking.best_models[:top_k].tolist()),
+            zip(
+                ranking.codes[:top_k].tolist(),
+                ranking.scores[:top_k].tolist(),
+                ranking.best_models[:top_k].tolist(),
+            ),
             start=1,
         ):
             record = self.registry[best]
             group = arrays.group_name(lvl, code)
-            out.append(RouteResult(record.model_id, record.family, record.domain, float(score), rank, lvl, group))
+            out.append(
+                RouteResult(record.model_id, record.family, record.domain, float(score), rank, lvl, group)
+            )
         return out
 
     def _answer(
@@ -623,7 +652,9 @@ class HubRouter(
         cached = self._route_cache.get("replay")
         if cached is None or cached[0] != key:
             entries = [
-                e for e in replay if isinstance(e, dict) and isinstance(e.get("prompt"), str) and e["prompt"].strip()
+                e
+                for e in replay
+                if isinstance(e, dict) and isinstance(e.get("prompt"), str) and e["prompt"].strip()
             ]
             cached = (key, entries, self._encode_queries([e["prompt"] for e in entries]))
             self._route_cache["replay"] = cached
@@ -650,7 +681,8 @@ class HubRouter(
         similarity = vectors @ vector
         best = np.argsort(-similarity, kind="stable")[:count]
         return tuple(
-            NearestPrompt(entries[i]["prompt"], str(entries[i].get("model_id")), float(similarity[i])) for i in best
+            NearestPrompt(entries[i]["prompt"], str(entries[i].get("model_id")), float(similarity[i]))
+            for i in best
         )
 
     def _explained(
@@ -666,7 +698,8 @@ class HubRouter(
         arrays = self._registry_arrays()
         model_scores = {int(i): float(s) for i, s in zip(ids.tolist(), scores.tolist()) if i >= 0}
         group_scores = {
-            lvl: dict(zip(rankings[lvl][row].codes.tolist(), rankings[lvl][row].scores.tolist())) for lvl in rankings
+            lvl: dict(zip(rankings[lvl][row].codes.tolist(), rankings[lvl][row].scores.tolist()))
+            for lvl in rankings
         }
         nearest = self._nearest_prompts(vector)
         out = []
@@ -746,16 +779,22 @@ class HubRouter(
         if (target_precision is None) == (coverage is None):
             raise ValueError("calibrate() needs exactly one of target_precision= and coverage=.")
         for name, value in (("target_precision", target_precision), ("coverage", coverage)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1
+            ):
                 raise ValueError(f"{name} must be a number in (0, 1], got {value!r}.")
         if isinstance(prompts, str) or isinstance(model_ids, str):
             raise ValueError("calibrate() takes a list of prompts and a list of model ids.")
         batch = _validate_prompts(list(prompts))
         model_ids = list(model_ids)
         if not batch or len(batch) != len(model_ids):
-            raise ValueError(f"calibrate() needs one model id per prompt: got {len(batch)} prompts and {len(model_ids)} ids.")
+            raise ValueError(
+                f"calibrate() needs one model id per prompt: got {len(batch)} prompts and {len(model_ids)} ids."
+            )
         if self.num_models == 0:
-            raise CheckpointError("This router has no models yet: train it on an experience or add_models() first.")
+            raise CheckpointError(
+                "This router has no models yet: train it on an experience or add_models() first."
+            )
         gold = np.asarray([self.registry.index(m) for m in model_ids], dtype=np.int64)
         vectors = self._encode_queries(batch, batch_size)
         scores, ids = self._rank_vectors(vectors, max(1, self.config.level_candidates))
@@ -765,7 +804,12 @@ class HubRouter(
         for lvl in ("family", "domain"):
             codes = arrays.group_codes(lvl)
             rankings = aggregate_levels(
-                scores, ids, codes, top_n=c.level_top_models, temperature=c.temperature, how=c.level_aggregation
+                scores,
+                ids,
+                codes,
+                top_n=c.level_top_models,
+                temperature=c.temperature,
+                how=c.level_aggregation,
             )
             confidence[lvl] = np.asarray([r.scores[0] for r in rankings], dtype=np.float64)
             correct[lvl] = np.asarray([r.codes[0] for r in rankings]) == codes[gold]
@@ -773,7 +817,9 @@ class HubRouter(
                   for lvl in LEVELS}  # fmt: skip
         for lvl, (threshold, _, _) in fitted.items():
             if threshold is None:
-                logger.warning("No %s-level threshold reaches precision %s on these prompts.", lvl, target_precision)
+                logger.warning(
+                    "No %s-level threshold reaches precision %s on these prompts.", lvl, target_precision
+                )
         self.calibration = Calibration(
             thresholds={lvl: fitted[lvl][0] for lvl in LEVELS},
             target_precision=None if target_precision is None else float(target_precision),
@@ -832,7 +878,11 @@ class HubRouter(
             per_model.append(vectors[start : start + len(group)] if group else None)
             start += len(group)
         rows = self.initial_embeddings(
-            new_records, per_model, show_progress=show_progress, neighbors=neighbors, neighbor_weight=neighbor_weight
+            new_records,
+            per_model,
+            show_progress=show_progress,
+            neighbors=neighbors,
+            neighbor_weight=neighbor_weight,
         )
         return self.register(new_records, rows)
 
@@ -853,9 +903,13 @@ class HubRouter(
         """
         keys = [model_key(r.model_id) for r in records]
         if len(set(keys)) != len(keys) or any(r.model_id in self.registry for r in records):
-            raise ValueError("register() takes models not registered yet, each once; use add_models() otherwise.")
+            raise ValueError(
+                "register() takes models not registered yet, each once; use add_models() otherwise."
+            )
         if tuple(rows.shape) != (len(records), self.embedding_dim):
-            raise ValueError(f"register() needs {len(records)} rows of size {self.embedding_dim}, got {tuple(rows.shape)}.")
+            raise ValueError(
+                f"register() needs {len(records)} rows of size {self.embedding_dim}, got {tuple(rows.shape)}."
+            )
         new_ids = self.registry.extend(records)
         self.append_embeddings(rows)
         return new_ids
@@ -996,7 +1050,9 @@ class HubRouter(
         """
         from ..hub.upload import push_router
 
-        return push_router(self, repo_id, private=private, token=token, commit_message=commit_message, tag=tag)
+        return push_router(
+            self, repo_id, private=private, token=token, commit_message=commit_message, tag=tag
+        )
 
     @classmethod
     def from_pretrained(  # type: ignore[override]

@@ -190,7 +190,9 @@ class FamilyAssigner:
             family = bucket.get(normalized)
             if family is None and bucket:
                 names = list(bucket)
-                vectors = TfidfVectorizer(analyzer="char", ngram_range=(3, 5)).fit_transform(names + [normalized])
+                vectors = TfidfVectorizer(analyzer="char", ngram_range=(3, 5)).fit_transform(
+                    names + [normalized]
+                )
                 similarity = (vectors[:-1] @ vectors[-1].T).toarray().ravel()
                 best = int(similarity.argmax())
                 if similarity[best] >= 1.0 - self.distance_threshold:

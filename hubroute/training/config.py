@@ -108,7 +108,9 @@ class CARvEConfig(TrainingArguments):
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay of the encoder weights."})
     warmup_steps: float = field(default=10, metadata={"help": "Linear warm-up steps (or ratio if < 1)."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    save_strategy: str = field(default="no", metadata={"help": "Trainer checkpoints: 'no', 'steps' or 'epoch'."})
+    save_strategy: str = field(
+        default="no", metadata={"help": "Trainer checkpoints: 'no', 'steps' or 'epoch'."}
+    )
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Experiment trackers."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collator's columns."})
     train_sampling_strategy: str = field(
@@ -125,45 +127,69 @@ class CARvEConfig(TrainingArguments):
         default="full", metadata={"help": "How the encoder learns: frozen, lora or full."}
     )
     head_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the projection."})
-    embedding_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the model embeddings."})
+    embedding_learning_rate: float = field(
+        default=1e-3, metadata={"help": "Learning rate of the model embeddings."}
+    )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "Modules that get LoRA adapters (default: peft's choice for the model)."}
+        default=None,
+        metadata={"help": "Modules that get LoRA adapters (default: peft's choice for the model)."},
     )
     num_candidates: int = field(default=64, metadata={"help": "Candidate set size, gold included."})
     num_hard_negatives: int = field(default=5, metadata={"help": "Mined hard negatives per candidate set."})
     num_group_negatives: int = field(default=48, metadata={"help": "Same-parent-group negatives per set."})
     num_far_negatives: int = field(default=10, metadata={"help": "Other-domain negatives per set."})
     hard_negative_pool: int = field(default=50, metadata={"help": "Mined negatives kept per example."})
-    soft_target_eps: float = field(default=0.02, metadata={"help": "Soft-target mass on same-domain neighbours."})
-    phase1_fraction: float = field(default=0.4, metadata={"help": "Share of steps in phase 1 (experience 2+)."})
-    embedding_anchor_weight: float = field(default=1e4, metadata={"help": "Embedding anchor weight (phase 1)."})
-    projection_anchor_weight: float = field(default=5e4, metadata={"help": "Projection anchor weight (phase 1)."})
-    replay_fraction: float = field(default=0.1, metadata={"help": "Share of each experience kept for replay."})
+    soft_target_eps: float = field(
+        default=0.02, metadata={"help": "Soft-target mass on same-domain neighbours."}
+    )
+    phase1_fraction: float = field(
+        default=0.4, metadata={"help": "Share of steps in phase 1 (experience 2+)."}
+    )
+    embedding_anchor_weight: float = field(
+        default=1e4, metadata={"help": "Embedding anchor weight (phase 1)."}
+    )
+    projection_anchor_weight: float = field(
+        default=5e4, metadata={"help": "Projection anchor weight (phase 1)."}
+    )
+    replay_fraction: float = field(
+        default=0.1, metadata={"help": "Share of each experience kept for replay."}
+    )
     replay_strategy: Literal["coreset", "random", "none"] = field(
         default="coreset", metadata={"help": "Replay selection: coreset, random or none."}
     )
-    replay_max_per_model: int = field(default=3, metadata={"help": "Coreset: prompts kept per model at most."})
+    replay_max_per_model: int = field(
+        default=3, metadata={"help": "Coreset: prompts kept per model at most."}
+    )
     replay_min_per_domain: int = field(default=5, metadata={"help": "Coreset: minimum quota per domain."})
-    replay_loss_weight: float = field(default=1.0, metadata={"help": "Loss weight of replayed examples in phase 1."})
+    replay_loss_weight: float = field(
+        default=1.0, metadata={"help": "Loss weight of replayed examples in phase 1."}
+    )
     ewc_weight: float = field(default=0.0, metadata={"help": "Online EWC weight (0 disables EWC)."})
     ewc_gamma: float = field(default=0.9, metadata={"help": "Online EWC decay of older Fisher estimates."})
     card_loss_weight: float = field(
-        default=1.0, metadata={"help": "Weight of the prompt-to-card contrastive loss while the encoder trains."}
+        default=1.0,
+        metadata={"help": "Weight of the prompt-to-card contrastive loss while the encoder trains."},
     )
-    card_max_length: int = field(default=128, metadata={"help": "Tokens of a model card used by the card loss."})
+    card_max_length: int = field(
+        default=128, metadata={"help": "Tokens of a model card used by the card loss."}
+    )
     card_temperature: float = field(default=0.05, metadata={"help": "Temperature of the card loss."})
     drift_compensation: bool = field(
-        default=False, metadata={"help": "Re-align old model embeddings with the updated prompt space after training."}
+        default=False,
+        metadata={"help": "Re-align old model embeddings with the updated prompt space after training."},
     )
     drift_ridge: float = field(default=0.1, metadata={"help": "Ridge penalty of the drift-compensation map."})
-    init_neighbors: int = field(default=0, metadata={"help": "Old models blended into a new model's initial row."})
+    init_neighbors: int = field(
+        default=0, metadata={"help": "Old models blended into a new model's initial row."}
+    )
     init_neighbor_weight: float = field(default=0.5, metadata={"help": "Weight of that blend."})
     encode_batch_size: int = field(default=64, metadata={"help": "Batch size of no-grad encoding passes."})
     holdout_fraction: float = field(
-        default=0.0, metadata={"help": "Share of each experience held out of training for later forgetting checks."}
+        default=0.0,
+        metadata={"help": "Share of each experience held out of training for later forgetting checks."},
     )
 
     def __post_init__(self) -> None:
@@ -172,38 +198,64 @@ class CARvEConfig(TrainingArguments):
 
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; avoids a warning per epoch
-        own = [name for name in CARvEConfig.__annotations__ if name not in TrainingArguments.__dataclass_fields__]
+        own = [
+            name for name in CARvEConfig.__annotations__ if name not in TrainingArguments.__dataclass_fields__
+        ]
         try:
-            check_scalar_fields(self, [*own, "learning_rate", "num_train_epochs", "per_device_train_batch_size"])
+            check_scalar_fields(
+                self, [*own, "learning_rate", "num_train_epochs", "per_device_train_batch_size"]
+            )
         except ValueError as err:
             raise ValueError(f"Invalid CARvEConfig: {err}") from None
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"Invalid CARvEConfig: seed must be an integer, got {self.seed!r}.")
         checks = [
-            (min(self.learning_rate, self.head_learning_rate, self.embedding_learning_rate) > 0,
-             "learning rates must be positive"),
-            (min(self.replay_loss_weight, self.card_loss_weight, self.drift_ridge) >= 0,
-             "replay_loss_weight, card_loss_weight and drift_ridge must not be negative"),
+            (
+                min(self.learning_rate, self.head_learning_rate, self.embedding_learning_rate) > 0,
+                "learning rates must be positive",
+            ),
+            (
+                min(self.replay_loss_weight, self.card_loss_weight, self.drift_ridge) >= 0,
+                "replay_loss_weight, card_loss_weight and drift_ridge must not be negative",
+            ),
             (self.card_temperature > 0, "card_temperature must be positive"),
             (0.0 <= self.ewc_gamma <= 1.0, "ewc_gamma must be within [0, 1]"),
-            (min(self.replay_max_per_model, self.encode_batch_size, self.card_max_length, self.lora_r) >= 1,
-             "replay_max_per_model, encode_batch_size, card_max_length and lora_r must be at least 1"),
+            (
+                min(self.replay_max_per_model, self.encode_batch_size, self.card_max_length, self.lora_r)
+                >= 1,
+                "replay_max_per_model, encode_batch_size, card_max_length and lora_r must be at least 1",
+            ),
             (self.replay_min_per_domain >= 0, "replay_min_per_domain must not be negative"),
-            (self.encoder_mode in ("frozen", "lora", "full"), "encoder_mode must be 'frozen', 'lora' or 'full'"),
-            (self.replay_strategy in ("coreset", "random", "none"), "replay_strategy must be coreset, random or none"),
+            (
+                self.encoder_mode in ("frozen", "lora", "full"),
+                "encoder_mode must be 'frozen', 'lora' or 'full'",
+            ),
+            (
+                self.replay_strategy in ("coreset", "random", "none"),
+                "replay_strategy must be coreset, random or none",
+            ),
             (0.0 <= self.replay_fraction <= 1.0, "replay_fraction must be within [0, 1]"),
             (0.0 <= self.holdout_fraction < 1.0, "holdout_fraction must be within [0, 1)"),
             (0.0 <= self.phase1_fraction < 1.0, "phase1_fraction must be within [0, 1)"),
             (0.0 <= self.soft_target_eps < 1.0, "soft_target_eps must be within [0, 1)"),
             (self.num_candidates >= 2, "num_candidates must be at least 2"),
-            (self.dataloader_num_workers == 0, "dataloader_num_workers must be 0: candidate sets are drawn in the "
-             "main process, where hard negatives are re-mined every epoch (a worker would keep stale ones)"),
-            (min(self.num_hard_negatives, self.num_group_negatives, self.num_far_negatives) >= 0,
-             "negative counts must not be negative"),
-            (min(self.embedding_anchor_weight, self.projection_anchor_weight, self.ewc_weight) >= 0,
-             "regulariser weights must not be negative"),
-            (self.init_neighbors >= 0 and self.init_neighbor_weight >= 0,
-             "init_neighbors and init_neighbor_weight must not be negative"),
+            (
+                self.dataloader_num_workers == 0,
+                "dataloader_num_workers must be 0: candidate sets are drawn in the "
+                "main process, where hard negatives are re-mined every epoch (a worker would keep stale ones)",
+            ),
+            (
+                min(self.num_hard_negatives, self.num_group_negatives, self.num_far_negatives) >= 0,
+                "negative counts must not be negative",
+            ),
+            (
+                min(self.embedding_anchor_weight, self.projection_anchor_weight, self.ewc_weight) >= 0,
+                "regulariser weights must not be negative",
+            ),
+            (
+                self.init_neighbors >= 0 and self.init_neighbor_weight >= 0,
+                "init_neighbors and init_neighbor_weight must not be negative",
+            ),
         ]
         for ok, message in checks:
             if not ok:

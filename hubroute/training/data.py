@@ -53,7 +53,9 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             except json.JSONDecodeError as err:
                 raise DataFormatError(f"{path}, line {number}: not valid JSON ({err.msg}).") from err
             if not isinstance(record, dict):
-                raise DataFormatError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}.")
+                raise DataFormatError(
+                    f"{path}, line {number}: expected a JSON object, got {type(record).__name__}."
+                )
             yield number, record
 
 
@@ -87,7 +89,9 @@ def load_experience_file(path: str | Path) -> Any:
     elif suffix == ".parquet":
         dataset = Dataset.from_parquet(str(path))
     else:
-        raise DataFormatError(f"{path}: unsupported data format {suffix!r}; use .jsonl, .json, .csv or .parquet.")
+        raise DataFormatError(
+            f"{path}: unsupported data format {suffix!r}; use .jsonl, .json, .csv or .parquet."
+        )
     check_experience(dataset, name=str(path))
     return dataset
 
@@ -103,13 +107,17 @@ def check_experience(dataset: Any, name: str = "train_dataset") -> None:
         raise DataFormatError(f"{name} must be a datasets.Dataset, got {type(dataset).__name__}.")
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
-        raise DataFormatError(f"{name} lacks the column(s) {missing}; an experience needs {list(REQUIRED_COLUMNS)}.")
+        raise DataFormatError(
+            f"{name} lacks the column(s) {missing}; an experience needs {list(REQUIRED_COLUMNS)}."
+        )
     if len(dataset) == 0:
         raise DataFormatError(f"{name} is empty: an experience needs at least one (prompt, model_id) row.")
     for column in REQUIRED_COLUMNS:
         for row, value in enumerate(dataset[column]):
             if not isinstance(value, str) or not value.strip():
-                raise DataFormatError(f"{name} row {row}: {column!r} must be a non-empty string, got {value!r}.")
+                raise DataFormatError(
+                    f"{name} row {row}: {column!r} must be a non-empty string, got {value!r}."
+                )
 
 
 def records_from_rows(dataset: Any) -> list[ModelRecord]:
@@ -143,7 +151,11 @@ class CARvECollator:
     """
 
     def __init__(
-        self, encoder: PromptEncoder, sampler: CandidateSampler, registry: Registry, card_max_length: int | None = None
+        self,
+        encoder: PromptEncoder,
+        sampler: CandidateSampler,
+        registry: Registry,
+        card_max_length: int | None = None,
     ) -> None:
         self.encoder = encoder
         self.sampler = sampler

@@ -60,7 +60,9 @@ class CandidateContrastiveLoss(nn.Module):
             mask[:, 0] = False
             count = mask.sum(dim=1, keepdim=True)
             has = count > 0
-            spread = torch.where(has, soft_target_eps / count.clamp(min=1), torch.zeros_like(count, dtype=torch.float))
+            spread = torch.where(
+                has, soft_target_eps / count.clamp(min=1), torch.zeros_like(count, dtype=torch.float)
+            )
             targets = torch.where(mask, spread.expand_as(targets), targets)
             targets[:, 0] = torch.where(has.squeeze(1), 1.0 - soft_target_eps, 1.0)
         per_example = -(targets * log_probs).sum(dim=-1)

@@ -107,7 +107,9 @@ def split_holdout(
     if count == 0:
         return dataset, []
     rng = np.random.default_rng(seed)
-    picked = sorted(int(rng.choice(eligible[j])) for j in rng.choice(len(eligible), size=count, replace=False))
+    picked = sorted(
+        int(rng.choice(eligible[j])) for j in rng.choice(len(eligible), size=count, replace=False)
+    )
     domains = dataset["domain"] if "domain" in dataset.column_names else [None] * len(dataset)
     held = [
         {"prompt": dataset[i]["prompt"], "model_id": dataset[i]["model_id"].strip(), "domain": domains[i],
@@ -167,7 +169,9 @@ class CARvETrainer(Trainer):
         self.router = model
         self.experience = experience or f"experience-{len(model.info.get('experiences', [])) + 1}"
         show = not args.disable_tqdm
-        train_dataset, self.holdout = split_holdout(train_dataset, args.holdout_fraction, args.seed, self.experience)
+        train_dataset, self.holdout = split_holdout(
+            train_dataset, args.holdout_fraction, args.seed, self.experience
+        )
 
         # Snapshot the last checkpoint's state: the anchors' references.
         self.num_old_models = model.num_models
@@ -180,13 +184,19 @@ class CARvETrainer(Trainer):
         prompts = list(train_dataset["prompt"])
         self.num_current = len(prompts)
         self.current_model_ids = [m.strip() for m in train_dataset["model_id"]]
-        self.current_domains = list(train_dataset["domain"]) if "domain" in train_dataset.column_names else None
+        self.current_domains = (
+            list(train_dataset["domain"]) if "domain" in train_dataset.column_names else None
+        )
         replay = self.replay_buffer.examples if args.replay_strategy != "none" else []  # kept, not replayed
         all_prompts = prompts + [e.prompt for e in replay]
-        self.features = model.encoder.encode(all_prompts, batch_size=args.encode_batch_size, show_progress=show)
+        self.features = model.encoder.encode(
+            all_prompts, batch_size=args.encode_batch_size, show_progress=show
+        )
 
         # Register the new models; initialise their embeddings from their card and their prompts.
-        new_records = model.registry.unregistered(records_from_rows(train_dataset), experience=self.experience)
+        new_records = model.registry.unregistered(
+            records_from_rows(train_dataset), experience=self.experience
+        )
         if new_records:
             vectors = model.project(self.features[: self.num_current]).detach()
             rows_of: dict[str, list[int]] = {}
@@ -261,7 +271,9 @@ class CARvETrainer(Trainer):
         if self.uses_cached_features():
             pooled = self.features
         else:
-            pooled = router.encoder.encode(list(self.train_dataset["prompt"]), batch_size=self.args.encode_batch_size)
+            pooled = router.encoder.encode(
+                list(self.train_dataset["prompt"]), batch_size=self.args.encode_batch_size
+            )
         weight = router.projection.weight.detach().float().cpu()
         return torch.nn.functional.normalize(pooled @ weight.T, dim=-1)
 
@@ -285,12 +297,24 @@ class CARvETrainer(Trainer):
             router = self.accelerator.unwrap_model(self.model)
             encoder_params = [p for p in router.encoder.parameters() if p.requires_grad]
             groups = [
-                {"params": [router.projection.weight], "lr": self.args.head_learning_rate, "weight_decay": 0.0},
-                {"params": [router.model_embeddings], "lr": self.args.embedding_learning_rate, "weight_decay": 0.0},
+                {
+                    "params": [router.projection.weight],
+                    "lr": self.args.head_learning_rate,
+                    "weight_decay": 0.0,
+                },
+                {
+                    "params": [router.model_embeddings],
+                    "lr": self.args.embedding_learning_rate,
+                    "weight_decay": 0.0,
+                },
             ]
             if encoder_params:
                 groups.append(
-                    {"params": encoder_params, "lr": self.args.learning_rate, "weight_decay": self.args.weight_decay}
+                    {
+                        "params": encoder_params,
+                        "lr": self.args.learning_rate,
+                        "weight_decay": self.args.weight_decay,
+                    }
                 )
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, router)
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
@@ -332,7 +356,10 @@ class CARvETrainer(Trainer):
         router = self.accelerator.unwrap_model(self.model)
         if self.ewc is not None:
             self.ewc.to(embeddings.device)
-            params = {"projection.weight": router.projection.weight, "model_embeddings": router.model_embeddings}
+            params = {
+                "projection.weight": router.projection.weight,
+                "model_embeddings": router.model_embeddings,
+            }
             return self.args.ewc_weight * self.ewc(params)
         self.embedding_anchor.to(embeddings.device)
         self.projection_anchor.to(embeddings.device)
@@ -376,7 +403,11 @@ class CARvETrainer(Trainer):
             logger.info("Kept %d examples of %s for replay.", kept, self.experience)
         router.training_state[REPLAY_STATE_KEY] = self.replay_buffer.to_state()
         if self.holdout:
-            held = [h for h in router.training_state.get(HOLDOUT_STATE_KEY) or [] if h.get("experience") != self.experience]
+            held = [
+                h
+                for h in router.training_state.get(HOLDOUT_STATE_KEY) or []
+                if h.get("experience") != self.experience
+            ]
             router.training_state[HOLDOUT_STATE_KEY] = held + self.holdout
         if args.drift_compensation and self.num_old_models:
             self._compensate_drift(router)
@@ -399,9 +430,13 @@ class CARvETrainer(Trainer):
         weight_before = self.projection_anchor.reference.cpu()
         before = torch.nn.functional.normalize(self.features @ weight_before.T, dim=-1)
         if self.args.encoder_mode == "frozen":
-            after = torch.nn.functional.normalize(self.features @ router.projection.weight.detach().float().cpu().T, dim=-1)
+            after = torch.nn.functional.normalize(
+                self.features @ router.projection.weight.detach().float().cpu().T, dim=-1
+            )
         else:
-            after = torch.from_numpy(router.embed_prompts(list(self.train_dataset["prompt"]), self.args.encode_batch_size))
+            after = torch.from_numpy(
+                router.embed_prompts(list(self.train_dataset["prompt"]), self.args.encode_batch_size)
+            )
         dim = after.shape[1]
         gram = after.T @ after + self.args.drift_ridge * torch.eye(dim)
         mapping = torch.linalg.solve(gram, after.T @ before + self.args.drift_ridge * torch.eye(dim))
@@ -418,7 +453,9 @@ class CARvETrainer(Trainer):
         """Online EWC: F <- gamma * F_old + F_new (batch-gradient Fisher), reference <- current weights."""
         params = {"projection.weight": router.projection.weight, "model_embeddings": router.model_embeddings}
         fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-        pooled = router.encoder.encode(list(self.train_dataset["prompt"]), batch_size=self.args.encode_batch_size)
+        pooled = router.encoder.encode(
+            list(self.train_dataset["prompt"]), batch_size=self.args.encode_batch_size
+        )
         batches = 0
         for start in range(0, len(self.labels), 16):
             idx = np.arange(start, min(start + 16, len(self.labels)))

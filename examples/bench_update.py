@@ -93,8 +93,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def evaluate(router, test, labels) -> dict[str, float]:
-    from hubroute.bench.metrics import score_predictions
-    from hubroute.bench.runner import router_ranker
+    from hubroute.evaluation.metrics import score_predictions
+    from hubroute.evaluation.ranking import router_ranker
 
     predicted = router_ranker(router)(test["prompt"])
     scores = score_predictions(predicted, test["model_id"], test["domain"], labels)
@@ -103,7 +103,7 @@ def evaluate(router, test, labels) -> dict[str, float]:
 
 def evaluate_bm25(registry, test, labels) -> dict[str, float]:
     from hubroute.bench.baselines import BM25Index
-    from hubroute.bench.metrics import score_predictions
+    from hubroute.evaluation.metrics import score_predictions
 
     index = BM25Index([r.document() for r in registry])
     predicted = [
@@ -119,7 +119,7 @@ def protocol(args: argparse.Namespace, bench):
     """``(old training sets, old test sets, new test set, Hub models, since)`` of the public or dev protocol."""
     from hub_seed import cmrbench_models
 
-    from hubroute.hub.crawl import parse_since
+    from hubroute.update.crawl import parse_since
 
     if not args.dev:
         trains = {name: bench[name].train for name in OLD}
@@ -161,11 +161,11 @@ def main() -> None:
     from hubroute import CARvEConfig, CARvETrainer, HubRouter
     from hubroute.bench.baselines import zero_shot_router
     from hubroute.bench.cmrbench import load_cmrbench
-    from hubroute.bench.metrics import LabelMaps
+    from hubroute.evaluation.metrics import LabelMaps
     from hubroute.cli.update import load_update_config
-    from hubroute.hub.crawl import HubCrawler
-    from hubroute.hub.update import update_router
-    from hubroute.routing.checkpoint import write_json
+    from hubroute.update.crawl import HubCrawler
+    from hubroute.update.pipeline import update_router
+    from hubroute._utils.io import write_json
     from hubroute.training.data import records_from_rows
 
     workdir = Path(args.workdir)

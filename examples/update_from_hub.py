@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 
 from hubroute import ForgettingGateError
-from hubroute.hub.crawl import CrawlFilters, crawl_hub
-from hubroute.hub.experience import build_experience
-from hubroute.hub.update import update_router
+from hubroute.update.crawl import CrawlFilters, crawl_hub
+from hubroute.update.experience import build_experience
+from hubroute.update.pipeline import update_router
 
 
 def main() -> None:

@@ -29,7 +29,8 @@ from .routing.encoder import DEFAULT_ENCODER, EncoderConfig
 from .routing.options import Calibration, RouteFilter
 from .routing.registry import ModelRecord, Registry
 from .routing.results import Explanation, NearestPrompt, RouteResult
-from .routing.router import HubRouter, RouterConfig
+from .routing.config import RouterConfig
+from .routing.router import HubRouter
 
 if TYPE_CHECKING:
     from .training.config import CARvEConfig

@@ -10,7 +10,7 @@ import pytest
 
 from hubroute import DataFormatError
 from hubroute.bench.cmrbench import EXPERIENCES, load_cmrbench, strip_instruction_prefix
-from hubroute.bench.metrics import AccuracyMatrix, LabelMaps, score_predictions, summarize
+from hubroute.evaluation.metrics import AccuracyMatrix, LabelMaps, score_predictions, summarize
 
 
 def test_loads_the_four_experiences_in_order(cmrbench_dir):

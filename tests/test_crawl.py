@@ -14,8 +14,8 @@ import pytest
 from hub_seed import SeedModel, card_readme, cmrbench_models, seed_hub
 
 from hubroute.errors import HubAccessError
-from hubroute.hub.cardtext import parse_card
-from hubroute.hub.crawl import CrawlFilters, CrawlState, HubCrawler, RetryPolicy, parse_since
+from hubroute.update.cardtext import parse_card
+from hubroute.update.crawl import CrawlFilters, CrawlState, HubCrawler, RetryPolicy, parse_since
 
 if TYPE_CHECKING:
     from conftest import SessionHub
@@ -241,7 +241,7 @@ def test_gated_private_deleted_and_cardless_models_are_skipped_and_counted(
 def test_a_card_that_cannot_be_parsed_is_skipped_and_counted_and_the_crawl_goes_on(
     hub: SessionHub, catalogue: list[SeedModel], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hubroute.hub import crawl as crawl_module
+    from hubroute.update import crawl as crawl_module
 
     seeded = [m for m in newest(catalogue, 30) if len(m.description.split()) > 10][:12]
     seed_hub(hub, seeded)

@@ -11,14 +11,8 @@ from huggingface_hub import DatasetCard, HfApi, constants
 
 from hubroute import CheckpointNotFoundError, DataFormatError, HubAccessError
 from hubroute.bench.cmrbench import EXPERIENCES, load_cmrbench
-from hubroute.bench.publish import (
-    MODEL_INDEX_FILES,
-    MODELS_CONFIG,
-    experience_features,
-    load_cmrbench_models,
-    model_features,
-    publish_cmrbench,
-)
+from hubroute.bench.publish import MODEL_INDEX_FILES, MODELS_CONFIG, load_cmrbench_models, model_features, publish_cmrbench
+from hubroute.bench.cmrbench import experience_features
 from hubroute.cli.main import main
 
 

@@ -8,17 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hubroute import (
-    CheckpointError,
-    CheckpointNotFoundError,
-    EncoderConfig,
-    HubRouter,
-    IncompatibleCheckpointError,
-    InvalidPromptError,
-    ModelRecord,
-    RouterConfig,
-    RouteResult,
-)
+from hubroute import CheckpointError, CheckpointNotFoundError, EncoderConfig, HubRouter, IncompatibleCheckpointError, InvalidPromptError, ModelRecord, RouterConfig, RouteResult
 
 MODELS = [
     ModelRecord(
@@ -200,7 +190,7 @@ def test_a_failed_save_leaves_the_previous_router_intact(router, tmp_path, monke
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("hubroute.routing.checkpoint.write_json", crash)
+    monkeypatch.setattr("hubroute.routing.serialization.write_json", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         router.save_pretrained(target)
     assert HubRouter.from_pretrained(target).num_models == 3

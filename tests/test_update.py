@@ -18,17 +18,13 @@ from hub_seed import SeedModel, card_readme, cmrbench_models, seed_hub
 
 from hubroute import CARvEConfig, CARvETrainer, ForgettingGateError, HubAccessError, HubRouter, ModelRecord
 from hubroute.cli.main import main
-from hubroute.hub import update as update_module
-from hubroute.hub.cardtext import parse_card
-from hubroute.hub.crawl import CrawledModel
-from hubroute.hub.experience import build_experience, model_records
-from hubroute.hub.prompts import (
-    InferenceClientGenerator,
-    TemplateGenerator,
-    TransformersGenerator,
-    generator_from_spec,
-)
-from hubroute.hub.update import gate_examples, routing_accuracy, update_config, update_router
+from hubroute.update import pipeline as update_module
+from hubroute.update.cardtext import parse_card
+from hubroute.update.crawl import CrawledModel
+from hubroute.update.experience import build_experience, model_records
+from hubroute.update.prompts import InferenceClientGenerator, TemplateGenerator, TransformersGenerator, generator_from_spec
+from hubroute.update.pipeline import gate_examples, update_config, update_router
+from hubroute.evaluation.ranking import routing_accuracy
 
 if TYPE_CHECKING:
     from conftest import SessionHub
@@ -205,7 +201,7 @@ def test_the_inference_client_generator_waits_out_429s_and_reports_what_keeps_fa
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
 
-    from hubroute.hub.crawl import RetryPolicy
+    from hubroute.update.crawl import RetryPolicy
 
     request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
     busy = httpx2.Response(429, headers={"Retry-After": "7"}, request=request)

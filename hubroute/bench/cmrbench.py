@@ -13,26 +13,87 @@ prompts carry is stripped from ``prompt``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import DataFormatError
+from .._utils.hub_errors import describe_repo, hub_errors
+from ..errors import CheckpointNotFoundError, DataFormatError
 from ..training.data import read_jsonl
 
-__all__ = ["EXPERIENCES", "Experience", "CMRBench", "load_cmrbench", "strip_instruction_prefix"]
+if TYPE_CHECKING:
+    from datasets import DatasetDict, Features
+
+__all__ = [
+    "EXPERIENCES",
+    "HUB_SPLITS",
+    "MODELS_CONFIG",
+    "Experience",
+    "CMRBench",
+    "experience_features",
+    "model_features",
+    "load_cmrbench",
+    "load_from_hub",
+    "strip_instruction_prefix",
+]
 
 EXPERIENCES: tuple[str, ...] = ("apibench-hf", "mllm", "hugging-bench-1", "hugging-bench-2")
 TRAIN_SPLIT, TEST_SPLIT = "val", "eval"
+HUB_SPLITS: dict[str, str] = {"train": TRAIN_SPLIT, "test": TEST_SPLIT}
+"""Hub split name -> CMRBench file split: the public protocol trains on ``val`` and tests on ``eval``."""
+MODELS_CONFIG = "models"
 _PREFIX = re.compile(r"^\s*#{1,4}\s*Instruction\s*:?\s*", re.IGNORECASE)
 
 
 def strip_instruction_prefix(text: str) -> str:
     """Remove a leading ``###Instruction:`` marker (and its variants) from a prompt."""
     return _PREFIX.sub("", text, count=1).strip()
+
+
+EXPERIENCE_COLUMNS: dict[str, tuple[str, str]] = {
+    "prompt": ("string", "the user prompt, `###Instruction:` prefix stripped"),
+    "model_id": ("string", "the gold model's Hub id (M-Acc label; the file's `model_name`)"),
+    "domain": ("string", "modality + task of the gold model (D-Acc label)"),
+    "family": ("string", "the gold model's family (F-Acc label; the file's `model_family`)"),
+    "card_text": ("string", "the gold model's description (`api_data.description`, empty if none)"),
+    "created_at": ("int64", "the gold model's creation time on the Hub, ms since the epoch"),
+    "instruction": ("string", "the original prompt, prefix included"),
+    "original_dataset": ("string", "source benchmark (APIBench, MLLM, Hugging Bench)"),
+    "model_source": ("string", "where the model lives (HuggingFace)"),
+    "explanation": ("string", "APIBench's worked answer (empty elsewhere)"),
+    "api_data": ("string", "the model's raw metadata as JSON (`json.loads` gives the file's object)"),
+}
+MODEL_COLUMNS: dict[str, tuple[str, str]] = {
+    "experience": ("string", "the last experience this cumulative registry covers"),
+    "model_id": ("string", "the model's Hub id (`model_name`)"),
+    "api_name": ("string", "the API name given by the source benchmark"),
+    "domain": ("string", "modality + task"),
+    "framework": ("string", "library that serves it"),
+    "functionality": ("string", "what it does (lists joined with `; `; null if absent)"),
+    "api_call": ("string", "a code snippet that loads it"),
+    "description": ("string", "its card text (null if absent)"),
+    "metadata": ("string", "the raw registry line as JSON (`json.loads` gives the file's object)"),
+}
+
+
+def _features(columns: dict[str, tuple[str, str]]) -> Features:
+    from datasets import Features, Value
+
+    return Features({name: Value(dtype) for name, (dtype, _) in columns.items()})
+
+
+def experience_features() -> Features:
+    """Return the typed columns of an experience split (the local loader and the Hub copy share them)."""
+    return _features(EXPERIENCE_COLUMNS)
+
+
+def model_features() -> Features:
+    """Return the typed columns of a split of the ``models`` config."""
+    return _features(MODEL_COLUMNS)
 
 
 def _row(record: dict[str, Any], path: Path, number: int) -> dict[str, Any]:
@@ -131,10 +192,16 @@ class CMRBench:
         return CMRBench(experiences, f"{self.source} (development split, seed {seed})")
 
 
+def _names(experiences: Sequence[str] | None) -> list[str]:
+    names = list(experiences or EXPERIENCES)
+    unknown = [n for n in names if n not in EXPERIENCES]
+    if unknown:
+        raise KeyError(f"Unknown CMRBench experience(s) {unknown}; choose from {list(EXPERIENCES)}.")
+    return names
+
+
 def _load_local(folder: Path, names: Sequence[str]) -> CMRBench:
     from datasets import Dataset
-
-    from .publish import experience_features
 
     features = experience_features()
     processed = folder / "processed" if (folder / "processed").is_dir() else folder
@@ -150,6 +217,97 @@ def _load_local(folder: Path, names: Sequence[str]) -> CMRBench:
     return CMRBench(experiences, str(folder))
 
 
+def _check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise FileNotFoundError(
+            f"No CMRBench folder at '{repo_id}', and it is not a Hub dataset repo id (ORG/NAME) either. Pass the "
+            "folder that holds processed/ (e.g. ../shared/cmrbench) or a repo published with `hubroute bench publish`."
+        ) from err
+
+
+@contextlib.contextmanager
+def _read_errors(repo_id: str, revision: str | None) -> Iterator[None]:
+    """Map ``datasets``' and the Hub client's errors while reading ``repo_id`` to hubroute errors."""
+    from datasets.exceptions import DatasetNotFoundError
+
+    what = describe_repo(repo_id, revision, "dataset")
+    with hub_errors(repo_id, revision, repo_type="dataset"):
+        try:
+            yield
+        except DatasetNotFoundError as err:
+            raise CheckpointNotFoundError(
+                f"The {what} was not found, or it is private or gated and no token with access was given (and no "
+                f"local folder has that name). Check the id, or pass a token (HF_TOKEN or `hf auth login`)."
+            ) from err
+        except DataFormatError:
+            raise
+        except ValueError as err:  # datasets: "BuilderConfig 'x' not found. Available: [...]"
+            if "BuilderConfig" not in str(err):
+                raise
+            raise DataFormatError(
+                f"The {what} is not a CMRBench published with `hubroute bench publish`: {err}"
+            ) from err
+
+
+def _load_config(
+    repo_id: str, name: str, features: Features, revision: str | None, token: str | None
+) -> DatasetDict:
+    from datasets import load_dataset
+
+    splits = load_dataset(repo_id, name, revision=revision, token=token)
+    for split, data in splits.items():
+        missing = [c for c in features if c not in data.column_names]
+        if missing:
+            raise DataFormatError(
+                f"Config {name!r}, split {split!r} of the dataset repo '{repo_id}' lacks the column(s) {missing}: "
+                "publish it again with `hubroute bench publish`."
+            )
+        data = data.select_columns(list(features))
+        splits[split] = data if data.features == features else data.cast(features)
+    return splits
+
+
+def load_from_hub(
+    repo_id: str, names: Sequence[str], *, revision: str | None = None, token: str | None = None
+) -> CMRBench:
+    """Load CMRBench from a Hub dataset repo published with :func:`publish_cmrbench`.
+
+    Args:
+        repo_id: The dataset repo, e.g. ``"collagelab/cmrbench"``.
+        names: Experiences to load, in order.
+        revision: Branch, tag or commit of the repo.
+        token: Token for a private repo (else ``HF_TOKEN`` or the stored login).
+
+    Returns:
+        The same :class:`CMRBench` as :func:`load_cmrbench` gives for the local files: each experience's
+        ``train`` (the ``val`` file) and ``test`` (the ``eval`` file) with identical rows and features.
+
+    Raises:
+        FileNotFoundError: ``repo_id`` is neither a folder nor a valid repo id.
+        CheckpointNotFoundError: the repo or revision does not exist, or is private without a token.
+        DataFormatError: the repo is not a CMRBench published by hubroute (a config or a column is missing).
+        HubAccessError: the Hub refused or failed the download.
+    """
+    _check_repo_id(repo_id)
+    features = experience_features()
+    experiences = []
+    with _read_errors(repo_id, revision):
+        for name in _names(names):
+            splits = _load_config(repo_id, name, features, revision, token)
+            if not set(HUB_SPLITS) <= set(splits):
+                raise DataFormatError(
+                    f"Config {name!r} of the dataset repo '{repo_id}' has the splits {sorted(splits)}, not "
+                    f"{sorted(HUB_SPLITS)}: publish it again with `hubroute bench publish`."
+                )
+            experiences.append(Experience(name, splits["train"], splits["test"]))
+    return CMRBench(experiences, repo_id)
+
+
 def load_cmrbench(source: str | Path, experiences: Sequence[str] | None = None) -> CMRBench:
     """Load CMRBench from a local folder (the public files) or a Hub dataset repo.
 
@@ -163,13 +321,9 @@ def load_cmrbench(source: str | Path, experiences: Sequence[str] | None = None) 
         DataFormatError: a file is malformed (the message names the file and the line).
         KeyError: an unknown experience name.
     """
-    names = list(experiences or EXPERIENCES)
-    unknown = [n for n in names if n not in EXPERIENCES]
-    if unknown:
-        raise KeyError(f"Unknown CMRBench experience(s) {unknown}; choose from {list(EXPERIENCES)}.")
+    names = _names(experiences)
     path = Path(source)
     if path.exists():
         return _load_local(path, names)
-    from .publish import load_from_hub
 
     return load_from_hub(str(source), names)

@@ -19,40 +19,44 @@ an object) is kept exactly as a JSON string, so the Hub copy round-trips the fil
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CheckpointNotFoundError, DataFormatError
+from .._utils.hub_errors import hub_errors
+from .._utils.templates import read_template
+from ..errors import DataFormatError
 from ..training.data import read_jsonl
-from .cmrbench import EXPERIENCES, TEST_SPLIT, TRAIN_SPLIT, CMRBench, Experience
+from .cmrbench import (
+    EXPERIENCE_COLUMNS,
+    EXPERIENCES,
+    MODEL_COLUMNS,
+    MODELS_CONFIG,
+    _check_repo_id,
+    _load_config,
+    _names,
+    _read_errors,
+    load_cmrbench,
+    model_features,
+)
 
 if TYPE_CHECKING:
-    from datasets import DatasetDict, Features
+    from datasets import DatasetDict
     from huggingface_hub import DatasetCard
 
 __all__ = [
-    "HUB_SPLITS",
-    "MODELS_CONFIG",
     "MODEL_INDEX_FILES",
     "EXPERIENCE_TITLES",
     "PublishResult",
-    "experience_features",
-    "model_features",
     "load_model_indices",
     "load_cmrbench_models",
     "cmrbench_dataset_dicts",
     "render_cmrbench_card",
     "publish_cmrbench",
-    "load_from_hub",
 ]
 
-HUB_SPLITS: dict[str, str] = {"train": TRAIN_SPLIT, "test": TEST_SPLIT}
-"""Hub split name -> CMRBench file split: the public protocol trains on ``val`` and tests on ``eval``."""
-MODELS_CONFIG = "models"
 MODEL_INDEX_FILES: dict[str, str] = {
     "apibench-hf": "e1",
     "mllm": "e1_e2",
@@ -67,48 +71,6 @@ EXPERIENCE_TITLES: dict[str, str] = {
     "hugging-bench-2": "HuggingBench part 2 (models 2025-06 to 2026-01)",
 }
 CARD_TEMPLATE = "cmrbench_card.md"
-
-EXPERIENCE_COLUMNS: dict[str, tuple[str, str]] = {
-    "prompt": ("string", "the user prompt, `###Instruction:` prefix stripped"),
-    "model_id": ("string", "the gold model's Hub id (M-Acc label; the file's `model_name`)"),
-    "domain": ("string", "modality + task of the gold model (D-Acc label)"),
-    "family": ("string", "the gold model's family (F-Acc label; the file's `model_family`)"),
-    "card_text": ("string", "the gold model's description (`api_data.description`, empty if none)"),
-    "created_at": ("int64", "the gold model's creation time on the Hub, ms since the epoch"),
-    "instruction": ("string", "the original prompt, prefix included"),
-    "original_dataset": ("string", "source benchmark (APIBench, MLLM, Hugging Bench)"),
-    "model_source": ("string", "where the model lives (HuggingFace)"),
-    "explanation": ("string", "APIBench's worked answer (empty elsewhere)"),
-    "api_data": ("string", "the model's raw metadata as JSON (`json.loads` gives the file's object)"),
-}
-MODEL_COLUMNS: dict[str, tuple[str, str]] = {
-    "experience": ("string", "the last experience this cumulative registry covers"),
-    "model_id": ("string", "the model's Hub id (`model_name`)"),
-    "api_name": ("string", "the API name given by the source benchmark"),
-    "domain": ("string", "modality + task"),
-    "framework": ("string", "library that serves it"),
-    "functionality": ("string", "what it does (lists joined with `; `; null if absent)"),
-    "api_call": ("string", "a code snippet that loads it"),
-    "description": ("string", "its card text (null if absent)"),
-    "metadata": ("string", "the raw registry line as JSON (`json.loads` gives the file's object)"),
-}
-
-
-def _features(columns: dict[str, tuple[str, str]]) -> Features:
-    from datasets import Features, Value
-
-    return Features({name: Value(dtype) for name, (dtype, _) in columns.items()})
-
-
-def experience_features() -> Features:
-    """Return the typed columns of an experience split (the local loader and the Hub copy share them)."""
-    return _features(EXPERIENCE_COLUMNS)
-
-
-def model_features() -> Features:
-    """Return the typed columns of a split of the ``models`` config."""
-    return _features(MODEL_COLUMNS)
-
 
 # ---------------------------------------------------------------------------------------- local files
 
@@ -168,14 +130,6 @@ def load_model_indices(folder: str | Path, experiences: Sequence[str] | None = N
     return DatasetDict(splits)
 
 
-def _names(experiences: Sequence[str] | None) -> list[str]:
-    names = list(experiences or EXPERIENCES)
-    unknown = [n for n in names if n not in EXPERIENCES]
-    if unknown:
-        raise KeyError(f"Unknown CMRBench experience(s) {unknown}; choose from {list(EXPERIENCES)}.")
-    return names
-
-
 def cmrbench_dataset_dicts(
     folder: str | Path, experiences: Sequence[str] | None = None
 ) -> dict[str, DatasetDict]:
@@ -195,8 +149,6 @@ def cmrbench_dataset_dicts(
         KeyError: an unknown experience name.
     """
     from datasets import DatasetDict
-
-    from .cmrbench import load_cmrbench
 
     names = _names(experiences)
     if not Path(folder).is_dir():
@@ -301,7 +253,6 @@ def _in_order(entries: Any, names: list[str]) -> Any:
 
 
 def _template() -> str:
-    from ..hub.cards import read_template
 
     return read_template(CARD_TEMPLATE)
 
@@ -359,8 +310,6 @@ def publish_cmrbench(
     """
     from huggingface_hub import DatasetCard, constants
 
-    from ..hub.errors import hub_errors
-
     configs = cmrbench_dataset_dicts(folder, experiences)
     with hub_errors(repo_id, repo_type="dataset", write=True):
         for name, splits in configs.items():
@@ -382,99 +331,6 @@ def publish_cmrbench(
         rows={name: {split: len(data) for split, data in splits.items()} for name, splits in configs.items()},
         card_commit=str(commit),
     )
-
-
-def _check_repo_id(repo_id: str) -> None:
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise FileNotFoundError(
-            f"No CMRBench folder at '{repo_id}', and it is not a Hub dataset repo id (ORG/NAME) either. Pass the "
-            "folder that holds processed/ (e.g. ../shared/cmrbench) or a repo published with `hubroute bench publish`."
-        ) from err
-
-
-@contextlib.contextmanager
-def _read_errors(repo_id: str, revision: str | None) -> Iterator[None]:
-    """Map ``datasets``' and the Hub client's errors while reading ``repo_id`` to hubroute errors."""
-    from datasets.exceptions import DatasetNotFoundError
-
-    from ..hub.errors import describe_repo, hub_errors
-
-    what = describe_repo(repo_id, revision, "dataset")
-    with hub_errors(repo_id, revision, repo_type="dataset"):
-        try:
-            yield
-        except DatasetNotFoundError as err:
-            raise CheckpointNotFoundError(
-                f"The {what} was not found, or it is private or gated and no token with access was given (and no "
-                f"local folder has that name). Check the id, or pass a token (HF_TOKEN or `hf auth login`)."
-            ) from err
-        except DataFormatError:
-            raise
-        except ValueError as err:  # datasets: "BuilderConfig 'x' not found. Available: [...]"
-            if "BuilderConfig" not in str(err):
-                raise
-            raise DataFormatError(
-                f"The {what} is not a CMRBench published with `hubroute bench publish`: {err}"
-            ) from err
-
-
-def _load_config(
-    repo_id: str, name: str, features: Features, revision: str | None, token: str | None
-) -> DatasetDict:
-    from datasets import load_dataset
-
-    splits = load_dataset(repo_id, name, revision=revision, token=token)
-    for split, data in splits.items():
-        missing = [c for c in features if c not in data.column_names]
-        if missing:
-            raise DataFormatError(
-                f"Config {name!r}, split {split!r} of the dataset repo '{repo_id}' lacks the column(s) {missing}: "
-                "publish it again with `hubroute bench publish`."
-            )
-        data = data.select_columns(list(features))
-        splits[split] = data if data.features == features else data.cast(features)
-    return splits
-
-
-def load_from_hub(
-    repo_id: str, names: Sequence[str], *, revision: str | None = None, token: str | None = None
-) -> CMRBench:
-    """Load CMRBench from a Hub dataset repo published with :func:`publish_cmrbench`.
-
-    Args:
-        repo_id: The dataset repo, e.g. ``"collagelab/cmrbench"``.
-        names: Experiences to load, in order.
-        revision: Branch, tag or commit of the repo.
-        token: Token for a private repo (else ``HF_TOKEN`` or the stored login).
-
-    Returns:
-        The same :class:`CMRBench` as :func:`load_cmrbench` gives for the local files: each experience's
-        ``train`` (the ``val`` file) and ``test`` (the ``eval`` file) with identical rows and features.
-
-    Raises:
-        FileNotFoundError: ``repo_id`` is neither a folder nor a valid repo id.
-        CheckpointNotFoundError: the repo or revision does not exist, or is private without a token.
-        DataFormatError: the repo is not a CMRBench published by hubroute (a config or a column is missing).
-        HubAccessError: the Hub refused or failed the download.
-    """
-    _check_repo_id(repo_id)
-    features = experience_features()
-    experiences = []
-    with _read_errors(repo_id, revision):
-        for name in _names(names):
-            splits = _load_config(repo_id, name, features, revision, token)
-            if not set(HUB_SPLITS) <= set(splits):
-                raise DataFormatError(
-                    f"Config {name!r} of the dataset repo '{repo_id}' has the splits {sorted(splits)}, not "
-                    f"{sorted(HUB_SPLITS)}: publish it again with `hubroute bench publish`."
-                )
-            experiences.append(Experience(name, splits["train"], splits["test"]))
-    return CMRBench(experiences, repo_id)
 
 
 def load_cmrbench_models(

@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._utils.io import write_json
 from ..errors import DataFormatError
-from .metrics import LEVELS, AccuracyMatrix, LabelMaps, score_predictions, summarize
+from ..evaluation.metrics import LEVELS, AccuracyMatrix, LabelMaps, score_predictions, summarize
+from ..evaluation.ranking import router_ranker
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -598,7 +600,6 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _write(report: dict[str, Any], folder: Path) -> ReportFiles:
-    from ..routing.checkpoint import write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     stale = folder / "forgetting.png"
@@ -730,7 +731,6 @@ def evaluate_router(
         ValueError: ``earlier`` has the wrong length.
         CheckpointError: a router has no models.
     """
-    from .runner import router_ranker
 
     if earlier and len(earlier) != len(bench) - 1:
         raise ValueError(

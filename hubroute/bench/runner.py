@@ -20,26 +20,28 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..errors import DataFormatError
+from ..evaluation.metrics import AccuracyMatrix, LabelMaps, score_predictions, summarize
+from ..evaluation.ranking import TOP_K, Ranker, router_ranker
 from ..routing.registry import Registry
 from ..routing.router import HubRouter, RouterConfig
+from ..training.config import CARvEConfig
+from ..training.data import records_from_rows
+from ..training.trainer import CARvETrainer
 from .baselines import BM25Index
 from .cmrbench import CMRBench, Experience
-from .metrics import AccuracyMatrix, LabelMaps, score_predictions, summarize
 
 __all__ = ["METHODS", "run_cmrbench", "merge_results", "method_config", "format_table", "router_ranker"]
 
 logger = logging.getLogger(__name__)
 
 METHODS: tuple[str, ...] = ("carve", "zero_shot", "bm25", "seq_ft", "replay", "joint")
-TOP_K = 5
-
-Ranker = Callable[[Sequence[str]], list[list[str]]]
 
 
 def method_config(method: str, base: Any, seed: int, output_dir: str) -> Any:
@@ -67,14 +69,6 @@ def method_config(method: str, base: Any, seed: int, output_dir: str) -> Any:
     elif method != "carve":
         raise ValueError(f"{method!r} is not a trained method.")
     return dataclasses.replace(base, **changes)
-
-
-def router_ranker(router: HubRouter, batch_size: int = 64) -> Ranker:
-    def rank(prompts: Sequence[str]) -> list[list[str]]:
-        _, ids = router.search(list(prompts), top_k=TOP_K, batch_size=batch_size)
-        return [[router.registry[i].model_id for i in row if i >= 0] for row in ids.tolist()]
-
-    return rank
 
 
 def _bm25_ranker(registry: Registry) -> Ranker:
@@ -110,7 +104,6 @@ class _Run:
         )
 
     def run_trained(self, method: str, base: Any, seed: int, workdir: str, progress: tqdm) -> None:
-        from ..training.trainer import CARvETrainer
 
         router = self.new_router()
         args = method_config(method, base, seed, workdir)
@@ -136,7 +129,6 @@ class _Run:
             progress.update(1)
 
     def run_retrieval(self, method: str, progress: tqdm) -> None:
-        from ..training.data import records_from_rows
 
         router = self.new_router() if method == "zero_shot" else None
         registry = Registry()
@@ -177,7 +169,6 @@ def run_cmrbench(
         ``{method: {M_acc, F_acc, D_acc, M_fgt, F_fgt, D_fgt, M_at5, ..., "matrices": [...per seed],
         "wall_time_s": {...}, "seeds": [...]}}``, accuracies in percent.
     """
-    from ..training.config import CARvEConfig
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -232,7 +223,6 @@ def load_results(path: str | Path) -> dict[str, Any]:
         FileNotFoundError: the file does not exist.
         DataFormatError: it is not JSON, or not benchmark results; the message names the file.
     """
-    from ..errors import DataFormatError
 
     path = Path(path)
     if not path.is_file():
@@ -259,7 +249,6 @@ def merge_results(*results: dict[str, Any]) -> dict[str, Any]:
     Raises:
         DataFormatError: a result is not in the runner's shape, or a seed of a method appears twice.
     """
-    from ..errors import DataFormatError
 
     pooled: dict[str, tuple[list[AccuracyMatrix], list[list[dict[str, float]]], list[int]]] = {}
     for result in results:

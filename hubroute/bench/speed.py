@@ -35,6 +35,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..routing.registry import ModelRecord, Registry
+from ..routing.router import HubRouter
+from ..training.data import records_from_rows
+from .cmrbench import load_cmrbench, strip_instruction_prefix
+
 if TYPE_CHECKING:
     from ..routing.router import HubRouter
 
@@ -139,7 +144,6 @@ def grow_embeddings(
 
 
 def _grown_records(router: HubRouter, parents: np.ndarray) -> list[Any]:
-    from ..routing.registry import ModelRecord
 
     real = list(router.registry)
     records = real[: min(len(parents), len(real))]
@@ -179,9 +183,6 @@ def grown_router(
     """
     from torch import nn
 
-    from ..routing.registry import Registry
-    from ..routing.router import HubRouter
-
     with torch.no_grad():
         base = router.normalized_embeddings().detach().float().cpu().numpy()
     embeddings, parents = grow_embeddings(base, size, rng, spread)
@@ -202,7 +203,6 @@ def load_prompts(path: str | Path) -> list[str]:
         FileNotFoundError: ``path`` does not exist.
         ValueError: no prompt could be read.
     """
-    from .cmrbench import strip_instruction_prefix
 
     path = Path(path)
     if not path.is_file():
@@ -235,7 +235,6 @@ def load_prompts(path: str | Path) -> list[str]:
 
 def cmrbench_prompts(data: str | Path) -> list[str]:
     """The eval prompts of every CMRBench experience (``###Instruction:`` prefix removed)."""
-    from .cmrbench import load_cmrbench
 
     return [p for experience in load_cmrbench(data) for p in experience.test["prompt"]]
 
@@ -247,10 +246,6 @@ def cmrbench_router(data: str | Path, log: Log = _stderr) -> HubRouter:
     ``--router`` to skip this next time.
     """
     from datasets import concatenate_datasets
-
-    from ..routing.router import HubRouter
-    from ..training.data import records_from_rows
-    from .cmrbench import load_cmrbench
 
     bench = load_cmrbench(data)
     rows = concatenate_datasets([split for e in bench for split in (e.train, e.test)])

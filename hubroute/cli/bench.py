@@ -6,6 +6,16 @@ import argparse
 import logging
 from pathlib import Path
 
+from .._utils.io import write_json
+from ..bench.cmrbench import load_cmrbench
+from ..bench.publish import publish_cmrbench
+from ..bench.report import write_report
+from ..bench.runner import METHODS, format_table, load_results, merge_results, run_cmrbench
+from ..routing.encoder import EncoderConfig
+from ..routing.router import RouterConfig
+from ..training.config import CARvEConfig
+from . import speed
+
 __all__ = ["register"]
 
 
@@ -74,15 +84,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     merge.set_defaults(func=run_merge_command)
 
-    from . import speed
-
     speed.register(commands)
 
 
 def _carve_config(args: argparse.Namespace):
     from trl import TrlParser
-
-    from ..training.config import CARvEConfig
 
     argv = ["--config", args.config] if args.config else []
     (config,) = TrlParser([CARvEConfig]).parse_args_and_config(argv)
@@ -92,11 +98,6 @@ def _carve_config(args: argparse.Namespace):
 
 
 def run_cmrbench_command(args: argparse.Namespace) -> int:
-    from ..bench.cmrbench import load_cmrbench
-    from ..bench.runner import METHODS, format_table, run_cmrbench
-    from ..routing.checkpoint import write_json
-    from ..routing.encoder import EncoderConfig
-    from ..routing.router import RouterConfig
 
     logging.getLogger("hubroute").setLevel(logging.INFO)
     bench = load_cmrbench(args.data, experiences=args.experiences)
@@ -114,7 +115,6 @@ def run_cmrbench_command(args: argparse.Namespace) -> int:
     output = Path(args.output)
     write_json(output, results)
     print(f"\nWrote {output}")
-    from ..bench.report import write_report
 
     report = write_report(
         results,
@@ -127,9 +127,6 @@ def run_cmrbench_command(args: argparse.Namespace) -> int:
 
 
 def run_merge_command(args: argparse.Namespace) -> int:
-    from ..bench.report import write_report
-    from ..bench.runner import format_table, load_results, merge_results
-    from ..routing.checkpoint import write_json
 
     results = merge_results(*(load_results(path) for path in args.results))
     print(format_table(results))
@@ -141,7 +138,6 @@ def run_merge_command(args: argparse.Namespace) -> int:
 
 
 def run_publish_command(args: argparse.Namespace) -> int:
-    from ..bench.publish import publish_cmrbench
 
     result = publish_cmrbench(args.data, args.repo, experiences=args.experiences, private=args.private)
     for config, splits in result.rows.items():

@@ -8,9 +8,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..bench.cmrbench import EXPERIENCES, CMRBench, load_cmrbench
+from ..bench.report import evaluate_router, router_evaluation, write_report
+from ..bench.runner import format_table
+from ..errors import DataFormatError
+from ..evaluation.metrics import LabelMaps
+from ..routing.router import HubRouter
+
 if TYPE_CHECKING:
     from ..bench.cmrbench import CMRBench
-    from ..bench.metrics import LabelMaps
+    from ..evaluation.metrics import LabelMaps
     from ..routing.router import HubRouter
 
 __all__ = ["register", "run_eval_command"]
@@ -66,7 +73,6 @@ def choose_experiences(router: HubRouter, requested: Sequence[str] | None) -> li
     Raises:
         KeyError: an unknown experience name.
     """
-    from ..bench.cmrbench import EXPERIENCES
 
     if requested:
         unknown = [n for n in requested if n not in EXPERIENCES]
@@ -85,9 +91,6 @@ def load_bench(source: str, names: Sequence[str]) -> tuple[CMRBench, LabelMaps]:
     Raises:
         FileNotFoundError, DataFormatError, CheckpointNotFoundError, HubAccessError: see ``load_cmrbench``.
     """
-    from ..bench.cmrbench import EXPERIENCES, CMRBench, load_cmrbench
-    from ..bench.metrics import LabelMaps
-    from ..errors import DataFormatError
 
     try:
         full = load_cmrbench(source)
@@ -104,7 +107,6 @@ def load_earlier(router_ref: str, refs: Sequence[str], revision_of_hub: bool) ->
     Raises:
         FileNotFoundError: a reference is neither a folder nor (for a Hub router) a revision.
     """
-    from ..routing.router import HubRouter
 
     routers = []
     for ref in refs:
@@ -131,9 +133,6 @@ def _push_hint(router_ref: str, report_json: Path) -> str:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
-    from ..bench.report import evaluate_router, router_evaluation, write_report
-    from ..bench.runner import format_table
-    from ..routing.router import HubRouter
 
     logging.getLogger("hubroute").setLevel(logging.INFO)
     local = _is_folder(args.router)

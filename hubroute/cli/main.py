@@ -8,10 +8,10 @@ import sys
 import yaml
 from huggingface_hub.errors import HfHubHTTPError
 
-from .. import __version__
+from .._utils.hub_errors import describe_http_error
+from .._utils.version import __version__
 from ..errors import HubRouteError
-from ..hub.errors import describe_http_error
-from . import bench, route, update
+from . import bench, route, train, update
 from . import eval as eval_command
 
 __all__ = ["main", "build_parser"]
@@ -41,8 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "train":
-            from . import train
-
             return train.run(argv[1:])
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -6,6 +6,9 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+from ..routing.options import RouteFilter
+from ..routing.router import HubRouter
+
 if TYPE_CHECKING:
     from ..routing.results import Explanation
 
@@ -80,8 +83,6 @@ def _min_score(value: str | None) -> float | str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..routing.options import RouteFilter
-    from ..routing.router import HubRouter
 
     router = HubRouter.from_pretrained(args.router, revision=args.revision)
     if args.domain_prior is not None:

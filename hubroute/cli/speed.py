@@ -5,6 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._utils.io import write_json
+from ..bench.speed import (
+    SpeedSettings,
+    cmrbench_prompts,
+    cmrbench_router,
+    format_speed_table,
+    load_prompts,
+    run_speed_benchmark,
+    set_threads,
+)
+from ..routing.router import HubRouter
+
 __all__ = ["register", "run"]
 
 DEFAULT_DATA = "../shared/cmrbench"
@@ -80,17 +92,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark from parsed arguments; print the table and write the JSON."""
-    from ..bench.speed import (
-        SpeedSettings,
-        cmrbench_prompts,
-        cmrbench_router,
-        format_speed_table,
-        load_prompts,
-        run_speed_benchmark,
-        set_threads,
-    )
-    from ..routing.checkpoint import write_json
-    from ..routing.router import HubRouter
 
     settings = SpeedSettings(
         registry_sizes=args.registry_sizes,

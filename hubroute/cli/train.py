@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..routing.encoder import DEFAULT_ENCODER
+from ..bench.cmrbench import load_cmrbench
+from ..routing.encoder import DEFAULT_ENCODER, EncoderConfig
+from ..routing.router import HubRouter, RouterConfig
+from ..training.config import CARvEConfig
+from ..training.data import load_experience_file
+from ..training.trainer import CARvETrainer
 
 __all__ = ["TrainScriptArguments", "make_parser", "run"]
 
@@ -42,18 +47,13 @@ class TrainScriptArguments:
 def make_parser(prog: str = "hubroute train") -> Any:
     from trl import TrlParser
 
-    from ..training.config import CARvEConfig
-
     return TrlParser([TrainScriptArguments, CARvEConfig], prog=prog)
 
 
 def _experiences(script: TrainScriptArguments) -> list[tuple[str, Any]]:
     path = Path(script.data)
     if path.is_file():
-        from ..training.data import load_experience_file
-
         return [(path.stem, load_experience_file(path))]
-    from ..bench.cmrbench import load_cmrbench
 
     bench = load_cmrbench(script.data, experiences=script.experiences)
     return [(e.name, e.train) for e in bench]
@@ -63,10 +63,6 @@ def run(argv: list[str]) -> int:
     """Parse ``argv`` and train; return the exit code."""
     script, config = make_parser().parse_args_and_config(argv)
     from transformers import set_seed
-
-    from ..routing.encoder import EncoderConfig
-    from ..routing.router import HubRouter, RouterConfig
-    from ..training.trainer import CARvETrainer
 
     experiences = _experiences(script)
     set_seed(config.seed)  # the new router's projection is drawn before the trainer seeds anything

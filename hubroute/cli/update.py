@@ -9,6 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._utils.io import write_json
+from ..errors import ForgettingGateError
+from ..training.data import load_experience_file
+from ..update.crawl import CrawlFilters
+from ..update.pipeline import update_config, update_router
+from ..update.prompts import generator_from_spec
+
 __all__ = ["register", "run", "load_update_config"]
 
 EXIT_REFUSED = 3
@@ -82,8 +89,6 @@ def load_update_config(path: str | None) -> Any:
     """
     import yaml
 
-    from ..hub.update import update_config
-
     overrides: dict[str, Any] = {}
     if path:
         if not Path(path).is_file():
@@ -100,17 +105,11 @@ def _gate_data(files: list[str] | None) -> Any:
         return None
     from datasets import concatenate_datasets
 
-    from ..training.data import load_experience_file
-
     return concatenate_datasets([load_experience_file(f) for f in files])
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the update; return 0 when saved (or nothing new), 3 when the forgetting gate refused."""
-    from ..errors import ForgettingGateError
-    from ..hub.crawl import CrawlFilters
-    from ..hub.prompts import generator_from_spec
-    from ..hub.update import update_router
 
     logging.getLogger("hubroute").setLevel(logging.INFO)
     filters = CrawlFilters(
@@ -147,6 +146,4 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_summary(path: str | None, summary: Any) -> None:
     if path:
-        from ..routing.checkpoint import write_json
-
         write_json(Path(path), json.loads(json.dumps(summary.to_dict(), default=str)))

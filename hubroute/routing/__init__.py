@@ -4,7 +4,8 @@ from .encoder import DEFAULT_ENCODER, EncoderConfig, PromptEncoder
 from .index import ScoringIndex
 from .registry import ModelRecord, Registry, model_key
 from .results import RouteResult
-from .router import HubRouter, RouterConfig
+from .config import RouterConfig
+from .router import HubRouter
 
 __all__ = [
     "DEFAULT_ENCODER",

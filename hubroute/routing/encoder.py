@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .validation import check_batch_size, check_scalar_fields
+from .._utils.validation import check_batch_size, check_scalar_fields
 
 __all__ = ["DEFAULT_ENCODER", "EncoderConfig", "PromptEncoder", "bundled_encoder_path"]
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
@@ -15,10 +14,15 @@ import torch.nn.functional as F
 from huggingface_hub import ModelHubMixin
 from torch import nn
 
+from .._utils.hub_errors import describe_repo
+from .._utils.validation import check_batch_size
 from ..errors import CheckpointError, InvalidPromptError
-from . import checkpoint
-from .encoder import EncoderConfig, PromptEncoder
+from . import serialization
+from .config import RouterConfig
+from .encoder import PromptEncoder
+from .hub_sharing import DOWNLOAD_REMEDY, push_router, resolve_folder
 from .index import INDEX_KINDS, IndexSpec, ScoringIndex
+from .model_card import render_router_card
 from .options import (
     LEVELS,
     LOW_CONFIDENCE_ACTIONS,
@@ -36,7 +40,6 @@ from .options import (
 )
 from .registry import ModelRecord, Registry, model_key
 from .results import Explanation, NearestPrompt, RouteResult
-from .validation import check_batch_size, check_scalar_fields
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, ModelCard
@@ -44,75 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["HubRouter", "RouterConfig", "RouterOutput"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RouterConfig:
-    """Architecture of a router.
-
-    Attributes:
-        encoder: How to build the prompt encoder.
-        embedding_dim: Size of the shared prompt/model space; ``None`` uses the encoder's size.
-        temperature: Softmax temperature applied to cosine scores during training.
-        card_weight: Weight of a model's card embedding when its row is initialised from its prompts.
-        index_kind: Scoring index: ``"auto"`` (exact below ``ann_threshold`` models, else IVF), ``"exact"``,
-            ``"ivf"`` or ``"hnsw"``.
-        ann_threshold: With ``"auto"``, registries of at least this many models get an approximate index.
-        ivf_nlist: IVF cells; ``None`` picks ``4 * sqrt(num_models)``.
-        ivf_nprobe: IVF cells searched per prompt (more: higher recall, slower); ``None`` searches enough
-            cells to scan about 10,000 vectors (at least 32 cells).
-        hnsw_m: HNSW graph degree.
-        hnsw_ef_construction: HNSW build-time beam width.
-        hnsw_ef_search: HNSW search-time beam width (more: higher recall, slower).
-        filter_exact_below: Filtered searches whose allowed set has at most this many models are exact.
-        level_aggregation: How family/domain scores combine model scores: ``"lse"`` (log-sum-exp at
-            ``temperature`` over the group's ``level_top_models`` best models) or ``"max"``.
-        level_top_models: How many of a group's best models count in its score.
-        level_candidates: How many top models are retrieved to rank families and domains, and to weigh
-            the domain prior.
-        domain_prior: Weight of the domain prior in every ranking (:func:`apply_domain_prior`): a model's
-            score becomes its cosine plus ``domain_prior * (G_d - max G)``, where ``G_d`` is the log-sum-exp at
-            ``temperature`` of the ``level_candidates`` best scores of models in its domain. It lowers the
-            models of domains that trail the prompt's leading one, so a lone stray match loses to a cluster
-            of the right domain (chosen on a development split of CMRBench: +2 to 3.5 D-Acc, M-Acc
-            unchanged). ``0`` ranks by cosine alone.
-    """
-
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    embedding_dim: int | None = None
-    temperature: float = 0.08
-    card_weight: float = 0.5
-    index_kind: str = "auto"
-    ann_threshold: int = 20_000
-    ivf_nlist: int | None = None
-    ivf_nprobe: int | None = None
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 128
-    filter_exact_below: int = 4096
-    level_aggregation: str = "lse"
-    level_top_models: int = 8
-    level_candidates: int = 256
-    domain_prior: float = 0.5
-
-    def __post_init__(self) -> None:
-        check_scalar_fields(self)
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise ValueError(f"RouterConfig.temperature must be a positive number, got {self.temperature}.")
-        if not (self.domain_prior >= 0 and math.isfinite(self.domain_prior)):
-            raise ValueError(
-                f"RouterConfig.domain_prior must be a number >= 0 (0: off), got {self.domain_prior}."
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RouterConfig:
-        data = dict(data)
-        encoder = EncoderConfig.from_dict(data.pop("encoder", {}) or {})
-        known = set(cls.__dataclass_fields__) - {"encoder"}
-        return cls(encoder=encoder, **{k: v for k, v in data.items() if k in known})
 
 
 class RouterOutput(NamedTuple):
@@ -993,11 +927,11 @@ class HubRouter(
         Raises:
             FileExistsError: ``save_directory`` holds something other than a router.
         """
-        with checkpoint.atomic_directory(Path(save_directory)) as staging:
+        with serialization.atomic_router_folder(Path(save_directory)) as staging:
             super().save_pretrained(staging, model_card_kwargs=model_card_kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        checkpoint.write_router(self, save_directory)
+        serialization.write_router(self, save_directory)
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """Render the router's model card (``README.md``) from the template in ``cards/``.
@@ -1011,7 +945,6 @@ class HubRouter(
             The card: YAML metadata (library, tags, base model, datasets, licence, model-index with the
             evaluation results) and a body saying what the router covers, how to use it, its results and limits.
         """
-        from ..hub.cards import render_router_card
 
         return render_router_card(self, repo_id=kwargs.get("repo_id"))
 
@@ -1048,7 +981,6 @@ class HubRouter(
             HubAccessError: the tag already exists, or the Hub refused or failed the push (401/403, 412, 429,
                 5xx, timeout).
         """
-        from ..hub.upload import push_router
 
         return push_router(
             self, repo_id, private=private, token=token, commit_message=commit_message, tag=tag
@@ -1089,11 +1021,9 @@ class HubRouter(
         """
         path = Path(pretrained_model_name_or_path)
         if path.is_dir():
-            return checkpoint.read_router(cls, path)
-        from ..hub.download import DOWNLOAD_REMEDY
-        from ..hub.errors import describe_repo
+            return serialization.read_router(cls, path)
 
-        folder = checkpoint.resolve_folder(
+        folder = resolve_folder(
             pretrained_model_name_or_path,
             revision=revision,
             token=token,
@@ -1102,4 +1032,4 @@ class HubRouter(
             force_download=force_download,
         )
         where = f"the {describe_repo(str(pretrained_model_name_or_path), revision)}"
-        return checkpoint.read_router(cls, folder, where, DOWNLOAD_REMEDY)
+        return serialization.read_router(cls, folder, where, DOWNLOAD_REMEDY)

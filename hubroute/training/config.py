@@ -12,7 +12,7 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
-from ..routing.validation import check_scalar_fields
+from .._utils.validation import check_scalar_fields
 
 __all__ = ["CARvEConfig"]
 

@@ -46,12 +46,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .._utils.hub_errors import describe_http_error, http_status
+from .._utils.io import write_json
 from ..errors import HubAccessError
-from ..routing.checkpoint import write_json
 from ..routing.registry import ModelRecord, model_key
 from ..routing.taxonomy import domain_from_pipeline_tag
 from .cardtext import parse_card
-from .errors import describe_http_error, http_status
 
 __all__ = [
     "CrawlFilters",

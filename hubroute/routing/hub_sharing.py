@@ -1,4 +1,7 @@
-"""Publish routers to the Hub: one commit that makes the repo mirror the router, optionally tagged."""
+"""The router's own Hub persistence: download snapshots (or find them in the cache) and publish routers.
+
+Publishing is one commit that makes the repo mirror the router, optionally tagged.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,83 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import CheckpointError, HubAccessError
-from .errors import describe_repo, http_status, hub_errors
+from .._utils.hub_errors import describe_repo, http_status, hub_errors
+from .._utils.version import __version__
+from ..errors import CheckpointError, CheckpointNotFoundError, HubAccessError, IncompatibleCheckpointError
+from .encoder import DEFAULT_ENCODER
+from .serialization import CONFIG_FILE, read_config
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi
 
-    from ..routing.router import HubRouter
+    from .router import HubRouter
 
-__all__ = ["push_router", "check_shareable"]
+__all__ = ["DOWNLOAD_REMEDY", "download_router", "resolve_folder", "push_router", "check_shareable"]
+
+DOWNLOAD_REMEDY = (
+    "If a download was interrupted, load it again with force_download=True; if the error persists, the files "
+    "on the Hub are damaged: ask the repo's owners to push the router again."
+)
+"""What errors advise when a downloaded router fails verification."""
+
+
+def download_router(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+) -> Path:
+    """Download (or find in the cache) every file of a router repo and return the snapshot folder.
+
+    ``config.json`` comes first (with the repo's file list) and is checked, so a repo that is not a hubroute
+    router, or needs a newer hubroute, is refused before anything else is downloaded; the rest of the snapshot
+    is then fetched at the very commit that ``config.json`` came from. ``HF_HUB_OFFLINE=1`` or
+    ``local_files_only=True`` use the cache only. A snapshot left incomplete by an interrupted download is
+    never returned: the client checks it against the cached file list (and
+    :func:`~hubroute.routing.checkpoint.read_router` against the checksums).
+
+    Args:
+        repo_id: The Hub repo, e.g. ``"collagelab/carve"``.
+        revision: Branch, tag or commit (default: ``main``).
+        token: Hub token for private or gated repos (else the stored login).
+        cache_dir: Hub cache folder (default: ``HF_HUB_CACHE``).
+        local_files_only: Only use the local cache.
+        force_download: Download every file again even if cached.
+
+    Returns:
+        The local snapshot folder.
+
+    Raises:
+        CheckpointNotFoundError, HubAccessError: see :func:`hubroute.hub.errors.hub_errors`.
+        IncompatibleCheckpointError: the repo has no hubroute ``config.json``, or a newer format version.
+        CheckpointError: ``config.json`` is corrupt.
+    """
+    from huggingface_hub import constants, snapshot_download
+
+    common = {
+        "repo_id": repo_id,
+        "token": token,
+        "cache_dir": cache_dir,
+        "local_files_only": local_files_only or constants.is_offline_mode(),
+        "force_download": force_download,
+        "library_name": "hubroute",
+        "library_version": __version__,
+    }
+    where = f"the {describe_repo(repo_id, revision)}"
+    with hub_errors(repo_id, revision):
+        head = Path(snapshot_download(revision=revision, allow_patterns=[CONFIG_FILE], **common))
+    if not (head / CONFIG_FILE).is_file():
+        raise IncompatibleCheckpointError(
+            f"The {describe_repo(repo_id, revision)} is not a hubroute router: it has no {CONFIG_FILE}. Was it "
+            "pushed with HubRouter.push_to_hub()?"
+        )
+    read_config(head, where, DOWNLOAD_REMEDY)
+    with hub_errors(repo_id, revision):
+        return Path(snapshot_download(revision=head.name, **common))
+
 
 _KEPT_REMOTE_FILES = frozenset({".gitattributes"})
 
@@ -28,7 +99,6 @@ def check_shareable(router: HubRouter) -> None:
     Raises:
         CheckpointError: the encoder is a local folder that the saved router would only refer to.
     """
-    from ..routing.encoder import DEFAULT_ENCODER
 
     name = router.config.encoder.name_or_path
     weights_saved = router.encoder.fine_tuned and not router.encoder.has_lora
@@ -123,8 +193,6 @@ def push_router(
     """
     from huggingface_hub import HfApi
 
-    from .. import __version__
-
     check_shareable(router)
     api = HfApi(token=token, library_name="hubroute", library_version=__version__)
     with hub_errors(repo_id, write=True):
@@ -144,3 +212,47 @@ def push_router(
         if tag is not None:
             _create_tag(api, repo_id, tag, commit.oid)
     return commit
+
+
+def resolve_folder(
+    name_or_path: str | Path,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+) -> Path:
+    """Return the local folder of a router: the path itself, or a Hub snapshot downloaded into the cache.
+
+    Args:
+        name_or_path: A router folder, or a Hub repo id such as ``"collagelab/carve"``.
+        revision, token, cache_dir, local_files_only, force_download: Hub download options, see
+            :func:`hubroute.hub.download.download_router`.
+
+    Returns:
+        The folder to read the router from.
+
+    Raises:
+        CheckpointNotFoundError: neither a folder nor a repo id, or the repo/revision does not exist.
+        IncompatibleCheckpointError, HubAccessError: see :func:`~hubroute.hub.download.download_router`.
+    """
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    looks_like_repo = name.count("/") == 1 and not name.startswith((".", "/", "~")) and not path.exists()
+    if not looks_like_repo:
+        raise CheckpointNotFoundError(
+            f"No router folder at {name!r}. Pass a folder written by save_pretrained() or a Hub repo id "
+            "such as 'collagelab/carve'."
+        )
+
+    return download_router(
+        name,
+        revision=revision,
+        token=token,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        force_download=force_download,
+    )

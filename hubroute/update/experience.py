@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..routing.checkpoint import atomic_directory
+from .._utils.hub_errors import hub_errors
+from .._utils.io import atomic_directory
 from ..routing.registry import ModelRecord, Registry, model_key
 from ..routing.taxonomy import FamilyAssigner
 from .crawl import CrawledModel
@@ -136,7 +137,6 @@ def push_experience(
     Raises:
         HubAccessError: the Hub refused or failed the push.
     """
-    from .errors import hub_errors
 
     with hub_errors(repo_id, repo_type="dataset", write=True):
         return dataset.push_to_hub(repo_id, token=token, private=private, commit_message=message)

@@ -21,6 +21,7 @@ import random
 import re
 from typing import Any, Protocol, runtime_checkable
 
+from .._utils.hub_errors import describe_http_error, http_status
 from ..errors import HubAccessError
 from ..routing.registry import model_key
 from ..routing.taxonomy import normalize_model_name
@@ -703,8 +704,6 @@ class InferenceClientGenerator(_LLMGenerator):
     def _complete(self, instruction: str, seed: int) -> str:
         import httpx2
         from huggingface_hub.errors import HfHubHTTPError
-
-        from .errors import describe_http_error, http_status
 
         what = f"the inference model '{self.model}'"
         attempt = 0

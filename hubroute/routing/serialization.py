@@ -19,29 +19,30 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .._utils.io import atomic_directory, sha256_file, write_json
+from .._utils.version import __version__
 from ..errors import CheckpointError, CheckpointNotFoundError, IncompatibleCheckpointError
+from .config import RouterConfig
+from .encoder import PromptEncoder
+from .index import IndexSpec, ScoringIndex
+from .options import Calibration
+from .registry import Registry
 
 if TYPE_CHECKING:
     from .router import HubRouter
 
 __all__ = [
     "FORMAT_VERSION",
-    "atomic_directory",
+    "atomic_router_folder",
     "write_router",
     "read_config",
     "read_router",
-    "resolve_folder",
-    "write_json",
 ]
 
 FORMAT_VERSION = 1
@@ -58,28 +59,6 @@ LOCAL_REMEDY = "Save the router again."
 """What messages advise about a damaged router folder (readers of Hub downloads pass their own advice)."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` atomically (temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _is_router_folder(folder: Path) -> bool:
     try:
         return json.loads((folder / CONFIG_FILE).read_text()).get("library_name") == LIBRARY_NAME
@@ -88,55 +67,19 @@ def _is_router_folder(folder: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_directory(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a staging folder (files fsynced) that replaces ``target`` only once the block completes without error.
-
-    Args:
-        target: The folder to write.
-        overwrite: Replace whatever folder is at ``target`` (default: only an empty folder or a router).
+def atomic_router_folder(target: Path) -> Iterator[Path]:
+    """Yield a staging folder that replaces the router folder ``target`` once the block completes.
 
     Raises:
-        FileExistsError: ``target`` is a file, or (without ``overwrite``) a non-empty folder that is not a
-            hubroute router: it is never overwritten.
+        FileExistsError: ``target`` is a file, or a non-empty folder that is not a hubroute router.
     """
-    target = Path(target)
-    if target.exists() and (
-        not target.is_dir() or (not overwrite and any(target.iterdir()) and not _is_router_folder(target))
-    ):
-        raise FileExistsError(
-            f"{target} exists and is not a hubroute router folder; refusing to replace it. "
-            "Choose a new or empty folder."
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
-    try:
+    with atomic_directory(target, replaceable=_is_router_folder, kind="hubroute router folder") as staging:
         yield staging
-        for path in staging.rglob("*"):
-            if path.is_file():
-                with path.open("rb") as handle:
-                    os.fsync(handle.fileno())
-        replace_directory(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def replace_directory(staging: Path, target: Path) -> None:
-    """Move the finished folder ``staging`` to ``target``, swapping out any existing ``target`` by renames."""
-    if target.exists():
-        backup = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}")
-        os.replace(target, backup)
-        os.replace(staging, target)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        os.replace(staging, target)
 
 
 def write_router(router: HubRouter, folder: Path) -> None:
     """Write every file of ``router`` except the model card into ``folder``."""
     from safetensors.torch import save_file
-
-    from .. import __version__
 
     folder.mkdir(parents=True, exist_ok=True)
     weights = {
@@ -155,7 +98,7 @@ def write_router(router: HubRouter, folder: Path) -> None:
     if router.calibration is not None:
         write_json(folder / CALIBRATION_FILE, router.calibration.to_dict())
     checksums = {
-        str(path.relative_to(folder)): _sha256(path)
+        str(path.relative_to(folder)): sha256_file(path)
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name not in (CONFIG_FILE, "README.md")
     }
@@ -204,8 +147,6 @@ def _read_index(router: HubRouter, folder: Path, where: str, remedy: str) -> Non
     """
     from safetensors import safe_open
 
-    from .index import IndexSpec, ScoringIndex
-
     path = folder / INDEX_FILE
     try:
         with safe_open(str(path), framework="numpy") as handle:
@@ -234,7 +175,6 @@ def _read_index(router: HubRouter, folder: Path, where: str, remedy: str) -> Non
 
 
 def _read_calibration(router: HubRouter, folder: Path, where: str, remedy: str) -> None:
-    from .options import Calibration
 
     try:
         router.calibration = Calibration.from_dict(
@@ -308,7 +248,7 @@ def _verify_checksums(folder: Path, config: dict[str, Any], where: str, remedy: 
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{name} is missing from {where}: the router is incomplete. {remedy}")
-        if _sha256(path) != expected:
+        if sha256_file(path) != expected:
             raise CheckpointError(
                 f"{name} of {where} does not match its checksum in {CONFIG_FILE}: the file is corrupt or comes "
                 f"from another checkpoint. {remedy}"
@@ -343,9 +283,6 @@ def read_router(
         CheckpointNotFoundError, IncompatibleCheckpointError: see :func:`read_config`.
         CheckpointError: a file is missing, corrupt or inconsistent with the others.
     """
-    from .encoder import PromptEncoder
-    from .registry import Registry
-    from .router import RouterConfig
 
     where = where or str(folder)
     config = read_config(folder, where, remedy)
@@ -413,48 +350,3 @@ def read_router(
         _read_calibration(router, folder, where, remedy)
     router.eval()
     return router
-
-
-def resolve_folder(
-    name_or_path: str | Path,
-    *,
-    revision: str | None = None,
-    token: str | bool | None = None,
-    cache_dir: str | Path | None = None,
-    local_files_only: bool = False,
-    force_download: bool = False,
-) -> Path:
-    """Return the local folder of a router: the path itself, or a Hub snapshot downloaded into the cache.
-
-    Args:
-        name_or_path: A router folder, or a Hub repo id such as ``"collagelab/carve"``.
-        revision, token, cache_dir, local_files_only, force_download: Hub download options, see
-            :func:`hubroute.hub.download.download_router`.
-
-    Returns:
-        The folder to read the router from.
-
-    Raises:
-        CheckpointNotFoundError: neither a folder nor a repo id, or the repo/revision does not exist.
-        IncompatibleCheckpointError, HubAccessError: see :func:`~hubroute.hub.download.download_router`.
-    """
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    name = str(name_or_path)
-    looks_like_repo = name.count("/") == 1 and not name.startswith((".", "/", "~")) and not path.exists()
-    if not looks_like_repo:
-        raise CheckpointNotFoundError(
-            f"No router folder at {name!r}. Pass a folder written by save_pretrained() or a Hub repo id "
-            "such as 'collagelab/carve'."
-        )
-    from ..hub.download import download_router
-
-    return download_router(
-        name,
-        revision=revision,
-        token=token,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        force_download=force_download,
-    )

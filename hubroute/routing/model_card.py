@@ -8,10 +8,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .encoder import DEFAULT_ENCODER
+
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult, ModelCard
 
-    from ..routing.router import HubRouter
+    from .router import HubRouter
 
 __all__ = ["render_router_card", "read_template", "METRIC_NAMES"]
 
@@ -39,7 +41,6 @@ def _is_local(name: str) -> bool:
 
 def _base_model(router: HubRouter) -> str | None:
     """The Hub id of the encoder's base model; ``None`` for a local folder."""
-    from ..routing.encoder import DEFAULT_ENCODER
 
     name = router.config.encoder.name_or_path
     if name == DEFAULT_ENCODER:

@@ -28,15 +28,19 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._utils.io import write_json
 from ..errors import ForgettingGateError
-from ..routing.checkpoint import write_json
+from ..evaluation.ranking import routing_accuracy
 from ..routing.registry import model_key
+from ..routing.router import HubRouter
+from ..training.config import CARvEConfig
+from ..training.trainer import CARvETrainer
 from .crawl import CrawlFilters, CrawlResult, HubCrawler, RetryPolicy, parse_since
 from .experience import build_experience, model_records, push_experience, save_experience
 from .prompts import PromptGenerator
@@ -50,7 +54,6 @@ __all__ = [
     "UpdateSummary",
     "update_config",
     "gate_examples",
-    "routing_accuracy",
     "update_router",
 ]
 
@@ -91,7 +94,6 @@ def update_config(output_dir: str | None = None, **overrides: Any) -> CARvEConfi
     Raises:
         ValueError: an unknown field, or an invalid value.
     """
-    from ..training.config import CARvEConfig
 
     known = {f.name for f in dataclasses.fields(CARvEConfig)}
     unknown = sorted(set(overrides) - known)
@@ -138,41 +140,6 @@ def gate_examples(router: HubRouter, gate_data: Any = None) -> tuple[list[dict[s
         and isinstance(r.get("model_id"), str) and r["model_id"] in router.registry
     ]  # fmt: skip
     return examples, source
-
-
-def routing_accuracy(
-    router: HubRouter, examples: Sequence[Mapping[str, Any]], batch_size: int = 64
-) -> dict[str, float]:
-    """M/F/D accuracy (and M@5), in percent, of ``router`` on ``examples``.
-
-    The family and domain of each model come from the router's registry; a correct model is a correct family
-    and domain (the CMRBench metrics of :mod:`hubroute.bench.metrics`).
-
-    Args:
-        router: The router.
-        examples: Dicts with ``prompt``, ``model_id`` and optionally ``domain`` (else the registry's).
-        batch_size: Prompts per encoder pass.
-
-    Returns:
-        ``{"M", "F", "D", "M_at5", "n"}``.
-    """
-    from ..bench.metrics import LabelMaps, score_predictions
-    from ..bench.runner import router_ranker
-    from ..routing.taxonomy import domain_key
-
-    if not examples:
-        return {"M": float("nan"), "F": float("nan"), "D": float("nan"), "M_at5": float("nan"), "n": 0}
-    registry = router.registry
-    labels = LabelMaps(
-        {model_key(r.model_id): r.family for r in registry if r.family},
-        {model_key(r.model_id): domain_key(r.domain) for r in registry if r.domain},
-    )
-    predicted = router_ranker(router, batch_size=batch_size)([e["prompt"] for e in examples])
-    gold = [e["model_id"] for e in examples]
-    domains = [e.get("domain") or (registry.get(e["model_id"]).domain if e["model_id"] in registry else None)
-               for e in examples]  # fmt: skip
-    scores = score_predictions(predicted, gold, domains, labels)
-    return {**scores, "n": len(examples)}
 
 
 def _drops(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
@@ -294,7 +261,6 @@ class UpdateSummary:
 
 # --------------------------------------------------------------------------------------------------- update
 def _load_router(router: Any, revision: str | None, token: str | None) -> tuple[HubRouter, str]:
-    from ..routing.router import HubRouter
 
     if isinstance(router, HubRouter):
         return router, "the given router"
@@ -413,7 +379,6 @@ def update_router(
         ValueError: nowhere to save the router (no ``output``, ``push`` or router folder), or bad options.
         HubAccessError, CheckpointError: the Hub or the router could not be read or written.
     """
-    from ..training.trainer import CARvETrainer
 
     started = time.perf_counter()
     timings: dict[str, float] = {}

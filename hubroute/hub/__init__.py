@@ -1,1 +1,0 @@
-"""Hugging Face Hub integration: downloads, error mapping, model cards, crawling new models."""

@@ -1,0 +1,82 @@
+"""`RouterConfig`: the architecture and routing settings of a router."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .._utils.validation import check_scalar_fields
+from .encoder import EncoderConfig
+
+__all__ = ["RouterConfig"]
+
+
+@dataclass
+class RouterConfig:
+    """Architecture of a router.
+
+    Attributes:
+        encoder: How to build the prompt encoder.
+        embedding_dim: Size of the shared prompt/model space; ``None`` uses the encoder's size.
+        temperature: Softmax temperature applied to cosine scores during training.
+        card_weight: Weight of a model's card embedding when its row is initialised from its prompts.
+        index_kind: Scoring index: ``"auto"`` (exact below ``ann_threshold`` models, else IVF), ``"exact"``,
+            ``"ivf"`` or ``"hnsw"``.
+        ann_threshold: With ``"auto"``, registries of at least this many models get an approximate index.
+        ivf_nlist: IVF cells; ``None`` picks ``4 * sqrt(num_models)``.
+        ivf_nprobe: IVF cells searched per prompt (more: higher recall, slower); ``None`` searches enough
+            cells to scan about 10,000 vectors (at least 32 cells).
+        hnsw_m: HNSW graph degree.
+        hnsw_ef_construction: HNSW build-time beam width.
+        hnsw_ef_search: HNSW search-time beam width (more: higher recall, slower).
+        filter_exact_below: Filtered searches whose allowed set has at most this many models are exact.
+        level_aggregation: How family/domain scores combine model scores: ``"lse"`` (log-sum-exp at
+            ``temperature`` over the group's ``level_top_models`` best models) or ``"max"``.
+        level_top_models: How many of a group's best models count in its score.
+        level_candidates: How many top models are retrieved to rank families and domains, and to weigh
+            the domain prior.
+        domain_prior: Weight of the domain prior in every ranking (:func:`apply_domain_prior`): a model's
+            score becomes its cosine plus ``domain_prior * (G_d - max G)``, where ``G_d`` is the log-sum-exp at
+            ``temperature`` of the ``level_candidates`` best scores of models in its domain. It lowers the
+            models of domains that trail the prompt's leading one, so a lone stray match loses to a cluster
+            of the right domain (chosen on a development split of CMRBench: +2 to 3.5 D-Acc, M-Acc
+            unchanged). ``0`` ranks by cosine alone.
+    """
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    embedding_dim: int | None = None
+    temperature: float = 0.08
+    card_weight: float = 0.5
+    index_kind: str = "auto"
+    ann_threshold: int = 20_000
+    ivf_nlist: int | None = None
+    ivf_nprobe: int | None = None
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+    filter_exact_below: int = 4096
+    level_aggregation: str = "lse"
+    level_top_models: int = 8
+    level_candidates: int = 256
+    domain_prior: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_scalar_fields(self)
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"RouterConfig.temperature must be a positive number, got {self.temperature}.")
+        if not (self.domain_prior >= 0 and math.isfinite(self.domain_prior)):
+            raise ValueError(
+                f"RouterConfig.domain_prior must be a number >= 0 (0: off), got {self.domain_prior}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RouterConfig:
+        data = dict(data)
+        encoder = EncoderConfig.from_dict(data.pop("encoder", {}) or {})
+        known = set(cls.__dataclass_fields__) - {"encoder"}
+        return cls(encoder=encoder, **{k: v for k, v in data.items() if k in known})

@@ -159,14 +159,14 @@ def main() -> None:
     from hub_server import LocalHub
 
     from hubroute import CARvEConfig, CARvETrainer, HubRouter
+    from hubroute._utils.io import write_json
     from hubroute.bench.baselines import zero_shot_router
     from hubroute.bench.cmrbench import load_cmrbench
-    from hubroute.evaluation.metrics import LabelMaps
     from hubroute.cli.update import load_update_config
+    from hubroute.evaluation.metrics import LabelMaps
+    from hubroute.training.data import records_from_rows
     from hubroute.update.crawl import HubCrawler
     from hubroute.update.pipeline import update_router
-    from hubroute._utils.io import write_json
-    from hubroute.training.data import records_from_rows
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -25,11 +25,11 @@ from .errors import (
     InvalidPromptError,
     UnknownModelError,
 )
+from .routing.config import RouterConfig
 from .routing.encoder import DEFAULT_ENCODER, EncoderConfig
 from .routing.options import Calibration, RouteFilter
 from .routing.registry import ModelRecord, Registry
 from .routing.results import Explanation, NearestPrompt, RouteResult
-from .routing.config import RouterConfig
 from .routing.router import HubRouter
 
 if TYPE_CHECKING:

@@ -17,7 +17,18 @@ from factories import make_experience
 from huggingface_hub import HfApi, ModelCard, constants, get_session, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from hubroute import CARvEConfig, CARvETrainer, CheckpointError, CheckpointNotFoundError, EncoderConfig, HubAccessError, HubRouter, IncompatibleCheckpointError, ModelRecord, RouterConfig
+from hubroute import (
+    CARvEConfig,
+    CARvETrainer,
+    CheckpointError,
+    CheckpointNotFoundError,
+    EncoderConfig,
+    HubAccessError,
+    HubRouter,
+    IncompatibleCheckpointError,
+    ModelRecord,
+    RouterConfig,
+)
 
 if TYPE_CHECKING:
     from conftest import SessionHub

@@ -62,9 +62,9 @@ def _imports(path: Path) -> list[tuple[str, int, bool]]:
                     # `from hubroute.x import y` may import the submodule y
                     for alias in child.names:
                         candidate = f"{target}.{alias.name}"
-                        is_module = (PACKAGE.parent / candidate.replace(".", "/")).with_suffix(".py").exists() or (
-                            PACKAGE.parent / candidate.replace(".", "/")
-                        ).is_dir()
+                        is_module = (PACKAGE.parent / candidate.replace(".", "/")).with_suffix(
+                            ".py"
+                        ).exists() or (PACKAGE.parent / candidate.replace(".", "/")).is_dir()
                         found.append((candidate if is_module else target, child.lineno, child_type_only))
             elif isinstance(child, ast.Import):
                 for alias in child.names:
@@ -80,7 +80,9 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.part
 
 
 def test_every_module_sits_in_a_layer():
-    unplaced = [_module_name(p) for p in MODULES if _module_name(p) != FACADE and _layer(_module_name(p)) is None]
+    unplaced = [
+        _module_name(p) for p in MODULES if _module_name(p) != FACADE and _layer(_module_name(p)) is None
+    ]
     assert not unplaced, f"modules outside every layer of tests/test_layers.py: {unplaced}"
 
 

@@ -8,7 +8,12 @@ import torch
 
 from hubroute import ModelRecord, Registry
 from hubroute.training.candidates import CandidateSampler, mine_hard_negatives
-from hubroute.training.losses import CandidateContrastiveLoss, EmbeddingAnchorLoss, EWCPenalty, ProjectionAnchorLoss
+from hubroute.training.losses import (
+    CandidateContrastiveLoss,
+    EmbeddingAnchorLoss,
+    EWCPenalty,
+    ProjectionAnchorLoss,
+)
 from hubroute.training.replay import ReplayBuffer, farthest_point_sampling
 
 DOMAINS = [

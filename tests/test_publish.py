@@ -10,9 +10,14 @@ from datasets import load_dataset
 from huggingface_hub import DatasetCard, HfApi, constants
 
 from hubroute import CheckpointNotFoundError, DataFormatError, HubAccessError
-from hubroute.bench.cmrbench import EXPERIENCES, load_cmrbench
-from hubroute.bench.publish import MODEL_INDEX_FILES, MODELS_CONFIG, load_cmrbench_models, model_features, publish_cmrbench
-from hubroute.bench.cmrbench import experience_features
+from hubroute.bench.cmrbench import EXPERIENCES, experience_features, load_cmrbench
+from hubroute.bench.publish import (
+    MODEL_INDEX_FILES,
+    MODELS_CONFIG,
+    load_cmrbench_models,
+    model_features,
+    publish_cmrbench,
+)
 from hubroute.cli.main import main
 
 

@@ -6,7 +6,12 @@ import pytest
 
 from hubroute import ModelRecord, Registry, UnknownModelError
 from hubroute.errors import CheckpointError
-from hubroute.routing.taxonomy import FamilyAssigner, domain_from_pipeline_tag, normalize_model_name, parent_group
+from hubroute.routing.taxonomy import (
+    FamilyAssigner,
+    domain_from_pipeline_tag,
+    normalize_model_name,
+    parent_group,
+)
 
 
 def records(*ids: str, domain: str = "Audio Text-to-Speech") -> list[ModelRecord]:

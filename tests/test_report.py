@@ -12,9 +12,9 @@ from huggingface_hub import metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from hubroute import DataFormatError, HubRouter
-from hubroute.evaluation.metrics import AccuracyMatrix, summarize
 from hubroute.bench.report import HEADLINE_COLUMNS, LEVEL_NAMES, evaluate_router, main, write_report
 from hubroute.cli.main import main as cli
+from hubroute.evaluation.metrics import AccuracyMatrix, summarize
 
 NAMES = ["apibench-hf", "mllm", "hugging-bench-1"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from hubroute import CheckpointError, CheckpointNotFoundError, EncoderConfig, HubRouter, IncompatibleCheckpointError, InvalidPromptError, ModelRecord, RouterConfig, RouteResult
+from hubroute import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    EncoderConfig,
+    HubRouter,
+    IncompatibleCheckpointError,
+    InvalidPromptError,
+    ModelRecord,
+    RouterConfig,
+    RouteResult,
+)
 
 MODELS = [
     ModelRecord(

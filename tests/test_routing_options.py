@@ -12,7 +12,13 @@ import torch
 
 from hubroute import CheckpointError, HubRouter, ModelRecord, UnknownModelError
 from hubroute.routing.index import IndexSpec, ScoringIndex
-from hubroute.routing.options import RouteFilter, aggregate_levels, apply_domain_prior, as_route_filter, fit_threshold
+from hubroute.routing.options import (
+    RouteFilter,
+    aggregate_levels,
+    apply_domain_prior,
+    as_route_filter,
+    fit_threshold,
+)
 
 ASR, DET, MT = (
     "Audio Automatic Speech Recognition",

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from hubroute import HubRouter, ModelRecord
-from hubroute.bench.speed import SpeedSettings, format_speed_table, grow_embeddings, grown_router, load_prompts
+from hubroute.bench.speed import (
+    SpeedSettings,
+    format_speed_table,
+    grow_embeddings,
+    grown_router,
+    load_prompts,
+)
 from hubroute.cli.main import main
 
 PROMPTS = [

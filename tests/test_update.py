@@ -18,13 +18,18 @@ from hub_seed import SeedModel, card_readme, cmrbench_models, seed_hub
 
 from hubroute import CARvEConfig, CARvETrainer, ForgettingGateError, HubAccessError, HubRouter, ModelRecord
 from hubroute.cli.main import main
+from hubroute.evaluation.ranking import routing_accuracy
 from hubroute.update import pipeline as update_module
 from hubroute.update.cardtext import parse_card
 from hubroute.update.crawl import CrawledModel
 from hubroute.update.experience import build_experience, model_records
-from hubroute.update.prompts import InferenceClientGenerator, TemplateGenerator, TransformersGenerator, generator_from_spec
 from hubroute.update.pipeline import gate_examples, update_config, update_router
-from hubroute.evaluation.ranking import routing_accuracy
+from hubroute.update.prompts import (
+    InferenceClientGenerator,
+    TemplateGenerator,
+    TransformersGenerator,
+    generator_from_spec,
+)
 
 if TYPE_CHECKING:
     from conftest import SessionHub

@@ -1,10 +1,10 @@
 """Routing: the router, its registry of models, the prompt encoder and the scoring index."""
 
+from .config import RouterConfig
 from .encoder import DEFAULT_ENCODER, EncoderConfig, PromptEncoder
 from .index import ScoringIndex
 from .registry import ModelRecord, Registry, model_key
 from .results import RouteResult
-from .config import RouterConfig
 from .router import HubRouter
 
 __all__ = [

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
+from ._utils.version import __version__
 from .errors import (
     CheckpointError,
     CheckpointNotFoundError,

@@ -94,7 +94,7 @@ def _model_row(record: dict[str, Any], experience: str, path: Path, number: int)
     model_id = record.get("model_name") or record.get("api_name")
     if not isinstance(model_id, str) or not model_id.strip():
         raise DataFormatError(f"{path}, line {number}: field 'model_name' must be a non-empty string.")
-    row = {"experience": experience, "model_id": model_id.strip()}
+    row: dict[str, str | None] = {"experience": experience, "model_id": model_id.strip()}
     for key in ("api_name", "domain", "framework", "functionality", "api_call", "description"):
         row[key] = _text(record, key, path, number)
     row["metadata"] = json.dumps(record, ensure_ascii=False)
@@ -246,7 +246,7 @@ def _in_order(entries: Any, names: list[str]) -> Any:
     """Sort ``datasets``' per-config metadata entries (it sorts them by name) into ``names``' order."""
     if not isinstance(entries, list):
         return entries
-    rank = {name: i for i, name in enumerate(names)}
+    rank: dict[Any, int] = {name: i for i, name in enumerate(names)}
     return sorted(
         entries, key=lambda e: rank.get(e.get("config_name"), len(rank)) if isinstance(e, dict) else len(rank)
     )

@@ -166,7 +166,7 @@ def _method_summary(result: dict[str, Any], names: list[str]) -> dict[str, Any]:
         key: [_round(_mean([run[t].get(f"{key}_s") for run in per_run if t < len(run)])) for t in rows]
         for key in ("train", "eval")
     }
-    headline = {key: _round(result.get(key)) for key in HEADLINE_KEYS}
+    headline: dict[str, Any] = {key: _round(result.get(key)) for key in HEADLINE_KEYS}
     headline["seeds"] = list(result.get("seeds") or [])
     return {
         "headline": headline,

@@ -87,11 +87,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     speed.register(commands)
 
 
-def _carve_config(args: argparse.Namespace):
+def _carve_config(args: argparse.Namespace) -> CARvEConfig:
     from trl import TrlParser
 
     argv = ["--config", args.config] if args.config else []
-    (config,) = TrlParser([CARvEConfig]).parse_args_and_config(argv)
+    # The ignore: transformers types DataClassType as NewType("DataClassType", Any), which no class matches.
+    (config,) = TrlParser([CARvEConfig]).parse_args_and_config(argv)  # type: ignore[list-item]
     if args.replay is not None:
         config.replay_fraction = args.replay
     return config

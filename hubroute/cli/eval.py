@@ -104,6 +104,15 @@ def load_bench(source: str, names: Sequence[str]) -> tuple[CMRBench, LabelMaps]:
 def load_earlier(router_ref: str, refs: Sequence[str], revision_of_hub: bool) -> list[HubRouter]:
     """Load the routers of ``--earlier``: folders, or revisions of the Hub repo ``router_ref``.
 
+    Args:
+        router_ref: The evaluated router (a folder or a Hub repo id).
+        refs: The ``--earlier`` references, in experience order.
+        revision_of_hub: Whether ``router_ref`` is a Hub repo, so a reference that is not a folder names one
+            of its revisions.
+
+    Returns:
+        The earlier routers, in the order of ``refs``.
+
     Raises:
         FileNotFoundError: a reference is neither a folder nor (for a Hub router) a revision.
     """

@@ -47,7 +47,8 @@ class TrainScriptArguments:
 def make_parser(prog: str = "hubroute train") -> Any:
     from trl import TrlParser
 
-    return TrlParser([TrainScriptArguments, CARvEConfig], prog=prog)
+    # The ignore: transformers types DataClassType as NewType("DataClassType", Any), which no class matches.
+    return TrlParser([TrainScriptArguments, CARvEConfig], prog=prog)  # type: ignore[list-item]
 
 
 def _experiences(script: TrainScriptArguments) -> list[tuple[str, Any]]:

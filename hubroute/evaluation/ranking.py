@@ -52,7 +52,7 @@ def routing_accuracy(
     )
     predicted = router_ranker(router, batch_size=batch_size)([e["prompt"] for e in examples])
     gold = [e["model_id"] for e in examples]
-    domains = [e.get("domain") or (registry.get(e["model_id"]).domain if e["model_id"] in registry else None)
+    domains = [e.get("domain") or (record.domain if (record := registry.get(e["model_id"])) is not None else None)
                for e in examples]  # fmt: skip
     scores = score_predictions(predicted, gold, domains, labels)
     return {**scores, "n": len(examples)}

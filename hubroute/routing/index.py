@@ -122,6 +122,8 @@ class ScoringIndex:
         self.spec = spec or IndexSpec()
         self.size, self.dim = vectors.shape
         self.nlist = self.spec.cells_for(self.size) if self.spec.kind == "ivf" else 0
+        # A flat, IVF or HNSW index: which attributes it has follows ``self.kind``, so it is typed ``Any``.
+        index: Any
         if self.spec.kind == "exact" or self.size == 0:
             index = faiss.IndexFlatIP(self.dim)
         elif self.spec.kind == "hnsw":
@@ -129,7 +131,7 @@ class ScoringIndex:
             index.hnsw.efConstruction = self.spec.ef_construction
         else:
             index = self._trained_ivf(vectors, progress)
-        self._index = index
+        self._index: Any = index
         self._flat_vectors: np.ndarray | None = None
         self._add(vectors, progress)
         self._bind()
@@ -168,7 +170,7 @@ class ScoringIndex:
         import faiss
 
         self.kind = "exact" if isinstance(self._index, faiss.IndexFlat) else self.spec.kind
-        self._flat = None
+        self._flat: Any = None  # the flat storage (a faiss.IndexFlat), or None for IVF
         if self.kind == "exact":
             self._flat = self._index
         elif self.kind == "hnsw":
@@ -201,8 +203,9 @@ class ScoringIndex:
         """IVF cells searched by default: enough to scan about 10,000 vectors, at least 32 cells.
 
         On registries of fine-tunes clustered around base models, the best model hides among many near-equal
-        copies; scanning about 10,000 vectors kept recall@1 against exact search at 0.99 or more from 100k to
-        1M models (``hubroute bench speed``), for about 1-2 ms per prompt on one CPU core.
+        copies, so the number of vectors scanned, not of cells, is what keeps recall@1 against exact search
+        close to 1 as the registry grows (``hubroute bench speed`` measures it; README, "Speed at any registry
+        size").
         """
         if self.kind != "ivf":
             return 0
@@ -279,22 +282,24 @@ class ScoringIndex:
     def _params(self, nprobe: int | None, ef_search: int | None, selector: Any, fraction: float) -> Any:
         import faiss
 
+        # The ignores: faiss's bundled stubs (faiss-cpu 1.15) lack SearchParametersHNSW and the keyword
+        # arguments that faiss's class wrappers add to every SearchParameters constructor.
         widen = min(_MAX_WIDEN, 1.0 / max(fraction, 1e-9))
         if self.kind == "ivf":
             probes = min(self.nlist, max(1, int(math.ceil((nprobe or self.default_nprobe) * widen))))
             return (
-                faiss.SearchParametersIVF(sel=selector, nprobe=probes)
+                faiss.SearchParametersIVF(sel=selector, nprobe=probes)  # type: ignore[call-arg]
                 if selector
-                else faiss.SearchParametersIVF(nprobe=probes)
+                else faiss.SearchParametersIVF(nprobe=probes)  # type: ignore[call-arg]
             )
         if self.kind == "hnsw":
             ef = max(1, int(math.ceil((ef_search or 128) * widen)))
             return (
-                faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
+                faiss.SearchParametersHNSW(sel=selector, efSearch=ef)  # type: ignore[attr-defined]
                 if selector
-                else faiss.SearchParametersHNSW(efSearch=ef)
+                else faiss.SearchParametersHNSW(efSearch=ef)  # type: ignore[attr-defined]
             )
-        return faiss.SearchParameters(sel=selector) if selector else None
+        return faiss.SearchParameters(sel=selector) if selector else None  # type: ignore[call-arg]
 
     def _complete(
         self, queries: np.ndarray, scores: np.ndarray, ids: np.ndarray, allowed: np.ndarray | None

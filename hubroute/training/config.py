@@ -24,7 +24,7 @@ class CARvEConfig(TrainingArguments):
     Only the CARvE-specific fields are listed; the rest are :class:`~transformers.TrainingArguments`
     (whose defaults are changed as noted).
 
-    Parameters:
+    Args:
         encoder_mode (`str`, defaults to `"full"`):
             How the prompt encoder learns: `"frozen"` (only the projection and the model embeddings train),
             `"lora"` (a peft LoRA adapter trains) or `"full"` (every encoder weight trains).
@@ -74,9 +74,9 @@ class CARvEConfig(TrainingArguments):
             Weight of an auxiliary contrastive loss that matches each prompt with its gold model's card
             document (id, domain, card text) among the cards of the batch's gold models, while the encoder
             trains (not in phase 1). It teaches the encoder to match requests to model descriptions, which also
-            helps models seen only through their cards. On CMRBench's development split it gained about 1.3
-            M-Acc points and halved forgetting at the cost of about one more forward/backward pass per batch;
-            set 0 to train faster.
+            helps models seen only through their cards. On by default because it raised accuracy and lowered
+            forgetting on CMRBench's development split (README, "Benchmark: CMRBench"); it costs about one more
+            forward/backward pass per batch, so set 0 to train faster.
         card_max_length (`int`, defaults to `128`), card_temperature (`float`, defaults to `0.05`):
             Card truncation (tokens) and temperature of that loss.
         drift_compensation (`bool`, defaults to `False`):
@@ -84,7 +84,8 @@ class CARvEConfig(TrainingArguments):
             the updated prompt space: a linear map from new to old prompt vectors is fitted (ridge, weight
             `drift_ridge`) on the experience's prompts encoded before and after training, and applied to
             those embeddings, so scores of old routes are preserved although the encoder moved.
-            Off by default: on CMRBench's dev split (3 seeds) it cost 0.9 D-Acc and added forgetting.
+            Off by default: on CMRBench's development split it lowered domain accuracy and added forgetting
+            (README, "Benchmark: CMRBench").
         drift_ridge (`float`, defaults to `0.1`):
             Ridge penalty of that map (towards the identity).
         init_neighbors (`int`, defaults to `0`), init_neighbor_weight (`float`, defaults to `0.5`):

@@ -78,6 +78,8 @@ class EmbeddingAnchorLoss(nn.Module):
         reference: ``[M_old, d]`` model embeddings at the start of the experience.
     """
 
+    reference: torch.Tensor  # a buffer
+
     def __init__(self, reference: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("reference", F.normalize(reference.detach().float(), dim=-1))
@@ -95,6 +97,8 @@ class ProjectionAnchorLoss(nn.Module):
     Args:
         reference: The projection weight at the start of the experience.
     """
+
+    reference: torch.Tensor  # a buffer
 
     def __init__(self, reference: torch.Tensor) -> None:
         super().__init__()

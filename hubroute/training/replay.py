@@ -86,7 +86,7 @@ def select_coreset(
         by_model: dict[str, list[int]] = defaultdict(list)
         for i in members:
             by_model[model_key(model_ids[i])].append(i)
-        picks = []
+        picks: list[int] = []
         for rows in by_model.values():
             local = farthest_point_sampling(vectors[rows], max_per_model, rng)
             picks.extend(rows[j] for j in local)

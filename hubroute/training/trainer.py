@@ -64,7 +64,11 @@ def _configure_encoder(router: HubRouter, args: CARvEConfig) -> None:
             "a LoRA adapter on top would be saved without the fine-tuned backbone."
         )
     if args.encoder_mode == "lora" and not encoder.has_lora:
-        lora = {"r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout}
+        lora: dict[str, Any] = {
+            "r": args.lora_r,
+            "lora_alpha": args.lora_alpha,
+            "lora_dropout": args.lora_dropout,
+        }
         if args.lora_target_modules:
             targets = args.lora_target_modules
             lora["target_modules"] = targets if isinstance(targets, str) else list(targets)  # str: a regex
@@ -149,6 +153,10 @@ class CARvETrainer(Trainer):
     Raises:
         DataFormatError: ``train_dataset`` is malformed.
     """
+
+    # Narrower than transformers.Trainer's own declarations: __init__ always passes these types.
+    args: CARvEConfig
+    train_dataset: Dataset
 
     def __init__(
         self,
@@ -464,6 +472,7 @@ class CARvETrainer(Trainer):
             router.zero_grad(set_to_none=True)
             self.route_loss(queries, embeddings, candidates).backward()
             for name, param in params.items():
+                assert param.grad is not None  # every EWC parameter is in the loss's graph
                 fisher[name] += param.grad.detach().float() ** 2
             batches += 1
         router.zero_grad(set_to_none=True)

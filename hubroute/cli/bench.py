@@ -63,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from . import speed
 
     speed.register(commands)
+    from .serve import register_bench
+
+    register_bench(commands)
 
 
 def _carve_config(args: argparse.Namespace):

@@ -56,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Seconds per chat completion across every fallback (default: 30).",
     )
     parser.add_argument(
+        "--attempt-timeout",
+        type=float,
+        default=10.0,
+        help="Seconds one model call may take before the next candidate is tried (default: 10).",
+    )
+    parser.add_argument(
         "--batch-wait-ms", type=float, default=2.0, help="Micro-batch wait under load (default: 2)."
     )
     parser.add_argument(
@@ -77,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     config = ServeConfig(
         router=args.router, revision=args.revision, api_key=args.api_key or os.environ.get("HUBROUTE_API_KEY"),
         inference_base_url=args.inference_base_url, servable_only=args.servable_only, watch=args.watch,
-        feedback=args.feedback, deadline=args.deadline, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch,
+        feedback=args.feedback, deadline=args.deadline, attempt_timeout=args.attempt_timeout, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch,
     )  # fmt: skip
     app = create_app(config=config)
     print(

@@ -101,7 +101,11 @@ def create_app(
         torch.set_num_threads(config.torch_threads)
     loaded = _initial_router(router, config)
     backend = InferenceBackend(
-        config.inference_base_url, config.inference_provider, os.environ.get("HF_TOKEN"), client_factory
+        config.inference_base_url,
+        config.inference_provider,
+        os.environ.get("HF_TOKEN"),
+        client_factory,
+        config.attempt_timeout,
     )
     servable = None
     if config.servable_only:

@@ -29,6 +29,8 @@ class ServeConfig:
             (``None``: never).
         feedback: JSONL file ``POST /v1/feedback`` appends to (``None``: feedback is disabled).
         deadline: Seconds a chat completion may take in all, across every fallback attempt.
+        attempt_timeout: Seconds one model call may take (to its first chunk when streaming) before the next
+            candidate is tried; ``None``: whatever is left of ``deadline``.
         max_attempts: Models tried per chat completion (the chosen one, then the fallbacks).
         fallback_candidates: Model-level candidates routed per chat completion before the family and
             domain backoff.
@@ -50,6 +52,7 @@ class ServeConfig:
     watch: float | None = None
     feedback: str | None = None
     deadline: float = 30.0
+    attempt_timeout: float | None = 10.0
     max_attempts: int = 4
     fallback_candidates: int = 3
     batch_wait_ms: float = 2.0
@@ -70,6 +73,10 @@ class ServeConfig:
         if self.watch is not None and not (0 < self.watch < math.inf):
             raise ValueError(
                 f"ServeConfig.watch must be a positive number of seconds or None, got {self.watch!r}."
+            )
+        if self.attempt_timeout is not None and not (0 < self.attempt_timeout < math.inf):
+            raise ValueError(
+                f"ServeConfig.attempt_timeout must be positive or None, got {self.attempt_timeout!r}."
             )
         if not (0 <= self.batch_wait_ms < math.inf):
             raise ValueError(f"ServeConfig.batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}.")

@@ -109,6 +109,7 @@ class InferenceBackend:
         base_url: An OpenAI-compatible server (``None``: Inference Providers).
         provider: The Inference Provider when ``base_url`` is ``None``.
         token: The token sent to the provider (read from ``HF_TOKEN`` by the server; never logged).
+        attempt_timeout: Most seconds per model call (``None``: what is left of the deadline).
         client_factory: Builds the client for one attempt from its timeout (tests); default
             :class:`huggingface_hub.AsyncInferenceClient`.
     """
@@ -119,9 +120,16 @@ class InferenceBackend:
         provider: str = "auto",
         token: str | None = None,
         client_factory: Callable[[float], AsyncInferenceClient] | None = None,
+        attempt_timeout: float | None = None,
     ) -> None:
         self.base_url, self.provider, self._token = base_url, provider, token
+        self.attempt_timeout = attempt_timeout
         self._factory = client_factory
+
+    def _budget(self, deadline: float) -> float:
+        """Seconds the next attempt may take: what is left of the deadline, at most ``attempt_timeout``."""
+        remaining = deadline - time.monotonic()
+        return remaining if self.attempt_timeout is None else min(remaining, self.attempt_timeout)
 
     def client(self, timeout: float) -> AsyncInferenceClient:
         """A client whose calls time out after ``timeout`` seconds."""
@@ -161,7 +169,7 @@ class InferenceBackend:
         """
         attempts: list[Attempt] = []
         async for candidate in candidates:
-            remaining = deadline - time.monotonic()
+            remaining = self._budget(deadline)
             if remaining <= 0 or len(attempts) >= max_attempts:
                 break
             started = time.perf_counter()
@@ -196,7 +204,7 @@ class InferenceBackend:
         """
         attempts: list[Attempt] = []
         async for candidate in candidates:
-            remaining = deadline - time.monotonic()
+            remaining = self._budget(deadline)
             if remaining <= 0 or len(attempts) >= max_attempts:
                 break
             started = time.perf_counter()
@@ -208,7 +216,9 @@ class InferenceBackend:
                 )
                 chunks = aiter(stream)  # type: ignore[call-overload]
                 try:
-                    first = await asyncio.wait_for(anext(chunks), max(deadline - time.monotonic(), 0.001))
+                    first = await asyncio.wait_for(
+                        anext(chunks), max(started + remaining - time.perf_counter(), 0.001)
+                    )
                 except StopAsyncIteration:
                     first = None
             except Exception as err:  # noqa: BLE001 - any failure moves on to the next candidate

@@ -527,3 +527,42 @@ def test_create_app_takes_a_loaded_router_and_needs_one(router: HubRouter) -> No
         create_app()
     with pytest.raises(ValueError, match="deadline"):
         ServeConfig(deadline=0)
+
+
+def test_watch_follows_a_hub_repo_to_its_newest_commit(
+    hub: Any, make_repo_id: Any, fresh_cache: Path, tiny_encoder_path: Path, tmp_path: Path
+) -> None:
+    from huggingface_hub import HfApi
+
+    api, repo_id = HfApi(token=hub.write_token), make_repo_id("served")
+    api.create_repo(repo_id)
+    for prefix in ("old", "new"):
+        build_router(tiny_encoder_path, prefix).save_pretrained(tmp_path / prefix)
+    first = api.upload_folder(repo_id=repo_id, folder_path=tmp_path / "old").oid
+    with serving(repo_id, watch=0.2) as srv:
+        assert httpx.get(f"{srv.url}/healthz").json()["revision"] == first
+        second = api.upload_folder(repo_id=repo_id, folder_path=tmp_path / "new", delete_patterns="*").oid
+        for _ in range(300):
+            if httpx.get(f"{srv.url}/healthz").json()["revision"] == second:
+                break
+            threading.Event().wait(0.1)
+        reply = httpx.post(f"{srv.url}/v1/route", json={"prompt": "transcribe"}).json()
+        assert reply["revision"] == second and reply["results"][0][0]["model_id"].startswith("new/")
+
+
+def test_hubroute_and_its_cli_import_without_the_serve_stack() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, hubroute, hubroute.cli.main; print(sorted(m for m in ('fastapi', 'uvicorn', 'prometheus_client') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("argv", [["serve", "--help"], ["bench", "serve", "--help"]])
+def test_serve_commands_have_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from hubroute.cli.main import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0 and "--router" in capsys.readouterr().out

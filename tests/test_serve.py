@@ -342,6 +342,9 @@ def test_route_only_direct_models_and_an_unreachable_provider(router_dir: Path, 
         decision = ask(client, "translate this", extra_body={"hubroute": {"route_only": True}})
         assert decision.headers["x-hubroute-model"].startswith("org/")
         assert decision.parse().model_extra["hubroute"]["model"] == decision.headers["x-hubroute-model"]
+        with pytest.raises(openai.UnprocessableEntityError) as abstained:
+            ask(client, "translate this", extra_body={"hubroute": {"min_score": 1.0}})
+        assert abstained.value.response.json()["error"]["code"] == "no_route"
         by_header = ask(client, "translate this", extra_headers={"x-hubroute-route-only": "true"})
         assert by_header.headers["x-hubroute-model"] == decision.headers["x-hubroute-model"]
         with pytest.raises(openai.APIStatusError) as down:

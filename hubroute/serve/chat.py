@@ -79,7 +79,7 @@ async def _candidates(
         yield _candidate(result, "chosen" if position == 0 else "candidate")
     for level in ("family", "domain"):
         backoff = RouteKey(top_k=state.config.max_attempts + 1, level=level, filters=key.filters)
-        (results,), _ = await state.route([text], backoff)
+        (results,), _ = await state.route([text], backoff, count=False)
         for result in results:
             if result.model_id.lower() not in seen:
                 seen.add(result.model_id.lower())

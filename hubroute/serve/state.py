@@ -77,8 +77,15 @@ class ServeState:
         self._servable_snapshot = (key, ids, time.monotonic() + self.config.servable_ttl)
         return ids
 
-    async def route(self, prompts: list[str], key: RouteKey) -> tuple[list[list[RouteResult]], str]:
+    async def route(
+        self, prompts: list[str], key: RouteKey, *, count: bool = True
+    ) -> tuple[list[list[RouteResult]], str]:
         """Route ``prompts`` in the next micro-batch (narrowed to servable models with ``servable_only``).
+
+        Args:
+            prompts: The prompts.
+            key: The routing options.
+            count: Count the chosen models and abstentions in the metrics (not for fallback routing).
 
         Returns:
             One result list per prompt, and the revision of the router that routed them.
@@ -90,5 +97,6 @@ class ServeState:
             allowed = await self._servable_ids(self.holder.router)
             key = replace(key, filters=servable_filter(key.filters, allowed))
         results, router = await self.batcher.route(prompts, key)
-        self.metrics.observe_routes(results)
+        if count:
+            self.metrics.observe_routes(results)
         return results, self.revision_of(router)

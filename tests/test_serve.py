@@ -569,3 +569,16 @@ def test_serve_commands_have_help(argv: list[str], capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 0 and "--router" in capsys.readouterr().out
+
+
+def test_a_stream_that_breaks_midway_ends_with_an_error_event(
+    server: BackgroundServer, fake: FakeProvider
+) -> None:
+    fake.faults["org/model-2"] = "mid_stream"
+    stream = ask(chat_client(server), "say something", model="org/model-2", stream=True)
+    assert stream.headers["x-hubroute-model"] == "org/model-2"
+    with pytest.raises(openai.APIError, match="failed mid-stream"):
+        for _ in stream.parse():
+            pass
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    assert metrics(server)["hubroute_inference_attempts_total{outcome=stream_error}"] == 1

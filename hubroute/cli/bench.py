@@ -85,6 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     merge.set_defaults(func=run_merge_command)
 
     speed.register(commands)
+    from .serve import register_bench
+
+    register_bench(commands)
 
 
 def _carve_config(args: argparse.Namespace) -> CARvEConfig:

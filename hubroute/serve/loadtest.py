@@ -1,0 +1,331 @@
+"""``hubroute bench serve``: a bounded load test of ``/v1/route`` on loopback, beside in-process ``route()``.
+
+One run: build (or load) a router, time in-process ``route()`` on the benchmark prompts (one prompt at a time,
+and batched), start ``hubroute serve`` in a child process on 127.0.0.1, then send a fixed number of
+``/v1/route`` requests at each concurrency level (httpx, keep-alive connections) and report p50/p99 latency and
+requests/s. Every level stops after its requests; nothing runs unbounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..routing.registry import ModelRecord
+from ..routing.router import HubRouter
+
+__all__ = [
+    "LevelResult",
+    "LoadTestResults",
+    "cmrbench_records",
+    "cmrbench_prompts",
+    "measure_in_process",
+    "run_level",
+    "run_load_test",
+    "format_table",
+    "write_results",
+]
+
+_PREFIX = re.compile(r"^\s*#{1,4}\s*Instruction\s*:?\s*", re.IGNORECASE)
+_FILES = ("apibench-hf", "mllm", "hugging-bench-1", "hugging-bench-2")
+
+
+@dataclass
+class LevelResult:
+    """One load level: ``requests`` requests, ``concurrency`` in flight at a time."""
+
+    concurrency: int
+    requests: int
+    failures: int
+    p50_ms: float
+    p99_ms: float
+    requests_per_s: float
+    mean_batch_prompts: float | None = None
+
+
+@dataclass
+class LoadTestResults:
+    """Everything one ``hubroute bench serve`` run measured."""
+
+    router: str
+    models: int
+    prompts: int
+    top_k: int
+    in_process: dict[str, float]
+    levels: list[LevelResult]
+    checks: dict[str, Any] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _rows(data: Path, split: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for name in _FILES:
+        path = data / "processed" / f"cleaned-{name}-{split}.json"
+        if path.is_file():
+            with path.open(encoding="utf-8") as handle:
+                rows.extend(json.loads(line) for line in handle if line.strip())
+    if not rows:
+        raise FileNotFoundError(f"No CMRBench files under {data}/processed (pass --data or --router).")
+    return rows
+
+
+def cmrbench_records(data: str | Path, count: int) -> list[ModelRecord]:
+    """The first ``count`` distinct models of CMRBench's training files, with their card text."""
+    seen: dict[str, ModelRecord] = {}
+    for row in _rows(Path(data), "val"):
+        model_id = str(row.get("model_name", "")).strip()
+        if model_id and model_id.lower() not in seen:
+            api: dict[str, Any] = row["api_data"] if isinstance(row.get("api_data"), dict) else {}
+            card = api["description"] if isinstance(api.get("description"), str) else ""
+            seen[model_id.lower()] = ModelRecord(model_id, row.get("model_family"), row.get("domain"), card)
+            if len(seen) >= count:
+                break
+    return list(seen.values())
+
+
+def cmrbench_prompts(data: str | Path, count: int) -> list[str]:
+    """``count`` prompts of CMRBench's test files (``###Instruction:`` prefix removed), spread over the files."""
+    rows = _rows(Path(data), "eval")
+    step = max(len(rows) // count, 1)
+    prompts = [_PREFIX.sub("", str(r.get("instruction", "")), count=1).strip() for r in rows[::step]]
+    return [p for p in prompts if p][:count]
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _time_route(router: HubRouter, prompts: list[str], top_k: int, batch: int) -> dict[str, float]:
+    router.route(prompts[:batch], top_k=top_k)  # warm up
+    single = []
+    for prompt in prompts:
+        started = time.perf_counter()
+        router.route(prompt, top_k=top_k)
+        single.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    for start in range(0, len(prompts), batch):
+        router.route(prompts[start : start + batch], top_k=top_k, batch_size=batch)
+    batched = len(prompts) / (time.perf_counter() - started)
+    return {
+        "single_p50_ms": 1000 * statistics.median(single),
+        "single_p99_ms": 1000 * _percentile(single, 0.99),
+        "batched_prompts_per_s": batched,
+        "batch_size": float(batch),
+    }
+
+
+def measure_in_process(
+    router: HubRouter, prompts: list[str], top_k: int, batch: int = 32
+) -> dict[str, float]:
+    """Time ``route()`` on ``prompts``: one at a time (p50/p99 ms), and in batches of ``batch`` (prompts/s).
+
+    The timed calls run on a worker thread, as in the server: on a loaded 2-core machine, torch's 2-thread
+    forward called from the main thread was measured up to 15x slower (OpenMP waiting on a descheduled
+    thread), which would flatter the server. The main thread's p50 on the first 20 prompts is reported beside
+    it (``main_thread_single_p50_ms``).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        timings = pool.submit(_time_route, router, prompts, top_k, batch).result()
+    main_thread = []
+    for prompt in prompts[:20]:
+        started = time.perf_counter()
+        router.route(prompt, top_k=top_k)
+        main_thread.append(time.perf_counter() - started)
+    timings["main_thread_single_p50_ms"] = 1000 * statistics.median(main_thread)
+    return timings
+
+
+async def run_level(url: str, prompts: list[str], concurrency: int, requests: int, top_k: int) -> LevelResult:
+    """Send ``requests`` ``/v1/route`` requests to ``url``, ``concurrency`` at a time; time each one."""
+    latencies: list[float] = []
+    failures = 0
+    next_index = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+
+        async def worker() -> None:
+            nonlocal next_index, failures
+            while next_index < requests:
+                prompt = prompts[next_index % len(prompts)]
+                next_index += 1
+                started = time.perf_counter()
+                try:
+                    reply = await client.post("/v1/route", json={"prompt": prompt, "top_k": top_k})
+                    ok = reply.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - started)
+                failures += not ok
+
+        await asyncio.gather(*(client.post("/v1/route", json={"prompt": p}) for p in prompts[:concurrency]))
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return LevelResult(
+        concurrency, requests, failures, 1000 * statistics.median(latencies), 1000 * _percentile(latencies, 0.99),
+        requests / elapsed,
+    )  # fmt: skip
+
+
+def _batch_stats(url: str) -> tuple[float, float]:
+    """``(batches, prompts)`` routed so far, from the server's ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {"count": 0.0, "sum": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name.startswith("hubroute_route_batch_prompts_"):
+                values[sample.name.rsplit("_", 1)[1]] = sample.value
+    return values["count"], values["sum"]
+
+
+def _start_server(router_dir: str, port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "hubroute.cli.main", "serve", "--router", router_dir, "--port", str(port),
+               "--log-level", "warning"]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ)
+    )
+    stop = time.monotonic() + 300
+    while time.monotonic() < stop:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"hubroute serve exited: {(process.stderr.read() if process.stderr else b'').decode()}"
+            )
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("hubroute serve did not start within 300 s.")
+
+
+def run_load_test(
+    router: str | None = None,
+    data: str | Path = "../shared/cmrbench",
+    models: int = 300,
+    concurrency: Sequence[int] = (1, 8, 32, 64),
+    requests: int = 200,
+    top_k: int = 3,
+) -> LoadTestResults:
+    """Run the whole load test (see the module docstring).
+
+    Args:
+        router: A router folder (default: the bundled MiniLM with ``models`` CMRBench models, cards only).
+        data: CMRBench folder (prompts, and the default router's models).
+        models: Registry size of the default router.
+        concurrency: Concurrency levels.
+        requests: Requests per level (also the number of distinct prompts).
+        top_k: ``top_k`` of every request.
+
+    Returns:
+        The measurements, with the two checks: c=1 p50 against in-process p50, c=32 throughput against
+        in-process batched throughput.
+
+    Raises:
+        FileNotFoundError: no CMRBench files (and no router), or the router folder does not exist.
+        RuntimeError: the server did not start.
+    """
+    from ..testing.server import free_port
+
+    prompts = cmrbench_prompts(data, requests)
+    with tempfile.TemporaryDirectory(prefix="hubroute-bench-serve-") as scratch:
+        if router is None:
+            served = HubRouter()
+            served.add_models(cmrbench_records(data, models))
+            router_dir = str(Path(scratch) / "router")
+            served.save_pretrained(router_dir)
+            name = f"bundled MiniLM + {served.num_models} CMRBench models (cards)"
+        else:
+            router_dir, name = router, router
+        local = HubRouter.from_pretrained(router_dir)
+        in_process = measure_in_process(local, prompts, top_k, batch=32)
+        port = free_port()
+        process = _start_server(router_dir, port)
+        url = f"http://127.0.0.1:{port}"
+        levels = []
+        try:
+            for level in concurrency:
+                batches_before, prompts_before = _batch_stats(url)
+                result = asyncio.run(run_level(url, prompts, level, requests, top_k))
+                batches, routed = _batch_stats(url)
+                result.mean_batch_prompts = (routed - prompts_before) / max(batches - batches_before, 1)
+                levels.append(result)
+        finally:
+            process.terminate()
+            process.wait(30)
+    return LoadTestResults(name, local.num_models, len(prompts), top_k, in_process, levels, _checks(in_process, levels),
+                           _machine())  # fmt: skip
+
+
+def _checks(in_process: dict[str, float], levels: list[LevelResult]) -> dict[str, Any]:
+    checks: dict[str, Any] = {}
+    by_level = {level.concurrency: level for level in levels}
+    if 1 in by_level:
+        ratio = by_level[1].p50_ms / in_process["single_p50_ms"]
+        checks["c1_p50_over_in_process_p50"] = {"value": ratio, "target": "<= 1.25", "ok": ratio <= 1.25}
+    if 32 in by_level:
+        ratio = by_level[32].requests_per_s / in_process["batched_prompts_per_s"]
+        checks["c32_rps_over_batched_route"] = {"value": ratio, "target": ">= 0.8", "ok": ratio >= 0.8}
+    return checks
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "loadavg_1_5_15": list(load)}
+
+
+def format_table(results: LoadTestResults) -> str:
+    """The results as a Markdown table, with the in-process reference and the checks."""
+    ip = results.in_process
+    lines = [
+        f"router: {results.router}; {results.prompts} prompts, top_k={results.top_k}; "
+        f"load average {', '.join(f'{x:.2f}' for x in results.machine.get('loadavg_1_5_15', []))}",
+        "",
+        "| setting | p50 ms | p99 ms | requests/s | failures | prompts per encoder pass |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| in-process route(), one prompt at a time | {ip['single_p50_ms']:.2f} | {ip['single_p99_ms']:.2f} | "
+        f"{1000 / ip['single_p50_ms']:.1f} | 0 | 1 |",
+        f"| in-process route(), batches of {int(ip['batch_size'])} | | | {ip['batched_prompts_per_s']:.1f} | 0 | "
+        f"{int(ip['batch_size'])} |",
+        f"| (in-process route() on the main thread, 20 prompts) | {ip['main_thread_single_p50_ms']:.2f} | | | | 1 |",
+    ]
+    for level in results.levels:
+        batch = f"{level.mean_batch_prompts:.1f}" if level.mean_batch_prompts is not None else ""
+        lines.append(
+            f"| /v1/route, concurrency {level.concurrency} | {level.p50_ms:.2f} | {level.p99_ms:.2f} | "
+            f"{level.requests_per_s:.1f} | {level.failures} | {batch} |"
+        )
+    for name, check in results.checks.items():
+        lines.append(
+            f"\n{name}: {check['value']:.3f} (target {check['target']}): {'ok' if check['ok'] else 'MISSED'}"
+        )
+    return "\n".join(lines)
+
+
+def write_results(results: LoadTestResults, path: str | Path) -> None:
+    """Write the results as JSON (folders created)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(results.to_dict(), indent=2) + "\n", encoding="utf-8")

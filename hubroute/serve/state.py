@@ -1,0 +1,103 @@
+"""`ServeState`: what one app holds (the served router, the batcher, metrics, servability, feedback)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+from ..routing.results import RouteResult
+from ..routing.router import HubRouter
+from .batching import MicroBatcher, RouteKey
+from .config import ServeConfig
+from .feedback import FeedbackLog
+from .inference import InferenceBackend
+from .metrics import ServeMetrics
+from .reload import LoadedRouter, RouterHolder
+from .servable import ServableCache, servable_filter
+
+__all__ = ["ServeState"]
+
+
+class ServeState:
+    """The live state of one server.
+
+    Args:
+        config: The settings.
+        loaded: The router served first.
+        backend: Runs the chosen models.
+        servable: Servability lookups (``None`` unless ``config.servable_only``).
+    """
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        loaded: LoadedRouter,
+        backend: InferenceBackend,
+        servable: ServableCache | None = None,
+    ) -> None:
+        self.config = config
+        self.holder = RouterHolder(loaded)
+        self.metrics = ServeMetrics()
+        self.metrics.models.set(loaded.router.num_models)
+        self.backend = backend
+        self.servable = servable
+        self.feedback = FeedbackLog(config.feedback) if config.feedback else None
+        self.batcher = MicroBatcher(
+            lambda: self.holder.router, max_batch=config.max_batch, max_wait_ms=config.batch_wait_ms,
+            on_batch=self.metrics.observe_batch,
+        )  # fmt: skip
+        self._revisions: dict[int, str] = {id(loaded.router): loaded.revision}
+        self._servable_snapshot: tuple[tuple[int, int], tuple[str, ...], float] | None = None
+
+    @property
+    def current(self) -> LoadedRouter:
+        """The router new requests use, and its revision."""
+        return self.holder.current
+
+    def swap(self, loaded: LoadedRouter) -> None:
+        """Serve ``loaded`` from the next batch on (requests already batched finish on the old router)."""
+        self._revisions = {
+            id(self.holder.router): self.holder.current.revision,
+            id(loaded.router): loaded.revision,
+        }
+        self.holder.swap(loaded)
+        self.metrics.models.set(loaded.router.num_models)
+
+    def revision_of(self, router: HubRouter) -> str:
+        """The revision ``router`` was loaded from."""
+        return self._revisions.get(id(router), self.holder.current.revision)
+
+    async def _servable_ids(self, router: HubRouter) -> tuple[str, ...]:
+        assert self.servable is not None
+        key = (id(router.registry), len(router.registry))
+        snapshot = self._servable_snapshot
+        if snapshot is not None and snapshot[0] == key and snapshot[2] > time.monotonic():
+            return snapshot[1]
+        ids = await asyncio.to_thread(self.servable.servable, router.registry.model_ids)
+        self._servable_snapshot = (key, ids, time.monotonic() + self.config.servable_ttl)
+        return ids
+
+    async def route(
+        self, prompts: list[str], key: RouteKey, *, count: bool = True
+    ) -> tuple[list[list[RouteResult]], str]:
+        """Route ``prompts`` in the next micro-batch (narrowed to servable models with ``servable_only``).
+
+        Args:
+            prompts: The prompts.
+            key: The routing options.
+            count: Count the chosen models and abstentions in the metrics (not for fallback routing).
+
+        Returns:
+            One result list per prompt, and the revision of the router that routed them.
+
+        Raises:
+            InvalidPromptError, ValueError, CheckpointError: as ``HubRouter.route``.
+        """
+        if self.servable is not None:
+            allowed = await self._servable_ids(self.holder.router)
+            key = replace(key, filters=servable_filter(key.filters, allowed))
+        results, router = await self.batcher.route(prompts, key)
+        if count:
+            self.metrics.observe_routes(results)
+        return results, self.revision_of(router)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import TYPE_CHECKING
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     router = HubRouter.from_pretrained(args.router, revision=args.revision)
     if args.domain_prior is not None:
-        router.config.domain_prior = args.domain_prior
+        router.config = dataclasses.replace(router.config, domain_prior=args.domain_prior)
     chosen = {
         field: getattr(args, flag) for flag, field in _FILTERS.items() if getattr(args, flag) is not None
     }

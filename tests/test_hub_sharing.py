@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import tempfile
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from factories import make_experience
-from huggingface_hub import HfApi, ModelCard, constants, get_session, metadata_load
+from huggingface_hub import HfApi, ModelCard, ModelHubMixin, constants, get_session, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from hubroute import (
@@ -221,6 +222,87 @@ def test_a_push_is_one_commit_that_mirrors_the_router(
     assert commits(hub, repo_id) == before + 1
     assert HfApi().list_repo_commits(repo_id)[0].title == "Replace the router"
     assert pushed(hub, repo_id) == ROUTER_FILES - {"training_state.json"}  # stale files are deleted
+
+
+def test_the_mixin_signatures_are_kept_with_our_extras() -> None:
+    for name in ("save_pretrained", "push_to_hub", "from_pretrained"):
+        ours = inspect.signature(getattr(HubRouter, name)).parameters
+        mixin = inspect.signature(getattr(ModelHubMixin, name)).parameters
+        assert list(mixin) == [p for p in ours if p in mixin], name  # every mixin parameter, in order
+        assert all(ours[p].kind == mixin[p].kind for p in mixin), name
+    assert set(inspect.signature(HubRouter.push_to_hub).parameters) - set(
+        inspect.signature(ModelHubMixin.push_to_hub).parameters
+    ) == {"tag"}
+
+
+def test_a_push_to_a_branch_mirrors_the_router_there_and_leaves_main_alone(
+    hub: SessionHub, make_repo_id: Callable[..., str], router_folder: Path
+) -> None:
+    repo_id = make_repo_id("branch")
+    seed(hub, repo_id, router_folder)
+    main_head = HfApi().model_info(repo_id).sha
+    router = HubRouter.from_pretrained(router_folder)
+    router.encoder.fine_tuned = True
+    first = router.push_to_hub(repo_id, token=hub.write_token, branch="dev")  # the branch is created
+    assert "encoder/model/model.safetensors" in pushed(hub, repo_id, "dev")
+    hub.add_commit(repo_id, {"notes/old.txt": "from an older push"}, branch="dev")
+
+    replacement = HubRouter()
+    replacement.add_models([ModelRecord("openai/whisper-small", card_text="Speech recognition.")])
+    replacement.push_to_hub(repo_id, token=hub.write_token, branch="dev", commit_message="Smaller router")
+    history = HfApi().list_repo_commits(repo_id, revision="dev")
+    assert history[0].title == "Smaller router" and history[2].commit_id == first.oid  # one commit
+    assert pushed(hub, repo_id, "dev") == ROUTER_FILES - {"training_state.json"}  # stale files deleted
+    assert HfApi().model_info(repo_id).sha == main_head
+    assert HubRouter.from_pretrained(repo_id, revision="dev").num_models == 1
+    assert HubRouter.from_pretrained(repo_id).num_models == 3
+
+
+def test_create_pr_reaches_the_hub_and_nothing_lands_on_main(
+    hub: SessionHub, make_repo_id: Callable[..., str], router_folder: Path
+) -> None:
+    repo_id = make_repo_id("pr")
+    seed(hub, repo_id, router_folder)
+    before = commits(hub, repo_id)
+    router = HubRouter.from_pretrained(router_folder)
+    router.encoder.fine_tuned = True
+    # The local Hub has no pull requests and answers the commit's create_pr flag with HTTP 400.
+    with pytest.raises(HubAccessError, match=r"HTTP 400.*Pull requests are not supported"):
+        router.push_to_hub(repo_id, token=hub.write_token, create_pr=True)
+    assert commits(hub, repo_id) == before
+
+
+def test_upload_patterns_may_not_leave_out_router_files_and_delete_patterns_are_honoured(
+    hub: SessionHub, make_repo_id: Callable[..., str], router_folder: Path
+) -> None:
+    repo_id = make_repo_id("patterns")
+    seed(hub, repo_id, router_folder)
+    hub.add_commit(repo_id, {"notes/keep.txt": "kept by the owner"})
+    before = commits(hub, repo_id)
+    router = HubRouter.from_pretrained(router_folder)
+    router.encoder.fine_tuned = True
+    with pytest.raises(ValueError, match=r"leave out \['registry.json'\].*nothing was pushed"):
+        router.push_to_hub(repo_id, token=hub.write_token, ignore_patterns="registry.json")
+    assert commits(hub, repo_id) == before
+
+    router.push_to_hub(repo_id, token=hub.write_token, ignore_patterns="README.md", delete_patterns=[])
+    files = pushed(hub, repo_id)
+    assert {"notes/keep.txt", "README.md", "encoder/model/model.safetensors"} <= files
+    assert commits(hub, repo_id) == before + 1
+
+
+def test_save_pretrained_can_push_like_the_mixins(
+    hub: SessionHub, make_repo_id: Callable[..., str], router_folder: Path, tmp_path: Path
+) -> None:
+    repo_id = make_repo_id("saved")
+    router = HubRouter.from_pretrained(router_folder)
+    router.encoder.fine_tuned = True
+    url = router.save_pretrained(
+        tmp_path / "r", push_to_hub=True, repo_id=repo_id, token=hub.write_token, tag="e1"
+    )
+    assert url is not None and url.startswith(f"{hub.endpoint}/{repo_id}/commit/")
+    assert HubRouter.from_pretrained(tmp_path / "r").num_models == 3
+    assert pushed(hub, repo_id, "e1") == pushed(hub, repo_id)
 
 
 def test_an_existing_tag_is_refused_before_anything_is_pushed(
@@ -437,6 +519,30 @@ def test_a_damaged_cache_is_caught_by_the_checksums_and_repaired_by_force_downlo
     assert f"registry.json of the model repo '{repo_id}' does not match its checksum" in message
     assert "force_download=True" in message
     assert HubRouter.from_pretrained(repo_id, force_download=True).num_models == 3
+
+
+def test_a_pinned_revision_with_force_download_and_a_local_folder_load_and_are_verified(
+    hub: SessionHub, make_repo_id: Callable[..., str], router_folder: Path, fresh_cache: Path, tmp_path: Path
+) -> None:
+    repo_id = make_repo_id("pinned")
+    router = HubRouter.from_pretrained(router_folder)
+    router.encoder.fine_tuned = True
+    commit = router.push_to_hub(repo_id, token=hub.write_token)
+    hub.add_commit(repo_id, {"notes/later.txt": "a later commit on main"})
+
+    again = HubRouter.from_pretrained(repo_id, revision=commit.oid, force_download=True)
+    assert same_scores(again, router)
+    snapshot = next(fresh_cache.glob(f"models--*/snapshots/{commit.oid}"))
+    assert not (snapshot / "notes").exists()  # exactly the pushed commit
+
+    folder = tmp_path / "copy"
+    again.save_pretrained(folder)
+    assert same_scores(HubRouter.from_pretrained(str(folder)), router)
+    (folder / "registry.json").write_text("[]")
+    with pytest.raises(CheckpointError, match="registry.json of .* does not match its checksum"):
+        HubRouter.from_pretrained(folder)
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['map_location'\\]"):
+        HubRouter.from_pretrained(router_folder, map_location="cpu")
 
 
 # ---------------------------------------------------------------------------------------- read errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -334,3 +335,35 @@ def test_model_card_describes_the_router(saved):
     assert "library_name: hubroute" in card
     assert "| models | 3 |" in card
     assert "from_pretrained" in card
+
+
+def test_the_config_is_frozen_and_build_index_gives_a_changed_copy(router):
+    original = router.config
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        original.index_kind = "hnsw"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        original.encoder.max_length = 8
+    router.build_index("hnsw")
+    assert router.config.index_kind == "hnsw" and router.index_spec().kind == "hnsw"
+    assert original.index_kind == "auto" and router.config is not original
+    assert dataclasses.replace(router.config, index_kind="auto") == original
+
+
+def test_the_router_config_follows_its_encoder_and_round_trips(tiny_decoder_path, tmp_path):
+    config = RouterConfig(encoder=EncoderConfig(str(tiny_decoder_path), max_length=64))
+    router = HubRouter(config)
+    assert config.embedding_dim is None and router.config.embedding_dim == router.embedding_dim
+    router.add_models(MODELS)
+    router.encoder.add_lora({"r": 4, "lora_alpha": 8})
+    assert router.config.encoder.lora == {"r": 4, "lora_alpha": 8} and config.encoder.lora is None
+    router.save_pretrained(tmp_path / "r")
+    loaded = HubRouter.from_pretrained(tmp_path / "r")
+    assert loaded.config == router.config
+    assert RouterConfig.from_dict(router.config.to_dict()) == router.config
+    assert isinstance(RouterConfig.from_dict(router.config.to_dict()).encoder, EncoderConfig)
+
+
+@pytest.mark.parametrize("name", ["./no-such-router", "no/such/router", "not a repo id", "a--b/c"])
+def test_names_that_are_not_hub_repo_ids_are_missing_folders(name):
+    with pytest.raises(CheckpointNotFoundError, match="No router folder"):
+        HubRouter.from_pretrained(name)  # the Hub's own id rules: no request is made

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -122,7 +123,7 @@ def test_filters_return_exactly_the_allowed_models_in_score_order(router, filter
     assert len(top1) == 1 and top1[0].model_id in expected
     # By cosine alone, filtering before ranking keeps the unfiltered order of the allowed models (the domain
     # prior is weighed over the allowed models only, so it may reorder them).
-    router.config.domain_prior = 0.0
+    router.config = dataclasses.replace(router.config, domain_prior=0.0)
     batched = router.route(PROMPTS, top_k=len(MODELS), filters=filters)
     everything = router.route(PROMPTS, top_k=len(MODELS))
     for results, unfiltered in zip(batched, everything):
@@ -182,7 +183,7 @@ def test_levels_rank_groups_with_their_best_model(router, level, attribute):
 
 
 def test_max_aggregation_gives_the_best_model_score(router):
-    router.config.level_aggregation = "max"
+    router.config = dataclasses.replace(router.config, level_aggregation="max")
     models = {r.model_id: r.score for r in router.route(PROMPTS[1], top_k=len(MODELS))}
     for result in router.route(PROMPTS[1], top_k=3, level="family"):
         assert result.score == pytest.approx(models[result.model_id], abs=1e-6)
@@ -239,7 +240,7 @@ def test_domain_prior_prefers_a_cluster_of_the_right_domain_over_a_lone_stray_mo
     assert best.domain == DET and best.score < 0.78 + 1e-4
     router.save_pretrained(tmp_path / "router")
     assert HubRouter.from_pretrained(tmp_path / "router").route(prompt)[0].model_id == best.model_id
-    router.config.domain_prior = 0.0
+    router.config = dataclasses.replace(router.config, domain_prior=0.0)
     stray = router.route(prompt)[0]
     assert stray.model_id == "t5-small" and stray.score == pytest.approx(0.80, abs=1e-4)
 
@@ -313,7 +314,9 @@ def test_backoff_answers_at_family_then_domain_level_then_abstains(tiny_config):
         router.route(prompt, min_score=min(1.0, scores["domain"] + 1e-3), on_low_confidence="backoff") == []
     )
 
-    router.config.level_aggregation = "max"  # groups now score like their best model: nothing to back off to
+    router.config = dataclasses.replace(
+        router.config, level_aggregation="max"
+    )  # groups now score like their best model: nothing to back off to
     assert (
         router.route(prompt, min_score=(scores["model"] + scores["family"]) / 2, on_low_confidence="backoff")
         == []
@@ -510,7 +513,7 @@ def ivf_router(tiny_config) -> HubRouter:
     router.append_embeddings(
         torch.nn.functional.normalize(base + 0.3 * noise / math.sqrt(base.shape[1]), dim=-1)
     )
-    router.config.ann_threshold = 200
+    router.config = dataclasses.replace(router.config, ann_threshold=200)
     return router.eval()
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._utils.io import write_json
+from .._utils.repo_ids import is_repo_id
 from ..errors import DataFormatError
 from ..evaluation.metrics import LEVELS, AccuracyMatrix, LabelMaps, score_predictions, summarize
 from ..evaluation.ranking import router_ranker
@@ -761,12 +762,7 @@ def evaluate_router(
 
 def _dataset_type(source: str | None) -> str:
     """The model-index ``dataset.type``: the Hub dataset repo, never a local path."""
-    if (
-        source
-        and not Path(source).exists()
-        and source.count("/") == 1
-        and not source.startswith((".", "/", "~"))
-    ):
+    if source and is_repo_id(source):
         return source
     return "cmrbench"
 

@@ -502,9 +502,9 @@ def run_speed_benchmark(
         log(f"{size:,} models: growing the registry from {router.num_models:,} real embeddings")
         start = time.perf_counter()
         grown, embeddings = grown_router(router, size, rng, settings.spread)
-        grown.config.index_kind = settings.index_kind
+        grown.config = dataclasses.replace(grown.config, index_kind=settings.index_kind)
         if settings.ann_threshold is not None:
-            grown.config.ann_threshold = settings.ann_threshold
+            grown.config = dataclasses.replace(grown.config, ann_threshold=settings.ann_threshold)
         grow_s = time.perf_counter() - start
         spec = grown.index_spec()
         log(f"{size:,} models: building the {spec.kind} index")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 from typing import TYPE_CHECKING
 
 from ..routing.options import RouteFilter
@@ -86,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
 
     router = HubRouter.from_pretrained(args.router, revision=args.revision)
     if args.domain_prior is not None:
-        router.config.domain_prior = args.domain_prior
+        if not 0 <= args.domain_prior < math.inf:  # said as routing says it, before the config refuses it
+            raise ValueError(f"The domain prior needs weight >= 0, got {args.domain_prior}.")
+        router.config = dataclasses.replace(router.config, domain_prior=args.domain_prior)
     chosen = {
         field: getattr(args, flag) for flag, field in _FILTERS.items() if getattr(args, flag) is not None
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from .._utils.io import write_json
@@ -113,9 +114,9 @@ def run(args: argparse.Namespace) -> int:
         if args.save_router:
             router.save_pretrained(args.save_router)
     if args.nprobe is not None:
-        router.config.ivf_nprobe = args.nprobe
+        router.config = dataclasses.replace(router.config, ivf_nprobe=args.nprobe)
     if args.ef_search is not None:
-        router.config.hnsw_ef_search = args.ef_search
+        router.config = dataclasses.replace(router.config, hnsw_ef_search=args.ef_search)
     prompts = load_prompts(args.prompts) if args.prompts else cmrbench_prompts(args.data)
     results = run_speed_benchmark(router, prompts, settings)
     print(format_speed_table(results))

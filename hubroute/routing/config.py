@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import FrozenInstanceError, asdict, dataclass, field, fields
 from typing import Any
 
 from .._utils.validation import check_scalar_fields
@@ -16,6 +16,13 @@ __all__ = ["RouterConfig"]
 @dataclass
 class RouterConfig:
     """Architecture of a router.
+
+    Its fields are frozen once it is built (assigning one raises :class:`dataclasses.FrozenInstanceError`):
+    a router's settings change by replacing its config with a changed copy, e.g.
+    ``router.config = dataclasses.replace(router.config, domain_prior=0.0)``. Attributes that are not fields
+    can still be attached, since transformers' ``Trainer`` sets ``model.config.use_cache`` on every model it
+    trains, as if ``config`` were a transformers config; that is also why this is not
+    ``@dataclass(frozen=True)``, which refuses every attribute.
 
     Attributes:
         encoder: How to build the prompt encoder.
@@ -70,13 +77,52 @@ class RouterConfig:
             raise ValueError(
                 f"RouterConfig.domain_prior must be a number >= 0 (0: off), got {self.domain_prior}."
             )
+        object.__setattr__(self, "_built", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Set an attribute, unless it is a field of a built config.
+
+        Raises:
+            FrozenInstanceError: ``name`` is a field and the config is built.
+        """
+        if name in _FIELD_NAMES and self.__dict__.get("_built"):
+            raise FrozenInstanceError(
+                f"cannot assign to field {name!r}: RouterConfig is frozen; build a changed copy with "
+                f"dataclasses.replace(config, {name}=...)."
+            )
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        """Delete an attribute that is not a field.
+
+        Raises:
+            FrozenInstanceError: ``name`` is a field.
+        """
+        if name in _FIELD_NAMES:
+            raise FrozenInstanceError(f"cannot delete field {name!r}: RouterConfig is frozen.")
+        object.__delattr__(self, name)
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the config as JSON-ready data (``encoder`` as a nested dict)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RouterConfig:
+        """Build a config from :meth:`to_dict` data (unknown keys are ignored).
+
+        Args:
+            data: The fields; ``encoder`` is a dict of :class:`EncoderConfig` fields.
+
+        Returns:
+            The config.
+
+        Raises:
+            ValueError: a field holds a value of the wrong type or range.
+        """
         data = dict(data)
         encoder = EncoderConfig.from_dict(data.pop("encoder", {}) or {})
         known = set(cls.__dataclass_fields__) - {"encoder"}
         return cls(encoder=encoder, **{k: v for k, v in data.items() if k in known})
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(RouterConfig))

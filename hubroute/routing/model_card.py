@@ -4,18 +4,70 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._utils.repo_ids import is_repo_id
 from .encoder import DEFAULT_ENCODER
 
 if TYPE_CHECKING:
-    from huggingface_hub import EvalResult, ModelCard
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     from .router import HubRouter
 
-__all__ = ["render_router_card", "read_template", "METRIC_NAMES"]
+__all__ = ["CardInfo", "ROUTER_CARD_INFO", "render_router_card", "read_template", "METRIC_NAMES"]
+
+
+@dataclass(frozen=True)
+class CardInfo:
+    """What every card of a router class says about the library: its metadata and links.
+
+    The router class passes these values to :class:`huggingface_hub.ModelHubMixin` as class keywords and
+    keeps them as its ``card_info`` class attribute, which the card is rendered from.
+
+    Attributes:
+        library_name: The ``library_name`` of the card metadata.
+        license: The default licence (``router.info["license"]`` overrides it).
+        pipeline_tag: The Hub task of the repos.
+        tags: Tags of every repo.
+        repo_url: The library's source repository, linked from the card.
+        paper_url: The paper, linked from the card.
+    """
+
+    library_name: str
+    license: str
+    pipeline_tag: str
+    tags: tuple[str, ...]
+    repo_url: str
+    paper_url: str
+
+    def card_data(self) -> ModelCardData:
+        """Return fresh card metadata holding these values.
+
+        Returns:
+            The metadata; its tags also carry ``model_hub_mixin``, which the Hub counts mixin integrations by.
+        """
+        from huggingface_hub import ModelCardData
+
+        return ModelCardData(
+            library_name=self.library_name,
+            license=self.license,
+            pipeline_tag=self.pipeline_tag,
+            tags=sorted({*self.tags, "model_hub_mixin"}),
+        )
+
+
+ROUTER_CARD_INFO = CardInfo(
+    library_name="hubroute",
+    license="apache-2.0",
+    pipeline_tag="text-classification",
+    tags=("hubroute", "model-routing", "carve", "continual-learning"),
+    repo_url="https://github.com/collagelab/hubroute",
+    paper_url="https://arxiv.org/abs/2605.28577",
+)
+"""The card metadata and links of :class:`~hubroute.HubRouter`."""
 
 METRIC_NAMES: dict[str, str] = {
     "M_acc": "Model accuracy (top-1)",
@@ -35,17 +87,13 @@ def read_template(name: str) -> str:
     return resources.files("hubroute._cards").joinpath(name).read_text(encoding="utf-8")
 
 
-def _is_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
-
-
 def _base_model(router: HubRouter) -> str | None:
     """The Hub id of the encoder's base model; ``None`` for a local folder."""
 
     name = router.config.encoder.name_or_path
     if name == DEFAULT_ENCODER:
         return _BUNDLED_BASE_MODEL
-    return name if name.count("/") == 1 and not _is_local(name) else None
+    return name if is_repo_id(name) else None
 
 
 def _encoder_label(router: HubRouter) -> str:
@@ -115,7 +163,8 @@ def _eval_results(evaluation: dict[str, Any]) -> list[EvalResult]:
 def render_router_card(router: HubRouter, repo_id: str | None = None) -> ModelCard:
     """Render the model card of ``router`` from ``cards/router_card.md``.
 
-    The YAML metadata starts from the mixin's (``library_name``, ``license``, ``pipeline_tag``, tags) and adds
+    The YAML metadata starts from the router class's ``card_info`` (``library_name``, ``license``,
+    ``pipeline_tag``, tags, the values it gave :class:`~huggingface_hub.ModelHubMixin`) and adds
     the encoder's ``base_model``, ``datasets``, ``license`` from ``router.info`` and a ``model-index`` when
     ``router.info["evaluation"]`` holds results. The body says what the router covers, how to use and
     update it, its evaluation and its limits. It never includes a token or a local path.
@@ -127,13 +176,13 @@ def render_router_card(router: HubRouter, repo_id: str | None = None) -> ModelCa
     Returns:
         The card (``str(card)`` is the ``README.md`` text).
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     info = router.info or {}
     evaluation = info.get("evaluation") or {}
     name = repo_id or _PLACEHOLDER_REPO
-    mixin = router._hub_mixin_info
-    card_data = ModelCardData(**mixin.model_card_data.to_dict())
+    card_info = type(router).card_info
+    card_data = card_info.card_data()
     card_data.license = info.get("license") or card_data.license
     card_data.base_model = _base_model(router)
     datasets = info.get("datasets")
@@ -149,8 +198,8 @@ def render_router_card(router: HubRouter, repo_id: str | None = None) -> ModelCa
         template_str=read_template("router_card.md"),
         title=title,
         repo_id=name,
-        repo_url=mixin.repo_url,
-        paper_url=mixin.paper_url,
+        repo_url=card_info.repo_url,
+        paper_url=card_info.paper_url,
         num_models=router.num_models,
         num_families=len({r.family for r in router.registry if r.family}),
         num_domains=len(domains),

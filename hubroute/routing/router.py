@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar, overload
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from .config import RouterConfig
 from .encoder import PromptEncoder
 from .hub_sharing import DOWNLOAD_REMEDY, push_router, resolve_folder
 from .index import INDEX_KINDS, IndexSpec, ScoringIndex
-from .model_card import render_router_card
+from .model_card import ROUTER_CARD_INFO, CardInfo, render_router_card
 from .options import (
     LEVELS,
     LOW_CONFIDENCE_ACTIONS,
@@ -43,10 +43,13 @@ from .results import Explanation, NearestPrompt, RouteResult
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, ModelCard
+    from huggingface_hub.hub_mixin import DataclassInstance
 
 __all__ = ["HubRouter", "RouterConfig", "RouterOutput"]
 
 logger = logging.getLogger(__name__)
+
+_RouterT = TypeVar("_RouterT", bound="HubRouter")
 
 
 class RouterOutput(NamedTuple):
@@ -83,12 +86,12 @@ def _validate_prompts(prompts: Sequence[Any]) -> list[str]:
 class HubRouter(
     nn.Module,
     ModelHubMixin,
-    library_name="hubroute",
-    license="apache-2.0",
-    pipeline_tag="text-classification",
-    tags=["hubroute", "model-routing", "carve", "continual-learning"],
-    repo_url="https://github.com/collagelab/hubroute",
-    paper_url="https://arxiv.org/abs/2605.28577",
+    library_name=ROUTER_CARD_INFO.library_name,
+    license=ROUTER_CARD_INFO.license,
+    pipeline_tag=ROUTER_CARD_INFO.pipeline_tag,
+    tags=list(ROUTER_CARD_INFO.tags),
+    repo_url=ROUTER_CARD_INFO.repo_url,
+    paper_url=ROUTER_CARD_INFO.paper_url,
 ):
     """A continual model router: prompt encoder, projection, and one learned embedding per Hub model.
 
@@ -101,6 +104,9 @@ class HubRouter(
             cards, as :meth:`add_models` does without prompts.
         encoder: An already built encoder (else built from ``config.encoder``).
 
+    ``config`` is frozen: change a setting with ``router.config = dataclasses.replace(router.config, ...)``.
+    Its ``encoder`` is always the encoder's own config.
+
     Example:
         ```python
         >>> from hubroute import HubRouter
@@ -110,6 +116,9 @@ class HubRouter(
         ```
     """
 
+    card_info: ClassVar[CardInfo] = ROUTER_CARD_INFO
+    """The metadata and links of every card of this class (given to ``ModelHubMixin`` as well)."""
+
     def __init__(
         self,
         config: RouterConfig | None = None,
@@ -117,12 +126,11 @@ class HubRouter(
         encoder: PromptEncoder | None = None,
     ) -> None:
         super().__init__()
-        self.config = config or RouterConfig()
-        self.encoder = encoder or PromptEncoder(self.config.encoder)
-        self.config.encoder = self.encoder.config
+        config = config or RouterConfig()
+        self.encoder = encoder or PromptEncoder(config.encoder)
+        dim = config.embedding_dim or self.encoder.dim
+        self._config = config if config.embedding_dim == dim else replace(config, embedding_dim=dim)
         self.registry = Registry()
-        dim = self.config.embedding_dim or self.encoder.dim
-        self.config.embedding_dim = dim
         self.projection = nn.Linear(self.encoder.dim, dim, bias=False)
         nn.init.orthogonal_(self.projection.weight)
         self.model_embeddings = nn.Parameter(torch.zeros(0, dim))
@@ -141,6 +149,17 @@ class HubRouter(
             self.add_models(list(registry))
 
     # -- properties ----------------------------------------------------------------------------------------
+    @property
+    def config(self) -> RouterConfig:
+        """The router's settings (frozen); its ``encoder`` is the encoder's current config."""
+        if self._config.encoder is not self.encoder.config:  # e.g. after encoder.add_lora()
+            self._config = replace(self._config, encoder=self.encoder.config)
+        return self._config
+
+    @config.setter
+    def config(self, config: RouterConfig) -> None:
+        self._config = config
+
     @property
     def num_models(self) -> int:
         """Number of models the router can route to."""
@@ -233,8 +252,8 @@ class HubRouter(
         """Build the scoring index now (routing builds it lazily otherwise); it is saved with the router.
 
         Args:
-            kind: ``"auto"``, ``"exact"``, ``"ivf"`` or ``"hnsw"``; stored in ``config.index_kind``
-                (default: keep the configured kind).
+            kind: ``"auto"``, ``"exact"``, ``"ivf"`` or ``"hnsw"``; the router's ``config`` becomes a copy
+                with this ``index_kind`` (default: keep the configured kind).
             show_progress: Log the build's progress.
 
         Returns:
@@ -246,7 +265,7 @@ class HubRouter(
         if kind is not None:
             if kind != "auto" and kind not in INDEX_KINDS:
                 raise ValueError(f"kind must be 'auto' or one of {list(INDEX_KINDS)}, got {kind!r}.")
-            self.config.index_kind = kind
+            self.config = replace(self.config, index_kind=kind)
 
         def log(stage: str, done: int, total: int) -> None:
             logger.info("index %s: %d/%d", stage, done, total)
@@ -911,30 +930,62 @@ class HubRouter(
         self._index = None
 
     # -- persistence ---------------------------------------------------------------------------------------
-    def save_pretrained(  # type: ignore[override]
-        self, save_directory: str | Path, *, model_card_kwargs: dict[str, Any] | None = None
-    ) -> None:
+    # ModelHubMixin's hooks do the work: `_save_pretrained` writes the files, `generate_model_card` the card,
+    # `_from_pretrained` loads. The public methods keep the mixin's signatures and add what the mixin cannot
+    # promise: an atomic save, a verified, commit-pinned download, and a push that mirrors the router.
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        *,
+        config: dict[str, Any] | DataclassInstance | None = None,
+        repo_id: str | None = None,
+        push_to_hub: bool = False,
+        model_card_kwargs: dict[str, Any] | None = None,
+        **push_to_hub_kwargs: Any,
+    ) -> str | None:
         """Save the router into ``save_directory`` atomically (safetensors and JSON only).
 
-        The folder is written next to its destination and swapped in at the end, so an interruption leaves
-        the previous router intact. To publish a router, use :meth:`push_to_hub`.
+        The mixin's ``save_pretrained`` runs in a staging folder next to the destination, which is swapped in
+        at the end, so an interruption leaves the previous router intact.
 
         Args:
             save_directory: Destination folder (created or replaced; a non-empty folder that is not a router
                 is never replaced).
+            config: Accepted as the mixin does; the router always writes its own ``config.json``, so this is
+                not saved.
+            repo_id: With ``push_to_hub``, the repo to push to (default: the folder's name).
+            push_to_hub: Also publish the router with :meth:`push_to_hub` once it is saved.
             model_card_kwargs: Passed to :meth:`generate_model_card` (e.g. ``{"repo_id": ...}``).
+            **push_to_hub_kwargs: With ``push_to_hub``, passed to :meth:`push_to_hub` (``token``, ``tag``...).
+
+        Returns:
+            The commit URL when ``push_to_hub`` is set, else ``None``.
 
         Raises:
             FileExistsError: ``save_directory`` holds something other than a router.
         """
-        with serialization.atomic_router_folder(Path(save_directory)) as staging:
-            super().save_pretrained(staging, model_card_kwargs=model_card_kwargs)
+        save_directory = Path(save_directory)
+        with serialization.atomic_router_folder(save_directory) as staging:
+            super().save_pretrained(staging, config=config, model_card_kwargs=model_card_kwargs)
+        if not push_to_hub:
+            return None
+        return self.push_to_hub(
+            repo_id or save_directory.name,
+            config=config,
+            model_card_kwargs=model_card_kwargs,
+            **push_to_hub_kwargs,
+        )
 
     def _save_pretrained(self, save_directory: Path) -> None:
+        """Write every file of the router but the card into ``save_directory`` (the mixin's hook).
+
+        Args:
+            save_directory: The (staging) folder the mixin saves into.
+        """
         serialization.write_router(self, save_directory)
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        """Render the router's model card (``README.md``) from the template in ``cards/``.
+        """Render the router's model card (``README.md``) from the template in ``cards/`` (the mixin's hook).
 
         Args:
             *args: Ignored (the mixin's signature).
@@ -942,19 +993,25 @@ class HubRouter(
                 ``model_card_kwargs`` given to :meth:`save_pretrained`.
 
         Returns:
-            The card: YAML metadata (library, tags, base model, datasets, licence, model-index with the
+            The card: YAML metadata (:attr:`card_info`, base model, datasets, licence, model-index with the
             evaluation results) and a body saying what the router covers, how to use it, its results and limits.
         """
-
         return render_router_card(self, repo_id=kwargs.get("repo_id"))
 
-    def push_to_hub(  # type: ignore[override]
+    def push_to_hub(
         self,
         repo_id: str,
         *,
-        private: bool = False,
-        token: str | None = None,
+        config: dict[str, Any] | DataclassInstance | None = None,
         commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        branch: str | None = None,
+        create_pr: bool | None = None,
+        allow_patterns: list[str] | str | None = None,
+        ignore_patterns: list[str] | str | None = None,
+        delete_patterns: list[str] | str | None = None,
+        model_card_kwargs: dict[str, Any] | None = None,
         tag: str | None = None,
     ) -> CommitInfo:
         """Publish the router to a Hub repo in one commit, so the repo mirrors it exactly.
@@ -962,13 +1019,22 @@ class HubRouter(
         Everything needed to route and to keep training is uploaded: ``config.json``, the head and model
         embeddings, the registry, the encoder's weights (or the reference of the bundled encoder), the replay
         coreset and continual state, and the model card. Files of older pushes that the router no longer has
-        are deleted in the same commit.
+        are deleted in the same commit, which is made on top of the head it was prepared against.
 
         Args:
             repo_id: The repo, e.g. ``"collagelab/carve"`` (created if needed).
-            private: Create the repo private (an existing repo keeps its visibility).
-            token: A token with write access to the repo's namespace (else the stored login).
+            config: Accepted as the mixin does; the router always uploads its own ``config.json``.
             commit_message: Message of the commit (default: a summary of the router).
+            private: Create the repo private (``None``: the namespace's default; an existing repo keeps its
+                visibility).
+            token: A token with write access to the repo's namespace (else the stored login).
+            branch: Push to this branch (created from ``main`` if missing; default: ``main``).
+            create_pr: Open a pull request with the commit (against ``branch``) instead of pushing to it.
+            allow_patterns: Only upload the files matching one of these patterns.
+            ignore_patterns: Do not upload the files matching one of these patterns.
+            delete_patterns: Remote files to delete in the same commit (default ``"*"``: every file the
+                router does not have; ``[]`` keeps them). ``.gitattributes`` always stays.
+            model_card_kwargs: Passed to :meth:`generate_model_card` (``repo_id`` defaults to the repo).
             tag: Also tag the commit, e.g. with the experience just learned;
                 ``from_pretrained(repo_id, revision=tag)`` then restores exactly this state.
 
@@ -978,58 +1044,115 @@ class HubRouter(
         Raises:
             CheckpointError: the router could not be loaded elsewhere (its encoder is a local folder whose
                 weights are not saved with the router).
+            ValueError: ``allow_patterns`` / ``ignore_patterns`` leave out a file the router needs.
             HubAccessError: the tag already exists, or the Hub refused or failed the push (401/403, 412, 429,
-                5xx, timeout).
+                5xx, timeout); a failed tag says which commit landed and how to tag it.
         """
-
         return push_router(
-            self, repo_id, private=private, token=token, commit_message=commit_message, tag=tag
+            self,
+            repo_id,
+            config=config,
+            commit_message=commit_message,
+            private=private,
+            token=token,
+            branch=branch,
+            create_pr=create_pr,
+            allow_patterns=allow_patterns,
+            ignore_patterns=ignore_patterns,
+            delete_patterns=delete_patterns,
+            model_card_kwargs=model_card_kwargs,
+            tag=tag,
         )
 
     @classmethod
-    def from_pretrained(  # type: ignore[override]
-        cls,
+    def from_pretrained(
+        cls: type[_RouterT],
         pretrained_model_name_or_path: str | Path,
         *,
-        revision: str | None = None,
+        force_download: bool = False,
         token: str | bool | None = None,
         cache_dir: str | Path | None = None,
         local_files_only: bool = False,
-        force_download: bool = False,
-    ) -> HubRouter:
+        revision: str | None = None,
+        **model_kwargs: Any,
+    ) -> _RouterT:
         """Load a router from a local folder or a Hub repo.
 
         Every file is checked against the checksums in ``config.json``, so a damaged or partly downloaded
-        snapshot is never loaded.
+        snapshot is never loaded. Unlike the mixin's, this method does not read ``config.json`` itself:
+        :meth:`_from_pretrained` downloads it first, checks it, then fetches the snapshot at that very commit.
 
         Args:
             pretrained_model_name_or_path: A folder written by :meth:`save_pretrained`, or a Hub repo id.
-            revision: Branch, tag or commit of the Hub repo (e.g. one tag per continual experience).
+            force_download: Download the files again even if cached.
             token: Hub token for private or gated repos (else the stored login).
             cache_dir: Hub cache folder.
             local_files_only: Only use the local cache (no network); ``HF_HUB_OFFLINE=1`` does the same.
-            force_download: Download the files again even if cached.
+            revision: Branch, tag or commit of the Hub repo (e.g. one tag per continual experience).
+            **model_kwargs: None are accepted: a router is built from its saved files alone.
 
         Returns:
             The router, in eval mode, with its registry, info and continual-learning state.
 
         Raises:
+            TypeError: ``model_kwargs`` were given.
             CheckpointNotFoundError: the folder, repo or revision does not exist, or is not cached while offline.
             IncompatibleCheckpointError: not a hubroute router, or written by a newer hubroute.
             CheckpointError: a file is missing, corrupt or inconsistent with the others.
             HubAccessError: the Hub refused or failed the download (gated, 401/403, 429, 5xx, timeout).
         """
-        path = Path(pretrained_model_name_or_path)
-        if path.is_dir():
-            return serialization.read_router(cls, path)
+        return cls._from_pretrained(
+            model_id=str(pretrained_model_name_or_path),
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+            **model_kwargs,
+        )
 
+    @classmethod
+    def _from_pretrained(
+        cls: type[_RouterT],
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        **model_kwargs: Any,
+    ) -> _RouterT:
+        """Load and verify a router from a folder or a commit-pinned Hub snapshot (the mixin's hook).
+
+        Args:
+            model_id: A router folder or a Hub repo id.
+            revision, cache_dir, force_download, local_files_only, token: Hub download options, see
+                :func:`hubroute.routing.hub_sharing.download_router`.
+            **model_kwargs: Must be empty.
+
+        Returns:
+            The router.
+
+        Raises:
+            TypeError: ``model_kwargs`` were given.
+            CheckpointNotFoundError, IncompatibleCheckpointError, CheckpointError, HubAccessError: see
+                :meth:`from_pretrained`.
+        """
+        if model_kwargs:
+            raise TypeError(
+                f"{cls.__name__}.from_pretrained() got unexpected keyword arguments {sorted(model_kwargs)}: a "
+                "router is built from its saved files alone."
+            )
+        if Path(model_id).is_dir():
+            return serialization.read_router(cls, Path(model_id))
         folder = resolve_folder(
-            pretrained_model_name_or_path,
+            model_id,
             revision=revision,
             token=token,
             cache_dir=cache_dir,
             local_files_only=local_files_only,
             force_download=force_download,
         )
-        where = f"the {describe_repo(str(pretrained_model_name_or_path), revision)}"
+        where = f"the {describe_repo(model_id, revision)}"
         return serialization.read_router(cls, folder, where, DOWNLOAD_REMEDY)

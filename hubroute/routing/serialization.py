@@ -21,7 +21,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -44,6 +44,8 @@ __all__ = [
     "read_config",
     "read_router",
 ]
+
+_RouterT = TypeVar("_RouterT", bound="HubRouter")
 
 FORMAT_VERSION = 1
 LIBRARY_NAME = "hubroute"
@@ -269,8 +271,8 @@ def _load_safetensors(path: Path, where: str, remedy: str) -> dict[str, torch.Te
 
 
 def read_router(
-    cls: type[HubRouter], folder: Path, where: str | None = None, remedy: str = LOCAL_REMEDY
-) -> HubRouter:
+    cls: type[_RouterT], folder: Path, where: str | None = None, remedy: str = LOCAL_REMEDY
+) -> _RouterT:
     """Load and verify a router written by :func:`write_router`.
 
     Args:
@@ -278,6 +280,9 @@ def read_router(
         folder: The router folder (a local folder or a downloaded Hub snapshot).
         where: How error messages name the router (default: the folder path; e.g. the Hub repo).
         remedy: What error messages advise when a file is missing or damaged.
+
+    Returns:
+        The router, an instance of ``cls``, in eval mode.
 
     Raises:
         CheckpointNotFoundError, IncompatibleCheckpointError: see :func:`read_config`.

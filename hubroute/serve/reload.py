@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import CheckpointError
 from ..routing.router import HubRouter
 
 __all__ = ["RouterHolder", "LoadedRouter", "folder_fingerprint", "current_revision", "load_router", "Watcher"]
@@ -100,7 +101,6 @@ def load_router(source: str, revision: str | None = None) -> LoadedRouter:
         CheckpointError: the router cannot be loaded, or its folder changed while it was being read.
         HubAccessError: the Hub failed.
     """
-    from .. import CheckpointError
 
     if Path(source).is_dir():
         before = folder_fingerprint(source)

@@ -1,6 +1,6 @@
 """One process of a multi-process CARvETrainer run, for tests/test_distributed.py.
 
-Launched as ``torchrun --nproc_per_node 2 tests/distributed_worker.py SCENARIO ENCODER OUT`` (or in one
+Launched as ``torchrun --nproc_per_node 2 tests/distributed_worker.py SCENARIO ENCODER OUT [ARGS]`` (or in one
 process with plain ``python``). Every process writes what it saw to ``OUT/<scenario>-rank<R>.json`` (and
 its parameters to ``OUT/<scenario>-rank<R>.pt``); the test compares the processes.
 
@@ -9,8 +9,8 @@ Scenarios:
 - ``suite``: ``hubroute train`` (its ``run()``) on a data file, full fine-tuning with the card loss and EWC,
   then a second experience (phase 1 with the encoder's cached outputs, EWC, drift compensation), then Trainer
   checkpoints with rank 0 slow to write and rank 1 slow at every barrier;
-- ``routes``: one experience with a frozen encoder, sequential batches of ``--batch`` per process; the top-5
-  routes of its prompts;
+- ``routes`` (also the end of ``suite``, with 4): one experience with a frozen encoder, sequential batches of
+  ``BATCH`` per process; the top-5 routes of its prompts;
 - ``timing``: one larger experience (frozen encoder) with the per-rank timings of the split passes.
 """
 
@@ -205,6 +205,7 @@ def suite(encoder: str, out: Path) -> dict:
                 "encoder_saved": (folder / "encoder").is_dir(),
             }
         report["checkpoints"] = checkpoints
+    report["routes"] = routes(encoder, out, batch=4)  # 2 processes x 4 = one process x 8
     return report
 
 

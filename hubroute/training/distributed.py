@@ -44,6 +44,7 @@ __all__ = [
     "share",
     "sharded_encoding",
     "sum_across_processes",
+    "synchronized_sampler",
     "timings",
     "wait_for_everyone",
 ]
@@ -263,6 +264,19 @@ def sharded_encoding(encoder: Any, what: str = "encode") -> Iterator[None]:
         yield
     finally:
         encoder.__dict__.pop("encode", None)
+
+
+def synchronized_sampler(sampler: Any, seed: int) -> Any:
+    """Give a sampler that shuffles with torch's global generator (``LengthGroupedSampler``, the
+    ``group_by_length`` strategy) its own generator seeded by ``seed`` when several processes train.
+
+    The global generator drifts apart between processes (dropout draws as many numbers as each batch has
+    tokens), so from the second epoch on the processes would shuffle differently and their shards overlap.
+    One process keeps the global generator (its results are unchanged).
+    """
+    if num_processes() > 1 and getattr(sampler, "generator", False) is None:
+        sampler.generator = torch.Generator().manual_seed(seed)
+    return sampler
 
 
 def sum_across_processes(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

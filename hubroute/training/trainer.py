@@ -385,6 +385,10 @@ class CARvETrainer(Trainer):
             embeddings
         ) + self.args.projection_anchor_weight * self.projection_anchor(router.projection.weight)
 
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        # Processes must shuffle alike at every epoch (disjoint shards).
+        return distributed.synchronized_sampler(super()._get_train_sampler(train_dataset), self.args.seed)
+
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         # Trainer checkpoints hold the whole router in its own format (safetensors + JSON), written by the main
         # process only (DDP keeps every replica equal); the others wait for the folder to exist before they

@@ -13,6 +13,7 @@ from ..bench.report import write_report
 from ..bench.runner import METHODS, format_table, load_results, merge_results, run_cmrbench
 from ..routing.encoder import EncoderConfig
 from ..routing.router import RouterConfig
+from ..training import distributed
 from ..training.config import CARvEConfig
 from . import speed
 
@@ -116,6 +117,8 @@ def run_cmrbench_command(args: argparse.Namespace) -> int:
         router_config=router_config,
     )
     print(format_table(results))
+    if not distributed.is_main_process():  # under a multi-process launch, the main process writes
+        return 0
     output = Path(args.output)
     write_json(output, results)
     print(f"\nWrote {output}")

@@ -81,7 +81,8 @@ def run(argv: list[str]) -> int:
         print(f"Experience {name}: {len(data)} examples")
         trainer = CARvETrainer(model=router, args=config, train_dataset=data, experience=name)
         trainer.train()
-        if trainer.is_world_process_zero():  # under a multi-process launch, one process writes
-            router.save_pretrained(script.output)
+        if trainer.is_world_process_zero():  # under a multi-process launch, the main process writes
+            trainer.accelerator.unwrap_model(trainer.model).save_pretrained(script.output)
             print(f"Saved {router.num_models} models to {script.output}")
+        trainer.accelerator.wait_for_everyone()  # the others wait for the saved router
     return 0

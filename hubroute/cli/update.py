@@ -11,6 +11,7 @@ from typing import Any
 
 from .._utils.io import write_json
 from ..errors import ForgettingGateError
+from ..training import distributed
 from ..training.data import load_experience_file
 from ..update.crawl import CrawlFilters
 from ..update.pipeline import update_config, update_router
@@ -145,5 +146,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_summary(path: str | None, summary: Any) -> None:
-    if path:
+    if path and distributed.is_main_process():  # under a multi-process launch, the main process writes
         write_json(Path(path), json.loads(json.dumps(summary.to_dict(), default=str)))

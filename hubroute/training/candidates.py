@@ -25,7 +25,10 @@ class CandidateSampler:
         num_hard: Mined hard negatives per set (taken from :meth:`set_hard_negatives`).
         num_group: Negatives drawn from the gold's parent group.
         num_far: Negatives drawn from other domains (plus any shortfall of the group draw).
-        seed: Seed of the sampler's random generator.
+        seed: Seed of the draws. A set drawn for an example comes from a generator seeded by ``(seed, epoch,
+            example index)`` (see :meth:`set_epoch`), so it does not depend on the batch, the order of the
+            batches or the number of training processes; sets drawn without an example index come from one
+            generator seeded by ``seed``.
     """
 
     def __init__(
@@ -39,6 +42,8 @@ class CandidateSampler:
     ) -> None:
         self.size = min(num_candidates, len(registry))
         self.num_hard, self.num_group, self.num_far = num_hard, num_group, num_far
+        self.seed = seed
+        self.epoch = 0
         self.rng = np.random.default_rng(seed)
         self._num_models = len(registry)
         self._group_of = [parent_group(r.domain) for r in registry]
@@ -51,12 +56,24 @@ class CandidateSampler:
         """Set the mined lists ``[num_examples, pool]`` (hardest first, ``-1`` padded), indexed by example."""
         self._hard = hard
 
-    def _draw(self, pool: np.ndarray, count: int, chosen: set[int], out: list[int]) -> int:
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch that seeds the per-example draws (the trainer calls it at every epoch)."""
+        self.epoch = epoch
+
+    def _rng_for(self, example: int | None) -> np.random.Generator:
+        if example is None:
+            return self.rng
+        return np.random.default_rng((self.seed % 2**63, self.epoch, example))
+
+    @staticmethod
+    def _draw(
+        rng: np.random.Generator, pool: np.ndarray, count: int, chosen: set[int], out: list[int]
+    ) -> int:
         """Append up to ``count`` ids of ``pool`` that are not chosen yet; return how many were added."""
         if count <= 0 or len(pool) == 0:
             return 0
         added = 0
-        for idx in self.rng.permutation(pool):
+        for idx in rng.permutation(pool):
             idx = int(idx)
             if idx not in chosen:
                 chosen.add(idx)
@@ -69,16 +86,17 @@ class CandidateSampler:
     def sample_one(self, gold: int, example: int | None = None) -> list[int]:
         """Return one candidate set: ``[gold, hard..., group..., far..., random...]`` of length ``K``."""
         out, chosen = [gold], {gold}
+        rng = self._rng_for(example)
         if self._hard is not None and example is not None:
             hard = [int(h) for h in self._hard[example] if h >= 0]
             self._take_in_order(hard, self.num_hard, chosen, out)
         group = self._group_ids.get(self._group_of[gold], np.empty(0, dtype=np.int64))
-        shortfall = self.num_group - self._draw(group, self.num_group, chosen, out)
+        shortfall = self.num_group - self._draw(rng, group, self.num_group, chosen, out)
         same_domain = self._domain_ids.get(self._domain_of[gold], np.empty(0, dtype=np.int64))
         far = np.setdiff1d(np.arange(self._num_models), same_domain, assume_unique=True)
-        self._draw(far, self.num_far + shortfall, chosen, out)
+        self._draw(rng, far, self.num_far + shortfall, chosen, out)
         if len(out) < self.size:
-            self._draw(np.arange(self._num_models), self.size - len(out), chosen, out)
+            self._draw(rng, np.arange(self._num_models), self.size - len(out), chosen, out)
         return out[: self.size]
 
     @staticmethod

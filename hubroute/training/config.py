@@ -13,6 +13,7 @@ from typing import Literal
 from transformers import TrainingArguments
 
 from .._utils.validation import check_scalar_fields
+from .distributed import needs_cpu_ddp
 
 __all__ = ["CARvEConfig"]
 
@@ -194,6 +195,10 @@ class CARvEConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        if needs_cpu_ddp(self.use_cpu):
+            self.use_cpu = (
+                True  # `torchrun` on a machine without GPU: DDP over gloo, not N separate trainings
+            )
         super().__post_init__()
         import torch
 

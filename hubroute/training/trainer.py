@@ -33,6 +33,7 @@ from transformers import Trainer, TrainerCallback, set_seed
 
 from ..routing.registry import model_key
 from ..routing.router import HubRouter
+from . import distributed
 from .candidates import CandidateSampler, mine_hard_negatives
 from .config import CARvEConfig
 from .data import CARvECollator, check_experience, records_from_rows
@@ -129,12 +130,16 @@ class _PhaseAndMiningCallback(TrainerCallback):
 
     def __init__(self, trainer: CARvETrainer) -> None:
         self.trainer = trainer
+        self.epoch = 0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         trainer = self.trainer
         trainer.phase1_steps = int(args.phase1_fraction * state.max_steps) if trainer.num_old_models else 0
+        self.epoch = 0
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.sampler.set_epoch(self.epoch)  # candidate sets are seeded by (seed, epoch, example)
+        self.epoch += 1
         self.trainer.refresh_hard_negatives()
 
 
@@ -174,6 +179,7 @@ class CARvETrainer(Trainer):
             raise TypeError(f"args must be a CARvEConfig, got {type(args).__name__}.")
         check_experience(train_dataset)
         assert train_dataset is not None
+        distributed.check_launch(args)  # before any work: one process of several, FSDP, ZeRO-3
         self.router = model
         self.experience = experience or f"experience-{len(model.info.get('experiences', [])) + 1}"
         show = not args.disable_tqdm
@@ -197,8 +203,12 @@ class CARvETrainer(Trainer):
         )
         replay = self.replay_buffer.examples if args.replay_strategy != "none" else []  # kept, not replayed
         all_prompts = prompts + [e.prompt for e in replay]
-        self.features = model.encoder.encode(
-            all_prompts, batch_size=args.encode_batch_size, show_progress=show
+        self.features = distributed.encode(  # every process encodes its share
+            model.encoder,
+            all_prompts,
+            batch_size=args.encode_batch_size,
+            show_progress=show,
+            what="encode prompts",
         )
 
         # Register the new models; initialise their embeddings from their card and their prompts.
@@ -211,10 +221,11 @@ class CARvETrainer(Trainer):
             for i, model_id in enumerate(self.current_model_ids):
                 rows_of.setdefault(model_key(model_id), []).append(i)
             per_model = [vectors[rows_of[model_key(r.model_id)]] for r in new_records]
-            rows = model.initial_embeddings(
-                new_records, per_model, show_progress=show,
-                neighbors=args.init_neighbors, neighbor_weight=args.init_neighbor_weight,
-            )  # fmt: skip
+            with distributed.sharded_encoding(model.encoder, what="encode cards"):
+                rows = model.initial_embeddings(
+                    new_records, per_model, show_progress=show,
+                    neighbors=args.init_neighbors, neighbor_weight=args.init_neighbor_weight,
+                )  # fmt: skip
             model.register(new_records, rows)
 
         labels = [model.registry.index(m) for m in self.current_model_ids + [e.model_id for e in replay]]
@@ -274,26 +285,32 @@ class CARvETrainer(Trainer):
         return self.args.encoder_mode == "frozen" or self.in_phase1()
 
     @torch.no_grad()
-    def _all_query_vectors(self) -> torch.Tensor:
+    def _query_vectors(self, idx: np.ndarray) -> torch.Tensor:
+        """Normalised prompt vectors of the examples ``idx`` from the current router."""
         router = self.accelerator.unwrap_model(self.model)
         if self.uses_cached_features():
-            pooled = self.features
+            pooled = self.features[idx]
         else:
+            prompts = self.train_dataset["prompt"]
             pooled = router.encoder.encode(
-                list(self.train_dataset["prompt"]), batch_size=self.args.encode_batch_size
+                [prompts[int(i)] for i in idx], batch_size=self.args.encode_batch_size
             )
         weight = router.projection.weight.detach().float().cpu()
         return torch.nn.functional.normalize(pooled @ weight.T, dim=-1)
 
     def refresh_hard_negatives(self) -> None:
-        """Mine, for every training example, the models the current router confuses with its gold."""
+        """Mine, for every training example, the models the current router confuses with its gold (every
+        process mines its share of the examples; all get the whole result)."""
         if self.args.num_hard_negatives == 0:
             return
         router = self.accelerator.unwrap_model(self.model)
         embeddings = router.normalized_embeddings().detach().float().cpu()
-        hard = mine_hard_negatives(
-            self._all_query_vectors(), self.labels, embeddings, router.registry, self.args.hard_negative_pool
-        )
+        pool = self.args.hard_negative_pool
+        hard = distributed.map_rows(
+            lambda idx: mine_hard_negatives(self._query_vectors(idx), self.labels[idx], embeddings, router.registry, pool),
+            len(self.labels),
+            what="mine hard negatives",
+        )  # fmt: skip
         self.sampler.set_hard_negatives(hard)
 
     # -- Trainer hooks -------------------------------------------------------------------------------------
@@ -334,7 +351,8 @@ class CARvETrainer(Trainer):
         """CARvE loss: candidate-set InfoNCE, plus the anchors (or EWC) in phase 1."""
         phase1 = self.in_phase1()
         if self.uses_cached_features():
-            pooled = self.features[inputs["index"].cpu()].to(inputs["candidates"].device)
+            dtype = self.accelerator.unwrap_model(model).projection.weight.dtype  # half under DeepSpeed fp16
+            pooled = self.features[inputs["index"].cpu()].to(inputs["candidates"].device, dtype)
             outputs = model(pooled=pooled)
         else:
             outputs = model(features=inputs["features"])
@@ -375,9 +393,17 @@ class CARvETrainer(Trainer):
             embeddings
         ) + self.args.projection_anchor_weight * self.projection_anchor(router.projection.weight)
 
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        # Processes must shuffle alike at every epoch (disjoint shards).
+        return distributed.synchronized_sampler(super()._get_train_sampler(train_dataset), self.args.seed)
+
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
-        # Trainer checkpoints hold the whole router in its own format (safetensors + JSON).
-        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir or self.args.output_dir)
+        # Trainer checkpoints hold the whole router in its own format (safetensors + JSON), written by the main
+        # process only (DDP keeps every replica equal); the others wait for the folder to exist before they
+        # add their RNG state to it.
+        if self.args.should_save:
+            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir or self.args.output_dir)
+        self.accelerator.wait_for_everyone()
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         """Train on the experience, then store its replay coreset (and EWC statistics) in the router."""
@@ -442,9 +468,10 @@ class CARvETrainer(Trainer):
                 self.features @ router.projection.weight.detach().float().cpu().T, dim=-1
             )
         else:
-            after = torch.from_numpy(
-                router.embed_prompts(list(self.train_dataset["prompt"]), self.args.encode_batch_size)
-            )
+            with distributed.sharded_encoding(router.encoder, what="encode drift"):
+                after = torch.from_numpy(
+                    router.embed_prompts(list(self.train_dataset["prompt"]), self.args.encode_batch_size)
+                )
         dim = after.shape[1]
         gram = after.T @ after + self.args.drift_ridge * torch.eye(dim)
         mapping = torch.linalg.solve(gram, after.T @ before + self.args.drift_ridge * torch.eye(dim))
@@ -458,27 +485,36 @@ class CARvETrainer(Trainer):
         router._index = None
 
     def _update_ewc(self, router: HubRouter) -> None:
-        """Online EWC: F <- gamma * F_old + F_new (batch-gradient Fisher), reference <- current weights."""
+        """Online EWC: F <- gamma * F_old + F_new (batch-gradient Fisher), reference <- current weights.
+
+        The batches of 16 examples are shared between the processes and their squared gradients summed
+        across them, so every process gets the same statistics."""
         params = {"projection.weight": router.projection.weight, "model_embeddings": router.model_embeddings}
         fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-        pooled = router.encoder.encode(
-            list(self.train_dataset["prompt"]), batch_size=self.args.encode_batch_size
-        )
-        batches = 0
-        for start in range(0, len(self.labels), 16):
-            idx = np.arange(start, min(start + 16, len(self.labels)))
-            candidates = self.sampler.sample(self.labels[idx], idx).to(router.model_embeddings.device)
-            queries, embeddings = router(pooled=pooled[idx].to(router.model_embeddings.device))
-            router.zero_grad(set_to_none=True)
-            self.route_loss(queries, embeddings, candidates).backward()
-            for name, param in params.items():
-                assert param.grad is not None  # every EWC parameter is in the loss's graph
-                fisher[name] += param.grad.detach().float() ** 2
-            batches += 1
+        prompts = self.train_dataset["prompt"]
+        batches = [np.arange(s, min(s + 16, len(self.labels))) for s in range(0, len(self.labels), 16)]
+        device, dtype = router.model_embeddings.device, router.projection.weight.dtype
+        with distributed.share(list(range(len(batches))), what="ewc pass") as mine:
+            my_rows = np.concatenate([batches[b] for b in mine]) if mine else np.empty(0, dtype=np.int64)
+            pooled = router.encoder.encode(
+                [prompts[int(i)] for i in my_rows], batch_size=self.args.encode_batch_size
+            )
+            start = 0
+            for b in mine:
+                idx = batches[b]
+                candidates = self.sampler.sample(self.labels[idx], idx).to(device)
+                queries, embeddings = router(pooled=pooled[start : start + len(idx)].to(device, dtype))
+                start += len(idx)
+                router.zero_grad(set_to_none=True)
+                self.route_loss(queries, embeddings, candidates).backward()
+                for name, param in params.items():
+                    assert param.grad is not None  # every EWC parameter is in the loss's graph
+                    fisher[name] += param.grad.detach().float() ** 2
         router.zero_grad(set_to_none=True)
+        fisher = distributed.sum_across_processes(fisher)
         tensors = router.training_tensors
         for name, param in params.items():
-            new = fisher[name] / max(batches, 1)
+            new = fisher[name] / max(len(batches), 1)
             old = tensors.get(f"ewc.fisher.{name}")
             if old is not None:
                 rows = min(old.shape[0], new.shape[0])

@@ -39,6 +39,7 @@ from ..errors import ForgettingGateError
 from ..evaluation.ranking import routing_accuracy
 from ..routing.registry import model_key
 from ..routing.router import HubRouter
+from ..training import distributed
 from ..training.config import CARvEConfig
 from ..training.trainer import CARvETrainer
 from .crawl import CrawlFilters, CrawlResult, HubCrawler, RetryPolicy, parse_since
@@ -496,11 +497,14 @@ def update_router(
     if dry_run:
         summary.status = "dry_run"
     else:
+        main = distributed.is_main_process()  # under a multi-process launch, the main process writes
         if output_path is not None:
-            model.save_pretrained(output_path)
+            if main:
+                model.save_pretrained(output_path)
+            distributed.wait_for_everyone()
             summary.saved_to = str(output_path)
         t = lap("save", t)
-        if push is not None:
+        if push is not None and main:
             if output_path is not None:
                 write_json(folder / PENDING_PUSH, {"repo": push, "tag": name, "router": str(output_path)})
             summary.pushed = _push(model, push, name, token, folder)

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pytest
-from hub_seed import SeedModel, card_readme, cmrbench_models, seed_hub
 
 from hubroute.errors import HubAccessError
+from hubroute.testing.hub_seed import SeedModel, card_readme, cmrbench_models, seed_hub
 from hubroute.update.cardtext import parse_card
 from hubroute.update.crawl import CrawlFilters, CrawlState, HubCrawler, RetryPolicy, parse_since
 

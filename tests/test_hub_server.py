@@ -1,4 +1,4 @@
-"""The local Hub server (tests/hub_server.py) against the real huggingface_hub and datasets clients."""
+"""The local Hub server (hubroute/testing/hub_server.py) against the real huggingface_hub and datasets clients."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from safetensors.numpy import save_file
+
+from hubroute.testing import hub_server
 
 if TYPE_CHECKING:
     from conftest import SessionHub
@@ -521,7 +523,7 @@ def test_delayed_responses_time_out(
 
 
 def test_script_mode(tmp_path: Path) -> None:
-    script = Path(__file__).with_name("hub_server.py")
+    script = Path(hub_server.__file__)  # runs as a plain script: it needs only the standard library and yaml
     command = [
         sys.executable,
         str(script),

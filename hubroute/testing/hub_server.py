@@ -1,4 +1,4 @@
-"""A small local Hugging Face Hub-compatible HTTP server for the test suite.
+"""A small local Hugging Face Hub-compatible HTTP server for the test suite and the examples.
 
 It speaks the subset of the Hub HTTP API that ``huggingface_hub`` 2.x and ``datasets`` 5.x use (see the
 research note ``hub-api.md``): repo creation and settings, preupload + NDJSON commits, the Git-LFS basic transfer,
@@ -24,7 +24,7 @@ Usage::
         hub.inject(r"/api/models$", status=429, headers={"Retry-After": "1"})
         ...  # point HF_ENDPOINT at hub.endpoint
 
-or as a script: ``python tests/hub_server.py --root DIR --port 8765 --token TOKEN:USER[:ORG,ORG][:read|write]``.
+or as a script: ``python -m hubroute.testing.hub_server --root DIR --port 8765 --token TOKEN:USER[:ORG,ORG][:read|write]``.
 """
 
 from __future__ import annotations

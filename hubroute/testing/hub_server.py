@@ -24,7 +24,7 @@ Usage::
         hub.inject(r"/api/models$", status=429, headers={"Retry-After": "1"})
         ...  # point HF_ENDPOINT at hub.endpoint
 
-or as a script: ``python -m hubroute.testing.hub_server --root DIR --port 8765 --token TOKEN:USER[:ORG,ORG][:read|write]``.
+or as a script: ``python hubroute/testing/hub_server.py --root DIR --port 8765 --token TOKEN:USER[:ORG,ORG][:read|write]``.
 """
 
 from __future__ import annotations

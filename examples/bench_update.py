@@ -6,7 +6,7 @@
 1. A router is trained on CMRBench experiences 1-3 (public protocol: train on val) with the default CARvE
    recipe and ``holdout_fraction=0.05`` (a few val prompts per experience kept for the forgetting gate), or
    loaded with ``--router``.
-2. A local Hub (tests/hub_server.py) is seeded with the models of experiences 3 and 4 as the Hub shows them:
+2. A local Hub (``hubroute.testing.hub_server``) is seeded with the models of experiences 3 and 4 as the Hub shows them:
    a card README around ``api_data.description``, metadata, ``createdAt`` from ``created_at``. Nothing else of
    experience 4 is used: its prompts never reach the update.
 3. ``update_router(..., since="2025-06")`` crawls the models created since June 2025 (experience 4's new
@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,7 +57,6 @@ os.environ.update(
         "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
     }
 )
-sys.path.insert(0, str(REPO / "tests"))
 
 LEVELS = ("M", "F", "D")
 OLD = ("apibench-hf", "mllm", "hugging-bench-1")
@@ -117,8 +115,7 @@ def evaluate_bm25(registry, test, labels) -> dict[str, float]:
 
 def protocol(args: argparse.Namespace, bench):
     """``(old training sets, old test sets, new test set, Hub models, since)`` of the public or dev protocol."""
-    from hub_seed import cmrbench_models
-
+    from hubroute.testing.hub_seed import cmrbench_models
     from hubroute.update.crawl import parse_since
 
     if not args.dev:
@@ -155,15 +152,14 @@ def train_old_router(trains: dict, folder: Path, seed: int):
 
 def main() -> None:
     args = parse_args()
-    from hub_seed import seed_hub
-    from hub_server import LocalHub
-
     from hubroute import CARvEConfig, CARvETrainer, HubRouter
     from hubroute._utils.io import write_json
     from hubroute.bench.baselines import zero_shot_router
     from hubroute.bench.cmrbench import load_cmrbench
     from hubroute.cli.update import load_update_config
     from hubroute.evaluation.metrics import LabelMaps
+    from hubroute.testing.hub_seed import seed_hub
+    from hubroute.testing.hub_server import LocalHub
     from hubroute.training.data import records_from_rows
     from hubroute.update.crawl import HubCrawler
     from hubroute.update.pipeline import update_router

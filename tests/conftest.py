@@ -4,14 +4,13 @@ from __future__ import annotations
 
 # ===================================================================================== local Hub fixtures ==
 # Everything between this banner and the matching "end" banner belongs to the local Hub test server
-# (tests/hub_server.py). The environment is set at import time, before any test module imports
+# (hubroute/testing/hub_server.py). The environment is set at import time, before any test module imports
 # huggingface_hub or datasets (both read HF_ENDPOINT when imported); the server itself only starts when a
 # test asks for `local_hub`/`hub`.
 import atexit
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -49,9 +48,7 @@ os.environ.update(
 for _var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_CACHE"):
     os.environ.pop(_var, None)
 
-if str(Path(__file__).parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).parent))
-from hub_server import LocalHub  # noqa: E402
+from hubroute.testing.hub_server import LocalHub  # noqa: E402
 
 
 class SessionHub(LocalHub):

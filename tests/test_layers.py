@@ -128,3 +128,21 @@ def test_no_import_loop():
         if state.get(module) is None:
             walk(module, [])
     assert not loops, "import loops: " + "; ".join(" -> ".join(loop) for loop in loops)
+
+
+EXAMPLES = sorted((PACKAGE.parent / "examples").glob("*.py"))
+TEST_MODULES = {p.stem for p in (PACKAGE.parent / "tests").glob("*.py")}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_import_nothing_from_tests(path: Path):
+    """Examples use the installed package only (the local Hub is ``hubroute.testing``), never ``tests/``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & TEST_MODULES, f"{path.name} imports from tests/: {sorted(imported & TEST_MODULES)}"
+    assert "sys.path" not in ast.unparse(tree), f"{path.name} edits sys.path"

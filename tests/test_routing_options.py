@@ -20,6 +20,7 @@ from hubroute.routing.options import (
     as_route_filter,
     fit_threshold,
 )
+from hubroute.routing.results import Explanation
 
 ASR, DET, MT = (
     "Audio Automatic Speech Recognition",
@@ -88,6 +89,39 @@ def router(tiny_config) -> HubRouter:
 
 def _records(router, results):
     return [router.registry.get(r.model_id) for r in results]
+
+
+def _assert_explained(router, results, thresholds=None):
+    """Every result of ``explain=True`` carries its evidence, and evidence exists wherever it can.
+
+    Level scores at all three levels (the result's own level scoring as the result); the replay coreset's
+    nearest prompts, best first, with the models they were routed to (none without a coreset); the closest
+    sentence of the model's card (``None`` only without a card); the threshold checked, where one was.
+    """
+    assert results, "explain=True returned nothing to explain"
+    replay = {e["prompt"]: e["model_id"] for e in router.training_state.get("replay", [])}
+    for result in results:
+        explanation = result.explanation
+        assert isinstance(explanation, Explanation), result
+        scores = explanation.level_scores
+        assert set(scores) == {"model", "family", "domain"} and all(math.isfinite(v) for v in scores.values())
+        assert scores[result.level] == pytest.approx(result.score, abs=1e-6)
+        nearest = explanation.nearest_prompts
+        assert len(nearest) == min(3, len(replay))
+        assert all(n.prompt in replay and n.model_id == replay[n.prompt] for n in nearest)
+        assert len({n.prompt for n in nearest}) == len(nearest)
+        assert [n.score for n in nearest] == sorted((n.score for n in nearest), reverse=True)
+        assert all(-1.0 - 1e-6 <= n.score <= 1.0 + 1e-6 for n in nearest)
+        card = router.registry.get(result.model_id).card_text
+        if card:
+            assert explanation.card_sentence and explanation.card_sentence.strip() in card
+            assert -1.0 - 1e-6 <= explanation.card_sentence_score <= 1.0 + 1e-6
+        else:
+            assert explanation.card_sentence is None and explanation.card_sentence_score is None
+        if thresholds is None:
+            assert explanation.threshold is None
+        else:
+            assert explanation.threshold == pytest.approx(thresholds[result.level])
 
 
 # -- filters ------------------------------------------------------------------------------------------------
@@ -352,9 +386,10 @@ def test_calibrate_fits_thresholds_used_by_route_and_saved_with_the_router(route
     routed = router.route(prompts, min_score="calibrated")
     assert sum(bool(r) for r in routed) == 3  # half the prompts clear the model-level threshold
     assert all(r[0].explanation is None for r in routed if r)
-    explained = router.route(prompts[0], min_score="calibrated", explain=True, on_low_confidence="backoff")
-    if explained:
-        assert explained[0].explanation.threshold == pytest.approx(calibration.thresholds[explained[0].level])
+    confident = next(p for p, r in zip(prompts, routed) if r)  # clears the model-level threshold
+    explained = router.route(confident, min_score="calibrated", explain=True, on_low_confidence="backoff")
+    assert len(explained) == 1 and explained[0].level == "model" and explained[0].backed_off_from is None
+    _assert_explained(router, explained, thresholds=calibration.thresholds)
 
     router.save_pretrained(tmp_path / "r")
     assert "calibration.json" in json.loads((tmp_path / "r" / "config.json").read_text())["checksums"]
@@ -399,6 +434,8 @@ def test_a_corrupt_calibration_file_is_refused(router, tmp_path):
 def test_explain_gives_level_scores_nearest_prompts_and_card_sentence(router):
     results = router.route(PROMPTS[0], top_k=3, explain=True)
     plain = router.route(PROMPTS[0], top_k=3)
+    assert len(results) == 3
+    _assert_explained(router, results)
     assert [r.model_id for r in results] == [
         r.model_id for r in plain
     ] and results == plain  # explanation is extra
@@ -417,15 +454,24 @@ def test_explain_gives_level_scores_nearest_prompts_and_card_sentence(router):
         assert -1.0 <= explanation.card_sentence_score <= 1.0 + 1e-6
     as_dict = results[0].to_dict()
     assert as_dict["explanation"]["nearest_prompts"][0]["model_id"]
-    family = router.route(PROMPTS[1], level="family", explain=True)[0]
-    assert family.explanation.level_scores["family"] == pytest.approx(family.score)
+    family = router.route(PROMPTS[1], level="family", explain=True)
+    _assert_explained(router, family)
+    assert family[0].level == "family"
+    assert family[0].explanation.level_scores["family"] == pytest.approx(family[0].score)
+    batched = router.route(PROMPTS, top_k=2, explain=True)
+    assert len(batched) == len(PROMPTS)
+    for results in batched:
+        assert len(results) == 2
+        _assert_explained(router, results)
 
 
 def test_explain_without_replay_or_card_still_explains(tiny_config):
     router = HubRouter(tiny_config)
     router.add_models([ModelRecord("a/no-card"), ModelRecord("b/no-card")])
-    result = router.route("hello", explain=True)[0]
-    assert result.explanation.nearest_prompts == () and result.explanation.card_sentence is None
+    results = router.route("hello", top_k=2, explain=True)
+    assert len(results) == 2
+    _assert_explained(router, results)  # level scores only: no coreset, no card
+    assert results[0].explanation.nearest_prompts == () and results[0].explanation.card_sentence is None
 
 
 # -- the scoring index ----------------------------------------------------------------------------------------

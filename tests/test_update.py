@@ -14,11 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from factories import make_experience
-from hub_seed import SeedModel, card_readme, cmrbench_models, seed_hub
 
 from hubroute import CARvEConfig, CARvETrainer, ForgettingGateError, HubAccessError, HubRouter, ModelRecord
 from hubroute.cli.main import main
 from hubroute.evaluation.ranking import routing_accuracy
+from hubroute.testing.hub_seed import SeedModel, card_readme, cmrbench_models, seed_hub
 from hubroute.update import pipeline as update_module
 from hubroute.update.cardtext import parse_card
 from hubroute.update.crawl import CrawledModel

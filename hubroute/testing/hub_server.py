@@ -1,4 +1,4 @@
-"""A small local Hugging Face Hub-compatible HTTP server for the test suite.
+"""A small local Hugging Face Hub-compatible HTTP server for the test suite and the examples.
 
 It speaks the subset of the Hub HTTP API that ``huggingface_hub`` 2.x and ``datasets`` 5.x use (see the
 research note ``hub-api.md``): repo creation and settings, preupload + NDJSON commits, the Git-LFS basic transfer,
@@ -24,7 +24,7 @@ Usage::
         hub.inject(r"/api/models$", status=429, headers={"Retry-After": "1"})
         ...  # point HF_ENDPOINT at hub.endpoint
 
-or as a script: ``python tests/hub_server.py --root DIR --port 8765 --token TOKEN:USER[:ORG,ORG][:read|write]``.
+or as a script: ``python hubroute/testing/hub_server.py --root DIR --port 8765 --token TOKEN:USER[:ORG,ORG][:read|write]``.
 """
 
 from __future__ import annotations
@@ -679,9 +679,9 @@ class HubApi:
     def list_commits(self, req: Request, t: str, ns: str, name: str, rev: str) -> Reply:
         """The history from ``rev``, newest first, paginated."""
         repo = self._repo(req, t, ns, name)
-        items = []
+        items: list[dict[str, Any]] = []
         for commit in self.store.history(repo, self._commit(repo, rev)):
-            item = {
+            item: dict[str, Any] = {
                 "id": commit.id,
                 "title": commit.title,
                 "message": commit.message,
@@ -890,7 +890,7 @@ class HubApi:
             lines = [json.loads(line) for line in req.body.decode().splitlines() if line.strip()]
         except ValueError as err:
             raise HubError(400, f"Invalid NDJSON: {err}") from err
-        header = next((line["value"] for line in lines if line.get("key") == "header"), {})
+        header: dict[str, Any] = next((line["value"] for line in lines if line.get("key") == "header"), {})
         head = repo.branches[rev]
         if header.get("parentCommit") and header["parentCommit"] != head:
             raise HubError(412, "A commit has happened since. Please refresh and try again.")

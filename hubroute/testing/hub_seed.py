@@ -1,4 +1,4 @@
-"""Seed a local Hub (tests/hub_server.py) with a realistic slice of the real Hub, built from CMRBench.
+"""Seed a local Hub (:mod:`hubroute.testing.hub_server`) with a realistic slice of the real Hub, built from CMRBench.
 
 Each CMRBench model becomes one model repo, the way the Hub shows it:
 
@@ -220,7 +220,7 @@ def seed_hub(
     no_card_every: int = 0,
     base_model_every: int = 7,
 ) -> SeedReport:
-    """Create one repo per model on a :class:`~hub_server.LocalHub` (straight on disk, no HTTP).
+    """Create one repo per model on a :class:`~hubroute.testing.hub_server.LocalHub` (straight on disk, no HTTP).
 
     Args:
         hub: The local Hub.

@@ -157,7 +157,9 @@ def test_save_then_load_gives_identical_scores(router, tmp_path):
     with torch.no_grad():
         router.projection.weight.add_(0.01 * torch.randn_like(router.projection.weight))
     router.info["experiences"] = ["e1"]
-    router.training_state["replay"] = [{"prompt": "p", "model_id": "m", "domain": None, "experience": "e1"}]
+    router.training_state["replay"] = [
+        {"prompt": "p", "model_id": "openai/whisper-small", "domain": None, "experience": "e1"}
+    ]  # replay examples must cite registered models
     router.training_tensors["ewc.fisher.model_embeddings"] = torch.ones(3, router.embedding_dim)
     prompts = ["transcribe this podcast episode", "translate to German please", "boxes around dogs"]
     before = router.search(prompts, top_k=3)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bench.cmrbench import load_cmrbench
-from ..routing.encoder import DEFAULT_ENCODER, EncoderConfig
+from ..routing.encoder import DEFAULT_ENCODER, EncoderConfig, encoder_token_limit
 from ..routing.router import HubRouter, RouterConfig
 from ..training.config import CARvEConfig
 from ..training.data import load_experience_file
@@ -41,7 +41,12 @@ class TrainScriptArguments:
     )
     embedding_dim: int | None = field(default=None, metadata={"help": "Embedding size of a new router."})
     temperature: float = field(default=0.08, metadata={"help": "Softmax temperature of a new router."})
-    max_length: int = field(default=256, metadata={"help": "Prompt truncation (tokens) of a new router."})
+    max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Prompt truncation (tokens) of a new router (default: 256, or the encoder's limit if lower)."
+        },
+    )
 
 
 def make_parser(prog: str = "hubroute train") -> Any:
@@ -72,7 +77,8 @@ def run(argv: list[str]) -> int:
             f"Continuing {script.router}: {router.num_models} models, experiences {router.info.get('experiences', [])}"
         )
     else:
-        encoder = EncoderConfig(script.encoder, max_length=script.max_length)
+        max_length = script.max_length or min(256, encoder_token_limit(script.encoder) or 256)
+        encoder = EncoderConfig(script.encoder, max_length=max_length)
         router = HubRouter(
             RouterConfig(encoder, embedding_dim=script.embedding_dim, temperature=script.temperature)
         )

@@ -22,6 +22,7 @@ from .config import RouterConfig
 from .encoder import PromptEncoder
 from .hub_sharing import DOWNLOAD_REMEDY, push_router, resolve_folder
 from .index import INDEX_KINDS, IndexSpec, ScoringIndex
+from .integrity import check_prompt_text
 from .model_card import render_router_card
 from .options import (
     LEVELS,
@@ -76,6 +77,7 @@ def _validate_prompts(prompts: Sequence[Any]) -> list[str]:
             raise InvalidPromptError(f"Prompts must be strings; got {type(prompt).__name__}{where}.")
         if not prompt.strip():
             raise InvalidPromptError(f"The prompt{where} is empty; pass the text to route.")
+        check_prompt_text(prompt, where)
         checked.append(prompt)
     return checked
 

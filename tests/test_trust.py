@@ -1,0 +1,317 @@
+"""An adversarial user's probes: every one gives a clear, typed error naming the file (or a documented repair).
+
+Checkpoint integrity (manifest, no pickle, values), prompts the tokenizer cannot take, a folder swap that
+survives being killed at any step (subprocesses killed with SIGKILL), concurrent readers and writers, and
+training-data errors that name the file and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from hubroute import (
+    CheckpointError,
+    EncoderConfig,
+    HubRouter,
+    InvalidPromptError,
+    ModelRecord,
+    RouterConfig,
+)
+
+MODELS = [
+    ModelRecord(
+        "openai/whisper-small", family="whisper", domain="Audio ASR", card_text="Transcribes speech."
+    ),
+    ModelRecord("facebook/detr-resnet-50", family="detr", domain="CV Detection", card_text="Finds objects."),
+    ModelRecord(
+        "Helsinki-NLP/opus-mt-en-de", family="opus", domain="NLP Translation", card_text="To German."
+    ),
+]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def router(tiny_config) -> HubRouter:
+    router = HubRouter(tiny_config)
+    router.add_models(MODELS, prompts={"openai/whisper-small": ["transcribe this podcast"]}, experience="e1")
+    router.training_state["replay"] = [
+        {
+            "prompt": "transcribe this podcast",
+            "model_id": "openai/whisper-small",
+            "domain": None,
+            "experience": "e1",
+        }
+    ]
+    return router
+
+
+@pytest.fixture
+def saved(router, tmp_path) -> Path:
+    """A router with a fully fine-tuned encoder (so ``encoder/model/`` holds config files and weights)."""
+    router.encoder.fine_tuned = True
+    router.save_pretrained(tmp_path / "r")
+    return tmp_path / "r"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+def _write_config(folder: Path, config: dict) -> None:
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _resign(folder: Path, *names: str) -> None:
+    """Update the checksums of ``names`` after an edit, as a careful forger would."""
+    config = _config(folder)
+    for name in names:
+        config["checksums"][name] = _sha(folder / name)
+    _write_config(folder, config)
+
+
+def _edit_json(folder: Path, name: str, edit, resign: bool = True) -> None:
+    path = folder / name
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    if resign:
+        _resign(folder, name)
+
+
+# -- manifest --------------------------------------------------------------------------------------------------
+def test_every_file_but_config_and_card_is_in_the_manifest(saved):
+    files = {p.relative_to(saved.resolve()).as_posix() for p in saved.resolve().rglob("*") if p.is_file()} - {
+        "config.json",
+        "README.md",
+    }
+    checksums = _config(saved)["checksums"]
+    assert set(checksums) == files
+    assert {"encoder/model/config.json", "encoder/model/1_Pooling/config.json"} <= set(checksums)
+
+
+@pytest.mark.parametrize(
+    ("name", "edit"),
+    [
+        ("encoder/model/config.json", lambda c: c.update(num_hidden_layers=1)),
+        (
+            "encoder/model/1_Pooling/config.json",
+            lambda c: c.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True),
+        ),
+    ],
+)
+def test_edited_encoder_config_files_are_refused(saved, name, edit):
+    _edit_json(saved, name, edit, resign=False)
+    with pytest.raises(CheckpointError, match=f"{name} of .* does not match its checksum"):
+        HubRouter.from_pretrained(saved)
+
+
+@pytest.mark.parametrize(
+    "key", ["../../../../etc/passwd", "/etc/hostname", "encoder/../../x", "./registry.json"]
+)
+def test_checksum_keys_outside_the_folder_are_refused(saved, key):
+    config = _config(saved)
+    config["checksums"][key] = "0" * 64
+    _write_config(saved, config)
+    with pytest.raises(CheckpointError, match="checksum keys must be normalised paths") as info:
+        HubRouter.from_pretrained(saved)
+    assert repr(key) in str(info.value)
+
+
+def test_a_symlink_out_of_the_folder_is_refused(saved, tmp_path):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    (saved / "extra.txt").symlink_to(outside)
+    config = _config(saved)
+    config["checksums"]["extra.txt"] = _sha(outside)
+    _write_config(saved, config)
+    with pytest.raises(CheckpointError, match="extra.txt of .* symbolic link out of the router folder"):
+        HubRouter.from_pretrained(saved)
+
+
+def test_an_unlisted_encoder_file_is_refused(saved):
+    (saved / "encoder" / "model" / "added.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="encoder/model/added.json of .* not listed in the checksums"):
+        HubRouter.from_pretrained(saved)
+
+
+# -- safetensors only --------------------------------------------------------------------------------------
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ.get('HUBROUTE_EVIL_MARKER', '/tmp/hubroute-evil')}",))
+
+
+@pytest.mark.parametrize("malicious", [False, True])
+def test_pickle_weights_are_refused_with_how_to_convert(saved, tmp_path, monkeypatch, malicious):
+    model = saved / "encoder" / "model"
+    state = {"x": torch.zeros(1)} if not malicious else {"x": _Evil()}
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("HUBROUTE_EVIL_MARKER", str(marker))
+    torch.save(state, model / "pytorch_model.bin")
+    (model / "model.safetensors").unlink()
+    config = _config(saved)
+    del config["checksums"]["encoder/model/model.safetensors"]
+    config["checksums"]["encoder/model/pytorch_model.bin"] = _sha(model / "pytorch_model.bin")
+    _write_config(saved, config)
+    with pytest.raises(CheckpointError) as info:
+        HubRouter.from_pretrained(saved)
+    message = str(info.value)
+    assert "encoder/model/pytorch_model.bin" in message and "pickle" in message
+    assert "safe_serialization=True" in message
+    assert not marker.exists()
+
+
+def test_loading_never_calls_torch_load(saved, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.load was called on a router file")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    assert HubRouter.from_pretrained(saved).num_models == 3
+
+
+# -- values ----------------------------------------------------------------------------------------------------
+def _rewrite_weights(folder: Path, edit, name: str = "model.safetensors") -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(folder / name))
+    edit(tensors)
+    save_file(tensors, str(folder / name), metadata={"format": "pt"})
+    _resign(folder, name)
+
+
+@pytest.mark.parametrize(
+    ("tensor", "edit"),
+    [
+        ("projection.weight", lambda t: t["projection.weight"].fill_(float("nan"))),
+        ("model_embeddings", lambda t: t["model_embeddings"][1].fill_(float("nan"))),
+        ("model_embeddings", lambda t: t["model_embeddings"][0].fill_(float("inf"))),
+    ],
+)
+def test_non_finite_weights_are_refused(saved, tensor, edit):
+    _rewrite_weights(saved, edit)
+    with pytest.raises(CheckpointError, match=f"model.safetensors of .*: tensor '{tensor}' holds NaN"):
+        HubRouter.from_pretrained(saved)
+
+
+@pytest.mark.parametrize("version", [0, -1, True, "1", 1.0, None])
+def test_format_version_must_be_a_positive_integer(saved, version):
+    config = _config(saved)
+    config["format_version"] = version
+    _write_config(saved, config)
+    with pytest.raises(CheckpointError, match=r"config.json of .* no integer 'format_version' >= 1"):
+        HubRouter.from_pretrained(saved)
+
+
+def test_max_length_beyond_the_encoder_positions_is_refused(saved, tiny_encoder_path):
+    # The tiny encoder has 128 positions (all-MiniLM-L6-v2: 512); a longer max_length crashed on long prompts.
+    with pytest.raises(ValueError, match=r"max_length is 129, .* at most 128 tokens"):
+        HubRouter(RouterConfig(encoder=EncoderConfig(str(tiny_encoder_path), max_length=129)))
+    config = _config(saved)
+    config["encoder"]["max_length"] = 129
+    config["router"]["encoder"]["max_length"] = 129
+    _write_config(saved, config)
+    with pytest.raises(CheckpointError, match=r"config.json of .*: EncoderConfig.max_length is 129"):
+        HubRouter.from_pretrained(saved)
+
+
+def test_the_bundled_encoder_takes_at_most_512_tokens():
+    with pytest.raises(ValueError, match="at most 512 tokens"):
+        HubRouter(RouterConfig(encoder=EncoderConfig(max_length=513)))
+
+
+def test_another_routers_weights_with_this_training_state_are_refused(saved, tiny_config, tmp_path):
+    other = HubRouter(tiny_config)
+    other.add_models([ModelRecord("x/one", card_text="one"), ModelRecord("x/two", card_text="two")])
+    other.save_pretrained(tmp_path / "other")
+    for name in ("model.safetensors", "registry.json"):
+        (saved / name).write_bytes((tmp_path / "other" / name).read_bytes())
+    _resign(saved, "model.safetensors", "registry.json")
+    with pytest.raises(
+        CheckpointError,
+        match=r"training_state.json of .*'replay' example 0 cites model 'openai/whisper-small', which is not in registry.json",
+    ):
+        HubRouter.from_pretrained(saved)
+
+
+def test_ewc_tensors_must_fit_the_parameters(router, tmp_path):
+    router.training_tensors["ewc.fisher.model_embeddings"] = torch.ones(3, router.embedding_dim + 1)
+    router.training_tensors["ewc.reference.model_embeddings"] = torch.ones(3, router.embedding_dim + 1)
+    router.save_pretrained(tmp_path / "r")
+    with pytest.raises(
+        CheckpointError, match=r"training_state.safetensors of .*'ewc.fisher.model_embeddings' has shape"
+    ):
+        HubRouter.from_pretrained(tmp_path / "r")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda r: r[0].update(domain=["x"]),
+            r"registry.json of .*: entry 0 \(facebook/detr-resnet-50\) field 'domain' must be a string",
+        ),
+        (lambda r: r[1].update(model_id=""), r"registry.json of .*: entry 1 has an empty 'model_id'"),
+        (
+            lambda r: r[1].update(model_id=3),
+            r"registry.json of .*: entry 1 field 'model_id' must be a string",
+        ),
+        (
+            lambda r: r[0].update(created_at="2024"),
+            r"registry.json of .*: entry 0 .* 'created_at' must be an integer",
+        ),
+        (lambda r: r[0].update(tags="a"), r"registry.json of .*: entry 0 .* 'tags' must be a list"),
+        (
+            lambda r: r[0].update(card_text="a\ud800b"),
+            r"registry.json of .*'card_text' holds an invalid character",
+        ),
+        (
+            lambda r: r.append(dict(r[0], model_id="OPENAI/whisper-small")),
+            r"registry.json of .*: entry 3 duplicates",
+        ),
+    ],
+)
+def test_registry_fields_of_the_wrong_type_name_the_file(saved, edit, message):
+    _edit_json(saved, "registry.json", edit)
+    with pytest.raises(CheckpointError, match=message):
+        HubRouter.from_pretrained(saved)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("index_kind", "bogus"), ("level_aggregation", "mean"), ("level_candidates", 0)]
+)
+def test_unknown_routing_settings_name_the_file_and_field(saved, field, value):
+    config = _config(saved)
+    config["router"][field] = value
+    _write_config(saved, config)
+    with pytest.raises(CheckpointError, match=rf"config.json of .*: 'router.{field}' must be"):
+        HubRouter.from_pretrained(saved)
+
+
+# -- prompts ---------------------------------------------------------------------------------------------------
+def test_prompts_with_lone_surrogates_are_refused(router):
+    with pytest.raises(InvalidPromptError, match="invalid character '\\\\ud800' at position 3"):
+        router.route("abc\ud800def")
+    with pytest.raises(InvalidPromptError, match="at position 1 holds an invalid character .* position 3"):
+        router.route(["fine", "caf\udce9 au lait"])
+    with pytest.raises(InvalidPromptError, match="invalid character"):
+        router.add_models([ModelRecord("new/m")], prompts={"new/m": ["x\udfffy"]})
+    assert router.route("café") and router.route("emoji 🎉 ok")
+
+
+def test_the_cli_replaces_undecodable_argv_bytes_and_says_so(saved, capsys):
+    from hubroute.cli.main import main
+
+    prompt = os.fsdecode(b"caf\xe9 transcription")  # what Python makes of `hubroute route $'caf\xe9 ...'`
+    assert main(["route", prompt, "--router", str(saved), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "not valid UTF-8" in captured.err and "U+FFFD" in captured.err
+    assert len(json.loads(captured.out)) == 1

@@ -10,6 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -315,3 +320,185 @@ def test_the_cli_replaces_undecodable_argv_bytes_and_says_so(saved, capsys):
     captured = capsys.readouterr()
     assert "not valid UTF-8" in captured.err and "U+FFFD" in captured.err
     assert len(json.loads(captured.out)) == 1
+
+
+# -- crash-safe folder swap --------------------------------------------------------------------------------
+_KILLING_SAVES = textwrap.dedent(
+    """
+    import json, os, shutil, signal, sys
+    from pathlib import Path
+
+    from hubroute import HubRouter, ModelRecord
+
+    root, start = Path(sys.argv[1]), sys.argv[2]
+    old = HubRouter.from_pretrained(root / "base")
+    new = HubRouter.from_pretrained(root / "base")
+    new.add_models([ModelRecord("new/model", card_text="A new model.")])
+    real_replace, real_symlink = os.replace, os.symlink
+    outcomes = []
+    for kill_at in range(1, 40):
+        target = root / str(kill_at) / "r"
+        if start == "linked":
+            old.save_pretrained(target)
+        else:  # a plain folder, as older hubroutes wrote
+            shutil.copytree(root / "base", target)
+        pid = os.fork()
+        if pid == 0:  # the saving process, killed at its kill_at-th os.replace / os.symlink
+            calls = 0
+
+            def killing(function):
+                def call(*args, **kwargs):
+                    global calls
+                    calls += 1
+                    if calls == kill_at:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return function(*args, **kwargs)
+                return call
+
+            os.replace, os.symlink = killing(real_replace), killing(real_symlink)
+            new.save_pretrained(target)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        try:
+            loaded = HubRouter.from_pretrained(target).num_models
+        except Exception as err:
+            loaded = f"{type(err).__name__}: {err}"
+        old.save_pretrained(target)  # the next save cleans up what the killed one left
+        parent = target.parent
+        left = sorted(p.name for p in parent.iterdir() if p.name not in ("r", "r.lock", os.readlink(target)))
+        outcomes.append({"kill_at": kill_at, "killed": killed, "loaded": loaded, "left": left,
+                         "after": HubRouter.from_pretrained(target).num_models})
+        if not killed:
+            break
+    print(json.dumps(outcomes))
+    """
+)
+
+
+def _env() -> dict[str, str]:
+    path = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _python(script: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = _env()
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300, **kwargs
+    )
+
+
+def _assert_clean(parent: Path, name: str = "r") -> None:
+    """Beside the router: its link, its lock, the current version and at most the one it replaced."""
+    current = os.readlink(parent / name)
+    others = sorted(p.name for p in parent.iterdir() if p.name not in (name, f"{name}.lock", current))
+    assert len(others) <= 1 and all(o.startswith(f".{name}.v-") for o in others), others
+
+
+@pytest.mark.parametrize("start", ["linked", "plain folder of an older hubroute"])
+def test_a_save_killed_at_any_step_never_loses_the_router(router, tmp_path, start):
+    # One process loads the routers once, then forks a saving process per kill point: it is SIGKILLed at its
+    # n-th os.replace / os.symlink, and the forking process loads the path and saves again (cleanup).
+    router.save_pretrained(tmp_path / "base")
+    done = _python(_KILLING_SAVES, str(tmp_path), start.split()[0])
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcomes = json.loads(done.stdout.strip().splitlines()[-1])
+    for outcome in outcomes:
+        assert outcome["loaded"] in (3, 4), outcome  # the old router or the new one, never none
+        assert outcome["after"] == 3, outcome
+        assert len(outcome["left"]) <= 1 and all(n.startswith(".r.v-") for n in outcome["left"]), outcome
+    assert all(o["killed"] for o in outcomes[:-1]) and not outcomes[-1]["killed"]
+    assert outcomes[-1]["loaded"] == 4 and {o["loaded"] for o in outcomes} == {3, 4}
+    assert len(outcomes) >= 4  # kill points before, at and after the swap
+
+
+def test_leftovers_of_an_older_hubroutes_interrupted_swap_are_recovered(router, tmp_path):
+    # Killed between its two os.replace calls: the old router in .replaced-*, the new one in .staging-*.
+    router.save_pretrained(tmp_path / "old")
+    parent = tmp_path / "p"
+    parent.mkdir()
+    shutil.copytree(tmp_path / "old", parent / ".r.replaced-1a2b3c4d")
+    shutil.copytree(tmp_path / "old", parent / ".r.staging-x9y8z7")
+    assert not (parent / "r").exists()
+    assert HubRouter.from_pretrained(parent / "r").num_models == 3
+    router.save_pretrained(parent / "r")
+    assert not list(parent.glob(".r.staging-*")) and not list(parent.glob(".r.replaced-*"))
+    _assert_clean(parent)
+
+
+_READER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+
+    from hubroute import HubRouter
+
+    target, stop = Path(sys.argv[1]), Path(sys.argv[2])
+    reads, errors = 0, []
+    while not stop.exists():
+        try:
+            HubRouter.from_pretrained(target).route("transcribe this podcast")
+            reads += 1
+        except Exception as err:
+            errors.append(f"{type(err).__name__}: {err}")
+    print(json.dumps({"reads": reads, "errors": errors}))
+    """
+)
+
+
+def test_readers_during_saves_always_find_a_router(router, tmp_path):
+    target = tmp_path / "r"
+    router.save_pretrained(target)
+    stop = tmp_path / "stop"
+    env = _env()
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _READER, str(target), str(stop)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(3)  # let the reader import and start reading
+        for i in range(20):
+            if i % 2:
+                router.info["round"] = i
+            router.save_pretrained(target)
+    finally:
+        stop.touch()
+        out, _ = reader.communicate(timeout=120)
+    report = json.loads(out)
+    assert report["errors"] == [] and report["reads"] > 0, report
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    from hubroute import HubRouter
+
+    target = Path(sys.argv[1])
+    router = HubRouter.from_pretrained(target)
+    for i in range(5):
+        router.info["writer"] = sys.argv[2]
+        router.save_pretrained(target)
+    print("ok")
+    """
+)
+
+
+def test_concurrent_writers_take_turns(router, tmp_path):
+    target = tmp_path / "r"
+    router.save_pretrained(target)
+    env = _env()
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(target), name],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for name in ("a", "b")
+    ]
+    results = [w.communicate(timeout=300) for w in writers]
+    assert all(w.returncode == 0 for w in writers), [err[-2000:] for _, err in results]
+    assert HubRouter.from_pretrained(target).info["writer"] in ("a", "b")
+    _assert_clean(tmp_path)

@@ -1021,9 +1021,9 @@ class HubRouter(
             CheckpointError: a file is missing, corrupt or inconsistent with the others.
             HubAccessError: the Hub refused or failed the download (gated, 401/403, 429, 5xx, timeout).
         """
-        path = Path(pretrained_model_name_or_path)
+        path = serialization.recover_router_folder(Path(pretrained_model_name_or_path))
         if path.is_dir():
-            return serialization.read_router(cls, path)
+            return serialization.read_router_folder(cls, path)
 
         folder = resolve_folder(
             pretrained_model_name_or_path,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .._utils.io import atomic_directory, write_json
+from .._utils.io import read_swapped, recover_directory, swapped_directory, write_json
 from .._utils.version import __version__
 from ..errors import CheckpointError, CheckpointNotFoundError, IncompatibleCheckpointError
 from . import integrity
@@ -71,11 +71,28 @@ def _is_router_folder(folder: Path) -> bool:
 def atomic_router_folder(target: Path) -> Iterator[Path]:
     """Yield a staging folder that replaces the router folder ``target`` once the block completes.
 
+    ``target`` becomes a symbolic link to a hidden versioned sibling (``.<name>.v-<id>``), swapped atomically,
+    under a lock on ``<target>.lock``: see :func:`hubroute._utils.io.swapped_directory`. A crash at any step
+    leaves the old or the new router at ``target``; delete a router with its link, its ``.<name>.v-*``
+    siblings and its lock file.
+
     Raises:
         FileExistsError: ``target`` is a file, or a non-empty folder that is not a hubroute router.
     """
-    with atomic_directory(target, replaceable=_is_router_folder, kind="hubroute router folder") as staging:
+    with swapped_directory(target, replaceable=_is_router_folder, kind="hubroute router folder") as staging:
         yield staging
+
+
+def recover_router_folder(path: Path) -> Path:
+    """Return ``path``, putting back the last complete router first if a save was interrupted while it was
+    missing (see :func:`hubroute._utils.io.recover_directory`)."""
+    return recover_directory(path, _is_router_folder)
+
+
+def read_router_folder(cls: type[HubRouter], path: Path) -> HubRouter:
+    """:func:`read_router` of a local folder, every file from the one version ``path`` points to (read again
+    if a concurrent save swaps it meanwhile); messages name ``path``."""
+    return read_swapped(path, lambda folder: read_router(cls, folder, str(path)))
 
 
 def write_router(router: HubRouter, folder: Path) -> None:

@@ -502,3 +502,120 @@ def test_concurrent_writers_take_turns(router, tmp_path):
     assert all(w.returncode == 0 for w in writers), [err[-2000:] for _, err in results]
     assert HubRouter.from_pretrained(target).info["writer"] in ("a", "b")
     _assert_clean(tmp_path)
+
+
+# -- Hub messages ------------------------------------------------------------------------------------------------
+def test_a_file_missing_after_config_json_was_read_is_named(hub, make_repo_id, fresh_cache, saved):
+    repo_id = make_repo_id("incomplete")
+    files = {p.relative_to(saved).as_posix(): p.read_bytes() for p in saved.rglob("*") if p.is_file()}
+    hub.add_repo(repo_id, files=files)
+    hub.inject(r"/resolve/.*/registry\.json$", status=404, headers={"X-Error-Code": "EntryNotFound"}, times=5)
+    with pytest.raises(CheckpointError) as info:
+        HubRouter.from_pretrained(repo_id)
+    message = str(info.value)
+    assert "registry.json is missing from" in message and "config.json was read" in message, message
+    assert "not a hubroute router" not in message
+
+
+# -- training data -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "typed.jsonl",
+            b'{"prompt": "a", "model_id": "m", "domain": "x"}\n{"prompt": "b", "model_id": "m", "domain": 3}\n',
+            r"typed.jsonl, line 2: 'domain' must be a string or null",
+        ),
+        (
+            "extra.jsonl",
+            b'{"prompt": "a", "model_id": "m", "score": 1}\n{"prompt": "b", "model_id": "m", "score": "hi"}\n',
+            r"extra.jsonl, line 2: column 'score' is a string here but a number on line 1",
+        ),
+        (
+            "bytes.jsonl",
+            b'{"prompt": "a", "model_id": "m"}\n{"prompt": "caf\xe9", "model_id": "m"}\n',
+            r"bytes.jsonl, line 2: not valid UTF-8 \(byte 0xe9",
+        ),
+        (
+            "surrogate.jsonl",
+            b'{"prompt": "a\\ud800", "model_id": "m"}\n',
+            r"surrogate.jsonl, line 1: 'prompt' holds an invalid character",
+        ),
+        ("empty.jsonl", b"", r"empty.jsonl holds no records"),
+        ("blank.jsonl", b"\n\n", r"blank.jsonl holds no records"),
+        ("empty.csv", b"", r"empty.csv is empty: a CSV experience needs a header"),
+        ("header.csv", b"prompt,model_id\n", r"header.csv holds no records"),
+        (
+            "nocol.csv",
+            b"prompt,model\nhello,m\n",
+            r"nocol.csv, line 1: the header lacks the column\(s\) \['model_id'\]",
+        ),
+        ("bytes.csv", b"prompt,model_id\nok,m\ncaf\xe9,m\n", r"bytes.csv, line 3: not valid UTF-8"),
+        (
+            "blankcell.csv",
+            b"prompt,model_id\nok,m\n,m\n",
+            r"blankcell.csv, line 3: 'prompt' must be a non-empty string",
+        ),
+        (
+            "date.csv",
+            b"prompt,model_id,created_at\nok,m,yesterday\n",
+            r"date.csv, line 2: 'created_at' must be an integer",
+        ),
+        ("cells.csv", b"prompt,model_id\nok,m,extra\n", r"cells.csv, line 2: more cells than the header"),
+        ("broken.parquet", b"PAR1 not really", r"broken.parquet is not a readable Parquet file"),
+    ],
+)
+def test_data_errors_name_the_file_and_line(tmp_path, name, content, message):
+    from hubroute import DataFormatError
+    from hubroute.training.data import load_experience_file
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataFormatError, match=message):
+        load_experience_file(path)
+
+
+def test_parquet_errors_name_the_file_and_the_column_or_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hubroute import DataFormatError
+    from hubroute.training.data import load_experience_file
+
+    pq.write_table(pa.table({"prompt": ["a"], "model_id": ["m"], "domain": [3]}), tmp_path / "typed.parquet")
+    with pytest.raises(
+        DataFormatError, match=r"typed.parquet: column 'domain' has type int64; it must be a string"
+    ):
+        load_experience_file(tmp_path / "typed.parquet")
+    pq.write_table(pa.table({"prompt": ["a", " "], "model_id": ["m", "m"]}), tmp_path / "blank.parquet")
+    with pytest.raises(DataFormatError, match=r"blank.parquet row 1: 'prompt' must be a non-empty string"):
+        load_experience_file(tmp_path / "blank.parquet")
+    assert len(load_experience_file(_good_csv(tmp_path))) == 2
+
+
+def _good_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "good.csv"
+    path.write_text('prompt,model_id,domain,created_at\n"hello, world",m,Audio ASR,1700000000000\nbye,n,,\n')
+    return path
+
+
+def test_train_checks_the_data_file_and_the_output_before_training(tmp_path, capsys, monkeypatch):
+    from hubroute.cli import train as train_cli
+    from hubroute.cli.main import main
+
+    def never(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(train_cli.CARvETrainer, "train", never)
+    assert main(["train", "--data", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.jsonl does not exist" in err and "CMRBench" not in err
+    data = _good_csv(tmp_path)
+    (tmp_path / "file").write_text("precious")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("precious")
+    for output, what in ((tmp_path / "file", "is a file"), (tmp_path / "notes", "not a hubroute router")):
+        assert main(["train", "--data", str(data), "--output", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("hubroute: error:") and str(output) in err and what in err, err
+    assert (tmp_path / "file").read_text() == "precious"

@@ -10,8 +10,9 @@ from typing import Any
 from ..bench.cmrbench import load_cmrbench
 from ..routing.encoder import DEFAULT_ENCODER, EncoderConfig, encoder_token_limit
 from ..routing.router import HubRouter, RouterConfig
+from ..routing.serialization import check_router_target
 from ..training.config import CARvEConfig
-from ..training.data import load_experience_file
+from ..training.data import DATA_SUFFIXES, load_experience_file
 from ..training.trainer import CARvETrainer
 
 __all__ = ["TrainScriptArguments", "make_parser", "run"]
@@ -57,7 +58,7 @@ def make_parser(prog: str = "hubroute train") -> Any:
 
 def _experiences(script: TrainScriptArguments) -> list[tuple[str, Any]]:
     path = Path(script.data)
-    if path.is_file():
+    if path.is_file() or path.suffix.lower() in DATA_SUFFIXES:  # a missing data file is named as such
         return [(path.stem, load_experience_file(path))]
 
     bench = load_cmrbench(script.data, experiences=script.experiences)
@@ -69,6 +70,7 @@ def run(argv: list[str]) -> int:
     script, config = make_parser().parse_args_and_config(argv)
     from transformers import set_seed
 
+    check_router_target(Path(script.output))  # before any training: --output must be writable as a router
     experiences = _experiences(script)
     set_seed(config.seed)  # the new router's projection is drawn before the trainer seeds anything
     if script.router:

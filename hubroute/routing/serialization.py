@@ -83,6 +83,20 @@ def atomic_router_folder(target: Path) -> Iterator[Path]:
         yield staging
 
 
+def check_router_target(target: Path) -> None:
+    """Check, before any work, that a router can be saved at ``target``: absent, an empty folder or a router.
+
+    Raises:
+        FileExistsError: ``target`` is a file, or a non-empty folder that is not a hubroute router.
+    """
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not _is_router_folder(target))):
+        kind = "a file" if not target.is_dir() else "a non-empty folder that is not a hubroute router"
+        raise FileExistsError(
+            f"{target} exists and is {kind}; refusing to replace it. Choose a new or empty folder."
+        )
+
+
 def recover_router_folder(path: Path) -> Path:
     """Return ``path``, putting back the last complete router first if a save was interrupted while it was
     missing (see :func:`hubroute._utils.io.recover_directory`)."""

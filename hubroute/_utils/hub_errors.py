@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
-from ..errors import CheckpointNotFoundError, HubAccessError, HubRouteError, IncompatibleCheckpointError
+from ..errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    HubAccessError,
+    HubRouteError,
+    IncompatibleCheckpointError,
+)
 
 __all__ = ["describe_repo", "describe_http_error", "hub_errors", "http_status"]
 
@@ -107,9 +114,22 @@ def _network_error(err: BaseException, what: str, *, write: bool, repo_id: str) 
     return HubAccessError(describe_http_error(err, what, write=write, repo_id=repo_id))
 
 
+def _repo_file(err: Any) -> str:
+    """The repo path of the file a ``/resolve/<revision>/<path>`` request was for (else its last segment)."""
+    path = str(err.response.url.path)
+    if "/resolve/" in path:
+        return path.split("/resolve/", 1)[1].split("/", 1)[-1]
+    return path.rsplit("/", 1)[-1]
+
+
 @contextlib.contextmanager
 def hub_errors(
-    repo_id: str, revision: str | None = None, repo_type: str = "model", *, write: bool = False
+    repo_id: str,
+    revision: str | None = None,
+    repo_type: str = "model",
+    *,
+    write: bool = False,
+    router_files: bool = False,
 ) -> Iterator[None]:
     """Re-raise Hub client exceptions from the block as hubroute errors naming ``repo_id``.
 
@@ -118,6 +138,8 @@ def hub_errors(
         revision: The revision it reads, if any.
         repo_type: ``"model"`` for routers.
         write: Whether the block pushes (changes the advice on 401/403/5xx).
+        router_files: Whether the block downloads the files of a repo whose ``config.json`` was already read
+            (a missing file then means an incomplete router, not a repo of another kind).
 
     Raises:
         CheckpointNotFoundError: missing repo or revision, an invalid repo id, or nothing (complete) cached
@@ -147,6 +169,12 @@ def hub_errors(
             "List its tags with HfApi().list_repo_refs()."
         ) from err
     except hf.RemoteEntryNotFoundError as err:
+        if router_files:
+            raise CheckpointError(
+                f"{_repo_file(err)} is missing from the {describe_repo(repo_id, revision, repo_type)}, although "
+                "its config.json was read: the router on the Hub is incomplete (or changed during the download). "
+                "Load it again; if the error persists, ask the repo's owners to push the router again."
+            ) from err
         raise IncompatibleCheckpointError(
             f"The {describe_repo(repo_id, revision, repo_type)} is not a hubroute router: it has no "
             f"{err.response.url.path.rsplit('/', 1)[-1]}. Was it pushed with HubRouter.push_to_hub()?"

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 from typing import TYPE_CHECKING
 
 from ..routing.options import RouteFilter
@@ -84,8 +85,30 @@ def _min_score(value: str | None) -> float | str | None:
         raise ValueError(f"--min-score must be a number or 'calibrated', got {value!r}.") from None
 
 
+def _argv_text(prompt: str, position: int) -> str:
+    """A prompt from the command line as text: bytes that are not UTF-8 (kept by Python as lone surrogates,
+    ``surrogateescape``) are replaced with U+FFFD, and a note says so on stderr."""
+    try:
+        prompt.encode("utf-8")
+        return prompt
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = prompt.encode("utf-8", "surrogateescape")  # bytes of the shell's argv, as they were
+    except UnicodeEncodeError:
+        raw = prompt.encode("utf-8", "surrogatepass")  # a lone surrogate of another origin
+    fixed = raw.decode("utf-8", "replace")
+    print(
+        f"hubroute: note: prompt {position + 1} is not valid UTF-8; its undecodable bytes were replaced "
+        "with U+FFFD.",
+        file=sys.stderr,
+    )
+    return fixed
+
+
 def run(args: argparse.Namespace) -> int:
 
+    args.prompts = [_argv_text(p, i) for i, p in enumerate(args.prompts)]
     router = HubRouter.from_pretrained(args.router, revision=args.revision)
     if args.domain_prior is not None:
         if not 0 <= args.domain_prior < math.inf:  # said as routing says it, before the config refuses it

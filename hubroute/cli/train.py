@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from ..bench.cmrbench import load_cmrbench
-from ..routing.encoder import DEFAULT_ENCODER, EncoderConfig
+from ..routing.encoder import DEFAULT_ENCODER, EncoderConfig, encoder_token_limit
 from ..routing.router import HubRouter, RouterConfig
+from ..routing.serialization import check_router_target
 from ..training.config import CARvEConfig
-from ..training.data import load_experience_file
+from ..training.data import DATA_SUFFIXES, load_experience_file
 from ..training.trainer import CARvETrainer
 
 __all__ = ["TrainScriptArguments", "make_parser", "run"]
@@ -41,7 +42,12 @@ class TrainScriptArguments:
     )
     embedding_dim: int | None = field(default=None, metadata={"help": "Embedding size of a new router."})
     temperature: float = field(default=0.08, metadata={"help": "Softmax temperature of a new router."})
-    max_length: int = field(default=256, metadata={"help": "Prompt truncation (tokens) of a new router."})
+    max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Prompt truncation (tokens) of a new router (default: 256, or the encoder's limit if lower)."
+        },
+    )
 
 
 def make_parser(prog: str = "hubroute train") -> Any:
@@ -53,7 +59,7 @@ def make_parser(prog: str = "hubroute train") -> Any:
 
 def _experiences(script: TrainScriptArguments) -> list[tuple[str, Any]]:
     path = Path(script.data)
-    if path.is_file():
+    if path.is_file() or path.suffix.lower() in DATA_SUFFIXES:  # a missing data file is named as such
         return [(path.stem, load_experience_file(path))]
 
     bench = load_cmrbench(script.data, experiences=script.experiences)
@@ -65,6 +71,7 @@ def run(argv: list[str]) -> int:
     script, config = make_parser().parse_args_and_config(argv)
     from transformers import set_seed
 
+    check_router_target(Path(script.output))  # before any training: --output must be writable as a router
     experiences = _experiences(script)
     set_seed(config.seed)  # the new router's projection is drawn before the trainer seeds anything
     if script.router:
@@ -73,7 +80,8 @@ def run(argv: list[str]) -> int:
             f"Continuing {script.router}: {router.num_models} models, experiences {router.info.get('experiences', [])}"
         )
     else:
-        encoder = EncoderConfig(script.encoder, max_length=script.max_length)
+        max_length = script.max_length or min(256, encoder_token_limit(script.encoder) or 256)
+        encoder = EncoderConfig(script.encoder, max_length=max_length)
         router = HubRouter(
             RouterConfig(encoder, embedding_dim=script.embedding_dim, temperature=script.temperature)
         )

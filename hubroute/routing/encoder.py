@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from .._utils.validation import check_batch_size, check_scalar_fields
+from .integrity import check_max_length, position_limit
 
-__all__ = ["DEFAULT_ENCODER", "EncoderConfig", "PromptEncoder", "bundled_encoder_path"]
+__all__ = ["DEFAULT_ENCODER", "EncoderConfig", "PromptEncoder", "bundled_encoder_path", "encoder_token_limit"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,9 @@ def _load_sentence_transformer(source: str | Path, config: EncoderConfig) -> Any
         trust_remote_code=False,
         revision=None if is_local else config.revision,
         local_files_only=is_local,
+        model_kwargs={"use_safetensors": True},  # never unpickle a .bin checkpoint
     )
+    check_max_length(model, config.max_length, source)
     if config.pooling is not None:
         pooling_index = next((i for i, m in enumerate(model) if isinstance(m, Pooling)), None)
         if pooling_index is None:
@@ -241,3 +244,19 @@ class PromptEncoder(nn.Module):
             encoder._load_lora(folder / "adapter")
             encoder.config = replace(encoder.config, lora=config.lora)
         return encoder
+
+
+def encoder_token_limit(name_or_path: str, revision: str | None = None) -> int | None:
+    """The most tokens the backbone of encoder ``name_or_path`` takes (its ``max_position_embeddings``),
+    read from its config alone; ``None`` when it has no limit or its config cannot be read."""
+    from transformers import AutoConfig
+
+    source = bundled_encoder_path() if name_or_path == DEFAULT_ENCODER else name_or_path
+    is_local = Path(source).exists()
+    try:
+        hf_config = AutoConfig.from_pretrained(
+            str(source), revision=None if is_local else revision, local_files_only=is_local
+        )
+    except (OSError, ValueError):
+        return None
+    return position_limit(hf_config)

@@ -85,7 +85,7 @@ def download_router(
             "pushed with HubRouter.push_to_hub()?"
         )
     read_config(head, where, DOWNLOAD_REMEDY)
-    with hub_errors(repo_id, revision):
+    with hub_errors(repo_id, revision, router_files=True):
         return Path(snapshot_download(revision=head.name, **common))
 
 

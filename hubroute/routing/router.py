@@ -22,6 +22,7 @@ from .config import RouterConfig
 from .encoder import PromptEncoder
 from .hub_sharing import DOWNLOAD_REMEDY, push_router, resolve_folder
 from .index import INDEX_KINDS, IndexSpec, ScoringIndex
+from .integrity import check_prompt_text
 from .model_card import ROUTER_CARD_INFO, CardInfo, render_router_card
 from .options import (
     LEVELS,
@@ -79,6 +80,7 @@ def _validate_prompts(prompts: Sequence[Any]) -> list[str]:
             raise InvalidPromptError(f"Prompts must be strings; got {type(prompt).__name__}{where}.")
         if not prompt.strip():
             raise InvalidPromptError(f"The prompt{where} is empty; pass the text to route.")
+        check_prompt_text(prompt, where)
         checked.append(prompt)
     return checked
 
@@ -1144,8 +1146,9 @@ class HubRouter(
                 f"{cls.__name__}.from_pretrained() got unexpected keyword arguments {sorted(model_kwargs)}: a "
                 "router is built from its saved files alone."
             )
-        if Path(model_id).is_dir():
-            return serialization.read_router(cls, Path(model_id))
+        path = serialization.recover_router_folder(Path(model_id))
+        if path.is_dir():
+            return serialization.read_router_folder(cls, path)
         folder = resolve_folder(
             model_id,
             revision=revision,

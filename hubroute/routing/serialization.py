@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from .._utils.io import atomic_directory, sha256_file, write_json
+from .._utils.io import read_swapped, recover_directory, swapped_directory, write_json
 from .._utils.version import __version__
 from ..errors import CheckpointError, CheckpointNotFoundError, IncompatibleCheckpointError
+from . import integrity
 from .config import RouterConfig
 from .encoder import PromptEncoder
 from .index import IndexSpec, ScoringIndex
@@ -72,11 +73,42 @@ def _is_router_folder(folder: Path) -> bool:
 def atomic_router_folder(target: Path) -> Iterator[Path]:
     """Yield a staging folder that replaces the router folder ``target`` once the block completes.
 
+    ``target`` becomes a symbolic link to a hidden versioned sibling (``.<name>.v-<id>``), swapped atomically,
+    under a lock on ``<target>.lock``: see :func:`hubroute._utils.io.swapped_directory`. A crash at any step
+    leaves the old or the new router at ``target``; delete a router with its link, its ``.<name>.v-*``
+    siblings and its lock file.
+
     Raises:
         FileExistsError: ``target`` is a file, or a non-empty folder that is not a hubroute router.
     """
-    with atomic_directory(target, replaceable=_is_router_folder, kind="hubroute router folder") as staging:
+    with swapped_directory(target, replaceable=_is_router_folder, kind="hubroute router folder") as staging:
         yield staging
+
+
+def check_router_target(target: Path) -> None:
+    """Check, before any work, that a router can be saved at ``target``: absent, an empty folder or a router.
+
+    Raises:
+        FileExistsError: ``target`` is a file, or a non-empty folder that is not a hubroute router.
+    """
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not _is_router_folder(target))):
+        kind = "a file" if not target.is_dir() else "a non-empty folder that is not a hubroute router"
+        raise FileExistsError(
+            f"{target} exists and is {kind}; refusing to replace it. Choose a new or empty folder."
+        )
+
+
+def recover_router_folder(path: Path) -> Path:
+    """Return ``path``, putting back the last complete router first if a save was interrupted while it was
+    missing (see :func:`hubroute._utils.io.recover_directory`)."""
+    return recover_directory(path, _is_router_folder)
+
+
+def read_router_folder(cls: type[HubRouter], path: Path) -> HubRouter:
+    """:func:`read_router` of a local folder, every file from the one version ``path`` points to (read again
+    if a concurrent save swaps it meanwhile); messages name ``path``."""
+    return read_swapped(path, lambda folder: read_router(cls, folder, str(path)))
 
 
 def write_router(router: HubRouter, folder: Path) -> None:
@@ -99,11 +131,7 @@ def write_router(router: HubRouter, folder: Path) -> None:
     _write_index(router, folder)
     if router.calibration is not None:
         write_json(folder / CALIBRATION_FILE, router.calibration.to_dict())
-    checksums = {
-        str(path.relative_to(folder)): sha256_file(path)
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name not in (CONFIG_FILE, "README.md")
-    }
+    checksums = integrity.build_manifest(folder)  # every file by its relative path, but config.json/README.md
     config = {
         "library_name": LIBRARY_NAME,
         "format_version": FORMAT_VERSION,
@@ -233,9 +261,9 @@ def read_config(folder: Path, where: str | None = None, remedy: str = LOCAL_REME
                 f"{type(config[key]).__name__}. {remedy}"
             )
     version = config.get("format_version")
-    if not isinstance(version, int):
+    if not integrity.check_format_version(version):
         raise CheckpointError(
-            f"{CONFIG_FILE} of {where} has no integer 'format_version': it is corrupt. {remedy}"
+            f"{CONFIG_FILE} of {where} has no integer 'format_version' >= 1 (got {version!r}): it is corrupt. {remedy}"
         )
     if version > FORMAT_VERSION:
         raise IncompatibleCheckpointError(
@@ -245,29 +273,19 @@ def read_config(folder: Path, where: str | None = None, remedy: str = LOCAL_REME
     return config
 
 
-def _verify_checksums(folder: Path, config: dict[str, Any], where: str, remedy: str) -> None:
-    for name, expected in (config.get("checksums") or {}).items():
-        path = folder / name
-        if not path.is_file():
-            raise CheckpointError(f"{name} is missing from {where}: the router is incomplete. {remedy}")
-        if sha256_file(path) != expected:
-            raise CheckpointError(
-                f"{name} of {where} does not match its checksum in {CONFIG_FILE}: the file is corrupt or comes "
-                f"from another checkpoint. {remedy}"
-            )
-
-
 def _load_safetensors(path: Path, where: str, remedy: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     if not path.is_file():
         raise CheckpointError(f"{path.name} is missing from {where}: the router is incomplete. {remedy}")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for every kind of damage
         raise CheckpointError(
             f"{path.name} of {where} is not a readable safetensors file ({err}). {remedy}"
         ) from err
+    integrity.check_finite(tensors, path.name, where, remedy)
+    return tensors
 
 
 def read_router(
@@ -291,7 +309,7 @@ def read_router(
 
     where = where or str(folder)
     config = read_config(folder, where, remedy)
-    _verify_checksums(folder, config, where, remedy)
+    integrity.check_folder(folder, config, where, remedy)
     try:
         registry_data = json.loads((folder / REGISTRY_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError as err:
@@ -300,6 +318,7 @@ def read_router(
         ) from err
     except ValueError as err:
         raise CheckpointError(f"{REGISTRY_FILE} of {where} is not valid JSON ({err}). {remedy}") from err
+    integrity.check_registry_data(registry_data, where, remedy)
     registry = Registry.from_list(registry_data)
     weights = _load_safetensors(folder / WEIGHTS_FILE, where, remedy)
     for name in ("projection.weight", "model_embeddings"):
@@ -320,6 +339,7 @@ def read_router(
             f"The encoder of {where} could not be loaded ({err}). A router trained on a local encoder folder "
             "needs that folder at the same path, unless its encoder was saved with it (fine-tuned or LoRA)."
         ) from err
+    integrity.check_router_settings(router_config, where, remedy)
     router = cls(router_config, encoder=encoder)
     router.registry = registry
     projection, embeddings = weights["projection.weight"], weights["model_embeddings"]
@@ -349,6 +369,7 @@ def read_router(
             raise CheckpointError(f"{STATE_JSON_FILE} of {where} must hold a JSON object. {remedy}")
     if (folder / STATE_TENSORS_FILE).is_file():
         router.training_tensors = _load_safetensors(folder / STATE_TENSORS_FILE, where, remedy)
+    integrity.check_training_state(router, where, remedy)
     if (folder / INDEX_FILE).is_file():
         _read_index(router, folder, where, remedy)
     if (folder / CALIBRATION_FILE).is_file():

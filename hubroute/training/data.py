@@ -31,10 +31,13 @@ __all__ = [
     "records_from_rows",
     "read_jsonl",
     "load_experience_file",
+    "DATA_SUFFIXES",
     "CARvECollator",
 ]
 
 REQUIRED_COLUMNS = ("prompt", "model_id")
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+"""The data file formats :func:`load_experience_file` reads."""
 _RECORD_COLUMNS = ("domain", "family", "card_text", "created_at", "pipeline_tag", "library_name", "license")
 
 
@@ -42,10 +45,18 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, object)`` for each record of a JSON Lines file, skipping blank lines.
 
     Raises:
-        DataFormatError: naming the file and the line of the first malformed record.
+        DataFormatError: naming the file and the line of the first malformed record (bad JSON, not an
+            object, or bytes that are not UTF-8).
     """
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with Path(path).open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(
+                    f"{path}, line {number}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                    f"{err.start + 1}); save the file as UTF-8."
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -74,26 +85,154 @@ def load_experience_file(path: str | Path) -> Any:
         raise FileNotFoundError(f"Data file {path} does not exist.")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        records = []
-        for number, record in read_jsonl(path):
-            for column in REQUIRED_COLUMNS:
-                value = record.get(column)
-                if not isinstance(value, str) or not value.strip():
-                    raise DataFormatError(
-                        f"{path}, line {number}: {column!r} must be a non-empty string, got {value!r}."
-                    )
-            records.append(record)
-        dataset = Dataset.from_list(records)
+        dataset = Dataset.from_list(_checked_records(path, read_jsonl(path), "line"))
     elif suffix == ".csv":
-        dataset = Dataset.from_csv(str(path))
+        dataset = Dataset.from_list(_checked_records(path, _read_csv(path), "line"))
     elif suffix == ".parquet":
-        dataset = Dataset.from_parquet(str(path))
+        dataset = _read_parquet(path)
     else:
         raise DataFormatError(
             f"{path}: unsupported data format {suffix!r}; use .jsonl, .json, .csv or .parquet."
         )
     check_experience(dataset, name=str(path))
     return dataset
+
+
+_JSON_KINDS = {
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+}
+
+
+def _check_string(value: Any, where: str, column: str, required: bool) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise DataFormatError(
+            f"{where}: {column!r} must be a {'non-empty ' if required else ''}string"
+            f"{'' if required else ' or null'}, got {value!r:.80}."
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise DataFormatError(
+            f"{where}: {column!r} holds an invalid character (a lone surrogate) at position {err.start}."
+        ) from None
+
+
+def _checked_records(
+    path: Path, numbered: Iterator[tuple[int, dict[str, Any]]], unit: str
+) -> list[dict[str, Any]]:
+    """Check records read with their line numbers: required strings, metadata types, and one JSON type per
+    column (so that Arrow can build the table), naming the file and the line of the first bad record."""
+    records: list[dict[str, Any]] = []
+    first_kind: dict[str, tuple[str, int]] = {}
+    for number, record in numbered:
+        where = f"{path}, {unit} {number}"
+        for column in REQUIRED_COLUMNS:
+            _check_string(record.get(column), where, column, required=True)
+        for column in _RECORD_COLUMNS:
+            value = record.get(column)
+            if column == "created_at":
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                    raise DataFormatError(
+                        f"{where}: 'created_at' must be an integer (milliseconds since the epoch) or null, "
+                        f"got {value!r:.80}."
+                    )
+            else:
+                _check_string(value, where, column, required=False)
+        for column, value in record.items():
+            if value is None:
+                continue
+            kind = _JSON_KINDS.get(type(value), type(value).__name__)
+            seen = first_kind.setdefault(column, (kind, number))
+            if seen[0] != kind:
+                raise DataFormatError(
+                    f"{where}: column {column!r} is {kind} here but {seen[0]} on {unit} {seen[1]}; a column "
+                    "holds one type."
+                )
+        records.append(record)
+    if not records:
+        raise DataFormatError(
+            f"{path} holds no records: an experience needs at least one (prompt, model_id) row."
+        )
+    return records
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, row)`` of a CSV file with a header; empty cells are null, ``created_at`` an int."""
+    import csv
+    import io
+
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataFormatError(
+            f"{path}, line {line}: not valid UTF-8 (byte 0x{data[err.start]:02x}); save the file as UTF-8."
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames
+        if not header:
+            raise DataFormatError(
+                f"{path} is empty: a CSV experience needs a header with {list(REQUIRED_COLUMNS)} and rows."
+            )
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise DataFormatError(
+                f"{path}, line 1: the header lacks the column(s) {missing}; an experience needs "
+                f"{list(REQUIRED_COLUMNS)}."
+            )
+        for row in reader:
+            if None in row:
+                raise DataFormatError(
+                    f"{path}, line {reader.line_num}: more cells than the header's {len(header)} columns."
+                )
+            record: dict[str, Any] = {k: (v if v != "" else None) for k, v in row.items()}
+            created = record.get("created_at")
+            if created is not None:
+                try:
+                    record["created_at"] = int(created)
+                except ValueError:
+                    raise DataFormatError(
+                        f"{path}, line {reader.line_num}: 'created_at' must be an integer, got {created!r:.80}."
+                    ) from None
+            yield reader.line_num, record
+    except csv.Error as err:
+        raise DataFormatError(f"{path}, line {reader.line_num}: not valid CSV ({err}).") from err
+
+
+def _read_parquet(path: Path) -> Any:
+    """Read a Parquet experience, checking its column types; rows are checked by :func:`check_experience`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    try:
+        schema = pq.read_schema(str(path))
+    except (pa.ArrowException, OSError) as err:
+        raise DataFormatError(f"{path} is not a readable Parquet file ({err}).") from err
+    for field in schema:
+        if field.name in (*REQUIRED_COLUMNS, *_RECORD_COLUMNS) and not pa.types.is_null(field.type):
+            wanted = pa.types.is_integer if field.name == "created_at" else _is_string_type
+            if not wanted(field.type):
+                expected = "an integer" if field.name == "created_at" else "a string"
+                raise DataFormatError(
+                    f"{path}: column {field.name!r} has type {field.type}; it must be {expected} column."
+                )
+    return Dataset.from_parquet(str(path))
+
+
+def _is_string_type(kind: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
 def check_experience(dataset: Any, name: str = "train_dataset") -> None:
@@ -114,10 +253,7 @@ def check_experience(dataset: Any, name: str = "train_dataset") -> None:
         raise DataFormatError(f"{name} is empty: an experience needs at least one (prompt, model_id) row.")
     for column in REQUIRED_COLUMNS:
         for row, value in enumerate(dataset[column]):
-            if not isinstance(value, str) or not value.strip():
-                raise DataFormatError(
-                    f"{name} row {row}: {column!r} must be a non-empty string, got {value!r}."
-                )
+            _check_string(value, f"{name} row {row}", column, required=True)
 
 
 def records_from_rows(dataset: Any) -> list[ModelRecord]:

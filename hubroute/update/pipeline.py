@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._utils.io import write_json
+from .._utils.levels import SHORT_LEVELS, short_names
 from ..errors import ForgettingGateError
 from ..evaluation.ranking import routing_accuracy
 from ..routing.registry import model_key
@@ -59,10 +60,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GATE_LEVELS = ("M", "F", "D")
+GATE_LEVELS: tuple[str, ...] = SHORT_LEVELS
+"""The levels the forgetting gate checks, by metric key (``"M"``, ``"F"``, ``"D"``)."""
 # Written in the work folder before a push and removed after it, so that a rerun finishes a failed push.
 PENDING_PUSH = "pending_push.json"
-LEVEL_NAMES = {"M": "model", "F": "family", "D": "domain"}
+LEVEL_NAMES: dict[str, str] = short_names()
 
 # The update recipe: the encoder stays frozen (old prompts keep their vectors), most steps are anchored
 # (old embeddings and the projection stay near their checkpoint), and a coreset of old prompts is replayed,

@@ -22,10 +22,10 @@ import re
 from typing import Any, Protocol, runtime_checkable
 
 from .._utils.hub_errors import describe_http_error, http_status
+from .._utils.text import split_sentences
 from ..errors import HubAccessError
 from ..routing.registry import model_key
 from ..routing.taxonomy import normalize_model_name
-from .cardtext import sentences
 from .crawl import CrawledModel, RetryPolicy, retry_after_seconds
 
 __all__ = [
@@ -459,7 +459,7 @@ class TemplateGenerator:
         names = _name_pattern(model)
         out = []
         seen: set[str] = set()
-        for sentence in sentences(model.description):
+        for sentence in split_sentences(model.description, prose=True):
             sentence = sentence.strip().rstrip(".!?;:")
             if names is not None:
                 sentence = names.sub("it", sentence)

@@ -63,6 +63,18 @@ OLD = ("apibench-hf", "mllm", "hugging-bench-1")
 NEW = "hugging-bench-2"
 
 
+def load_training_overrides(path: str | None) -> dict:
+    """The CARvEConfig fields of a YAML file (``--config``), overriding the update recipe."""
+    import yaml
+
+    if not path:
+        return {}
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path} must hold a YAML mapping of CARvEConfig fields.")
+    return data
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -156,7 +168,6 @@ def main() -> None:
     from hubroute._utils.io import write_json
     from hubroute.bench.baselines import zero_shot_router
     from hubroute.bench.cmrbench import load_cmrbench
-    from hubroute.cli.update import load_update_config
     from hubroute.evaluation.metrics import LabelMaps
     from hubroute.testing.hub_seed import seed_hub
     from hubroute.testing.hub_server import LocalHub
@@ -204,7 +215,7 @@ def main() -> None:
         shutil.rmtree(workdir / "router-e1-e3-updated.update", ignore_errors=True)
         summary = update_router(
             old_dir, since, output=updated_dir, seed=args.seed, prompts_per_model=args.prompts_per_model,
-            neighbors=args.neighbors, neighbor_weight=args.neighbor_weight, config=load_update_config(args.config),
+            neighbors=args.neighbors, neighbor_weight=args.neighbor_weight, training=load_training_overrides(args.config),
             max_forgetting=args.max_forgetting, experience_name=f"update-{since}", keep_cold_router=True,
         )  # fmt: skip
         print(summary.format(), flush=True)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._utils.io import write_json
+from .._utils.levels import SHORT_LEVELS, TOP5_KEY
 from .._utils.repo_ids import is_repo_id
 from ..errors import DataFormatError
 from ..evaluation.metrics import LEVELS, AccuracyMatrix, LabelMaps, score_predictions, summarize
@@ -58,8 +59,9 @@ __all__ = [
 
 REPORT_VERSION = 1
 PROTOCOL = "public: train on val, test on eval"
-LEVEL_NAMES: dict[str, str] = {"M": "M-Acc", "F": "F-Acc", "D": "D-Acc", "M_at5": "M@5"}
-FORGETTING_LEVELS = ("M", "F", "D")
+LEVEL_NAMES: dict[str, str] = {**{code: f"{code}-Acc" for code in SHORT_LEVELS}, TOP5_KEY: "M@5"}
+"""Column title of each metric key: ``{"M": "M-Acc", "F": "F-Acc", "D": "D-Acc", "M_at5": "M@5"}``."""
+FORGETTING_LEVELS: tuple[str, ...] = SHORT_LEVELS
 HEADLINE_KEYS = (
     "M_acc",
     "F_acc",

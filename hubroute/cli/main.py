@@ -29,10 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="Train a router on one experience or a sequence (CARvE). See `hubroute train --help`.",
         add_help=False,
     )
+    commands.add_parser(
+        "update",
+        help="Crawl Hub models created since a date and teach them to a router (with a forgetting gate). "
+        "See `hubroute update --help`.",
+        add_help=False,
+    )
     route.register(commands)
     serve.register(commands)
     bench.register(commands)
-    update.register(commands)
     eval_command.register(commands)
     return parser
 
@@ -43,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "train":
             return train.run(argv[1:])
+        if argv and argv[0] == "update":
+            return update.run(argv[1:])
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):

@@ -24,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from .._utils.levels import METRIC_KEYS, SHORT_LEVELS, TOP5_KEY
 from ..routing.registry import model_key
 from ..routing.taxonomy import domain_key
 
 __all__ = ["LEVELS", "LabelMaps", "score_predictions", "AccuracyMatrix", "summarize"]
 
-LEVELS = ("M", "F", "D", "M_at5")
+LEVELS: tuple[str, ...] = METRIC_KEYS
+"""The keys of one accuracy measurement: the levels' short names (``"M"``, ``"F"``, ``"D"``) and ``"M_at5"``."""
 
 
 @dataclass
@@ -160,14 +162,13 @@ def summarize(matrices: Sequence[AccuracyMatrix]) -> dict[str, Any]:
         measured (joint training).
     """
     out: dict[str, Any] = {}
-    names = {"M": "M", "F": "F", "D": "D"}
-    for level in ("M", "F", "D", "M_at5"):
+    for level in METRIC_KEYS:
         finals = [float(np.nanmean(m.final_row(level))) for m in matrices]
-        key = "M_at5" if level == "M_at5" else f"{names[level]}_acc"
+        key = TOP5_KEY if level == TOP5_KEY else f"{level}_acc"
         out[key] = float(np.mean(finals))
         if level == "M":
             out["M_acc_std"] = float(np.std(finals))
-    for level in ("M", "F", "D"):
+    for level in SHORT_LEVELS:
         fgt = [_forgetting(m.values[level]) for m in matrices]
         bwt = [_backward_transfer(m.values[level]) for m in matrices]
         out[f"{level}_fgt"] = None if None in fgt else float(np.mean(fgt))

@@ -9,7 +9,7 @@ from typing import Any
 from ..routing.registry import model_key
 from ..routing.router import HubRouter
 from ..routing.taxonomy import domain_key
-from .metrics import LabelMaps, score_predictions
+from .metrics import LEVELS, LabelMaps, score_predictions
 
 __all__ = ["TOP_K", "Ranker", "router_ranker", "routing_accuracy"]
 
@@ -44,7 +44,7 @@ def routing_accuracy(
         ``{"M", "F", "D", "M_at5", "n"}``.
     """
     if not examples:
-        return {"M": float("nan"), "F": float("nan"), "D": float("nan"), "M_at5": float("nan"), "n": 0}
+        return {**dict.fromkeys(LEVELS, float("nan")), "n": 0}
     registry = router.registry
     labels = LabelMaps(
         {model_key(r.model_id): r.family for r in registry if r.family},

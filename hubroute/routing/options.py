@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -24,6 +23,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._utils.levels import LEVEL_VALUES, Level
+from .._utils.text import split_sentences as _split_sentences
 from .registry import Registry, model_key
 from .taxonomy import domain_key
 
@@ -43,8 +44,9 @@ __all__ = [
     "check_min_score",
 ]
 
-LEVELS: tuple[str, ...] = ("model", "family", "domain")
-"""What :meth:`HubRouter.route` can rank: models, families of models, or domains."""
+LEVELS: tuple[str, ...] = LEVEL_VALUES
+"""What :meth:`HubRouter.route` can rank: models, families of models, or domains (the values of
+:class:`~hubroute._utils.levels.Level`)."""
 
 LOW_CONFIDENCE_ACTIONS: tuple[str, ...] = ("abstain", "backoff")
 """What ``route()`` does when the best score is below ``min_score``."""
@@ -71,7 +73,7 @@ def check_level(level: Any) -> str:
     """
     if not isinstance(level, str) or level not in LEVELS:
         raise ValueError(f"level must be one of {list(LEVELS)}, got {level!r}.")
-    return level
+    return Level(level).value
 
 
 def check_min_score(min_score: Any) -> float | str | None:
@@ -560,11 +562,14 @@ def fit_threshold(
 
 
 # ----------------------------------------------------------------------------------------- explain ------
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-
-
 def split_sentences(text: str | None, limit: int = 64) -> list[str]:
-    """Split a card's text into at most ``limit`` sentences (non-empty, stripped)."""
-    if not text:
-        return []
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()][:limit]
+    """Split a card's text into at most ``limit`` sentences (non-empty, stripped), for explanations.
+
+    Args:
+        text: The card text.
+        limit: Most sentences kept.
+
+    Returns:
+        The sentences (:func:`hubroute._utils.text.split_sentences`: line breaks end sentences too).
+    """
+    return _split_sentences(text, limit=limit)

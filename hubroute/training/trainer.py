@@ -31,20 +31,18 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, set_seed
 
-from ..routing.registry import model_key
 from ..routing.router import HubRouter
 from . import distributed
 from .candidates import CandidateSampler, mine_hard_negatives
+from .cold_start import REPLAY_STATE_KEY, ColdStart, cold_start, split_holdout
 from .config import CARvEConfig
-from .data import CARvECollator, check_experience, records_from_rows
+from .data import CARvECollator, records_from_rows
 from .losses import CandidateContrastiveLoss, EmbeddingAnchorLoss, EWCPenalty, ProjectionAnchorLoss
-from .replay import ReplayBuffer
 
-__all__ = ["CARvETrainer"]
+__all__ = ["CARvETrainer", "split_holdout"]
 
 logger = logging.getLogger(__name__)
 
-REPLAY_STATE_KEY = "replay"
 HOLDOUT_STATE_KEY = "holdout"
 EWC_PARAMETERS = ("projection.weight", "model_embeddings")
 
@@ -85,46 +83,6 @@ def _configure_encoder(router: HubRouter, args: CARvEConfig) -> None:
         encoder.fine_tuned = True
 
 
-def split_holdout(
-    dataset: Dataset, fraction: float, seed: int, experience: str
-) -> tuple[Dataset, list[dict[str, Any]]]:
-    """Keep ``fraction`` of an experience's rows out of training, for later forgetting checks.
-
-    At most one row per model is held out, and only from models with two or more rows, so every model keeps
-    training examples.
-
-    Args:
-        dataset: The experience.
-        fraction: Share of the rows to hold out (0 holds out nothing).
-        seed: Seed of the draw.
-        experience: Name stored with each held-out row.
-
-    Returns:
-        The rows kept for training, and the held-out rows as ``{"prompt", "model_id", "domain", "experience"}``.
-    """
-    if fraction <= 0:
-        return dataset, []
-    rows_of: dict[str, list[int]] = {}
-    for i, model_id in enumerate(dataset["model_id"]):
-        rows_of.setdefault(model_key(model_id), []).append(i)
-    eligible = sorted(rows for rows in rows_of.values() if len(rows) >= 2)
-    count = min(len(eligible), int(round(fraction * len(dataset))))
-    if count == 0:
-        return dataset, []
-    rng = np.random.default_rng(seed)
-    picked = sorted(
-        int(rng.choice(eligible[j])) for j in rng.choice(len(eligible), size=count, replace=False)
-    )
-    domains = dataset["domain"] if "domain" in dataset.column_names else [None] * len(dataset)
-    held = [
-        {"prompt": dataset[i]["prompt"], "model_id": dataset[i]["model_id"].strip(), "domain": domains[i],
-         "experience": experience}
-        for i in picked
-    ]  # fmt: skip
-    kept = sorted(set(range(len(dataset))) - set(picked))
-    return dataset.select(kept), held
-
-
 class _PhaseAndMiningCallback(TrainerCallback):
     """Sets the phase-1 length when training starts and re-mines hard negatives at every epoch."""
 
@@ -153,10 +111,14 @@ class CARvETrainer(Trainer):
             see :mod:`hubroute.training.data`).
         experience: Name of the experience (recorded in the registry and the router's info).
         callbacks: Extra :class:`~transformers.TrainerCallback` objects.
+        cold: The experience's :func:`~hubroute.training.cold_start.cold_start`, done on this router with
+            the same ``args`` (its encoded prompts and pre-cold-start anchors are reused; ``train_dataset``
+            is then ignored). Default: the trainer runs the cold start itself.
         **kwargs: Passed to :class:`transformers.Trainer`.
 
     Raises:
         DataFormatError: ``train_dataset`` is malformed.
+        ValueError: ``cold`` is for another experience, or for models this router does not have.
     """
 
     # Narrower than transformers.Trainer's own declarations: __init__ always passes these types.
@@ -170,6 +132,7 @@ class CARvETrainer(Trainer):
         train_dataset: Dataset | None = None,
         experience: str | None = None,
         callbacks: list[TrainerCallback] | None = None,
+        cold: ColdStart | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, HubRouter):
@@ -177,56 +140,35 @@ class CARvETrainer(Trainer):
         args = args or CARvEConfig()
         if not isinstance(args, CARvEConfig):
             raise TypeError(f"args must be a CARvEConfig, got {type(args).__name__}.")
-        check_experience(train_dataset)
-        assert train_dataset is not None
         distributed.check_launch(args)  # before any work: one process of several, FSDP, ZeRO-3
+        if cold is None:
+            cold = cold_start(model, train_dataset, args, experience=experience)
+        elif experience is not None and experience != cold.experience:
+            raise ValueError(f"The cold start was for experience {cold.experience!r}, not {experience!r}.")
+        elif model.registry.unregistered(records_from_rows(cold.train_dataset)):
+            raise ValueError("The router lacks models of the cold start: run cold_start() on this router.")
         self.router = model
-        self.experience = experience or f"experience-{len(model.info.get('experiences', [])) + 1}"
-        show = not args.disable_tqdm
-        train_dataset, self.holdout = split_holdout(
-            train_dataset, args.holdout_fraction, args.seed, self.experience
-        )
+        self.experience = cold.experience
+        train_dataset, self.holdout = cold.train_dataset, cold.holdout
 
-        # Snapshot the last checkpoint's state: the anchors' references.
-        self.num_old_models = model.num_models
-        self.embedding_anchor = EmbeddingAnchorLoss(model.model_embeddings.detach().clone())
+        # The last checkpoint's state, from before the cold start: the anchors' references.
+        self.num_old_models = cold.num_old_models
+        self.embedding_anchor = EmbeddingAnchorLoss(cold.old_embeddings)
         self.projection_anchor = ProjectionAnchorLoss(model.projection.weight.detach().clone())
         self.ewc = self._load_ewc(model) if args.ewc_weight > 0 else None
 
-        # Current examples plus the replay buffer, and the encoder outputs of all of them.
-        self.replay_buffer = ReplayBuffer.from_state(model.training_state.get(REPLAY_STATE_KEY))
+        # Current examples plus the replay buffer, and the encoder outputs of all of them (cold_start encoded
+        # them; it registered the new models, their embeddings from their card and their prompts).
+        self.replay_buffer = cold.replay_buffer
+        replay = cold.replay
         prompts = list(train_dataset["prompt"])
         self.num_current = len(prompts)
         self.current_model_ids = [m.strip() for m in train_dataset["model_id"]]
         self.current_domains = (
             list(train_dataset["domain"]) if "domain" in train_dataset.column_names else None
         )
-        replay = self.replay_buffer.examples if args.replay_strategy != "none" else []  # kept, not replayed
         all_prompts = prompts + [e.prompt for e in replay]
-        self.features = distributed.encode(  # every process encodes its share
-            model.encoder,
-            all_prompts,
-            batch_size=args.encode_batch_size,
-            show_progress=show,
-            what="encode prompts",
-        )
-
-        # Register the new models; initialise their embeddings from their card and their prompts.
-        new_records = model.registry.unregistered(
-            records_from_rows(train_dataset), experience=self.experience
-        )
-        if new_records:
-            vectors = model.project(self.features[: self.num_current]).detach()
-            rows_of: dict[str, list[int]] = {}
-            for i, model_id in enumerate(self.current_model_ids):
-                rows_of.setdefault(model_key(model_id), []).append(i)
-            per_model = [vectors[rows_of[model_key(r.model_id)]] for r in new_records]
-            with distributed.sharded_encoding(model.encoder, what="encode cards"):
-                rows = model.initial_embeddings(
-                    new_records, per_model, show_progress=show,
-                    neighbors=args.init_neighbors, neighbor_weight=args.init_neighbor_weight,
-                )  # fmt: skip
-            model.register(new_records, rows)
+        self.features = cold.features
 
         labels = [model.registry.index(m) for m in self.current_model_ids + [e.model_id for e in replay]]
         internal = Dataset.from_dict(

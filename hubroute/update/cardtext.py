@@ -45,10 +45,6 @@ _LIST_MARKER = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+")
 _QUOTE = re.compile(r"^\s*>+\s?")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\w\"'(])")
-_ABBREVIATION = re.compile(
-    r"(?:\b(?:e\.g|i\.e|vs|etc|approx|incl|fig|no|mr|dr|cf)\.|\b[a-z]\.)$", re.IGNORECASE
-)
 
 _BOILERPLATE = re.compile(
     r"this model card has been automatically generated|provide a quick summary|this is the model card of a|"
@@ -310,17 +306,3 @@ def parse_card(readme: str | None, max_words: int = 300) -> CardText:
         text = _join([description_text, _truncate(_join(use_items), remaining)]) if text else _join(use_items)
         text = _truncate(text, max_words)
     return CardText(metadata=metadata, title=title, description=description_text, uses=use_items, text=text)
-
-
-def sentences(text: str) -> list[str]:
-    """Split cleaned card text into sentences (lower-case cards too; ``e.g.``, ``i.e.``, ``vs.`` do not end one)."""
-    out: list[str] = []
-    for piece in _SENTENCE_END.split(text):
-        piece = piece.strip()
-        if not piece:
-            continue
-        if out and _ABBREVIATION.search(out[-1]):
-            out[-1] = f"{out[-1]} {piece}"
-        else:
-            out.append(piece)
-    return out

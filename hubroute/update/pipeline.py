@@ -6,7 +6,7 @@
 2. **crawl** the models created on the Hub since a date (:mod:`hubroute.hub.crawl`; resumable state);
 3. build the **experience**: records (family, domain) and (prompt, model) pairs written from the cards
    (:mod:`hubroute.hub.experience`), saved as a ``datasets`` dataset and optionally pushed;
-4. **cold start**: the trainer registers the new models with rows from their card and the experience's
+4. **cold start** (:func:`~hubroute.training.cold_start.cold_start`): registers the new models with rows from their card and the experience's
    prompts, blended with their most similar known models (``CARvEConfig.init_neighbors``), so they are
    routable before any training step;
 5. **continual step**: :class:`~hubroute.CARvETrainer` learns the experience with replay and anchors
@@ -31,20 +31,26 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from datasets import concatenate_datasets
+
 from .._utils.io import write_json
+from .._utils.levels import SHORT_LEVELS, short_names
 from ..errors import ForgettingGateError
 from ..evaluation.ranking import routing_accuracy
 from ..routing.registry import model_key
 from ..routing.router import HubRouter
 from ..training import distributed
+from ..training.cold_start import cold_start
 from ..training.config import CARvEConfig
+from ..training.data import load_experience_file
 from ..training.trainer import CARvETrainer
 from .crawl import CrawlFilters, CrawlResult, HubCrawler, RetryPolicy, parse_since
 from .experience import build_experience, model_records, push_experience, save_experience
-from .prompts import PromptGenerator
+from .prompts import PromptGenerator, generator_from_spec
 
 if TYPE_CHECKING:
     from ..routing.router import HubRouter
@@ -52,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GATE_LEVELS",
+    "UpdateConfig",
     "UpdateSummary",
     "update_config",
     "gate_examples",
@@ -60,10 +67,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GATE_LEVELS = ("M", "F", "D")
+GATE_LEVELS: tuple[str, ...] = SHORT_LEVELS
+"""The levels the forgetting gate checks, by metric key (``"M"``, ``"F"``, ``"D"``)."""
 # Written in the work folder before a push and removed after it, so that a rerun finishes a failed push.
 PENDING_PUSH = "pending_push.json"
-LEVEL_NAMES = {"M": "model", "F": "family", "D": "domain"}
+LEVEL_NAMES: dict[str, str] = short_names()
 
 # The update recipe: the encoder stays frozen (old prompts keep their vectors), most steps are anchored
 # (old embeddings and the projection stay near their checkpoint), and a coreset of old prompts is replayed,
@@ -105,6 +113,140 @@ def update_config(output_dir: str | None = None, **overrides: Any) -> CARvEConfi
         output_dir or values.get("output_dir") or tempfile.mkdtemp(prefix="hubroute-update-")
     )
     return CARvEConfig(**values)
+
+
+# --------------------------------------------------------------------------------------------- the options
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass
+class UpdateConfig:
+    """Every option of an update (``hubroute update`` builds its flags from these fields).
+
+    The training recipe is :func:`update_config` with :attr:`training` on top. ``since`` and the paths may be
+    given as ``datetime`` and ``Path`` objects; they are stored as text. :attr:`token` is never printed.
+    """
+
+    since: str = field(metadata=_help("Cutoff: YYYY-MM, YYYY-MM-DD or an ISO-8601 time."))
+    router: str = field(metadata=_help("The router to update: a folder or a Hub repo id."))
+    output: str | None = field(
+        default=None,
+        metadata=_help("Folder to save the updated router (default: --router when it is a folder)."),
+    )
+    push: str | None = field(
+        default=None, metadata=_help("Push the updated router to this Hub repo (ORG/REPO), tagged.")
+    )
+    revision: str | None = field(
+        default=None, metadata=_help("Revision of a Hub router (branch, tag or commit).")
+    )
+    token: str | None = field(
+        default=None, repr=False, metadata=_help("Hub token (default: HF_TOKEN or the stored login).")
+    )
+    workdir: str | None = field(
+        default=None,
+        metadata=_help("Folder of the crawl state and the experience (default: <output>.update)."),
+    )
+    state_path: str | None = field(
+        default=None,
+        metadata=_help("Crawl state file (default: <workdir>/crawl_state.json).", aliases=["--state"]),
+    )
+    endpoint: str | None = field(
+        default=None, metadata=_help("Hub endpoint of the crawl (default: HF_ENDPOINT).")
+    )
+    pipeline_tags: list[str] = field(default_factory=list, metadata=_help("Only these pipeline tags."))
+    libraries: list[str] = field(
+        default_factory=list, metadata=_help("Only these libraries (e.g. transformers).")
+    )
+    authors: list[str] = field(default_factory=list, metadata=_help("Only these users or organisations."))
+    min_downloads: int = field(default=0, metadata=_help("Minimum downloads."))
+    min_likes: int = field(default=0, metadata=_help("Minimum likes."))
+    max_models: int | None = field(default=None, metadata=_help("Crawl at most this many models."))
+    workers: int = field(default=8, metadata=_help("Model cards downloaded in parallel."))
+    generator: str = field(
+        default="template",
+        metadata=_help(
+            "'template' (default), 'transformers:<model id or folder>' or 'inference:<model id>'."
+        ),
+    )
+    prompts_per_model: int = field(default=8, metadata=_help("Training prompts per new model."))
+    seed: int = field(default=0, metadata=_help("Seed of prompt writing and training."))
+    neighbors: int = field(default=8, metadata=_help("Cold start: known models blended into new rows."))
+    neighbor_weight: float = field(default=0.5, metadata=_help("Cold start: weight of that blend."))
+    training: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_help(
+            "CARvEConfig fields overriding the update recipe (JSON on the command line; in a --config "
+            "YAML file, every key that is not an update option).",
+            type=json.loads,
+        ),  # fmt: skip
+    )
+    max_forgetting: float = field(
+        default=1.0,
+        metadata=_help("Largest drop allowed at any level, in accuracy points (default: 1)."),
+    )
+    gate_data: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "Held-out prompts of old experiences (.jsonl/.csv/.parquet with prompt, model_id[, "
+            "domain]); default: the router's holdout."
+        ),  # fmt: skip
+    )
+    experience_name: str | None = field(
+        default=None, metadata=_help("Name of the experience and of the pushed tag.")
+    )
+    push_experience_to: str | None = field(
+        default=None,
+        metadata=_help(
+            "Push the experience dataset to this repo (ORG/DATASET).", aliases=["--push-experience"]
+        ),
+    )
+    dry_run: bool = field(
+        default=False, metadata=_help("Crawl, train and measure, but save and push nothing.")
+    )
+    show_progress: bool = field(
+        default=True, metadata=_help("Show progress bars (--no-progress hides them).")
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.since, datetime):
+            self.since = self.since.isoformat()
+        for name in ("router", "output", "workdir", "state_path"):
+            value = getattr(self, name)
+            if isinstance(value, PathLike):
+                setattr(self, name, str(value))
+        if self.max_forgetting < 0:
+            raise ValueError("max_forgetting must not be negative.")
+        if not isinstance(self.training, Mapping):
+            raise ValueError(
+                f"UpdateConfig.training must be a mapping of CARvEConfig fields, got {self.training!r}."
+            )
+
+    def crawl_filters(self) -> CrawlFilters:
+        """The crawl filters of these options.
+
+        Raises:
+            ValueError: a negative minimum, or ``max_models < 1``.
+        """
+        return CrawlFilters(
+            pipeline_tags=list(self.pipeline_tags), libraries=list(self.libraries), authors=list(self.authors),
+            min_downloads=self.min_downloads, min_likes=self.min_likes, max_models=self.max_models,
+        )  # fmt: skip
+
+    def training_config(self) -> CARvEConfig:
+        """The update's training recipe: :func:`update_config` with :attr:`training` on top.
+
+        Raises:
+            ValueError: an unknown CARvEConfig field, or an invalid value.
+        """
+        return update_config(**dict(self.training))
+
+
+def _load_gate_data(files: list[str] | None) -> Any:
+    """The gate prompts of ``files`` as one ``datasets.Dataset`` (``None`` without files)."""
+    if not files:
+        return None
+    return concatenate_datasets([load_experience_file(f) for f in files])
 
 
 # ------------------------------------------------------------------------------------------------ the gate
@@ -312,64 +454,50 @@ def _crawl_numbers(result: CrawlResult) -> dict[str, Any]:
     }
 
 
+def _settings(
+    router: UpdateConfig | str | Path | HubRouter, since: str | datetime | None, options: dict[str, Any]
+) -> tuple[UpdateConfig, HubRouter | None]:
+    """The :class:`UpdateConfig` of a call, and the router object when one was passed."""
+    if isinstance(router, UpdateConfig):
+        changes = {**({"since": since} if since is not None else {}), **options}
+        return (dataclasses.replace(router, **changes) if changes else router), None
+    loaded = router if isinstance(router, HubRouter) else None
+    values: dict[str, Any] = {"router": "" if loaded is not None else router, "since": since, **options}
+    return UpdateConfig(**values), loaded
+
+
 def update_router(
-    router: str | Path | HubRouter,
-    since: str | datetime,
+    router: UpdateConfig | str | Path | HubRouter,
+    since: str | datetime | None = None,
     *,
-    output: str | Path | None = None,
-    push: str | None = None,
-    revision: str | None = None,
-    token: str | None = None,
-    filters: CrawlFilters | None = None,
-    workdir: str | Path | None = None,
-    state_path: str | Path | None = None,
-    endpoint: str | None = None,
-    retry: RetryPolicy | None = None,
-    workers: int = 8,
-    generator: PromptGenerator | None = None,
-    prompts_per_model: int = 8,
-    seed: int = 0,
-    neighbors: int = 8,
-    neighbor_weight: float = 0.5,
     config: CARvEConfig | None = None,
-    max_forgetting: float = 1.0,
+    generator: PromptGenerator | None = None,
+    filters: CrawlFilters | None = None,
+    retry: RetryPolicy | None = None,
     gate_data: Any = None,
-    experience_name: str | None = None,
-    push_experience_to: str | None = None,
-    dry_run: bool = False,
     keep_cold_router: bool = False,
-    show_progress: bool = True,
+    **options: Any,
 ) -> UpdateSummary:
     """Crawl the Hub's new models into an experience, cold-start them, learn them, gate, save and push.
 
+    Call it with an :class:`UpdateConfig`, or with the router and the cutoff and any :class:`UpdateConfig`
+    field as a keyword (``update_router("routers/mine", "2026-05", push="me/router", max_forgetting=2)``):
+    :class:`UpdateConfig` decides every default. Objects that have no command-line form are keywords of
+    their own, each taking precedence over the matching options.
+
     Args:
-        router: A router folder, a Hub repo id, or a loaded :class:`HubRouter` (updated in place).
-        since: Crawl cutoff (``"2026-05"``, ``"2026-05-15"``, a datetime).
-        output: Folder to save the updated router to (default: the router's folder when it is one).
-        push: Hub repo to push the updated router to, tagged with the experience name.
-        revision: Revision of a Hub router to start from.
-        token: Hub token (crawl, router download, pushes).
-        filters: Which Hub models to crawl.
-        workdir: Folder of the crawl state and the experience (default: ``<output>.update`` beside the
-            output).
-        state_path: Crawl state file (default: ``<workdir>/crawl_state.json``).
-        endpoint: Hub endpoint of the crawl (default: ``HF_ENDPOINT``).
+        router: An :class:`UpdateConfig`, a router folder, a Hub repo id, or a loaded :class:`HubRouter`
+            (updated in place).
+        since: Crawl cutoff (``"2026-05"``, ``"2026-05-15"``, a datetime); with an :class:`UpdateConfig`,
+            replaces its ``since``.
+        config: Training recipe (default: :meth:`UpdateConfig.training_config`).
+        generator: Writes the training prompts (default: from :attr:`UpdateConfig.generator`, templates).
+        filters: Which Hub models to crawl (default: :meth:`UpdateConfig.crawl_filters`).
         retry: Retry policy of card downloads.
-        workers: Cards downloaded in parallel.
-        generator: Writes the training prompts (default: templates from the cards).
-        prompts_per_model: Prompts per new model.
-        seed: Seed of prompt writing and training.
-        neighbors: Cold start: similar known models blended into each new row (0: card and prompts only); training
-            starts from the same rows.
-        neighbor_weight: Cold start: weight of that blend.
-        config: Training recipe (default: :func:`update_config`).
-        max_forgetting: The gate: largest accuracy drop allowed at any level, in points.
-        gate_data: Held-out prompts of old experiences for the gate (default: the router's holdout).
-        experience_name: Name of the experience and of the pushed tag (default: ``update-<since>-<now>``).
-        push_experience_to: Dataset repo to push the experience to.
-        dry_run: Train and measure, but save and push nothing.
+        gate_data: Held-out prompts of old experiences for the gate, a ``datasets.Dataset`` or a list of
+            dicts (default: the files of :attr:`UpdateConfig.gate_data`, else the router's holdout).
         keep_cold_router: Keep the cold-started router in the summary (for evaluation).
-        show_progress: Show progress bars.
+        **options: :class:`UpdateConfig` fields (``output``, ``push``, ``token``, ``max_forgetting``, ...).
 
     Returns:
         The :class:`UpdateSummary` (``status`` says what happened).
@@ -389,25 +517,29 @@ def update_router(
         timings[stage] = round(now - since_time, 3)
         return now
 
-    cutoff = parse_since(since)
-    if max_forgetting < 0:
-        raise ValueError("max_forgetting must not be negative.")
+    settings, loaded = _settings(router, since, options)
+    source_router: str | HubRouter = loaded if loaded is not None else settings.router
+    output, push, token, dry_run = settings.output, settings.push, settings.token, settings.dry_run
+    show_progress, seed, max_forgetting = settings.show_progress, settings.seed, settings.max_forgetting
+    cutoff = parse_since(settings.since)
+    router = source_router
     router_dir = Path(router) if isinstance(router, (str, Path)) and Path(router).is_dir() else None
     output_path = Path(output) if output is not None else router_dir
     if output_path is None and push is None and not dry_run:
         raise ValueError(
             "Nowhere to save the updated router: pass output= (a folder) and/or push= (a Hub repo)."
         )
-    name = experience_name or f"update-{cutoff:%Y-%m-%d}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    name = settings.experience_name or f"update-{cutoff:%Y-%m-%d}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
 
     t = time.perf_counter()
-    model, source = _load_router(router, revision, token)
+    model, source = _load_router(router, settings.revision, token)
     t = lap("load", t)
 
-    folder = _workdir(workdir, output_path, source)
+    folder = _workdir(settings.workdir, output_path, source)
     crawler = HubCrawler(
-        cutoff, filters=filters, state_path=state_path or folder / "crawl_state.json", token=token,
-        endpoint=endpoint, retry=retry, workers=workers, show_progress=show_progress,
+        cutoff, filters=filters or settings.crawl_filters(),
+        state_path=settings.state_path or folder / "crawl_state.json", token=token, endpoint=settings.endpoint,
+        retry=retry, workers=settings.workers, show_progress=show_progress,
     )  # fmt: skip
     crawled = crawler.crawl()
     t = lap("crawl", t)
@@ -433,27 +565,31 @@ def update_router(
     records = model_records(fresh, model.registry, experience=name)
     families = {r.model_id: r.family for r in records if r.family}
     experience = build_experience(
-        fresh, generator=generator, prompts_per_model=prompts_per_model, seed=seed, families=families,
+        fresh, generator=generator or generator_from_spec(settings.generator, token=token),
+        prompts_per_model=settings.prompts_per_model, seed=seed, families=families,
         show_progress=show_progress,
     )  # fmt: skip
     summary.num_prompts = len(experience)
     summary.experience_path = str(save_experience(experience, folder / f"experience-{name}"))
-    if push_experience_to and not dry_run:
-        push_experience(experience, push_experience_to, token=token, message=f"hubroute experience {name}")
-        summary.experience_repo = push_experience_to
+    if settings.push_experience_to and not dry_run:
+        push_experience(
+            experience, settings.push_experience_to, token=token, message=f"hubroute experience {name}"
+        )
+        summary.experience_repo = settings.push_experience_to
     t = lap("experience", t)
 
-    examples, summary.gate_source = gate_examples(model, gate_data)
+    gate_rows = gate_data if gate_data is not None else _load_gate_data(settings.gate_data)
+    examples, summary.gate_source = gate_examples(model, gate_rows)
     summary.gate_prompts = len(examples)
     if examples:
         summary.accuracy_baseline = routing_accuracy(model, examples)
-    args = config or update_config()
     args = dataclasses.replace(
-        args, seed=seed, disable_tqdm=not show_progress, init_neighbors=neighbors, init_neighbor_weight=neighbor_weight
+        config or settings.training_config(), seed=seed, disable_tqdm=not show_progress,
+        init_neighbors=settings.neighbors, init_neighbor_weight=settings.neighbor_weight,
     )  # fmt: skip
-    # Building the trainer registers the new models with their cold-start rows (card, prompts, neighbours):
-    # the router before its first step is the cold start, with no second encoding of the prompts.
-    trainer = CARvETrainer(model=model, args=args, train_dataset=experience, experience=name)
+    # The cold start registers the new models with rows from their card, prompts and neighbours; the trainer
+    # continues from it (its encoded prompts, the anchors from before it) and finds nothing left to register.
+    cold = cold_start(model, experience, args, experience=name)
     model.eval()
     if examples:
         summary.accuracy_before = routing_accuracy(model, examples)
@@ -461,6 +597,7 @@ def update_router(
         summary.cold_router = copy.deepcopy(model)
     t = lap("cold_start", t)
 
+    trainer = CARvETrainer(model=model, args=args, train_dataset=experience, experience=name, cold=cold)
     trainer.train()
     model.eval()
     summary.models_added = sum(1 for r in records if r.model_id in model.registry)

@@ -17,15 +17,17 @@ A user-supplied generator can write more realistic prompts instead: :class:`Tran
 
 from __future__ import annotations
 
+import json
 import random
 import re
+from importlib import resources
 from typing import Any, Protocol, runtime_checkable
 
 from .._utils.hub_errors import describe_http_error, http_status
+from .._utils.text import split_sentences
 from ..errors import HubAccessError
 from ..routing.registry import model_key
 from ..routing.taxonomy import normalize_model_name
-from .cardtext import sentences
 from .crawl import CrawledModel, RetryPolicy, retry_after_seconds
 
 __all__ = [
@@ -38,344 +40,41 @@ __all__ = [
     "parse_requests",
 ]
 
+TEMPLATES_FILE = "prompt_templates.json"
+"""The template tables, package data of :mod:`hubroute.update.templates` (see its ``_comment``)."""
+
+
+def _load_templates() -> dict[str, Any]:
+    """The template tables (read once, at import).
+
+    Raises:
+        ValueError: the file lacks a table.
+    """
+    text = resources.files("hubroute.update.templates").joinpath(TEMPLATES_FILE).read_text(encoding="utf-8")
+    data = json.loads(text)
+    missing = {"task_templates", "generic_templates", "languages", "default_languages", "model_subject",
+               "rewrites", "generic_wrappers", "verbs"} - set(data)  # fmt: skip
+    if missing:
+        raise ValueError(f"{TEMPLATES_FILE} lacks {sorted(missing)}.")
+    return data
+
+
+_TABLES = _load_templates()
 # Requests per pipeline tag, written like the requests users send (CMRBench's HuggingBench style).
 # ``{lang}`` is replaced by a language the card names (else a common one).
 TASK_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "text-generation": (
-        "Write a short story about a lighthouse keeper who finds a message in a bottle.",
-        "Can you explain step by step how to solve this math word problem?",
-        "Help me draft a polite email asking my landlord to fix the heating.",
-        "Answer this question and explain your reasoning.",
-        "Can you help me debug this Python function that returns the wrong result?",
-        "Give me a detailed plan for learning a new language in three months.",
-    ),
-    "text2text-generation": (
-        "Rewrite this paragraph so that it is easier to read.",
-        "Turn these notes into a well-formed paragraph.",
-        "Generate a question from this passage.",
-        "Paraphrase this sentence without changing its meaning.",
-    ),
-    "translation": (
-        "Can you translate this {lang} paragraph into English?",
-        "Please translate this English email into {lang}.",
-        "Translate this product description into {lang} while keeping the tone.",
-        "Convert this {lang} dialogue into natural English.",
-    ),
-    "summarization": (
-        "Please give me a short summary of this news article.",
-        "Summarize the key points of this meeting transcript.",
-        "Can you condense this long report into a few sentences?",
-        "Write a one-paragraph summary of this {lang} blog post.",
-    ),
-    "question-answering": (
-        "Based on this passage, who founded the company?",
-        "Find the answer to my question in this paragraph.",
-        "Can you answer this question using the text I provide?",
-        "What does this document say about the refund policy?",
-    ),
-    "table-question-answering": (
-        "From this table, which region had the highest sales last year?",
-        "Look at this spreadsheet and tell me the average price per item.",
-        "Which row of this table has the lowest value in the third column?",
-        "Answer my question using the data in this table.",
-    ),
-    "text-classification": (
-        "Is the sentiment of this review positive or negative?",
-        "Classify this news headline into a topic category.",
-        "Does this message contain toxic or offensive language?",
-        "Tell me which category this customer complaint belongs to.",
-    ),
-    "zero-shot-classification": (
-        "Which of these labels fits this text best: sports, politics or technology?",
-        "Does the first sentence entail the second one?",
-        "Classify this paragraph into categories I choose on the fly.",
-        "Is there a contradiction between these two statements?",
-    ),
-    "token-classification": (
-        "Extract the names of people and organizations from this article.",
-        "Tag every location mentioned in this travel blog.",
-        "Find all the dates and amounts in this invoice text.",
-        "Label the parts of speech in this sentence.",
-    ),
-    "fill-mask": (
-        "Which word best fills the blank in this sentence?",
-        "Predict the missing word in this {lang} sentence.",
-        "Complete the masked token in this phrase.",
-    ),
-    "feature-extraction": (
-        "Turn these sentences into embeddings for my search index.",
-        "I need vector representations of these documents for clustering.",
-        "Embed these product descriptions so I can find similar items.",
-        "Compute embeddings for these {lang} texts.",
-    ),
-    "sentence-similarity": (
-        "How similar are these two sentences in meaning?",
-        "Find the documents most related to my question.",
-        "Retrieve the passages that best match this query.",
-        "Which of these FAQ entries matches the user's question?",
-    ),
-    "text-ranking": (
-        "Rank these search results by how relevant they are to my question.",
-        "Which of these passages best answers the query?",
-        "Re-order these documents from most to least relevant.",
-        "Score how well each candidate answer matches the question.",
-    ),
-    "conversational": (
-        "Let's chat about planning a weekend trip.",
-        "Can you keep a friendly conversation going with me?",
-        "Respond to this customer message in a helpful tone.",
-    ),
-    "automatic-speech-recognition": (
-        "Transcribe this interview recording into text.",
-        "Can you convert this {lang} voice memo into written text?",
-        "What is being said in this audio clip?",
-        "Generate subtitles with timestamps for this lecture recording.",
-        "I recorded a meeting; please transcribe it accurately.",
-    ),
-    "text-to-speech": (
-        "Read this paragraph aloud in a natural voice.",
-        "Turn this text into speech for my podcast intro.",
-        "Can you generate a {lang} voice-over for this script?",
-        "Create an audio version of this bedtime story.",
-        "Synthesize this announcement with a calm, friendly voice.",
-    ),
-    "text-to-audio": (
-        "Generate the sound of rain falling on a tin roof.",
-        "Create a short background music loop for my video.",
-        "Produce an audio clip of birds singing in a forest.",
-        "Compose a calm piano melody from this description.",
-    ),
-    "audio-to-audio": (
-        "Remove the background noise from this recording.",
-        "Separate the vocals from the music in this track.",
-        "Enhance the speech quality of this phone call audio.",
-        "Convert my voice in this clip to sound like another speaker.",
-    ),
-    "audio-classification": (
-        "What kind of sound is in this audio clip?",
-        "Which language is spoken in this recording?",
-        "Identify the bird species singing in this clip.",
-        "Detect the emotion of the speaker in this audio.",
-    ),
-    "voice-activity-detection": (
-        "When is someone speaking in this recording?",
-        "How many people are speaking in this audio file?",
-        "Mark the segments of this call that contain speech.",
-    ),
-    "audio-text-to-text": (
-        "Listen to this audio and answer my question about it.",
-        "Transcribe this audio message and summarize its main topic.",
-        "What is the speaker's tone in this recording, and what do they ask for?",
-    ),
-    "image-classification": (
-        "What is the main object in this photo?",
-        "Classify this picture into one of my categories.",
-        "Is this image of a cat or a dog?",
-        "Which species of plant is shown in this picture?",
-    ),
-    "zero-shot-image-classification": (
-        "Which of these labels describes this photo best?",
-        "Find the images that match the description 'a sunset over the ocean'.",
-        "Does this picture show a beach, a forest or a city?",
-        "Match this image with the most fitting caption from my list.",
-    ),
-    "object-detection": (
-        "Detect all the cars in this parking lot photo.",
-        "Find and box every person in this crowd picture.",
-        "Locate the objects on this table and tell me where they are.",
-        "How many bicycles are in this street image?",
-    ),
-    "zero-shot-object-detection": (
-        "Find the red umbrella in this photo.",
-        "Locate everything in this image that matches 'coffee mug'.",
-        "Detect the objects I describe in words in this picture.",
-        "Box the white cat in this bedroom photo.",
-    ),
-    "image-segmentation": (
-        "Separate the foreground from the background in this photo.",
-        "Give me a pixel mask for every object in this street scene.",
-        "Remove the background of this product picture.",
-        "Segment the different regions of this aerial image.",
-    ),
-    "mask-generation": (
-        "Generate a mask for the object I click on in this image.",
-        "Create masks for all the objects in this photo.",
-        "Cut out the largest object in this scene.",
-    ),
-    "depth-estimation": (
-        "Estimate the depth map of this room photo.",
-        "How far away are the objects in this street image?",
-        "Produce a depth map for this landscape picture.",
-        "Recover the 3D layout of this scene from one image.",
-    ),
-    "keypoint-detection": (
-        "Find the body keypoints of the person in this photo.",
-        "Mark the joints of the athlete in this picture.",
-        "Detect facial landmarks in this portrait.",
-        "Match keypoints between these two images.",
-    ),
-    "image-feature-extraction": (
-        "Extract visual features from this image for similarity search.",
-        "Compute an embedding of this photo to find similar pictures.",
-        "I need image representations of these photos for clustering.",
-        "Give me dense features of this image for a downstream task.",
-    ),
-    "image-to-text": (
-        "Write a caption for this photo.",
-        "Read the text in this scanned document.",
-        "Describe what is happening in this picture.",
-        "Extract the text from this receipt image.",
-    ),
-    "image-text-to-text": (
-        "What is shown in this image, and what might it mean?",
-        "Look at this chart and explain the trend.",
-        "Answer my question about this screenshot.",
-        "Read this document image and summarize it.",
-        "Describe this photo in detail.",
-    ),
-    "visual-question-answering": (
-        "What color is the car in this picture?",
-        "How many people are in this photo?",
-        "Answer this question about the image I uploaded.",
-        "What does the sign in this picture say?",
-    ),
-    "document-question-answering": (
-        "What is the total amount on this invoice?",
-        "Find the due date in this scanned contract.",
-        "Answer my question using this PDF page.",
-        "Who signed this form?",
-    ),
-    "visual-document-retrieval": (
-        "Find the page of this report that shows the quarterly sales chart.",
-        "Retrieve the documents that contain a diagram of the engine.",
-        "Search these PDF pages for the one that answers my question.",
-        "Which slide in this deck talks about the budget?",
-    ),
-    "video-text-to-text": (
-        "What happens in this video?",
-        "Summarize the main events of this clip.",
-        "Answer my question about this video.",
-        "Describe the actions of the people in this video.",
-    ),
-    "video-classification": (
-        "What activity is shown in this video clip?",
-        "Classify this video into a category.",
-        "Which sport is being played in this clip?",
-        "Recognize the action in this short video.",
-    ),
-    "text-to-image": (
-        "Generate an image of a magical forest at night with glowing mushrooms.",
-        "Create a picture of a cozy cabin in the snowy mountains.",
-        "Draw a futuristic city skyline at sunset.",
-        "Produce a watercolor illustration of a fox in a meadow.",
-        "Make a photorealistic image of a cup of coffee on a wooden table.",
-    ),
-    "image-to-image": (
-        "Turn this photo into a watercolor painting.",
-        "Edit this picture to change the sky to sunset colors.",
-        "Remove the logo from this image and fill in the background.",
-        "Upscale this low-resolution image.",
-        "Restore this old damaged photograph.",
-    ),
-    "unconditional-image-generation": (
-        "Generate a random realistic face.",
-        "Create new images that look like my dataset.",
-        "Produce a random landscape picture.",
-    ),
-    "text-to-video": (
-        "Generate a video of a dragon flying through a stormy sky.",
-        "Make a short clip of waves crashing on a beach at sunset.",
-        "Create a video of a car driving through a neon-lit city at night.",
-        "Produce a five-second animation of a blooming flower.",
-    ),
-    "image-to-video": (
-        "Animate this photo into a short video.",
-        "Turn this still image into a moving clip.",
-        "Make the clouds in this picture move.",
-        "Create a video that starts from this image.",
-    ),
-    "video-to-video": (
-        "Change the style of this video to look like an anime.",
-        "Enhance the quality of this video clip.",
-        "Edit this video so that it takes place in winter.",
-        "Increase the frame rate of this clip.",
-    ),
-    "text-to-3d": (
-        "Create a 3D model of a wooden chair.",
-        "Generate a 3D asset of a fantasy sword from this description.",
-        "Design a 3D character with a hat and a scarf.",
-    ),
-    "image-to-3d": (
-        "Turn this product photo into a 3D model.",
-        "Reconstruct a 3D mesh from this picture.",
-        "Create a 3D asset from this sketch.",
-    ),
-    "any-to-any": (
-        "Look at this image and answer with speech.",
-        "Understand this audio and video and reply in text.",
-        "Handle text, images and audio in one conversation.",
-    ),
-    "tabular-classification": (
-        "Predict whether this loan applicant will default.",
-        "Classify these customer records into churn or no churn.",
-        "Tell me which class each row of this dataset belongs to.",
-    ),
-    "tabular-regression": (
-        "Predict the price of this house from its features.",
-        "Estimate the value for each row of this table.",
-        "Forecast the sales for these store records.",
-    ),
-    "time-series-forecasting": (
-        "Forecast next month's values of this time series.",
-        "Predict the electricity demand for the next week.",
-        "What will this sensor reading look like tomorrow?",
-    ),
-    "reinforcement-learning": (
-        "Train an agent to play this game.",
-        "Which action should the agent take in this state?",
-        "Control this robot arm to pick up the cube.",
-    ),
-    "robotics": (
-        "Control this robot to pick up the object on the table.",
-        "Plan the movements of a robot arm for this task.",
-    ),
-    "graph-ml": (
-        "Predict the properties of this molecule graph.",
-        "Classify the nodes of this network.",
-    ),
+    tag: tuple(templates) for tag, templates in _TABLES["task_templates"].items()
 }
-_GENERIC_TEMPLATES = (
-    "Can you help me with {task}?",
-    "I need help with {task}.",
-    "Please do {task} on my data.",
+_GENERIC_TEMPLATES: tuple[str, ...] = tuple(_TABLES["generic_templates"])
+_LANGUAGES: list[str] = list(_TABLES["languages"])
+_DEFAULT_LANGUAGES: tuple[str, ...] = tuple(_TABLES["default_languages"])
+_MODEL_SUBJECT: str = _TABLES["model_subject"]
+_REWRITES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
+    (re.compile(rule["pattern"].replace("{subject}", _MODEL_SUBJECT), re.I), tuple(rule["forms"]))
+    for rule in _TABLES["rewrites"]
 )
-_LANGUAGES = (
-    "english french german spanish italian portuguese dutch polish russian ukrainian czech turkish arabic "
-    "hebrew persian hindi bengali urdu tamil chinese mandarin cantonese japanese korean vietnamese thai "
-    "indonesian malay swahili greek swedish norwegian danish finnish hungarian romanian catalan basque"
-).split()
-_DEFAULT_LANGUAGES = ("French", "German", "Spanish", "Japanese", "Chinese")
-_MODEL_SUBJECT = (
-    r"(?:it|this model|the model|our model|this checkpoint|the checkpoint|a model|this repository)"
-)
-_REWRITES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
-    (re.compile(rf"^{_MODEL_SUBJECT}\s+(?:is|was)\s+(?:a|an|the)\s+(.+)$", re.I),
-     ("I'm looking for a {0}", "Find me a {0}", "I need a {0}")),
-    (re.compile(rf"^{_MODEL_SUBJECT}\s+(?:can|could|will)\s+(.+)$", re.I), ("Can you {0}?", "I want to {0}.")),
-    (re.compile(rf"^{_MODEL_SUBJECT}\s+(?:is|was)\s+(?:designed|trained|fine-?tuned|built|made|optimi[sz]ed|"
-                rf"intended|meant)\s+(?:to|for)\s+(.+)$", re.I),
-     ("Can you help me {0}?", "I need help to {0}.")),
-    (re.compile(rf"^{_MODEL_SUBJECT}\s+(?!(?:is|was|has|does|this|its|as)\b)(\w+s\b.+)$", re.I),
-     ("I need something that {0}", "Is there a way that {0}?")),
-)  # fmt: skip
-_GENERIC_WRAPPERS = ("I need help with this: {0}", "Looking for something that fits this: {0}", "{0}")
-_VERBS = frozenset(
-    "analyse analyze annotate answer build caption categorize chat classify clean compare complete compose compute "
-    "convert create describe design detect draft edit embed enhance estimate evaluate explain extract find "
-    "forecast generate identify improve label locate make map match measure parse plan predict produce rank "
-    "read recognize recognise reconstruct remove render rewrite retrieve score search segment separate solve "
-    "summarize summarise synthesize tag track train transcribe transform translate turn upscale write".split()
-)
+_GENERIC_WRAPPERS: tuple[str, ...] = tuple(_TABLES["generic_wrappers"])
+_VERBS: frozenset[str] = frozenset(_TABLES["verbs"])
 _BAD_SENTENCE = re.compile(
     r"licen[cs]e|citation|\bcite\b|arxiv|github|huggingface|hugging face|download|install|parameters?\b|"
     r"released? (on|in|under)|copyright|please refer|see the|for more (details|information)|@|"
@@ -459,7 +158,7 @@ class TemplateGenerator:
         names = _name_pattern(model)
         out = []
         seen: set[str] = set()
-        for sentence in sentences(model.description):
+        for sentence in split_sentences(model.description, prose=True):
             sentence = sentence.strip().rstrip(".!?;:")
             if names is not None:
                 sentence = names.sub("it", sentence)

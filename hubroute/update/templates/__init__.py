@@ -1,0 +1,1 @@
+"""Package data of hubroute.update: the prompt templates (``prompt_templates.json``)."""

@@ -33,6 +33,7 @@ from hubroute import CARvEConfig, CARvETrainer, HubRouter  # noqa: E402
 from hubroute.routing.encoder import EncoderConfig  # noqa: E402
 from hubroute.routing.router import RouterConfig  # noqa: E402
 from hubroute.training import distributed  # noqa: E402
+from hubroute.training import trainer as trainer_module  # noqa: E402
 from hubroute.training.data import CARvECollator  # noqa: E402
 
 DOMAINS = [
@@ -99,6 +100,13 @@ def _instrument() -> None:
         return save(self, folder, **kwargs)
 
     HubRouter.save_pretrained = recording_save
+    write = trainer_module.write_router
+
+    def recording_write(router, folder):  # Trainer checkpoints write the router's files in place
+        SAVES.append(str(folder))
+        return write(router, folder)
+
+    trainer_module.write_router = recording_write
     train = CARvETrainer.train
 
     def recording_train(self, *args, **kwargs):
@@ -168,18 +176,18 @@ def suite(encoder: str, out: Path) -> dict:
 
     # Trainer checkpoints: rank 0 is slow to write the router, rank 1 slow at every barrier.
     SAVES.clear()
-    slow_save, slow_barrier = HubRouter.save_pretrained, torch.distributed.barrier
+    slow_save, slow_barrier = trainer_module.write_router, torch.distributed.barrier
 
-    def delayed_save(self, folder, **kwargs):
+    def delayed_save(router, folder):
         time.sleep(1.0)
-        return slow_save(self, folder, **kwargs)
+        return slow_save(router, folder)
 
     def delayed_barrier(*args, **kwargs):
         time.sleep(0.5)
         return slow_barrier(*args, **kwargs)
 
     if RANK == 0:
-        HubRouter.save_pretrained = delayed_save
+        trainer_module.write_router = delayed_save
     else:
         torch.distributed.barrier = delayed_barrier
     ckpt_router = HubRouter(RouterConfig(EncoderConfig(encoder, max_length=64)))
@@ -192,7 +200,7 @@ def suite(encoder: str, out: Path) -> dict:
         save_steps=2,
     )
     CARvETrainer(model=ckpt_router, args=args, train_dataset=make_experience(rows(range(0, 6)))).train()
-    HubRouter.save_pretrained, torch.distributed.barrier = slow_save, slow_barrier
+    trainer_module.write_router, torch.distributed.barrier = slow_save, slow_barrier
     report["saves_ckpt"] = SAVES[:]
     distributed.wait_for_everyone()
     if RANK == 0:

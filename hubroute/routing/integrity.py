@@ -11,7 +11,9 @@ fault, so a hand-edited, truncated, mixed-up or hostile folder is refused on loa
   symlink; a file under ``encoder/`` that the manifest does not list is refused, since the encoder's loaders
   read whatever files they find there.
 - **No pickle.** Router files are read with safetensors and JSON only: a ``.bin`` / ``.pt`` / ``.pkl`` file
-  anywhere in the folder is refused before any loader could unpickle it, with how to convert it.
+  in ``encoder/`` (where transformers, sentence-transformers or peft could pick it up) is refused before any
+  loader could unpickle it, with how to convert it. hubroute reads the top-level files by name only, so a
+  Trainer checkpoint's ``optimizer.pt`` or ``rng_state.pth`` beside the router files is never opened.
 - **Values.** Tensors are finite; ``format_version`` is a positive integer; the registry's fields have their
   types; routing settings are known values; the training state cites registered models only and its EWC
   tensors are shaped like the parameters they belong to.
@@ -138,7 +140,7 @@ def _check_encoder_files(folder: Path, checksums: Mapping[str, Any], where: str,
 
 
 def _check_no_pickle(folder: Path, where: str) -> None:
-    for path in sorted(folder.rglob("*")):
+    for path in sorted((folder / _ENCODER_DIR).rglob("*")):
         if path.suffix.lower() not in PICKLE_SUFFIXES or not path.is_file():
             continue
         key = path.relative_to(folder).as_posix()

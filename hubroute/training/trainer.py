@@ -24,6 +24,7 @@ experience's replay coreset (and EWC statistics, when enabled) is stored in the 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainerCallback, set_seed
 
 from ..routing.router import HubRouter
+from ..routing.serialization import write_router
 from . import distributed
 from .candidates import CandidateSampler, mine_hard_negatives
 from .cold_start import REPLAY_STATE_KEY, ColdStart, cold_start, split_holdout
@@ -342,9 +344,11 @@ class CARvETrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         # Trainer checkpoints hold the whole router in its own format (safetensors + JSON), written by the main
         # process only (DDP keeps every replica equal); the others wait for the folder to exist before they
-        # add their RNG state to it.
+        # add their RNG state to it. The files go straight into the Trainer's folder (no swapped-in link, which
+        # the Trainer's checkpoint rotation could not delete): the Trainer owns that folder's life cycle.
         if self.args.should_save:
-            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir or self.args.output_dir)
+            folder = Path(output_dir or self.args.output_dir or ".")
+            write_router(self.accelerator.unwrap_model(self.model), folder)
         self.accelerator.wait_for_everyone()
 
     def train(self, *args: Any, **kwargs: Any) -> Any:

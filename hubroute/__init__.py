@@ -17,6 +17,7 @@ from .errors import (
     CheckpointError,
     CheckpointNotFoundError,
     DataFormatError,
+    DistributedLaunchError,
     ForgettingGateError,
     HubAccessError,
     HubRouteError,
@@ -69,6 +70,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "IncompatibleCheckpointError",
     "DataFormatError",
+    "DistributedLaunchError",
     "HubAccessError",
     "ForgettingGateError",
 ]

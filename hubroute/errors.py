@@ -57,3 +57,8 @@ class HubAccessError(HubRouteError, RuntimeError):
 
 class ForgettingGateError(HubRouteError, RuntimeError):
     """An update forgot more than allowed on old experiences, so it was not saved."""
+
+
+class DistributedLaunchError(HubRouteError, RuntimeError):
+    """Training was launched in a way that would not train one model across the processes (e.g. several
+    processes that each train alone, or a sharding strategy the trainer cannot read parameters through)."""

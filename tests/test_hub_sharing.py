@@ -327,6 +327,26 @@ def test_an_existing_tag_is_refused_before_anything_is_pushed(
     assert "'e2' already exists" in str(race.value) and f"pushed as commit {head}" in str(race.value)
 
 
+@pytest.mark.parametrize("status", [404, 500])
+def test_a_push_whose_tag_fails_says_the_commit_landed(
+    hub: SessionHub, make_repo_id: Callable[..., str], router_folder: Path, status: int
+) -> None:
+    repo_id = make_repo_id(f"tagfail{status}")
+    seed(hub, repo_id, router_folder)
+    router = HubRouter.from_pretrained(router_folder)
+    router.encoder.fine_tuned = True
+    before = commits(hub, repo_id)
+    hub.inject(r"/tag/", status=status)
+    with pytest.raises(HubAccessError) as error:
+        router.push_to_hub(repo_id, token=hub.write_token, tag="v1")
+    head = HfApi().model_info(repo_id).sha
+    message = str(error.value)
+    assert commits(hub, repo_id) == before + 1
+    assert "The push committed, but the tag failed" in message and f"HTTP {status}" in message
+    assert f"create_tag('{repo_id}', tag='v1', revision='{head}')" in message
+    assert hub.write_token not in message
+
+
 def test_a_router_on_a_local_frozen_encoder_is_not_pushed(
     hub: SessionHub, make_repo_id: Callable[..., str], router_folder: Path
 ) -> None:

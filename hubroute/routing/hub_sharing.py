@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._utils.hub_errors import describe_repo, http_status, hub_errors
+from .._utils.hub_errors import describe_http_error, describe_repo, http_status, hub_errors
 from .._utils.repo_ids import is_repo_id
 from .._utils.version import __version__
 from ..errors import CheckpointError, CheckpointNotFoundError, HubAccessError, IncompatibleCheckpointError
@@ -162,12 +162,16 @@ def _create_tag(api: HfApi, repo_id: str, tag: str, commit: str) -> None:
             repo_id, tag=tag, revision=commit, tag_message=f"hubroute router at commit {commit[:7]}"
         )
     except HfHubHTTPError as err:
+        landed = (
+            f"The router itself was pushed as commit {commit}; tag it with "
+            f"HfApi().create_tag('{repo_id}', tag='{tag}', revision='{commit}')."
+        )
         if http_status(err) == 409:  # created by someone else since the check
-            raise HubAccessError(
-                f"{_tag_exists_message(repo_id, tag)} The router itself was pushed as commit {commit}; tag it "
-                f"with HfApi().create_tag('{repo_id}', tag=..., revision='{commit}')."
-            ) from err
-        raise
+            raise HubAccessError(f"{_tag_exists_message(repo_id, tag)} {landed}") from err
+        reason = describe_http_error(
+            err, f"tagging the {describe_repo(repo_id)}", write=True, repo_id=repo_id
+        )
+        raise HubAccessError(f"The push committed, but the tag failed: {reason} {landed}") from err
 
 
 def push_router(

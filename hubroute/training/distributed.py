@@ -33,6 +33,8 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 
+from ..errors import DistributedLaunchError
+
 __all__ = [
     "SUPPORTED",
     "check_launch",
@@ -129,7 +131,7 @@ def check_launch(args: Any) -> None:
     launched = _launched_world_size()
     world = args.world_size  # sets up the devices and the process group
     if launched > 1 and world == 1:
-        raise RuntimeError(
+        raise DistributedLaunchError(
             f"This process was launched as one of {launched} (WORLD_SIZE={launched}) but trains alone: every "
             "process would train its own copy and they would overwrite each other's saves. "
             f"On CPU launch with `{CPU_LAUNCH}` (DDP over gloo) or set ACCELERATE_USE_CPU=true; on GPUs "
@@ -144,7 +146,7 @@ def check_launch(args: Any) -> None:
     ):
         # `accelerate launch --cpu --num_processes N` (N > 1) without an MPI hostfile starts one process,
         # which it gives a master address: the launch asked for several processes and got one.
-        raise RuntimeError(
+        raise DistributedLaunchError(
             "`accelerate launch --cpu --num_processes N` started a single process: Accelerate runs several CPU "
             f"processes only through MPI (--mpirun_hostfile). Launch with `{CPU_LAUNCH}` instead (DDP over "
             "gloo, chosen automatically without a GPU), or with `--num_processes 1`. "

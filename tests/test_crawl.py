@@ -292,7 +292,7 @@ def test_a_429_storm_is_waited_out_as_the_server_asks(
     assert [r.status for r in hub.requests if r.path == "/api/models"] == [429, 429, 200]
 
 
-def test_card_retries_go_through_http_backoff_capped_and_abortable(
+def test_card_retries_wait_retry_after_capped_and_stop_when_aborted(
     hub: SessionHub, catalogue: list[SeedModel], tmp_path: Path, client_sleeps: Sleeps
 ) -> None:
     from huggingface_hub import hf_hub_url
@@ -312,7 +312,7 @@ def test_card_retries_go_through_http_backoff_capped_and_abortable(
     retry = RetryPolicy(sleep=sleeps, jitter=0.0, max_retry_after=60.0)
     result = crawler(since, tmp_path, retry=retry, workers=1).crawl()
     assert not result.failed and len(result.records) == 3
-    assert sleeps == [60.0, 60.0]  # a Retry-After of a 429 (ours) or of a 503 (http_backoff's) is capped
+    assert sleeps == [60.0, 60.0]  # a Retry-After of a 429 or of a 503 is capped
     assert client_sleeps == []  # card waits go to the policy, never to huggingface_hub's own clock
 
     hub.inject(r"/resolve/main/README\.md$", status=503, times=1000, method="GET")

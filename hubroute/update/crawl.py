@@ -14,9 +14,9 @@ base model, downloads, likes, creation date) and the cleaned text of its card (`
 - **Retries**: the listing goes through ``huggingface_hub``, which already retries each page on 429 (honouring
   ``Retry-After``), 5xx and timeouts; when it gives up, the crawl restarts the listing a bounded number of
   times (models already handled are skipped) and then fails with :class:`~hubroute.HubAccessError`. Cards
-  are fetched with ``huggingface_hub.utils.http_backoff`` too, configured from the crawler's
-  :class:`RetryPolicy` (5xx, 408 and timeouts retried with capped exponential backoff and jitter; 429 waited
-  as ``Retry-After`` asks, capped; every wait abortable and observable: see :mod:`hubroute._utils.retry`),
+  are fetched on the Hub client's session under the crawler's :class:`RetryPolicy` (5xx, 408 and timeouts
+  retried with capped exponential backoff and jitter; 429 waited as ``Retry-After`` asks, capped; every wait
+  abortable and observable: see :mod:`hubroute._utils.retry`, which says why this is not ``http_backoff``),
   so nothing is retried twice; a model whose card still fails is counted as ``failed`` and retried by the
   next run.
 - **State**: handled models (records, skips and failures) are written atomically to a JSON state file every
@@ -25,7 +25,7 @@ base model, downloads, likes, creation date) and the cleaned text of its card (`
 
 Example:
     ```python
-    >>> from hubroute.hub.crawl import CrawlFilters, HubCrawler
+    >>> from hubroute.update.crawl import CrawlFilters, HubCrawler
     >>> crawler = HubCrawler("2026-05", filters=CrawlFilters(min_downloads=100), state_path="crawl_state.json")
     >>> result = crawler.crawl()
     >>> print(result.describe())
@@ -208,7 +208,7 @@ class CrawledModel:
         base_model: Base models named by the card.
         downloads, likes: Popularity at crawl time.
         title: The card's first heading.
-        description: Cleaned description (see :func:`hubroute.hub.cardtext.parse_card`).
+        description: Cleaned description (see :func:`hubroute.update.cardtext.parse_card`).
         uses: Intended uses, one per bullet or sentence.
         card_text: Description and uses, capped: the model's card text for routing.
     """
@@ -501,8 +501,7 @@ class HubCrawler:
     def _get_readme(self, model_id: str) -> str | None:
         """The README text of ``model_id`` (``None`` when it has none), one GET retried under :attr:`retry`.
 
-        The request goes through ``huggingface_hub.utils.http_backoff`` (see
-        :func:`hubroute._utils.retry.hub_request`); a crawl that has failed or been interrupted wakes the
+        The request goes through :func:`hubroute._utils.retry.hub_request`; a crawl that has failed or been interrupted wakes the
         workers waiting to retry at once.
 
         Raises:

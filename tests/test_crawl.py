@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -289,6 +290,41 @@ def test_a_429_storm_is_waited_out_as_the_server_asks(
     assert sleeps == [7.0] * 12  # every card retry waited what Retry-After asked, once
     assert client_sleeps == [4.0, 4.0]  # huggingface_hub honours Retry-After (+1 s) on listing pages
     assert [r.status for r in hub.requests if r.path == "/api/models"] == [429, 429, 200]
+
+
+def test_card_retries_wait_retry_after_capped_and_stop_when_aborted(
+    hub: SessionHub, catalogue: list[SeedModel], tmp_path: Path, client_sleeps: Sleeps
+) -> None:
+    from huggingface_hub import hf_hub_url
+
+    from hubroute._utils.retry import RetryAborted, hub_request
+
+    seeded = newest(catalogue, 3)
+    seed_hub(hub, seeded)
+    since = cutoff_of(seeded)
+    hub.inject(
+        r"/resolve/main/README\.md$", status=503, times=1, headers={"Retry-After": "3600"}, method="GET"
+    )
+    hub.inject(
+        r"/resolve/main/README\.md$", status=429, times=1, headers={"Retry-After": "3600"}, method="GET"
+    )
+    sleeps = Sleeps()
+    retry = RetryPolicy(sleep=sleeps, jitter=0.0, max_retry_after=60.0)
+    result = crawler(since, tmp_path, retry=retry, workers=1).crawl()
+    assert not result.failed and len(result.records) == 3
+    assert sleeps == [60.0, 60.0]  # a Retry-After of a 429 or of a 503 is capped
+    assert client_sleeps == []  # card waits go to the policy, never to huggingface_hub's own clock
+
+    hub.inject(r"/resolve/main/README\.md$", status=503, times=1000, method="GET")
+    hub.requests.clear()
+    aborted = threading.Event()
+    threading.Timer(0.2, aborted.set).start()
+    started = time.perf_counter()
+    with pytest.raises(RetryAborted):  # the real clock, a 60 s backoff: the abort ends the wait at once
+        hub_request(
+            "GET", hf_hub_url(seeded[0].model_id, "README.md"), RetryPolicy(base_delay=60.0), abort=aborted
+        )
+    assert time.perf_counter() - started < 20 and hub.count(r"/resolve/") == 1
 
 
 def test_backoff_is_exponential_capped_and_jittered() -> None:

@@ -14,16 +14,18 @@ base model, downloads, likes, creation date) and the cleaned text of its card (`
 - **Retries**: the listing goes through ``huggingface_hub``, which already retries each page on 429 (honouring
   ``Retry-After``), 5xx and timeouts; when it gives up, the crawl restarts the listing a bounded number of
   times (models already handled are skipped) and then fails with :class:`~hubroute.HubAccessError`. Cards
-  are fetched with one GET each under the crawler's own :class:`RetryPolicy` (``Retry-After`` honoured,
-  capped exponential backoff with jitter, 5xx and timeouts retried), so nothing is retried twice; a model
-  whose card still fails is counted as ``failed`` and retried by the next run.
+  are fetched on the Hub client's session under the crawler's :class:`RetryPolicy` (5xx, 408 and timeouts
+  retried with capped exponential backoff and jitter; 429 waited as ``Retry-After`` asks, capped; every wait
+  abortable and observable: see :mod:`hubroute._utils.retry`, which says why this is not ``http_backoff``),
+  so nothing is retried twice; a model whose card still fails is counted as ``failed`` and retried by the
+  next run.
 - **State**: handled models (records, skips and failures) are written atomically to a JSON state file every
   ``checkpoint_every`` models and at the end. A crawl that is interrupted resumes where it stopped, and a
   rerun fetches nothing it already has.
 
 Example:
     ```python
-    >>> from hubroute.hub.crawl import CrawlFilters, HubCrawler
+    >>> from hubroute.update.crawl import CrawlFilters, HubCrawler
     >>> crawler = HubCrawler("2026-05", filters=CrawlFilters(min_downloads=100), state_path="crawl_state.json")
     >>> result = crawler.crawl()
     >>> print(result.describe())
@@ -35,7 +37,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import random
 import threading
 import time
 from collections import Counter, deque
@@ -48,6 +49,7 @@ from typing import Any
 
 from .._utils.hub_errors import describe_http_error, http_status
 from .._utils.io import write_json
+from .._utils.retry import RETRY_STATUSES, RetryAborted, RetryPolicy, hub_request
 from ..errors import HubAccessError
 from ..routing.registry import ModelRecord, model_key
 from ..routing.taxonomy import domain_from_pipeline_tag
@@ -67,7 +69,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -86,22 +87,23 @@ def parse_since(value: str | datetime) -> datetime:
     if isinstance(value, datetime):
         moment = value
     else:
-        text = str(value).strip()
-        moment = None
-        for form in ("%Y-%m", "%Y-%m-%d"):
-            try:
-                moment = datetime.strptime(text, form)
-                break
-            except ValueError:
-                pass
-        if moment is None:
-            try:
-                moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            except ValueError:
-                raise ValueError(
-                    f"Cannot read the date {value!r}: use YYYY-MM (e.g. 2026-05), YYYY-MM-DD or an ISO-8601 time."
-                ) from None
+        try:
+            moment = _read_date(str(value).strip())
+        except ValueError:
+            raise ValueError(
+                f"Cannot read the date {value!r}: use YYYY-MM (e.g. 2026-05), YYYY-MM-DD or an ISO-8601 time."
+            ) from None
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _read_date(text: str) -> datetime:
+    """``YYYY-MM``, ``YYYY-MM-DD`` or an ISO-8601 time (``ValueError`` otherwise), naive or aware."""
+    for form in ("%Y-%m", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, form)
+        except ValueError:
+            pass
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _to_ms(moment: datetime | None) -> int | None:
@@ -193,62 +195,6 @@ class CrawlFilters:
         return None
 
 
-@dataclass
-class RetryPolicy:
-    """How the crawler retries a card download that failed with a transient error.
-
-    Attributes:
-        max_retries: Retries after the first attempt (so ``max_retries + 1`` attempts at most).
-        base_delay: First backoff delay in seconds; it doubles at every retry, up to ``max_delay``.
-        max_delay: Cap of the exponential backoff.
-        max_retry_after: Cap of the wait a ``Retry-After`` header asks for.
-        jitter: Random extra delay, as a fraction of the delay (spreads out parallel retries).
-        statuses: HTTP statuses worth retrying.
-        timeout: Seconds to wait for each answer.
-        sleep: The function that waits (tests pass a fake one).
-        seed: Seed of the jitter.
-    """
-
-    max_retries: int = 5
-    base_delay: float = 1.0
-    max_delay: float = 30.0
-    max_retry_after: float = 300.0
-    jitter: float = 0.25
-    statuses: tuple[int, ...] = RETRY_STATUSES
-    timeout: float = 30.0
-    sleep: Callable[[float], None] = time.sleep
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number ``attempt + 1``.
-
-        Args:
-            attempt: Retries done so far (0 before the first retry).
-            retry_after: What the server's ``Retry-After`` header asked for, if anything.
-
-        Returns:
-            ``Retry-After`` (capped at ``max_retry_after``) when given, else ``base_delay * 2**attempt`` capped
-            at ``max_delay``; plus up to ``jitter`` of it at random.
-        """
-        if retry_after is not None:
-            wait = min(max(retry_after, 0.0), self.max_retry_after)
-        else:
-            wait = min(self.base_delay * (2**attempt), self.max_delay)
-        return wait + wait * self.jitter * self._rng.random()
-
-
-def retry_after_seconds(response: Any) -> float | None:
-    """The wait a response's ``Retry-After`` header asks for, in seconds (``None``: absent or not a number)."""
-    value = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 # ------------------------------------------------------------------------------------------------ records
 @dataclass
 class CrawledModel:
@@ -262,7 +208,7 @@ class CrawledModel:
         base_model: Base models named by the card.
         downloads, likes: Popularity at crawl time.
         title: The card's first heading.
-        description: Cleaned description (see :func:`hubroute.hub.cardtext.parse_card`).
+        description: Cleaned description (see :func:`hubroute.update.cardtext.parse_card`).
         uses: Intended uses, one per bullet or sentence.
         card_text: Description and uses, capped: the model's card text for routing.
     """
@@ -423,10 +369,6 @@ class CrawlResult:
 
 
 # ------------------------------------------------------------------------------------------------ crawler
-class _CrawlAborted(Exception):
-    """Raised in a card worker when the crawl has already failed or been interrupted."""
-
-
 @dataclass
 class _Outcome:
     """What handling one listed model gave: a record, a skip reason, or a failure."""
@@ -530,7 +472,7 @@ class HubCrawler:
         Several listings (one per pipeline tag, author and library) are merged by creation date; each stops
         at its first model older than the cutoff, so later pages are never requested.
         """
-        since_ms = _to_ms(self.since)
+        since_ms = _to_ms(self.since) or 0
 
         def key(info: Any) -> int:
             return _to_ms(info.created_at) or since_ms  # undated models are kept (and skipped as no_date)
@@ -556,49 +498,31 @@ class HubCrawler:
         rejection = self.filters.rejection(self._from_info(info, None))
         return _Outcome(info.id, skipped=rejection) if rejection else None
 
-    def _backoff(self, seconds: float) -> None:
-        """Wait before a retry; a crawl that has failed or been interrupted wakes its workers at once."""
-        if self.retry.sleep is time.sleep:
-            self._aborted.wait(seconds)
-        elif not self._aborted.is_set():
-            self.retry.sleep(seconds)
-        if self._aborted.is_set():
-            raise _CrawlAborted
-
     def _get_readme(self, model_id: str) -> str | None:
-        """The README text of ``model_id`` (``None`` when it has none), retried under :attr:`retry`.
+        """The README text of ``model_id`` (``None`` when it has none), one GET retried under :attr:`retry`.
+
+        The request goes through :func:`hubroute._utils.retry.hub_request`; a crawl that has failed or been interrupted wakes the
+        workers waiting to retry at once.
 
         Raises:
             huggingface_hub errors: gated, not found, disabled, or a transient error after every retry.
+            RetryAborted: the crawl stopped while this card waited for a retry.
         """
-        import httpx2
         from huggingface_hub import hf_hub_url
         from huggingface_hub.errors import EntryNotFoundError
-        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+        from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
         url = hf_hub_url(model_id, "README.md", endpoint=self.endpoint)
         headers = build_hf_headers(token=self.token)
-        attempt = 0
-        while True:
-            try:
-                response = get_session().get(
-                    url, headers=headers, timeout=self.retry.timeout, follow_redirects=True
-                )
-            except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError):
-                if attempt >= self.retry.max_retries or self._aborted.is_set():
-                    raise
-                self._backoff(self.retry.delay(attempt))
-                attempt += 1
-                continue
-            if response.status_code in self.retry.statuses and attempt < self.retry.max_retries:
-                self._backoff(self.retry.delay(attempt, retry_after_seconds(response)))
-                attempt += 1
-                continue
-            try:
-                hf_raise_for_status(response)
-            except EntryNotFoundError:
-                return None
-            return response.text
+        response = hub_request(
+            "GET", url, self.retry, abort=self._aborted, headers=headers, timeout=self.retry.timeout,
+            follow_redirects=True,
+        )  # fmt: skip
+        try:
+            hf_raise_for_status(response)
+        except EntryNotFoundError:
+            return None
+        return response.text
 
     def _fetch(self, info: Any) -> _Outcome:
         """Download and clean the card of a listed model (runs in a worker thread)."""
@@ -607,7 +531,7 @@ class HubCrawler:
 
         try:
             readme = self._get_readme(info.id)
-        except _CrawlAborted:
+        except RetryAborted:
             return _Outcome(info.id, failed="the crawl stopped before this card was fetched")
         except hf.GatedRepoError:
             return _Outcome(info.id, skipped="gated")
@@ -780,7 +704,7 @@ class HubCrawler:
                     ) from err
                 wait = self.retry.delay(attempt - 1)
                 logger.warning("Listing failed (%s); restarting it in %.1f s.", _describe(err), wait)
-                self.retry.sleep(wait)
+                self.retry.wait(wait)
         while window:
             finish(window.popleft().result())
 

@@ -24,11 +24,12 @@ from importlib import resources
 from typing import Any, Protocol, runtime_checkable
 
 from .._utils.hub_errors import describe_http_error, http_status
+from .._utils.retry import RetryPolicy, call_with_retries
 from .._utils.text import split_sentences
 from ..errors import HubAccessError
 from ..routing.registry import model_key
 from ..routing.taxonomy import normalize_model_name
-from .crawl import CrawledModel, RetryPolicy, retry_after_seconds
+from .crawl import CrawledModel
 
 __all__ = [
     "TASK_TEMPLATES",
@@ -369,7 +370,7 @@ class InferenceClientGenerator(_LLMGenerator):
         client: An already built client (tests pass a fake one).
         fallback: Generator used to fill in (default: :class:`TemplateGenerator`).
         retry: Retries of a call on 429 (honouring ``Retry-After``), 5xx, timeouts and network errors (default:
-            the crawler's :class:`~hubroute.hub.crawl.RetryPolicy`).
+            a :class:`~hubroute._utils.retry.RetryPolicy`, the crawler's).
     """
 
     def __init__(
@@ -405,31 +406,34 @@ class InferenceClientGenerator(_LLMGenerator):
         from huggingface_hub.errors import HfHubHTTPError
 
         what = f"the inference model '{self.model}'"
-        attempt = 0
-        while True:
-            try:
-                response = self.client.chat_completion(
-                    messages=[{"role": "user", "content": instruction}],
-                    max_tokens=self.max_tokens,
-                    temperature=self.temperature,
-                    seed=seed,
-                )
-                return str(response.choices[0].message.content or "")
-            except (HfHubHTTPError, httpx2.HTTPError, TimeoutError) as err:  # InferenceTimeoutError is both
-                status = http_status(err) if isinstance(err, HfHubHTTPError) else None
-                if (
-                    status is not None and status not in self.retry.statuses
-                ) or attempt >= self.retry.max_retries:
-                    if status is not None:
-                        raise HubAccessError(describe_http_error(err, what)) from err
-                    raise HubAccessError(
-                        f"{what.capitalize()} did not answer ({type(err).__name__}: {err}) after {attempt + 1} "
-                        "tries. Retry later, check the network and HF_ENDPOINT, or use --generator template."
-                    ) from err
-                self.retry.sleep(
-                    self.retry.delay(attempt, retry_after_seconds(getattr(err, "response", None)))
-                )
-                attempt += 1
+        failures = (HfHubHTTPError, httpx2.HTTPError, TimeoutError)  # InferenceTimeoutError is both
+
+        def status_of(err: Exception) -> int | None:
+            return http_status(err) if isinstance(err, HfHubHTTPError) else None
+
+        def transient(err: Exception) -> bool:
+            status = status_of(err)
+            return isinstance(err, failures) and (status is None or status in self.retry.statuses)
+
+        def call() -> str:
+            response = self.client.chat_completion(
+                messages=[{"role": "user", "content": instruction}],
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+                seed=seed,
+            )
+            return str(response.choices[0].message.content or "")
+
+        try:
+            return call_with_retries(call, self.retry, retryable=transient)
+        except failures as err:
+            if status_of(err) is not None:
+                raise HubAccessError(describe_http_error(err, what)) from err
+            raise HubAccessError(
+                f"{what.capitalize()} did not answer ({type(err).__name__}: {err}) after "
+                f"{self.retry.max_retries + 1} tries. Retry later, check the network and HF_ENDPOINT, or use "
+                "--generator template."
+            ) from err
 
 
 def generator_from_spec(spec: str | None, token: str | None = None) -> PromptGenerator:

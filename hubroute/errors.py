@@ -7,6 +7,8 @@ would naturally catch (``ValueError`` for bad input, ``FileNotFoundError`` for m
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "HubRouteError",
     "InvalidPromptError",
@@ -57,6 +59,9 @@ class HubAccessError(HubRouteError, RuntimeError):
 
 class ForgettingGateError(HubRouteError, RuntimeError):
     """An update forgot more than allowed on old experiences, so it was not saved."""
+
+    summary: Any
+    """The update's :class:`~hubroute.update.pipeline.UpdateSummary`, when ``update_router`` attached it."""
 
 
 class DistributedLaunchError(HubRouteError, RuntimeError):

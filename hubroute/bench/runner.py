@@ -10,7 +10,7 @@ Methods:
 - ``joint``: one training run on all experiences at once (the upper bound).
 
 After each experience every test set seen so far is scored against the union registry (all models seen so
-far); the results go into accuracy matrices, summarised by :func:`hubroute.bench.metrics.summarize`.
+far); the results go into accuracy matrices, summarised by :func:`hubroute.evaluation.metrics.summarize`.
 """
 
 from __future__ import annotations

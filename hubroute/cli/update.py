@@ -47,7 +47,8 @@ class UpdateScriptArguments:
 def make_parser(prog: str = "hubroute update") -> TrlParser:
     """The parser of ``hubroute update``: one flag per :class:`UpdateConfig` field, plus ``--summary``,
     ``--no-progress`` and ``--config``."""
-    parser = TrlParser([UpdateConfig, UpdateScriptArguments], prog=prog, description=DESCRIPTION)
+    # The ignore: transformers types DataClassType as NewType("DataClassType", Any), which no class matches.
+    parser = TrlParser([UpdateConfig, UpdateScriptArguments], prog=prog, description=DESCRIPTION)  # type: ignore[list-item]
     for action in parser._actions:
         if action.dest == "training":  # a mapping: JSON on the command line
             action.type = json.loads

@@ -95,8 +95,12 @@ def score_predictions(
         hits["M"] += model_ok
         hits["M_at5"] += gold_key in keys[:5]
         gold_family = labels.family.get(gold_key)
-        hits["F"] += model_ok or (gold_family is not None and labels.family.get(top) == gold_family)
-        hits["D"] += model_ok or (domain is not None and labels.domain.get(top) == domain_key(domain))
+        hits["F"] += model_ok or (
+            gold_family is not None and top is not None and labels.family.get(top) == gold_family
+        )
+        hits["D"] += model_ok or (
+            domain is not None and top is not None and labels.domain.get(top) == domain_key(domain)
+        )
     n = max(len(gold_models), 1)
     return {level: 100.0 * count / n for level, count in hits.items()}
 
@@ -152,6 +156,12 @@ def _backward_transfer(matrix: np.ndarray) -> float | None:
     return float(np.mean([matrix[-1, j] - matrix[j, j] for j in range(size - 1)]))
 
 
+def _mean_unless_none(values: Sequence[float | None]) -> float | None:
+    """The mean of ``values``, or ``None`` when any of them is ``None``."""
+    known = [v for v in values if v is not None]
+    return None if len(known) < len(values) else float(np.mean(known))
+
+
 def summarize(matrices: Sequence[AccuracyMatrix]) -> dict[str, Any]:
     """Average one or more seeds' matrices into the headline numbers.
 
@@ -171,8 +181,8 @@ def summarize(matrices: Sequence[AccuracyMatrix]) -> dict[str, Any]:
     for level in SHORT_LEVELS:
         fgt = [_forgetting(m.values[level]) for m in matrices]
         bwt = [_backward_transfer(m.values[level]) for m in matrices]
-        out[f"{level}_fgt"] = None if None in fgt else float(np.mean(fgt))
-        out[f"{level}_bwt"] = None if None in bwt else float(np.mean(bwt))
+        out[f"{level}_fgt"] = _mean_unless_none(fgt)
+        out[f"{level}_bwt"] = _mean_unless_none(bwt)
     out["final_per_experience"] = {
         name: float(np.mean([m.final_row("M")[j] for m in matrices]))
         for j, name in enumerate(matrices[0].names)

@@ -33,7 +33,7 @@ def routing_accuracy(
     """M/F/D accuracy (and M@5), in percent, of ``router`` on ``examples``.
 
     The family and domain of each model come from the router's registry; a correct model is a correct family
-    and domain (the CMRBench metrics of :mod:`hubroute.bench.metrics`).
+    and domain (the CMRBench metrics of :mod:`hubroute.evaluation.metrics`).
 
     Args:
         router: The router.

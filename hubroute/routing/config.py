@@ -48,8 +48,8 @@ class RouterConfig:
             score becomes its cosine plus ``domain_prior * (G_d - max G)``, where ``G_d`` is the log-sum-exp at
             ``temperature`` of the ``level_candidates`` best scores of models in its domain. It lowers the
             models of domains that trail the prompt's leading one, so a lone stray match loses to a cluster
-            of the right domain (chosen on a development split of CMRBench: +2 to 3.5 D-Acc, M-Acc
-            unchanged). ``0`` ranks by cosine alone.
+            of the right domain (chosen on a development split of CMRBench; see the README). ``0`` ranks by
+            cosine alone.
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)

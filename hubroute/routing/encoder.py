@@ -98,10 +98,11 @@ def _load_sentence_transformer(source: str | Path, config: EncoderConfig) -> Any
     )
     check_max_length(model, config.max_length, source)
     if config.pooling is not None:
-        pooling_index = next((i for i, m in enumerate(model) if isinstance(m, Pooling)), None)
-        if pooling_index is None:
+        found = next(((i, m) for i, m in enumerate(model) if isinstance(m, Pooling)), None)
+        if found is None:
             raise ValueError(f"Encoder {source!r} has no pooling module to set to {config.pooling!r}.")
-        dim = model[pooling_index].get_embedding_dimension()
+        pooling_index, pooling = found
+        dim = pooling.get_embedding_dimension()
         model[pooling_index] = Pooling(dim, config.pooling)
     model.max_seq_length = config.max_length
     return model

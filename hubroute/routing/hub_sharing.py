@@ -47,7 +47,7 @@ def download_router(
     is then fetched at the very commit that ``config.json`` came from. ``HF_HUB_OFFLINE=1`` or
     ``local_files_only=True`` use the cache only. A snapshot left incomplete by an interrupted download is
     never returned: the client checks it against the cached file list (and
-    :func:`~hubroute.routing.checkpoint.read_router` against the checksums).
+    :func:`~hubroute.routing.serialization.read_router` against the checksums).
 
     Args:
         repo_id: The Hub repo, e.g. ``"collagelab/carve"``.
@@ -61,24 +61,28 @@ def download_router(
         The local snapshot folder.
 
     Raises:
-        CheckpointNotFoundError, HubAccessError: see :func:`hubroute.hub.errors.hub_errors`.
+        CheckpointNotFoundError, HubAccessError: see :func:`hubroute._utils.hub_errors.hub_errors`.
         IncompatibleCheckpointError: the repo has no hubroute ``config.json``, or a newer format version.
         CheckpointError: ``config.json`` is corrupt.
     """
     from huggingface_hub import constants, snapshot_download
 
-    common = {
-        "repo_id": repo_id,
-        "token": token,
-        "cache_dir": cache_dir,
-        "local_files_only": local_files_only or constants.is_offline_mode(),
-        "force_download": force_download,
-        "library_name": "hubroute",
-        "library_version": __version__,
-    }
+    local_only = local_files_only or constants.is_offline_mode()
     where = f"the {describe_repo(repo_id, revision)}"
     with hub_errors(repo_id, revision):
-        head = Path(snapshot_download(revision=revision, allow_patterns=[CONFIG_FILE], **common))
+        head = Path(
+            snapshot_download(
+                repo_id=repo_id,
+                revision=revision,
+                allow_patterns=[CONFIG_FILE],
+                token=token,
+                cache_dir=cache_dir,
+                local_files_only=local_only,
+                force_download=force_download,
+                library_name="hubroute",
+                library_version=__version__,
+            )
+        )
     if not (head / CONFIG_FILE).is_file():
         raise IncompatibleCheckpointError(
             f"The {describe_repo(repo_id, revision)} is not a hubroute router: it has no {CONFIG_FILE}. Was it "
@@ -86,7 +90,18 @@ def download_router(
         )
     read_config(head, where, DOWNLOAD_REMEDY)
     with hub_errors(repo_id, revision, router_files=True):
-        return Path(snapshot_download(revision=head.name, **common))
+        return Path(
+            snapshot_download(
+                repo_id=repo_id,
+                revision=head.name,
+                token=token,
+                cache_dir=cache_dir,
+                local_files_only=local_only,
+                force_download=force_download,
+                library_name="hubroute",
+                library_version=__version__,
+            )
+        )
 
 
 def check_shareable(router: HubRouter) -> None:
@@ -269,14 +284,14 @@ def resolve_folder(
     Args:
         name_or_path: A router folder, or a Hub repo id such as ``"collagelab/carve"``.
         revision, token, cache_dir, local_files_only, force_download: Hub download options, see
-            :func:`hubroute.hub.download.download_router`.
+            :func:`hubroute.routing.hub_sharing.download_router`.
 
     Returns:
         The folder to read the router from.
 
     Raises:
         CheckpointNotFoundError: neither a folder nor a repo id, or the repo/revision does not exist.
-        IncompatibleCheckpointError, HubAccessError: see :func:`~hubroute.hub.download.download_router`.
+        IncompatibleCheckpointError, HubAccessError: see :func:`~hubroute.routing.hub_sharing.download_router`.
     """
     path = Path(name_or_path)
     if path.is_dir():

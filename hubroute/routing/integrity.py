@@ -25,7 +25,7 @@ import math
 import posixpath
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 
@@ -191,7 +191,7 @@ def check_folder(folder: Path, config: Mapping[str, Any], where: str, remedy: st
 
 
 # -- values --------------------------------------------------------------------------------------------------
-def check_format_version(version: Any) -> bool:
+def check_format_version(version: Any) -> TypeGuard[int]:
     """Whether ``version`` is a valid router format version: a positive ``int`` (``True`` is not one)."""
     return isinstance(version, int) and not isinstance(version, bool) and version >= 1
 

@@ -550,6 +550,8 @@ def fit_threshold(
     if coverage is not None:
         count = max(1, math.ceil(coverage * n))
     else:
+        if target_precision is None:  # the TypeError that `None - 1e-12` raised, with a message
+            raise TypeError("fit_threshold() needs target_precision= or coverage=.")
         precision_at = np.cumsum(ranked_correct) / np.arange(1, n + 1)
         meeting = np.flatnonzero(precision_at >= target_precision - 1e-12)
         if len(meeting) == 0:

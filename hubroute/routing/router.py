@@ -387,8 +387,10 @@ class HubRouter(
         allowed = self._allowed(as_route_filter(filters))
         return self._rank_vectors(self._encode_queries(list(prompts), batch_size), top_k, allowed)
 
+    # The ignore: a str is itself a Sequence[str], so mypy reports the two overloads as overlapping; the str
+    # overload comes first, which is what a str argument gets (the usual str / Sequence[str] pair).
     @overload
-    def route(
+    def route(  # type: ignore[overload-overlap]
         self, prompts: str, top_k: int = 1, batch_size: int = 64, *, level: str = "model",
         filters: RouteFilter | Mapping[str, Any] | None = None, min_score: float | str | None = None,
         on_low_confidence: str = "abstain", explain: bool = False,
@@ -828,9 +830,10 @@ class HubRouter(
         texts = [_prompts_of(prompts, r.model_id) for r in new_records]
         flat = [p for group in texts for p in group]
         vectors = torch.from_numpy(self.embed_prompts(flat, show_progress=show_progress)) if flat else None
-        per_model, start = [], 0
-        for group in texts:
-            per_model.append(vectors[start : start + len(group)] if group else None)
+        per_model: list[torch.Tensor | None] = []
+        start = 0
+        for group in texts:  # a non-empty group makes `flat` non-empty, so `vectors` is set
+            per_model.append(vectors[start : start + len(group)] if group and vectors is not None else None)
             start += len(group)
         rows = self.initial_embeddings(
             new_records,

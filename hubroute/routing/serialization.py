@@ -105,7 +105,7 @@ def recover_router_folder(path: Path) -> Path:
     return recover_directory(path, _is_router_folder)
 
 
-def read_router_folder(cls: type[HubRouter], path: Path) -> HubRouter:
+def read_router_folder(cls: type[_RouterT], path: Path) -> _RouterT:
     """:func:`read_router` of a local folder, every file from the one version ``path`` points to (read again
     if a concurrent save swaps it meanwhile); messages name ``path``."""
     return read_swapped(path, lambda folder: read_router(cls, folder, str(path)))
@@ -148,7 +148,7 @@ def write_router(router: HubRouter, folder: Path) -> None:
 def embeddings_digest(embeddings: torch.Tensor) -> str:
     """Return the SHA-256 of model embeddings as saved (float32, row-major), to tie an index to them."""
     array = embeddings.detach().float().cpu().contiguous().numpy()
-    return hashlib.sha256(memoryview(array).cast("B")).hexdigest()
+    return hashlib.sha256(array.data.cast("B")).hexdigest()
 
 
 def _write_index(router: HubRouter, folder: Path) -> None:

@@ -238,7 +238,7 @@ def _section_lines(section: _Section) -> list[str]:
 
 
 def _join(lines: list[str]) -> str:
-    parts = []
+    parts: list[str] = []
     for line in lines:
         line = line.strip()
         if parts and not parts[-1].endswith((".", "!", "?", ":", ";")):

@@ -3,7 +3,7 @@
 :func:`build_experience` returns a :class:`datasets.Dataset` in the experience schema of
 :class:`~hubroute.CARvETrainer` (``prompt``, ``model_id``, ``domain``, ``family``, ``card_text``,
 ``created_at``, ``pipeline_tag``, ``library_name``, ``license``, plus ``source``); the prompts come from a
-:class:`~hubroute.hub.prompts.PromptGenerator` (card templates by default, see :mod:`hubroute.hub.prompts`).
+:class:`~hubroute.update.prompts.PromptGenerator` (card templates by default, see :mod:`hubroute.update.prompts`).
 """
 
 from __future__ import annotations

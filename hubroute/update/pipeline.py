@@ -3,9 +3,9 @@
 :func:`update_router` runs the whole pipeline behind ``hubroute update``:
 
 1. **load** the router (a folder or a Hub repo);
-2. **crawl** the models created on the Hub since a date (:mod:`hubroute.hub.crawl`; resumable state);
+2. **crawl** the models created on the Hub since a date (:mod:`hubroute.update.crawl`; resumable state);
 3. build the **experience**: records (family, domain) and (prompt, model) pairs written from the cards
-   (:mod:`hubroute.hub.experience`), saved as a ``datasets`` dataset and optionally pushed;
+   (:mod:`hubroute.update.experience`), saved as a ``datasets`` dataset and optionally pushed;
 4. **cold start** (:func:`~hubroute.training.cold_start.cold_start`): registers the new models with rows from their card and the experience's
    prompts, blended with their most similar known models (``CARvEConfig.init_neighbors``), so they are
    routable before any training step;
@@ -557,8 +557,9 @@ def update_router(
     if not fresh:
         pending = _pending_push(folder, push, router_dir)
         if pending is not None and not dry_run:  # the last update was saved, but its push failed: finish it
+            assert push is not None  # a pending push is only found for a push repo
             summary.experience, summary.status = pending, "pushed"
-            summary.pushed = _push(model, push, pending, token, folder)  # type: ignore[arg-type]
+            summary.pushed = _push(model, push, pending, token, folder)
         summary.elapsed_s = round(time.perf_counter() - started, 3)
         return summary
 
@@ -606,22 +607,23 @@ def update_router(
     if examples:
         summary.accuracy_after = routing_accuracy(model, examples)
         assert summary.accuracy_before is not None
-        summary.forgetting = _drops(summary.accuracy_before, summary.accuracy_after)
-        worst = max(GATE_LEVELS, key=lambda lvl: summary.forgetting[lvl])  # type: ignore[index]
-        summary.gate_passed = summary.forgetting[worst] <= max_forgetting
+        forgetting = _drops(summary.accuracy_before, summary.accuracy_after)
+        summary.forgetting = forgetting
+        worst = max(GATE_LEVELS, key=lambda lvl: forgetting[lvl])
+        summary.gate_passed = forgetting[worst] <= max_forgetting
         t = lap("gate", t)
         if not summary.gate_passed:
             summary.status = "refused"
             summary.elapsed_s = round(time.perf_counter() - started, 3)
             before, after = summary.accuracy_before[worst], summary.accuracy_after[worst]
             error = ForgettingGateError(
-                f"The update forgot {summary.forgetting[worst]:.1f} points of {LEVEL_NAMES[worst]}-level accuracy "
+                f"The update forgot {forgetting[worst]:.1f} points of {LEVEL_NAMES[worst]}-level accuracy "
                 f"on old experiences ({before:.1f}% -> {after:.1f}% on {len(examples)} {summary.gate_source} "
                 f"prompts), more than the {max_forgetting:g} allowed; nothing was saved or pushed and the previous "
                 "router is intact. Raise --max-forgetting, or train more gently (--config with stronger anchors, "
                 "more replay or fewer epochs)."
             )
-            error.summary = summary  # type: ignore[attr-defined]
+            error.summary = summary
             raise error
 
     updates = list(model.info.get("updates") or [])

@@ -18,6 +18,10 @@
 
 It returns an :class:`UpdateSummary`: models added and skipped, time taken, accuracy on the old experiences
 before and after.
+
+With :attr:`UpdateConfig.feedback` (``hubroute update --feedback FILE``), steps 2-3 are replaced by the
+feedback rows of real traffic (:mod:`hubroute.update.feedback`); the cold start, training, gate, save and
+push follow.
 """
 
 from __future__ import annotations
@@ -126,10 +130,25 @@ class UpdateConfig:
 
     The training recipe is :func:`update_config` with :attr:`training` on top. ``since`` and the paths may be
     given as ``datetime`` and ``Path`` objects; they are stored as text. :attr:`token` is never printed.
+    An update either crawls the Hub (``since``) or learns feedback files (``feedback``, see
+    :func:`update_from_feedback`; its recipe is :func:`feedback_config` with :attr:`training` on top).
     """
 
-    since: str = field(metadata=_help("Cutoff: YYYY-MM, YYYY-MM-DD or an ISO-8601 time."))
     router: str = field(metadata=_help("The router to update: a folder or a Hub repo id."))
+    since: str | None = field(
+        default=None,
+        metadata=_help(
+            "Crawl cutoff: YYYY-MM, YYYY-MM-DD or an ISO-8601 time (required unless --feedback is given)."
+        ),
+    )
+    feedback: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "Learn these feedback files (.jsonl/.csv/.parquet with prompt, model_id[, domain, card_text], "
+            "e.g. hubroute serve --feedback) as the next experience instead of crawling: no --since needed. "
+            "A file already learned (same SHA-256) is skipped."
+        ),  # fmt: skip
+    )
     output: str | None = field(
         default=None,
         metadata=_help("Folder to save the updated router (default: --router when it is a folder)."),
@@ -211,6 +230,20 @@ class UpdateConfig:
     def __post_init__(self) -> None:
         if isinstance(self.since, datetime):
             self.since = self.since.isoformat()
+        if isinstance(self.feedback, (str, PathLike)):
+            self.feedback = [self.feedback]
+        if self.feedback is not None:
+            self.feedback = [str(f) for f in self.feedback]
+        if self.since is None and not self.feedback:
+            raise ValueError(
+                "Nothing to learn: pass since= (--since: crawl the Hub models created since a date) or "
+                "feedback= (--feedback FILE: learn feedback rows, e.g. those of hubroute serve --feedback)."
+            )
+        if self.since is not None and self.feedback:
+            raise ValueError(
+                "Pass either since= (--since: crawl the Hub) or feedback= (--feedback: learn feedback files), "
+                "not both: run the two updates one after the other."
+            )
         for name in ("router", "output", "workdir", "state_path"):
             value = getattr(self, name)
             if isinstance(value, PathLike):
@@ -318,6 +351,8 @@ class UpdateSummary:
         pushed: URL of the pushed commit.
         experience_path: Folder of the saved experience dataset.
         experience_repo: Dataset repo the experience was pushed to.
+        feedback: The feedback files of a feedback update (``{"path", "sha256", "new"[, "rows"]}``; ``new``:
+            learned by this run, else learned before and skipped); empty for a crawl.
         timings: Seconds per stage.
         elapsed_s: Total seconds.
         router: The updated router (not serialised).
@@ -344,6 +379,7 @@ class UpdateSummary:
     pushed: str | None = None
     experience_path: str | None = None
     experience_repo: str | None = None
+    feedback: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
     router: Any = field(default=None, repr=False, compare=False)
@@ -370,6 +406,14 @@ class UpdateSummary:
             f"  models added: {self.models_added} ({self.models_known} crawled models were already known), "
             f"{self.num_prompts} training prompts",
         ]
+        if self.feedback:  # a feedback update: no crawl
+            learned = [f for f in self.feedback if f.get("new")]
+            lines[:3] = [
+                f"Update {self.experience} ({self.status}) of {self.router_source}, from feedback: "
+                f"{len(learned)} new file(s), {len(self.feedback) - len(learned)} learned before",
+                f"  models added: {self.models_added} ({self.models_known} fed models were already known), "
+                f"{self.num_prompts} feedback rows",
+            ]
         if self.gate_prompts:
             lines.append(
                 f"  old experiences ({self.gate_prompts} {self.gate_source} prompts), accuracy in %:"
@@ -485,11 +529,15 @@ def update_router(
     :class:`UpdateConfig` decides every default. Objects that have no command-line form are keywords of
     their own, each taking precedence over the matching options.
 
+    With ``feedback=`` (files of feedback rows, e.g. ``hubroute serve --feedback``) there is no crawl: the
+    rows are the experience, learned by :func:`~hubroute.update.feedback.update_from_feedback` through the
+    same gate, save and push (``update_router("routers/mine", feedback=["traffic/feedback.jsonl"])``).
+
     Args:
         router: An :class:`UpdateConfig`, a router folder, a Hub repo id, or a loaded :class:`HubRouter`
             (updated in place).
         since: Crawl cutoff (``"2026-05"``, ``"2026-05-15"``, a datetime); with an :class:`UpdateConfig`,
-            replaces its ``since``.
+            replaces its ``since``. Required unless ``feedback`` is given.
         config: Training recipe (default: :meth:`UpdateConfig.training_config`).
         generator: Writes the training prompts (default: from :attr:`UpdateConfig.generator`, templates).
         filters: Which Hub models to crawl (default: :meth:`UpdateConfig.crawl_filters`).
@@ -518,6 +566,13 @@ def update_router(
         return now
 
     settings, loaded = _settings(router, since, options)
+    if settings.feedback:  # learn feedback files instead of crawling (hubroute.update.feedback)
+        from .feedback import update_from_feedback
+
+        return update_from_feedback(
+            settings, loaded, config=config, gate_data=gate_data, keep_cold_router=keep_cold_router
+        )
+    assert settings.since is not None  # UpdateConfig requires since or feedback
     source_router: str | HubRouter = loaded if loaded is not None else settings.router
     output, push, token, dry_run = settings.output, settings.push, settings.token, settings.dry_run
     show_progress, seed, max_forgetting = settings.show_progress, settings.seed, settings.max_forgetting

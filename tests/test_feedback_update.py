@@ -13,8 +13,14 @@ from factories import make_experience
 
 from hubroute import CARvEConfig, CARvETrainer, DataFormatError, HubRouter
 from hubroute.cli.main import main
-from hubroute.update.feedback import FEEDBACK_RECIPE, feedback_config, learned_feedback, read_feedback
-from hubroute.update.pipeline import UPDATE_RECIPE, UpdateConfig, update_router
+from hubroute.update.feedback import learned_feedback, read_feedback
+from hubroute.update.pipeline import (
+    FEEDBACK_RECIPE,
+    UPDATE_RECIPE,
+    UpdateConfig,
+    feedback_config,
+    update_router,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -59,9 +65,9 @@ def write_feedback(path: Path, rows: list[tuple[str, str]], card: bool = True) -
     lines = []
     for prompt, model in rows:
         row = {"prompt": prompt, "model_id": model, "domain": None, "card_text": None, "received_at": 1.5}
-        if model == NEW_MODEL:
-            row.update(domain=DOMAINS[2],  # a domain of known models: the domain prior ranks lone domains low
-                       card_text="SQL-Writer turns questions about tables into SQL queries." if card else None)  # fmt: skip
+        if model == NEW_MODEL:  # a domain of known models: the domain prior ranks lone domains low
+            card_text = "SQL-Writer turns questions about tables into SQL queries." if card else None
+            row.update(domain=DOMAINS[2], card_text=card_text)
         lines.append(json.dumps(row))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -101,7 +107,8 @@ def old_router(trained_router: Path, tmp_path: Path) -> Path:
 
 def update_argv(router: Path, feedback: Path, output: Path, tmp_path: Path, *extra: str) -> list[str]:
     return ["update", "--router", str(router), "--feedback", str(feedback), "--output", str(output),
-            "--no-progress", "--training", json.dumps(TRAINING), "--workdir", str(tmp_path / "work"), *extra]  # fmt: skip
+            "--no-progress", "--training", json.dumps(TRAINING), "--workdir", str(tmp_path / "work"),
+            *extra]  # fmt: skip
 
 
 def test_the_feedback_recipe_frees_the_fed_rows_but_keeps_the_update_anchors() -> None:
@@ -209,7 +216,7 @@ def test_unknown_models_need_a_card_and_an_update_needs_since_or_feedback(
     assert "carries no card_text" in capsys.readouterr().err and digest(old_router) == before
     assert main(["update", "--router", str(old_router)]) == 2
     assert "Nothing to learn: pass since=" in capsys.readouterr().err
-    known = read_feedback(
+    known, counts = read_feedback(
         [write_feedback(tmp_path / "known.jsonl", [("hello", "ORG/MODEL-3")])], router.registry
     )
     assert (

@@ -1,5 +1,5 @@
-"""``POST /v1/feedback`` rows are durable JSONL that ``hubroute train`` learns from: after training on them, the
-fed prompts route to the fed models."""
+"""``POST /v1/feedback`` rows are durable JSONL that ``hubroute train`` (ungated) and ``hubroute update --feedback``
+(through the forgetting gate) learn from: after training on them, the fed prompts route to the fed models."""
 
 from __future__ import annotations
 
@@ -82,3 +82,33 @@ def test_feedback_is_written_durably_and_trained_on(tiny_encoder_path: Path, tmp
             reply = httpx.post(f"{server.url}/v1/feedback", json={"prompt": "p", "model_id": "org/model-1"})
             assert reply.status_code == 404
             raise RuntimeError(reply.json()["error"]["message"])
+
+
+def test_feedback_written_by_the_server_is_learned_by_update_through_the_gate(
+    tiny_encoder_path: Path, tmp_path: Path, capsys
+) -> None:
+    router = HubRouter(RouterConfig(encoder=EncoderConfig(str(tiny_encoder_path), max_length=64)))
+    router.add_models(
+        [ModelRecord(f"org/model-{i}", f"family-{i}", DOMAINS[i % 3], f"Model {i} card.") for i in range(9)]
+    )
+    router.save_pretrained(tmp_path / "router")
+    feedback = tmp_path / "traffic" / "feedback.jsonl"
+    rows = [(t.format(k), model) for model, templates in FED.items() for t in templates for k in range(3)]
+    app = create_app(str(tmp_path / "router"), ServeConfig(feedback=str(feedback)))
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url) as client:
+        for prompt, model in rows:
+            assert client.post("/v1/feedback", json={"prompt": prompt, "model_id": model}).status_code == 200
+    training = {
+        "num_candidates": 6,
+        "embedding_learning_rate": 0.01,
+        "num_train_epochs": 20,
+        "logging_steps": 1000,
+    }
+    argv = ["update", "--router", str(tmp_path / "router"), "--feedback", str(feedback), "--output",
+            str(tmp_path / "router"), "--no-progress", "--training", json.dumps(training)]  # fmt: skip
+    code = main(argv)
+    assert code == 0, capsys.readouterr().err
+    trained = HubRouter.from_pretrained(tmp_path / "router")
+    hits = sum(r[0].model_id == m for r, m in zip(trained.route([p for p, _ in rows]), [m for _, m in rows]))
+    assert trained.num_models == 9 and hits >= 0.9 * len(rows)
+    assert main(argv) == 0 and "Nothing new" in capsys.readouterr().out

@@ -31,7 +31,8 @@ EXIT_REFUSED = 3
 DESCRIPTION = (
     "Crawl the models created on the Hub since --since, write training prompts from their cards, make them "
     "routable at once (cold start), learn them with replay and anchors, and save/push the router only if no "
-    "level of accuracy on old experiences drops by more than --max-forgetting points."
+    "level of accuracy on old experiences drops by more than --max-forgetting points. With --feedback FILE "
+    "instead of --since, learn feedback rows (hubroute serve --feedback) through the same gate."
 )
 
 
@@ -132,7 +133,10 @@ def run(argv: list[str]) -> int:
     if summary.status == "pushed":
         print(f"Nothing new since the last crawl; the last update's push, which had failed, is now done (tag "
               f"{summary.experience}).")  # fmt: skip
-    if summary.status == "nothing_new":
+    if summary.status == "nothing_new" and summary.feedback:
+        print(f"Nothing new: the router has already learned all {len(summary.feedback)} feedback file(s) (same "
+              "SHA-256); nothing was saved or pushed.")  # fmt: skip
+    elif summary.status == "nothing_new":
         print(f"Nothing new since the last crawl: the router already has all {summary.crawl.get('records', 0)} "
               "crawled models; nothing was saved or pushed.")  # fmt: skip
     _write_summary(script.summary, summary)

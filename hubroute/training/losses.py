@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -72,23 +74,30 @@ class CandidateContrastiveLoss(nn.Module):
 
 
 class EmbeddingAnchorLoss(nn.Module):
-    """``mean_i (1 - cos(e_i, e_ref_i))`` over the models that existed at the snapshot.
+    """``mean_i w_i (1 - cos(e_i, e_ref_i))`` over the models that existed at the snapshot.
 
     Args:
         reference: ``[M_old, d]`` model embeddings at the start of the experience.
+        free: Ids of old models left unanchored (``w_i = 0``; every other row has ``w_i = 1``), e.g. the
+            models a feedback experience corrects. The mean still runs over every old row, so the anchored
+            rows are held as firmly as without ``free``.
     """
 
     reference: torch.Tensor  # a buffer
+    weights: torch.Tensor  # a buffer
 
-    def __init__(self, reference: torch.Tensor) -> None:
+    def __init__(self, reference: torch.Tensor, free: Sequence[int] = ()) -> None:
         super().__init__()
         self.register_buffer("reference", F.normalize(reference.detach().float(), dim=-1))
+        weights = torch.ones(reference.shape[0])
+        weights[[i for i in free if 0 <= i < reference.shape[0]]] = 0.0
+        self.register_buffer("weights", weights)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         if self.reference.shape[0] == 0:
             return embeddings.new_zeros(())
         old = F.normalize(embeddings[: self.reference.shape[0]].float(), dim=-1)
-        return (1.0 - (old * self.reference).sum(dim=-1)).mean()
+        return ((1.0 - (old * self.reference).sum(dim=-1)) * self.weights).mean()
 
 
 class ProjectionAnchorLoss(nn.Module):

@@ -116,6 +116,9 @@ class CARvETrainer(Trainer):
         cold: The experience's :func:`~hubroute.training.cold_start.cold_start`, done on this router with
             the same ``args`` (its encoded prompts and pre-cold-start anchors are reused; ``train_dataset``
             is then ignored). Default: the trainer runs the cold start itself.
+        free_models: Old models whose embedding rows the phase-1 embedding anchor leaves free (every other
+            old row stays anchored): the models a feedback experience corrects (``hubroute update
+            --feedback``), which the anchor would otherwise hold where they routed wrongly.
         **kwargs: Passed to :class:`transformers.Trainer`.
 
     Raises:
@@ -135,6 +138,7 @@ class CARvETrainer(Trainer):
         experience: str | None = None,
         callbacks: list[TrainerCallback] | None = None,
         cold: ColdStart | None = None,
+        free_models: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, HubRouter):
@@ -155,7 +159,8 @@ class CARvETrainer(Trainer):
 
         # The last checkpoint's state, from before the cold start: the anchors' references.
         self.num_old_models = cold.num_old_models
-        self.embedding_anchor = EmbeddingAnchorLoss(cold.old_embeddings)
+        free = [model.registry.index(m) for m in free_models or () if m in model.registry]
+        self.embedding_anchor = EmbeddingAnchorLoss(cold.old_embeddings, free=free)
         self.projection_anchor = ProjectionAnchorLoss(model.projection.weight.detach().clone())
         self.ewc = self._load_ewc(model) if args.ewc_weight > 0 else None
 

@@ -18,6 +18,10 @@
 
 It returns an :class:`UpdateSummary`: models added and skipped, time taken, accuracy on the old experiences
 before and after.
+
+With :attr:`UpdateConfig.feedback` (``hubroute update --feedback FILE``), steps 2-3 are replaced by the
+feedback rows of real traffic (:mod:`hubroute.update.feedback`); the cold start, training, gate, save and
+push follow.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from ..training.data import load_experience_file
 from ..training.trainer import CARvETrainer
 from .crawl import CrawlFilters, CrawlResult, HubCrawler, RetryPolicy, parse_since
 from .experience import build_experience, model_records, push_experience, save_experience
+from .feedback import feedback_fingerprints, learned_feedback, read_feedback
 from .prompts import PromptGenerator, generator_from_spec
 
 if TYPE_CHECKING:
@@ -63,6 +68,9 @@ __all__ = [
     "update_config",
     "gate_examples",
     "update_router",
+    "FEEDBACK_RECIPE",
+    "feedback_config",
+    "update_from_feedback",
 ]
 
 logger = logging.getLogger(__name__)
@@ -115,6 +123,35 @@ def update_config(output_dir: str | None = None, **overrides: Any) -> CARvEConfi
     return CARvEConfig(**values)
 
 
+FEEDBACK_RECIPE: dict[str, Any] = {
+    **UPDATE_RECIPE,
+    "num_train_epochs": 10.0,
+    "per_device_train_batch_size": 16,
+}
+"""The recipe of a feedback update: :data:`UPDATE_RECIPE` (frozen encoder, anchored
+projection, coreset replay, drift compensation) with more, smaller steps, plus **free rows** for the fed
+models (:func:`update_from_feedback` passes them as ``CARvETrainer(free_models=...)``).
+
+Why: the update recipe anchors every old model's embedding row to where it was (``embedding_anchor_weight``
+1e4), which is right for a crawl (its experience holds new models only) but would pin exactly the rows that
+feedback means to move: a fed prompt routed elsewhere says that its model's row is in the wrong place. So the
+rows of the models present in the feedback are left unanchored, while every other old row keeps the full
+anchor, the projection stays anchored (old prompts keep their vectors) and replay keeps old routes in the
+loss. Whatever the fed rows' freedom costs old experiences is measured by the forgetting gate, which refuses
+the update beyond ``max_forgetting``. Feedback files are small (a few rows per model), hence 10 epochs of
+batches of 16 rather than 3 of 64, which would be a handful of steps.
+"""
+
+
+def feedback_config(output_dir: str | None = None, **overrides: Any) -> CARvEConfig:
+    """The :class:`~hubroute.CARvEConfig` of a feedback update: :data:`FEEDBACK_RECIPE` with ``overrides``.
+
+    Raises:
+        ValueError: an unknown field, or an invalid value.
+    """
+    return update_config(output_dir, **{**FEEDBACK_RECIPE, **overrides})
+
+
 # --------------------------------------------------------------------------------------------- the options
 def _help(text: str, **extra: Any) -> dict[str, Any]:
     return {"help": text, **extra}
@@ -126,10 +163,25 @@ class UpdateConfig:
 
     The training recipe is :func:`update_config` with :attr:`training` on top. ``since`` and the paths may be
     given as ``datetime`` and ``Path`` objects; they are stored as text. :attr:`token` is never printed.
+    An update either crawls the Hub (``since``) or learns feedback files (``feedback``, see
+    :func:`update_from_feedback`; its recipe is :func:`feedback_config` with :attr:`training` on top).
     """
 
-    since: str = field(metadata=_help("Cutoff: YYYY-MM, YYYY-MM-DD or an ISO-8601 time."))
     router: str = field(metadata=_help("The router to update: a folder or a Hub repo id."))
+    since: str | None = field(
+        default=None,
+        metadata=_help(
+            "Crawl cutoff: YYYY-MM, YYYY-MM-DD or an ISO-8601 time (required unless --feedback is given)."
+        ),
+    )
+    feedback: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "Learn these feedback files (.jsonl/.csv/.parquet with prompt, model_id[, domain, card_text], "
+            "e.g. hubroute serve --feedback) as the next experience instead of crawling: no --since needed. "
+            "A file already learned (same SHA-256) is skipped."
+        ),  # fmt: skip
+    )
     output: str | None = field(
         default=None,
         metadata=_help("Folder to save the updated router (default: --router when it is a folder)."),
@@ -211,6 +263,20 @@ class UpdateConfig:
     def __post_init__(self) -> None:
         if isinstance(self.since, datetime):
             self.since = self.since.isoformat()
+        if isinstance(self.feedback, (str, PathLike)):
+            self.feedback = [self.feedback]
+        if self.feedback is not None:
+            self.feedback = [str(f) for f in self.feedback]
+        if self.since is None and not self.feedback:
+            raise ValueError(
+                "Nothing to learn: pass since= (--since: crawl the Hub models created since a date) or "
+                "feedback= (--feedback FILE: learn feedback rows, e.g. those of hubroute serve --feedback)."
+            )
+        if self.since is not None and self.feedback:
+            raise ValueError(
+                "Pass either since= (--since: crawl the Hub) or feedback= (--feedback: learn feedback "
+                "files), not both: run the two updates one after the other."
+            )
         for name in ("router", "output", "workdir", "state_path"):
             value = getattr(self, name)
             if isinstance(value, PathLike):
@@ -318,6 +384,8 @@ class UpdateSummary:
         pushed: URL of the pushed commit.
         experience_path: Folder of the saved experience dataset.
         experience_repo: Dataset repo the experience was pushed to.
+        feedback: The feedback files of a feedback update (``{"path", "sha256", "new"[, "rows"]}``; ``new``:
+            learned by this run, else learned before and skipped); empty for a crawl.
         timings: Seconds per stage.
         elapsed_s: Total seconds.
         router: The updated router (not serialised).
@@ -344,6 +412,7 @@ class UpdateSummary:
     pushed: str | None = None
     experience_path: str | None = None
     experience_repo: str | None = None
+    feedback: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
     router: Any = field(default=None, repr=False, compare=False)
@@ -370,6 +439,14 @@ class UpdateSummary:
             f"  models added: {self.models_added} ({self.models_known} crawled models were already known), "
             f"{self.num_prompts} training prompts",
         ]
+        if self.feedback:  # a feedback update: no crawl
+            learned = [f for f in self.feedback if f.get("new")]
+            lines[:3] = [
+                f"Update {self.experience} ({self.status}) of {self.router_source}, from feedback: "
+                f"{len(learned)} new file(s), {len(self.feedback) - len(learned)} learned before",
+                f"  models added: {self.models_added} ({self.models_known} fed models were already known), "
+                f"{self.num_prompts} feedback rows",
+            ]
         if self.gate_prompts:
             lines.append(
                 f"  old experiences ({self.gate_prompts} {self.gate_source} prompts), accuracy in %:"
@@ -485,11 +562,15 @@ def update_router(
     :class:`UpdateConfig` decides every default. Objects that have no command-line form are keywords of
     their own, each taking precedence over the matching options.
 
+    With ``feedback=`` (files of feedback rows, e.g. ``hubroute serve --feedback``) there is no crawl: the
+    rows are the experience, learned by :func:`update_from_feedback` through the
+    same gate, save and push (``update_router("routers/mine", feedback=["traffic/feedback.jsonl"])``).
+
     Args:
         router: An :class:`UpdateConfig`, a router folder, a Hub repo id, or a loaded :class:`HubRouter`
             (updated in place).
         since: Crawl cutoff (``"2026-05"``, ``"2026-05-15"``, a datetime); with an :class:`UpdateConfig`,
-            replaces its ``since``.
+            replaces its ``since``. Required unless ``feedback`` is given.
         config: Training recipe (default: :meth:`UpdateConfig.training_config`).
         generator: Writes the training prompts (default: from :attr:`UpdateConfig.generator`, templates).
         filters: Which Hub models to crawl (default: :meth:`UpdateConfig.crawl_filters`).
@@ -518,6 +599,11 @@ def update_router(
         return now
 
     settings, loaded = _settings(router, since, options)
+    if settings.feedback:  # learn feedback files instead of crawling (hubroute.update.feedback)
+        return update_from_feedback(
+            settings, loaded, config=config, gate_data=gate_data, keep_cold_router=keep_cold_router
+        )
+    assert settings.since is not None  # UpdateConfig requires since or feedback
     source_router: str | HubRouter = loaded if loaded is not None else settings.router
     output, push, token, dry_run = settings.output, settings.push, settings.token, settings.dry_run
     show_progress, seed, max_forgetting = settings.show_progress, settings.seed, settings.max_forgetting
@@ -629,6 +715,159 @@ def update_router(
     updates = list(model.info.get("updates") or [])
     updates.append({
         "experience": name, "since": cutoff.isoformat(), "models_added": summary.models_added,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "old_accuracy_before": summary.accuracy_before, "old_accuracy_after": summary.accuracy_after,
+    })  # fmt: skip
+    model.info["updates"] = updates
+    if dry_run:
+        summary.status = "dry_run"
+    else:
+        main = distributed.is_main_process()  # under a multi-process launch, the main process writes
+        if output_path is not None:
+            if main:
+                model.save_pretrained(output_path)
+            distributed.wait_for_everyone()
+            summary.saved_to = str(output_path)
+        t = lap("save", t)
+        if push is not None and main:
+            if output_path is not None:
+                write_json(folder / PENDING_PUSH, {"repo": push, "tag": name, "router": str(output_path)})
+            summary.pushed = _push(model, push, name, token, folder)
+            t = lap("push", t)
+        summary.status = "updated"
+    summary.elapsed_s = round(time.perf_counter() - started, 3)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ feedback update
+def update_from_feedback(
+    settings: UpdateConfig,
+    loaded: HubRouter | None = None,
+    *,
+    config: CARvEConfig | None = None,
+    gate_data: Any = None,
+    keep_cold_router: bool = False,
+) -> UpdateSummary:
+    """Learn the feedback files of ``settings`` as the router's next experience, behind the forgetting gate.
+
+    What :func:`update_router` runs when ``settings.feedback`` is set (the files, new models and offsets:
+    :mod:`hubroute.update.feedback`). It takes the same arguments and returns the same
+    :class:`UpdateSummary`, whose ``feedback`` lists the files (``new``: learned by this run; ``False``:
+    learned before, skipped).
+
+    Args:
+        settings: The update's options (``feedback`` set; ``since`` and the crawl options are not used).
+        loaded: The router object, when the caller passed one (updated in place).
+        config: Training recipe (default: :func:`feedback_config` with ``settings.training`` on top).
+        gate_data: Held-out prompts of old experiences for the gate (default: ``settings.gate_data``'s files,
+            else the router's holdout).
+        keep_cold_router: Keep the cold-started router in the summary.
+
+    Raises:
+        ForgettingGateError: a level forgot more than ``max_forgetting`` points; nothing was saved or pushed.
+        DataFormatError: a malformed feedback file, or an unknown model without a card.
+        FileNotFoundError: a feedback file does not exist.
+        ValueError: nowhere to save the router.
+    """
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(stage: str, since_time: float) -> float:
+        now = time.perf_counter()
+        timings[stage] = round(now - since_time, 3)
+        return now
+
+    router: str | HubRouter = loaded if loaded is not None else settings.router
+    output, push, token, dry_run = settings.output, settings.push, settings.token, settings.dry_run
+    router_dir = Path(router) if isinstance(router, str) and Path(router).is_dir() else None
+    output_path = Path(output) if output is not None else router_dir
+    if output_path is None and push is None and not dry_run:
+        raise ValueError(
+            "Nowhere to save the updated router: pass output= (a folder) and/or push= (a Hub repo)."
+        )
+    name = settings.experience_name or f"feedback-{datetime.now(timezone.utc):%Y-%m-%d-%H%M%S}"
+    files = feedback_fingerprints(settings.feedback or [])
+
+    t = time.perf_counter()
+    model, source = _load_router(router, settings.revision, token)
+    t = lap("load", t)
+    folder = _workdir(settings.workdir, output_path, source)
+    learned = learned_feedback(model)
+    for entry in files:
+        entry["new"] = entry["sha256"] not in learned
+    fresh = [entry for entry in files if entry["new"]]
+    summary = UpdateSummary(
+        status="nothing_new", experience=name, since="", router_source=source, feedback=files,
+        max_forgetting=settings.max_forgetting, timings=timings, router=model,
+    )  # fmt: skip
+    if not fresh:
+        pending = _pending_push(folder, push, router_dir)
+        if pending is not None and push is not None and not dry_run:  # the last save's push failed: finish it
+            summary.experience, summary.status = pending, "pushed"
+            summary.pushed = _push(model, push, pending, token, folder)
+        summary.elapsed_s = round(time.perf_counter() - started, 3)
+        return summary
+
+    experience, counts = read_feedback([entry["path"] for entry in fresh], model.registry)
+    for entry, count in zip(fresh, counts):
+        entry["rows"] = count
+    fed = sorted({m for m in experience["model_id"] if m in model.registry})
+    summary.num_prompts, summary.models_known = len(experience), len(fed)
+    summary.experience_path = str(save_experience(experience, folder / f"experience-{name}"))
+    t = lap("experience", t)
+
+    gate_rows = gate_data if gate_data is not None else _load_gate_data(settings.gate_data)
+    examples, summary.gate_source = gate_examples(model, gate_rows)
+    summary.gate_prompts = len(examples)
+    if examples:
+        summary.accuracy_baseline = routing_accuracy(model, examples)
+    args = dataclasses.replace(
+        config or feedback_config(**dict(settings.training)), seed=settings.seed,
+        disable_tqdm=not settings.show_progress, init_neighbors=settings.neighbors,
+        init_neighbor_weight=settings.neighbor_weight,
+    )  # fmt: skip
+    cold = cold_start(model, experience, args, experience=name)
+    model.eval()
+    summary.models_added = len(cold.records)
+    if examples:
+        summary.accuracy_before = routing_accuracy(model, examples)
+    if keep_cold_router:
+        summary.cold_router = copy.deepcopy(model)
+    t = lap("cold_start", t)
+
+    trainer = CARvETrainer(
+        model=model, args=args, train_dataset=experience, experience=name, cold=cold, free_models=fed
+    )
+    trainer.train()
+    model.eval()
+    t = lap("train", t)
+
+    if examples:
+        summary.accuracy_after = routing_accuracy(model, examples)
+        assert summary.accuracy_before is not None
+        forgetting = _drops(summary.accuracy_before, summary.accuracy_after)
+        summary.forgetting = forgetting
+        worst = max(GATE_LEVELS, key=lambda level: forgetting[level])
+        summary.gate_passed = forgetting[worst] <= settings.max_forgetting
+        t = lap("gate", t)
+        if not summary.gate_passed:
+            summary.status = "refused"
+            summary.elapsed_s = round(time.perf_counter() - started, 3)
+            before, after = summary.accuracy_before[worst], summary.accuracy_after[worst]
+            error = ForgettingGateError(
+                f"The feedback update forgot {forgetting[worst]:.1f} points of "
+                f"{LEVEL_NAMES[worst]}-level accuracy on old experiences ({before:.1f}% -> {after:.1f}% "
+                f"on {len(examples)} {summary.gate_source} prompts), more than the "
+                f"{settings.max_forgetting:g} allowed; nothing was saved or pushed and the previous router is "
+                "intact. Raise --max-forgetting, or train more gently (--config with fewer epochs or more replay)."
+            )
+            error.summary = summary  # type: ignore[attr-defined]
+            raise error
+
+    updates = list(model.info.get("updates") or [])
+    updates.append({
+        "experience": name, "models_added": summary.models_added,
+        "feedback": [{k: entry[k] for k in ("path", "sha256", "rows")} for entry in fresh],
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "old_accuracy_before": summary.accuracy_before, "old_accuracy_after": summary.accuracy_after,
     })  # fmt: skip

@@ -32,7 +32,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from os import PathLike
@@ -590,14 +590,7 @@ def update_router(
         HubAccessError, CheckpointError: the Hub or the router could not be read or written.
     """
 
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(stage: str, since_time: float) -> float:
-        now = time.perf_counter()
-        timings[stage] = round(now - since_time, 3)
-        return now
-
+    stages = _Stages()
     settings, loaded = _settings(router, since, options)
     if settings.feedback:  # learn feedback files instead of crawling (hubroute.update.feedback)
         return update_from_feedback(
@@ -605,21 +598,14 @@ def update_router(
         )
     assert settings.since is not None  # UpdateConfig requires since or feedback
     source_router: str | HubRouter = loaded if loaded is not None else settings.router
-    output, push, token, dry_run = settings.output, settings.push, settings.token, settings.dry_run
-    show_progress, seed, max_forgetting = settings.show_progress, settings.seed, settings.max_forgetting
+    push, token, dry_run = settings.push, settings.token, settings.dry_run
+    show_progress, seed = settings.show_progress, settings.seed
     cutoff = parse_since(settings.since)
-    router = source_router
-    router_dir = Path(router) if isinstance(router, (str, Path)) and Path(router).is_dir() else None
-    output_path = Path(output) if output is not None else router_dir
-    if output_path is None and push is None and not dry_run:
-        raise ValueError(
-            "Nowhere to save the updated router: pass output= (a folder) and/or push= (a Hub repo)."
-        )
+    router_dir, output_path = _destination(source_router, settings)
     name = settings.experience_name or f"update-{cutoff:%Y-%m-%d}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
 
-    t = time.perf_counter()
-    model, source = _load_router(router, settings.revision, token)
-    t = lap("load", t)
+    model, source = _load_router(source_router, settings.revision, token)
+    stages.lap("load")
 
     folder = _workdir(settings.workdir, output_path, source)
     crawler = HubCrawler(
@@ -628,25 +614,25 @@ def update_router(
         retry=retry, workers=settings.workers, show_progress=show_progress,
     )  # fmt: skip
     crawled = crawler.crawl()
-    t = lap("crawl", t)
+    stages.lap("crawl")
     logger.info(crawled.describe())
 
-    own = {model_key(r) for r in (push, None if router_dir or not isinstance(router, str) else router) if r}
+    own = {
+        model_key(r)
+        for r in (push, None if router_dir or not isinstance(source_router, str) else source_router)
+        if r
+    }
     fresh = [
         m for m in crawled.records if m.model_id not in model.registry and model_key(m.model_id) not in own
     ]
     summary = UpdateSummary(
         status="nothing_new", experience=name, since=cutoff.isoformat(), router_source=source,
         crawl=_crawl_numbers(crawled), models_known=len(crawled.records) - len(fresh),
-        max_forgetting=max_forgetting, timings=timings, router=model,
+        max_forgetting=settings.max_forgetting, timings=stages.timings, router=model,
     )  # fmt: skip
     if not fresh:
-        pending = _pending_push(folder, push, router_dir)
-        if pending is not None and not dry_run:  # the last update was saved, but its push failed: finish it
-            assert push is not None  # a pending push is only found for a push repo
-            summary.experience, summary.status = pending, "pushed"
-            summary.pushed = _push(model, push, pending, token, folder)
-        summary.elapsed_s = round(time.perf_counter() - started, 3)
+        _finish_pending_push(summary, model, settings, folder, router_dir)
+        summary.elapsed_s = stages.elapsed()
         return summary
 
     records = model_records(fresh, model.registry, experience=name)
@@ -663,80 +649,166 @@ def update_router(
             experience, settings.push_experience_to, token=token, message=f"hubroute experience {name}"
         )
         summary.experience_repo = settings.push_experience_to
-    t = lap("experience", t)
+    stages.lap("experience")
 
+    args = config or settings.training_config()
+    _learn_behind_the_gate(
+        model, experience, args, settings, summary, stages,
+        gate_data=gate_data, keep_cold_router=keep_cold_router,
+        advice="train more gently (--config with stronger anchors, more replay or fewer epochs)",
+    )  # fmt: skip
+    record = {"experience": name, "since": cutoff.isoformat(), "models_added": summary.models_added}
+    _save_and_push(model, summary, record, settings, output_path, folder, stages)
+    return summary
+
+
+@dataclass
+class _Stages:
+    """Seconds spent per stage of an update, and in all."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    last: float = field(default_factory=time.perf_counter)
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = round(now - self.last, 3)
+        self.last = now
+
+    def elapsed(self) -> float:
+        return round(time.perf_counter() - self.started, 3)
+
+
+def _destination(router: str | Path | HubRouter, settings: UpdateConfig) -> tuple[Path | None, Path | None]:
+    """``(router folder, output folder)``: the router's folder when it is one, and where the update is saved.
+
+    Raises:
+        ValueError: nowhere to save (no output, no push, no router folder) and not a dry run.
+    """
+    router_dir = Path(router) if isinstance(router, (str, Path)) and Path(router).is_dir() else None
+    output_path = Path(settings.output) if settings.output is not None else router_dir
+    if output_path is None and settings.push is None and not settings.dry_run:
+        raise ValueError(
+            "Nowhere to save the updated router: pass output= (a folder) and/or push= (a Hub repo)."
+        )
+    return router_dir, output_path
+
+
+def _finish_pending_push(
+    summary: UpdateSummary, model: HubRouter, settings: UpdateConfig, folder: Path, router_dir: Path | None
+) -> None:
+    """With nothing new to learn, finish the push of the last update if it was saved but its push failed."""
+    pending = _pending_push(folder, settings.push, router_dir)
+    if pending is not None and settings.push is not None and not settings.dry_run:
+        summary.experience, summary.status = pending, "pushed"
+        summary.pushed = _push(model, settings.push, pending, settings.token, folder)
+
+
+def _learn_behind_the_gate(
+    model: HubRouter,
+    experience: Any,
+    args: CARvEConfig,
+    settings: UpdateConfig,
+    summary: UpdateSummary,
+    stages: _Stages,
+    *,
+    gate_data: Any,
+    keep_cold_router: bool,
+    what: str = "update",
+    advice: str,
+    free_models: Sequence[str] = (),
+) -> None:
+    """Cold-start the experience's new models, train, and measure the old experiences before and after.
+
+    Raises:
+        ForgettingGateError: a level forgot more than ``settings.max_forgetting`` points (the summary is
+            attached); nothing is saved.
+    """
     gate_rows = gate_data if gate_data is not None else _load_gate_data(settings.gate_data)
     examples, summary.gate_source = gate_examples(model, gate_rows)
     summary.gate_prompts = len(examples)
     if examples:
         summary.accuracy_baseline = routing_accuracy(model, examples)
     args = dataclasses.replace(
-        config or settings.training_config(), seed=seed, disable_tqdm=not show_progress,
+        args, seed=settings.seed, disable_tqdm=not settings.show_progress,
         init_neighbors=settings.neighbors, init_neighbor_weight=settings.neighbor_weight,
     )  # fmt: skip
     # The cold start registers the new models with rows from their card, prompts and neighbours; the trainer
     # continues from it (its encoded prompts, the anchors from before it) and finds nothing left to register.
-    cold = cold_start(model, experience, args, experience=name)
+    cold = cold_start(model, experience, args, experience=summary.experience)
     model.eval()
+    summary.models_added = len(cold.records)
     if examples:
         summary.accuracy_before = routing_accuracy(model, examples)
     if keep_cold_router:
         summary.cold_router = copy.deepcopy(model)
-    t = lap("cold_start", t)
+    stages.lap("cold_start")
 
-    trainer = CARvETrainer(model=model, args=args, train_dataset=experience, experience=name, cold=cold)
+    trainer = CARvETrainer(
+        model=model, args=args, train_dataset=experience, experience=summary.experience, cold=cold,
+        free_models=list(free_models),
+    )  # fmt: skip
     trainer.train()
     model.eval()
-    summary.models_added = sum(1 for r in records if r.model_id in model.registry)
-    t = lap("train", t)
+    stages.lap("train")
+    if not examples:
+        return
+    summary.accuracy_after = routing_accuracy(model, examples)
+    assert summary.accuracy_before is not None
+    forgetting = _drops(summary.accuracy_before, summary.accuracy_after)
+    summary.forgetting = forgetting
+    worst = max(GATE_LEVELS, key=lambda level: forgetting[level])
+    summary.gate_passed = forgetting[worst] <= settings.max_forgetting
+    stages.lap("gate")
+    if summary.gate_passed:
+        return
+    summary.status = "refused"
+    summary.elapsed_s = stages.elapsed()
+    before, after = summary.accuracy_before[worst], summary.accuracy_after[worst]
+    error = ForgettingGateError(
+        f"The {what} forgot {forgetting[worst]:.1f} points of {LEVEL_NAMES[worst]}-level accuracy "
+        f"on old experiences ({before:.1f}% -> {after:.1f}% on {len(examples)} {summary.gate_source} "
+        f"prompts), more than the {settings.max_forgetting:g} allowed; nothing was saved or pushed and the "
+        f"previous router is intact. Raise --max-forgetting, or {advice}."
+    )
+    error.summary = summary
+    raise error
 
-    if examples:
-        summary.accuracy_after = routing_accuracy(model, examples)
-        assert summary.accuracy_before is not None
-        forgetting = _drops(summary.accuracy_before, summary.accuracy_after)
-        summary.forgetting = forgetting
-        worst = max(GATE_LEVELS, key=lambda lvl: forgetting[lvl])
-        summary.gate_passed = forgetting[worst] <= max_forgetting
-        t = lap("gate", t)
-        if not summary.gate_passed:
-            summary.status = "refused"
-            summary.elapsed_s = round(time.perf_counter() - started, 3)
-            before, after = summary.accuracy_before[worst], summary.accuracy_after[worst]
-            error = ForgettingGateError(
-                f"The update forgot {forgetting[worst]:.1f} points of {LEVEL_NAMES[worst]}-level accuracy "
-                f"on old experiences ({before:.1f}% -> {after:.1f}% on {len(examples)} {summary.gate_source} "
-                f"prompts), more than the {max_forgetting:g} allowed; nothing was saved or pushed and the previous "
-                "router is intact. Raise --max-forgetting, or train more gently (--config with stronger anchors, "
-                "more replay or fewer epochs)."
-            )
-            error.summary = summary
-            raise error
 
+def _save_and_push(
+    model: HubRouter,
+    summary: UpdateSummary,
+    record: dict[str, Any],
+    settings: UpdateConfig,
+    output_path: Path | None,
+    folder: Path,
+    stages: _Stages,
+) -> None:
+    """Record the update in ``model.info``, save it (main process only) and push it as a tag."""
     updates = list(model.info.get("updates") or [])
     updates.append({
-        "experience": name, "since": cutoff.isoformat(), "models_added": summary.models_added,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **record, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "old_accuracy_before": summary.accuracy_before, "old_accuracy_after": summary.accuracy_after,
     })  # fmt: skip
     model.info["updates"] = updates
-    if dry_run:
+    if settings.dry_run:
         summary.status = "dry_run"
     else:
+        push, name = settings.push, summary.experience
         main = distributed.is_main_process()  # under a multi-process launch, the main process writes
         if output_path is not None:
             if main:
                 model.save_pretrained(output_path)
             distributed.wait_for_everyone()
             summary.saved_to = str(output_path)
-        t = lap("save", t)
+        stages.lap("save")
         if push is not None and main:
             if output_path is not None:
                 write_json(folder / PENDING_PUSH, {"repo": push, "tag": name, "router": str(output_path)})
-            summary.pushed = _push(model, push, name, token, folder)
-            t = lap("push", t)
+            summary.pushed = _push(model, push, name, settings.token, folder)
+            stages.lap("push")
         summary.status = "updated"
-    summary.elapsed_s = round(time.perf_counter() - started, 3)
-    return summary
+    summary.elapsed_s = stages.elapsed()
 
 
 # ------------------------------------------------------------------------------------------ feedback update
@@ -769,28 +841,14 @@ def update_from_feedback(
         FileNotFoundError: a feedback file does not exist.
         ValueError: nowhere to save the router.
     """
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(stage: str, since_time: float) -> float:
-        now = time.perf_counter()
-        timings[stage] = round(now - since_time, 3)
-        return now
-
+    stages = _Stages()
     router: str | HubRouter = loaded if loaded is not None else settings.router
-    output, push, token, dry_run = settings.output, settings.push, settings.token, settings.dry_run
-    router_dir = Path(router) if isinstance(router, str) and Path(router).is_dir() else None
-    output_path = Path(output) if output is not None else router_dir
-    if output_path is None and push is None and not dry_run:
-        raise ValueError(
-            "Nowhere to save the updated router: pass output= (a folder) and/or push= (a Hub repo)."
-        )
+    router_dir, output_path = _destination(router, settings)
     name = settings.experience_name or f"feedback-{datetime.now(timezone.utc):%Y-%m-%d-%H%M%S}"
     files = feedback_fingerprints(settings.feedback or [])
 
-    t = time.perf_counter()
-    model, source = _load_router(router, settings.revision, token)
-    t = lap("load", t)
+    model, source = _load_router(router, settings.revision, settings.token)
+    stages.lap("load")
     folder = _workdir(settings.workdir, output_path, source)
     learned = learned_feedback(model)
     for entry in files:
@@ -798,14 +856,11 @@ def update_from_feedback(
     fresh = [entry for entry in files if entry["new"]]
     summary = UpdateSummary(
         status="nothing_new", experience=name, since="", router_source=source, feedback=files,
-        max_forgetting=settings.max_forgetting, timings=timings, router=model,
+        max_forgetting=settings.max_forgetting, timings=stages.timings, router=model,
     )  # fmt: skip
     if not fresh:
-        pending = _pending_push(folder, push, router_dir)
-        if pending is not None and push is not None and not dry_run:  # the last save's push failed: finish it
-            summary.experience, summary.status = pending, "pushed"
-            summary.pushed = _push(model, push, pending, token, folder)
-        summary.elapsed_s = round(time.perf_counter() - started, 3)
+        _finish_pending_push(summary, model, settings, folder, router_dir)
+        summary.elapsed_s = stages.elapsed()
         return summary
 
     experience, counts = read_feedback([entry["path"] for entry in fresh], model.registry)
@@ -814,79 +869,17 @@ def update_from_feedback(
     fed = sorted({m for m in experience["model_id"] if m in model.registry})
     summary.num_prompts, summary.models_known = len(experience), len(fed)
     summary.experience_path = str(save_experience(experience, folder / f"experience-{name}"))
-    t = lap("experience", t)
+    stages.lap("experience")
 
-    gate_rows = gate_data if gate_data is not None else _load_gate_data(settings.gate_data)
-    examples, summary.gate_source = gate_examples(model, gate_rows)
-    summary.gate_prompts = len(examples)
-    if examples:
-        summary.accuracy_baseline = routing_accuracy(model, examples)
-    args = dataclasses.replace(
-        config or feedback_config(**dict(settings.training)), seed=settings.seed,
-        disable_tqdm=not settings.show_progress, init_neighbors=settings.neighbors,
-        init_neighbor_weight=settings.neighbor_weight,
+    _learn_behind_the_gate(
+        model, experience, config or feedback_config(**dict(settings.training)), settings, summary, stages,
+        gate_data=gate_data, keep_cold_router=keep_cold_router, free_models=fed, what="feedback update",
+        advice="train more gently (--config with fewer epochs or more replay)",
     )  # fmt: skip
-    cold = cold_start(model, experience, args, experience=name)
-    model.eval()
-    summary.models_added = len(cold.records)
-    if examples:
-        summary.accuracy_before = routing_accuracy(model, examples)
-    if keep_cold_router:
-        summary.cold_router = copy.deepcopy(model)
-    t = lap("cold_start", t)
-
-    trainer = CARvETrainer(
-        model=model, args=args, train_dataset=experience, experience=name, cold=cold, free_models=fed
-    )
-    trainer.train()
-    model.eval()
-    t = lap("train", t)
-
-    if examples:
-        summary.accuracy_after = routing_accuracy(model, examples)
-        assert summary.accuracy_before is not None
-        forgetting = _drops(summary.accuracy_before, summary.accuracy_after)
-        summary.forgetting = forgetting
-        worst = max(GATE_LEVELS, key=lambda level: forgetting[level])
-        summary.gate_passed = forgetting[worst] <= settings.max_forgetting
-        t = lap("gate", t)
-        if not summary.gate_passed:
-            summary.status = "refused"
-            summary.elapsed_s = round(time.perf_counter() - started, 3)
-            before, after = summary.accuracy_before[worst], summary.accuracy_after[worst]
-            error = ForgettingGateError(
-                f"The feedback update forgot {forgetting[worst]:.1f} points of "
-                f"{LEVEL_NAMES[worst]}-level accuracy on old experiences ({before:.1f}% -> {after:.1f}% "
-                f"on {len(examples)} {summary.gate_source} prompts), more than the "
-                f"{settings.max_forgetting:g} allowed; nothing was saved or pushed and the previous router is "
-                "intact. Raise --max-forgetting, or train more gently (--config with fewer epochs or more replay)."
-            )
-            error.summary = summary  # type: ignore[attr-defined]
-            raise error
-
-    updates = list(model.info.get("updates") or [])
-    updates.append({
-        "experience": name, "models_added": summary.models_added,
+    record = {
+        "experience": name,
+        "models_added": summary.models_added,
         "feedback": [{k: entry[k] for k in ("path", "sha256", "rows")} for entry in fresh],
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "old_accuracy_before": summary.accuracy_before, "old_accuracy_after": summary.accuracy_after,
-    })  # fmt: skip
-    model.info["updates"] = updates
-    if dry_run:
-        summary.status = "dry_run"
-    else:
-        main = distributed.is_main_process()  # under a multi-process launch, the main process writes
-        if output_path is not None:
-            if main:
-                model.save_pretrained(output_path)
-            distributed.wait_for_everyone()
-            summary.saved_to = str(output_path)
-        t = lap("save", t)
-        if push is not None and main:
-            if output_path is not None:
-                write_json(folder / PENDING_PUSH, {"repo": push, "tag": name, "router": str(output_path)})
-            summary.pushed = _push(model, push, name, token, folder)
-            t = lap("push", t)
-        summary.status = "updated"
-    summary.elapsed_s = round(time.perf_counter() - started, 3)
+    }
+    _save_and_push(model, summary, record, settings, output_path, folder, stages)
     return summary

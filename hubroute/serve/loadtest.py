@@ -136,22 +136,11 @@ def measure_in_process(
 ) -> dict[str, float]:
     """Time ``route()`` on ``prompts``: one at a time (p50/p99 ms), and in batches of ``batch`` (prompts/s).
 
-    The timed calls run on a worker thread, as in the server: on a loaded 2-core machine, torch's 2-thread
-    forward called from the main thread was measured up to 15x slower (OpenMP waiting on a descheduled
-    thread), which would flatter the server. The main thread's p50 on the first 20 prompts is reported beside
-    it (``main_thread_single_p50_ms``).
+    The calls run on the calling thread, the one that built the router, as a user's script calls ``route()``:
+    it is the only thread of the process that runs torch, as the server's routing thread is in its own process
+    (see :func:`hubroute.serve.create_app`).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        timings = pool.submit(_time_route, router, prompts, top_k, batch).result()
-    main_thread = []
-    for prompt in prompts[:20]:
-        started = time.perf_counter()
-        router.route(prompt, top_k=top_k)
-        main_thread.append(time.perf_counter() - started)
-    timings["main_thread_single_p50_ms"] = 1000 * statistics.median(main_thread)
-    return timings
+    return _time_route(router, prompts, top_k, batch)
 
 
 async def run_level(url: str, prompts: list[str], concurrency: int, requests: int, top_k: int) -> LevelResult:
@@ -309,7 +298,6 @@ def format_table(results: LoadTestResults) -> str:
         f"{1000 / ip['single_p50_ms']:.1f} | 0 | 1 |",
         f"| in-process route(), batches of {int(ip['batch_size'])} | | | {ip['batched_prompts_per_s']:.1f} | 0 | "
         f"{int(ip['batch_size'])} |",
-        f"| (in-process route() on the main thread, 20 prompts) | {ip['main_thread_single_p50_ms']:.2f} | | | | 1 |",
     ]
     for level in results.levels:
         batch = f"{level.mean_batch_prompts:.1f}" if level.mean_batch_prompts is not None else ""

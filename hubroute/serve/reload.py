@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,8 @@ class Watcher:
         revision: Hub revision to follow (a branch: its newest commit is served).
         interval: Seconds between polls.
         on_reload: Called with ``"ok"`` or ``"failed"`` after every reload attempt (metrics).
+        executor: Where new revisions load (the server passes its routing thread: see :func:`create_app`);
+            ``None``: the event loop's default executor.
     """
 
     def __init__(
@@ -138,9 +141,11 @@ class Watcher:
         revision: str | None,
         interval: float,
         on_reload: Callable[[str], None] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.holder, self.source, self.revision, self.interval = holder, source, revision, interval
         self.on_reload = on_reload
+        self.executor = executor
         self._failed: str | None = None
 
     async def check(self) -> bool:
@@ -153,7 +158,8 @@ class Watcher:
         if seen in (self.holder.current.revision, self._failed, "missing"):
             return False
         try:
-            loaded = await asyncio.to_thread(load_router, self.source, self.revision)
+            loop = asyncio.get_running_loop()
+            loaded = await loop.run_in_executor(self.executor, load_router, self.source, self.revision)
         except Exception as err:  # noqa: BLE001 - a bad revision is logged, the old router keeps serving
             self._failed = seen
             logger.error("Router revision %s of %s failed to load; still serving %s: %s", seen, self.source,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from ..routing.results import RouteResult
@@ -27,6 +28,7 @@ class ServeState:
         loaded: The router served first.
         backend: Runs the chosen models.
         servable: Servability lookups (``None`` unless ``config.servable_only``).
+        executor: The routing thread (see :class:`~hubroute.serve.batching.MicroBatcher`).
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class ServeState:
         loaded: LoadedRouter,
         backend: InferenceBackend,
         servable: ServableCache | None = None,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.config = config
         self.holder = RouterHolder(loaded)
@@ -45,7 +48,7 @@ class ServeState:
         self.feedback = FeedbackLog(config.feedback) if config.feedback else None
         self.batcher = MicroBatcher(
             lambda: self.holder.router, max_batch=config.max_batch, max_wait_ms=config.batch_wait_ms,
-            on_batch=self.metrics.observe_batch,
+            on_batch=self.metrics.observe_batch, executor=executor,
         )  # fmt: skip
         self._revisions: dict[int, str] = {id(loaded.router): loaded.revision}
         self._servable_snapshot: tuple[tuple[int, int], tuple[str, ...], float] | None = None

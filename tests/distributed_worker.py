@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from factories import make_experience  # noqa: E402
+from test_trainer import config as trainer_config  # noqa: E402
 
 from hubroute import CARvEConfig, CARvETrainer, HubRouter  # noqa: E402
 from hubroute.routing.encoder import EncoderConfig  # noqa: E402
@@ -58,22 +59,9 @@ def rows(models: range, per_model: int = 4) -> list[tuple[str, str, str]]:
 
 
 def base_config(out: Path, **changes) -> CARvEConfig:
-    values = dict(
-        output_dir=str(out / "runs"),
-        num_train_epochs=2,
-        per_device_train_batch_size=4,
-        num_candidates=8,
-        num_hard_negatives=2,
-        num_group_negatives=3,
-        num_far_negatives=2,
-        disable_tqdm=True,
-        seed=0,
-        replay_fraction=0.25,
-        logging_steps=1000,
-        encode_batch_size=8,
-    )
-    values.update(changes)
-    return CARvEConfig(**values)
+    """tests/test_trainer.py's small recipe, with 4 examples per process and its Trainer files under ``out``."""
+    defaults = {"output_dir": str(out / "runs"), "per_device_train_batch_size": 4, "encode_batch_size": 8}
+    return trainer_config(out, **{**defaults, **changes})
 
 
 def digest(router: HubRouter) -> dict[str, str]:

@@ -8,7 +8,8 @@ requests/s. Every level stops after its requests; nothing runs unbounded.
 
 from __future__ import annotations
 
-import asyncio
+import http.client
+import itertools
 import json
 import os
 import re
@@ -16,11 +17,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -143,32 +146,51 @@ def measure_in_process(
     return _time_route(router, prompts, top_k, batch)
 
 
-async def run_level(url: str, prompts: list[str], concurrency: int, requests: int, top_k: int) -> LevelResult:
-    """Send ``requests`` ``/v1/route`` requests to ``url``, ``concurrency`` at a time; time each one."""
+def run_level(url: str, prompts: list[str], concurrency: int, requests: int, top_k: int) -> LevelResult:
+    """Send ``requests`` ``/v1/route`` requests to ``url``, ``concurrency`` at a time; time each one.
+
+    Each of ``concurrency`` client threads keeps one HTTP/1.1 connection open (the standard library's
+    ``http.client``: the lightest client, since it shares the machine's cores with the server it measures).
+    """
+    address = urlsplit(url)
+    counter = itertools.count()
     latencies: list[float] = []
     failures = 0
-    next_index = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+    lock = threading.Lock()
 
-        async def worker() -> None:
-            nonlocal next_index, failures
-            while next_index < requests:
-                prompt = prompts[next_index % len(prompts)]
-                next_index += 1
-                started = time.perf_counter()
-                try:
-                    reply = await client.post("/v1/route", json={"prompt": prompt, "top_k": top_k})
-                    ok = reply.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+    def post(connection: http.client.HTTPConnection, prompt: str) -> bool:
+        body = json.dumps({"prompt": prompt, "top_k": top_k})
+        connection.request("POST", "/v1/route", body=body, headers={"Content-Type": "application/json"})
+        reply = connection.getresponse()
+        reply.read()
+        return reply.status == 200
+
+    def client(warm_up: str) -> None:
+        nonlocal failures
+        connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=120)
+        post(connection, warm_up)
+        barrier.wait()
+        while (index := next(counter)) < requests:
+            started = time.perf_counter()
+            try:
+                ok = post(connection, prompts[index % len(prompts)])
+            except (OSError, http.client.HTTPException):
+                ok = False
+                connection.close()
+            with lock:
                 latencies.append(time.perf_counter() - started)
                 failures += not ok
+        connection.close()
 
-        await asyncio.gather(*(client.post("/v1/route", json={"prompt": p}) for p in prompts[:concurrency]))
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    barrier = threading.Barrier(concurrency + 1)
+    threads = [threading.Thread(target=client, args=(prompts[i % len(prompts)],)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
     return LevelResult(
         concurrency, requests, failures, 1000 * statistics.median(latencies), 1000 * _percentile(latencies, 0.99),
         requests / elapsed,
@@ -255,7 +277,7 @@ def run_load_test(
         try:
             for level in concurrency:
                 batches_before, prompts_before = _batch_stats(url)
-                result = asyncio.run(run_level(url, prompts, level, requests, top_k))
+                result = run_level(url, prompts, level, requests, top_k)
                 batches, routed = _batch_stats(url)
                 result.mean_batch_prompts = (routed - prompts_before) / max(batches - batches_before, 1)
                 levels.append(result)

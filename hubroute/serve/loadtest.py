@@ -2,7 +2,7 @@
 
 One run: build (or load) a router, time in-process ``route()`` on the benchmark prompts (one prompt at a time,
 and batched), start ``hubroute serve`` in a child process on 127.0.0.1, then send a fixed number of
-``/v1/route`` requests at each concurrency level (httpx, keep-alive connections) and report p50/p99 latency and
+``/v1/route`` requests at each concurrency level (one keep-alive `http.client` connection per client thread) and report p50/p99 latency and
 requests/s. Every level stops after its requests; nothing runs unbounded.
 """
 

@@ -2,8 +2,9 @@
 
 One run: build (or load) a router, time in-process ``route()`` on the benchmark prompts (one prompt at a time,
 and batched), start ``hubroute serve`` in a child process on 127.0.0.1, then send a fixed number of
-``/v1/route`` requests at each concurrency level (one keep-alive `http.client` connection per client thread) and report p50/p99 latency and
-requests/s. Every level stops after its requests; nothing runs unbounded.
+``/v1/route`` requests at each concurrency level (one keep-alive ``http.client`` connection per client
+thread) and report p50/p99 latency and requests/s. Every level stops after its requests; nothing runs
+unbounded.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from ..routing.router import RouterConfig
 from ..training import distributed
 from ..training.config import CARvEConfig
 from . import speed
+from .serve import register_bench
 
 __all__ = ["register"]
 
@@ -86,8 +87,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     merge.set_defaults(func=run_merge_command)
 
     speed.register(commands)
-    from .serve import register_bench
-
     register_bench(commands)
 
 

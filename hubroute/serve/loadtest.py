@@ -30,6 +30,7 @@ import httpx
 
 from ..routing.registry import ModelRecord
 from ..routing.router import HubRouter
+from ..testing.server import free_port
 
 __all__ = [
     "LevelResult",
@@ -257,8 +258,6 @@ def run_load_test(
         FileNotFoundError: no CMRBench files (and no router), or the router folder does not exist.
         RuntimeError: the server did not start.
     """
-    from ..testing.server import free_port
-
     prompts = cmrbench_prompts(data, requests)
     with tempfile.TemporaryDirectory(prefix="hubroute-bench-serve-") as scratch:
         if router is None:

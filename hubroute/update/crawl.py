@@ -19,9 +19,13 @@ base model, downloads, likes, creation date) and the cleaned text of its card (`
   abortable and observable: see :mod:`hubroute._utils.retry`, which says why this is not ``http_backoff``),
   so nothing is retried twice; a model whose card still fails is counted as ``failed`` and retried by the
   next run.
-- **State**: handled models (records, skips and failures) are written atomically to a JSON state file every
-  ``checkpoint_every`` models and at the end. A crawl that is interrupted resumes where it stopped, and a
-  rerun fetches nothing it already has.
+- **Workers**: each card (its retries and backoff included) is an independent task of a bounded thread pool,
+  recorded as soon as it completes: a card stuck in retries holds one worker, never the others. The result is
+  sorted at the end (newest first, then by id), so it does not depend on timing.
+- **State**: each handled model (record, skip or failure) is appended as one line to a JSON Lines state file
+  (:class:`CrawlState`): O(1) work per model, the bytes written add up to the file's size, a process killed
+  at any point loses only the cards in flight, and a torn last line is dropped on reading. A crawl that is
+  interrupted resumes where it stopped, and a rerun fetches no card it already has.
 
 Example:
     ```python
@@ -36,19 +40,20 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .._utils.hub_errors import describe_http_error, http_status
-from .._utils.io import write_json
+from .._utils.jsonl import AppendLog, read_jsonl, rewrite_jsonl
 from .._utils.retry import RETRY_STATUSES, RetryAborted, RetryPolicy, hub_request
 from ..errors import HubAccessError
 from ..routing.registry import ModelRecord, model_key
@@ -68,7 +73,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_FORMAT = "hubroute-crawl-state"
+STATE_VERSION = 2
+LEGACY_STATE_VERSION = 1
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -262,9 +269,21 @@ def _sort_key(model: CrawledModel) -> tuple[int, str]:
 
 
 # -------------------------------------------------------------------------------------------------- state
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 @dataclass
 class CrawlState:
-    """What a crawl has handled so far, persisted as JSON so that it resumes and never fetches twice.
+    """What a crawl has handled so far, persisted as an append-only JSON Lines log so that it resumes and never
+    fetches twice.
+
+    The file holds a header line (format, version, the filters' scope), then one line per event: a run's start
+    (``{"run": n, "since": ...}``), each handled model (``{"model": id, "record": {...}}``, ``"skipped"`` or
+    ``"failed"``) and a run's end (``{"end": n, "complete": ...}``). Each handled model costs one appended line,
+    whatever the size of the state (:class:`hubroute._utils.jsonl.AppendLog`); a torn last line (a crash
+    mid-write) is dropped on reading. States written by hubroute before the log (one JSON object, version 1)
+    are read too, and rewritten as a log when a crawl continues them.
 
     Attributes:
         since: Cutoff of the last run (ISO-8601).
@@ -286,40 +305,185 @@ class CrawlState:
     complete: bool = False
     updated_at: str = ""
 
+    def __post_init__(self) -> None:
+        self._log: AppendLog | None = None
+        self.migrated_bytes = 0
+
     def handled(self, model_id: str) -> bool:
         """Whether ``model_id`` needs no work: recorded or skipped (failed models are retried)."""
         return model_id in self.records or model_id in self.skipped
 
-    def save(self, path: Path) -> None:
-        """Write the state to ``path`` atomically."""
-        self.updated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        data = {"version": STATE_VERSION, **asdict(self)}
-        write_json(path, data)
+    # -- events ----------------------------------------------------------------------------------------------
+    def _append(self, entry: dict[str, Any]) -> None:
+        if self._log is not None:
+            self._log.append(entry)
+
+    def begin_run(self, since: str) -> None:
+        """Start a run (appended to the log when the state is open)."""
+        self.since, self.runs, self.complete, self.updated_at = since, self.runs + 1, False, _now()
+        self._append({"run": self.runs, "since": since, "at": self.updated_at})
+
+    def add_record(self, model_id: str, record: dict[str, Any]) -> None:
+        """Record a crawled model (one appended line)."""
+        self.records[model_id] = record
+        self.skipped.pop(model_id, None)
+        self.failed.pop(model_id, None)
+        self._append({"model": model_id, "record": record})
+
+    def add_skip(self, model_id: str, reason: str) -> None:
+        """Record a skipped model and why (one appended line)."""
+        self.skipped[model_id] = reason
+        self.failed.pop(model_id, None)
+        self._append({"model": model_id, "skipped": reason})
+
+    def add_failure(self, model_id: str, error: str) -> None:
+        """Record a model whose card failed (retried by the next run; one appended line)."""
+        self.failed[model_id] = error
+        self._append({"model": model_id, "failed": error})
+
+    def end_run(self, complete: bool) -> None:
+        """End a run: whether it reached the cutoff."""
+        self.complete, self.updated_at = complete, _now()
+        self._append({"end": self.runs, "complete": complete, "at": self.updated_at})
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes this object wrote to its file since :meth:`open` (a migration or a fresh header included)."""
+        return self.migrated_bytes + (self._log.bytes_written if self._log is not None else 0)
+
+    def close(self) -> None:
+        """``fsync`` and close the log (nothing to do when it is not open)."""
+        if self._log is not None:
+            self._log.close()
+
+    # -- files -----------------------------------------------------------------------------------------------
+    def _entries(self) -> list[dict[str, Any]]:
+        """The whole state as log entries (compacted: one line per model)."""
+        entries: list[dict[str, Any]] = [
+            {"format": STATE_FORMAT, "version": STATE_VERSION, "scope": self.scope, "created_at": _now()}
+        ]
+        if self.runs:
+            entries.append({"run": self.runs, "since": self.since, "at": self.updated_at})
+        entries += [{"model": m, "record": r} for m, r in self.records.items()]
+        entries += [{"model": m, "skipped": r} for m, r in self.skipped.items()]
+        entries += [{"model": m, "failed": e} for m, e in self.failed.items()]
+        if self.runs and self.complete:
+            entries.append({"end": self.runs, "complete": True, "at": self.updated_at})
+        return entries
+
+    def save(self, path: Path) -> int:
+        """Write the whole state to ``path`` atomically as a compacted log (one line per model).
+
+        Crawls append to their state instead (:meth:`open`); this is for migrating and exporting.
+
+        Returns:
+            The bytes written.
+        """
+        self.updated_at = self.updated_at or _now()
+        return rewrite_jsonl(Path(path), self._entries())
 
     @classmethod
     def load(cls, path: Path) -> CrawlState | None:
-        """Read a state file; ``None`` if it does not exist.
+        """Read a state file (a log, or a version-1 JSON state); ``None`` if it does not exist.
 
         Raises:
             ValueError: the file is not a crawl state (the message names it).
         """
-        import json
+        found = cls._read(Path(path))
+        return None if found is None else found[0]
 
+    @classmethod
+    def _read(cls, path: Path) -> tuple[CrawlState, int | None] | None:
+        """The state in ``path`` and the length of its complete lines (``None`` for a version-1 JSON file)."""
         if not path.is_file():
             return None
+        try:
+            with path.open("rb") as handle:
+                first = handle.readline()
+            head = json.loads(first) if first.strip() else None
+        except (OSError, ValueError):
+            head = None
+        if isinstance(head, dict) and head.get("format") == STATE_FORMAT:
+            if head.get("version") != STATE_VERSION:
+                raise ValueError(
+                    f"{path} is a crawl state of version {head.get('version')}, this hubroute reads version "
+                    f"{STATE_VERSION}; upgrade hubroute or delete the file to crawl again."
+                )
+            entries, valid = read_jsonl(path)
+            return cls._replay(entries), valid
+        return cls._read_legacy(path), None
+
+    @classmethod
+    def _replay(cls, entries: list[dict[str, Any]]) -> CrawlState:
+        state = cls(scope=dict(entries[0].get("scope") or {}))
+        for entry in entries[1:]:
+            model = entry.get("model")
+            if model is not None:
+                if "record" in entry:
+                    state.records[model] = entry["record"]
+                    state.skipped.pop(model, None)
+                    state.failed.pop(model, None)
+                elif "skipped" in entry:
+                    state.skipped[model] = entry["skipped"]
+                    state.failed.pop(model, None)
+                elif "failed" in entry:
+                    state.failed[model] = entry["failed"]
+            elif "run" in entry:
+                state.runs = max(state.runs, int(entry["run"]))
+                state.since, state.complete = str(entry.get("since") or ""), False
+                state.updated_at = str(entry.get("at") or "")
+            elif "end" in entry:
+                state.complete = bool(entry.get("complete"))
+                state.updated_at = str(entry.get("at") or "")
+        return state
+
+    @classmethod
+    def _read_legacy(cls, path: Path) -> CrawlState:
+        """A version-1 state: one JSON object rewritten in full at each checkpoint."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise ValueError(
                 f"{path} is not a readable crawl state ({err}); delete it to crawl again."
             ) from err
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        if not isinstance(data, dict) or data.get("version") != LEGACY_STATE_VERSION:
             raise ValueError(
-                f"{path} is not a hubroute crawl state (version {STATE_VERSION}); delete it to crawl again."
+                f"{path} is not a hubroute crawl state (version {STATE_VERSION} log or version "
+                f"{LEGACY_STATE_VERSION} JSON); delete it to crawl again."
             )
         data.pop("version")
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
+    @classmethod
+    def open(
+        cls, path: Path, scope: dict[str, Any], fsync_interval: float = 0.5
+    ) -> tuple[CrawlState, bool]:
+        """The state of ``path``, open for appending: ``(state, resumed)``.
+
+        A missing file, or one made with another scope (a warning says so), starts a new state (the file is
+        replaced by a header); a version-1 JSON state is rewritten as a log once; a torn last line is cut off.
+
+        Raises:
+            ValueError: the file is not a crawl state.
+        """
+        path = Path(path)
+        found = cls._read(path)
+        state: CrawlState | None = found[0] if found else None
+        valid = found[1] if found else None
+        if state is not None and state.scope != scope:
+            logger.warning(
+                "The crawl state %s was made with other filters (%s); starting a new crawl.", path, state.scope
+            )
+            state = None
+        resumed = state is not None
+        migrated = 0
+        if state is None or valid is None:  # a new state, or a version-1 file: write the log once, in full
+            state = state or cls(scope=scope)
+            migrated = state.save(path)
+            valid = migrated
+        state._log = AppendLog(path, valid_bytes=valid, fsync_interval=fsync_interval)
+        state.migrated_bytes = migrated
+        return state, resumed
 
 @dataclass
 class CrawlResult:
@@ -385,12 +549,18 @@ class HubCrawler:
     Args:
         since: Cutoff: models created at or after it are crawled (``"2026-05"``, ``"2026-05-15"``, a datetime).
         filters: Which models to keep (default: all).
-        state_path: JSON state file (resume and no double work); ``None`` keeps the state in memory only.
+        state_path: State file, JSON Lines (resume and no double work); ``None`` keeps the state in memory only.
         token: Hub token (else the stored login). Gated and private models are skipped either way.
         endpoint: Hub endpoint (default: ``HF_ENDPOINT`` / huggingface.co).
         retry: Retry policy of card downloads.
         workers: Cards downloaded in parallel.
-        checkpoint_every: Write the state after this many handled models.
+        checkpoint_every: Kept for compatibility and ignored: every handled model is appended to the state at
+            once (one line), see :class:`CrawlState`.
+        fsync_interval: Seconds between ``fsync`` calls on the state log (a killed process loses nothing it
+            appended; a power loss at most this much).
+        max_pending: Cards queued or in flight at once (default ``4 * workers``); each card (its retries
+            included) is an independent task, and results are recorded as they complete, so a slow card
+            holds one worker and never the others.
         require_card: Skip models with no README or nothing usable in it (``no_card``); else keep them with
             an empty card.
         min_card_words: With ``require_card``, skip cards whose cleaned text has fewer words.
@@ -412,6 +582,8 @@ class HubCrawler:
         retry: RetryPolicy | None = None,
         workers: int = 8,
         checkpoint_every: int = 25,
+        fsync_interval: float = 0.5,
+        max_pending: int | None = None,
         require_card: bool = True,
         min_card_words: int = 1,
         listing_attempts: int = 3,
@@ -434,6 +606,8 @@ class HubCrawler:
         self.retry = retry or RetryPolicy()
         self.workers = workers
         self.checkpoint_every = checkpoint_every
+        self.fsync_interval = fsync_interval
+        self.max_pending = max(workers, max_pending if max_pending is not None else 4 * workers)
         self.require_card = require_card
         self.min_card_words = min_card_words
         self.listing_attempts = max(1, listing_attempts)
@@ -441,26 +615,23 @@ class HubCrawler:
         self.show_progress = show_progress
         self.on_model = on_model
         self._aborted = threading.Event()
+        self.bytes_written = 0
+        """Bytes the last :meth:`crawl` wrote to the state file."""
 
     # -- state ---------------------------------------------------------------------------------------------
     def load_state(self) -> tuple[CrawlState, bool]:
-        """Return the state to continue (a fresh one when none matches) and whether one was resumed."""
-        state = CrawlState.load(self.state_path) if self.state_path else None
-        scope = self.filters.scope()
-        if state is not None and state.scope != scope:
-            logger.warning(
-                "The crawl state %s was made with other filters (%s); starting a new crawl.",
-                self.state_path,
-                state.scope,
-            )
-            state = None
-        if state is None:
-            return CrawlState(since=self.since.isoformat(), scope=scope), False
-        return state, True
+        """Return the state to continue (a fresh one when none matches) and whether one was resumed.
 
-    def _save(self, state: CrawlState) -> None:
-        if self.state_path is not None:
-            state.save(self.state_path)
+        With a ``state_path``, the state is open for appending (call :meth:`CrawlState.close` when done);
+        without one, it lives in memory.
+
+        Raises:
+            ValueError: the state file is not a crawl state.
+        """
+        scope = self.filters.scope()
+        if self.state_path is None:
+            return CrawlState(since=self.since.isoformat(), scope=scope), False
+        return CrawlState.open(self.state_path, scope, fsync_interval=self.fsync_interval)
 
     # -- listing -------------------------------------------------------------------------------------------
     def _stream(self, query: dict[str, Any]) -> Iterator[Any]:
@@ -595,40 +766,32 @@ class HubCrawler:
 
         started = time.perf_counter()
         state, resumed = self.load_state()
-        state.since = self.since.isoformat()
-        state.runs += 1
-        state.complete = False
+        state.begin_run(self.since.isoformat())
         counts: Counter[str] = Counter()
         new: list[CrawledModel] = []
-        run: dict[str, Any] = {"listed": set(), "stopped_early": False, "since_save": 0, "failures_in_row": 0}
+        run: dict[str, Any] = {"listed": set(), "stopped_early": False, "failures_in_row": 0}
         cap = self.filters.max_models
         bar = tqdm(total=cap, desc="Crawling the Hub", unit="model", disable=not self.show_progress)
 
         def finish(outcome: _Outcome) -> None:
-            """Add one outcome to the state, checkpoint, report."""
+            """Add one outcome to the state (one appended line), report."""
             if outcome.record is not None:
-                state.records[outcome.model_id] = outcome.record.to_dict()
-                state.failed.pop(outcome.model_id, None)
+                state.add_record(outcome.model_id, outcome.record.to_dict())
                 new.append(outcome.record)
                 run["failures_in_row"] = 0
                 kind = "record"
             elif outcome.skipped is not None:
-                state.skipped[outcome.model_id] = outcome.skipped
-                state.failed.pop(outcome.model_id, None)
+                state.add_skip(outcome.model_id, outcome.skipped)
                 counts[outcome.skipped] += 1
                 kind = "skipped"
             else:
-                state.failed[outcome.model_id] = outcome.failed or "unknown error"
+                state.add_failure(outcome.model_id, outcome.failed or "unknown error")
                 run["failures_in_row"] += 1
                 kind = "failed"
             bar.update(1 if kind == "record" or cap is None else 0)
             bar.set_postfix(
                 new=len(new), skipped=sum(counts.values()), failed=len(state.failed), refresh=False
             )
-            run["since_save"] += 1
-            if run["since_save"] >= self.checkpoint_every:
-                self._save(state)
-                run["since_save"] = 0
             if self.on_model is not None:
                 self.on_model(outcome.model_id, kind)
             if run["failures_in_row"] >= self.max_consecutive_failures:
@@ -639,17 +802,23 @@ class HubCrawler:
                 )
 
         self._aborted.clear()
+        pending: dict[Future[_Outcome], int] = {}
+        complete = False
         try:
             with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="hubroute-crawl") as pool:
                 try:
-                    self._list_and_fetch(state, pool, finish, run, cap)
+                    self._list_and_fetch(state, pool, pending, finish, run, cap)
                 except BaseException:
                     self._aborted.set()  # leaving the pool waits for its workers: stop their retry sleeps
+                    for future in pending:
+                        future.cancel()
                     raise
-            state.complete = not run["stopped_early"]
+            complete = not run["stopped_early"]
         finally:
             bar.close()
-            self._save(state)
+            state.end_run(complete)
+            state.close()
+        self.bytes_written = state.bytes_written
 
         since_ms = _to_ms(self.since) or 0
         records = sorted(
@@ -672,20 +841,39 @@ class HubCrawler:
             state_path=self.state_path,
         )
 
+    @staticmethod
+    def _finish_done(
+        pending: dict[Future[_Outcome], int], finish: Callable[[_Outcome], None], block: bool
+    ) -> None:
+        """Record the cards that are done (waiting for one first when ``block``), in submission order."""
+        if not pending:
+            return
+        if block:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        else:
+            done = {f for f in pending if f.done()}
+        for future in sorted(done, key=pending.__getitem__):
+            del pending[future]
+            finish(future.result())
+
+    def _drain(self, pending: dict[Future[_Outcome], int], finish: Callable[[_Outcome], None]) -> None:
+        while pending:
+            self._finish_done(pending, finish, block=True)
+
     def _list_and_fetch(
         self,
         state: CrawlState,
         pool: ThreadPoolExecutor,
+        pending: dict[Future[_Outcome], int],
         finish: Callable[[_Outcome], None],
         run: dict,
         cap: int | None,
     ) -> None:
         """Walk the listing, fetching cards in ``pool``; restart a listing that failed transiently."""
-        window: deque[Future[_Outcome]] = deque()
         attempt = 0
         while True:
             try:
-                self._walk(state, pool, window, finish, run, cap)
+                self._walk(state, pool, pending, finish, run, cap)
                 break
             except HubAccessError:
                 raise
@@ -694,37 +882,40 @@ class HubCrawler:
                     if http_status(err) is not None:  # 401, 403, 404...: retrying cannot help
                         raise HubAccessError(describe_http_error(err, "the Hub's model listing")) from err
                     raise
-                while window:
-                    finish(window.popleft().result())
+                self._drain(pending, finish)
                 attempt += 1
                 if attempt >= self.listing_attempts:
                     raise HubAccessError(
                         f"Listing the Hub's models failed {attempt} times ({_describe(err)}). The crawl state is "
                         "saved; run again later to resume."
                     ) from err
-                wait = self.retry.delay(attempt - 1)
-                logger.warning("Listing failed (%s); restarting it in %.1f s.", _describe(err), wait)
-                self.retry.wait(wait)
-        while window:
-            finish(window.popleft().result())
+                wait_s = self.retry.delay(attempt - 1)
+                logger.warning("Listing failed (%s); restarting it in %.1f s.", _describe(err), wait_s)
+                self.retry.wait(wait_s)
+        self._drain(pending, finish)
 
     def _walk(
         self,
         state: CrawlState,
         pool: ThreadPoolExecutor,
-        window: deque[Future[_Outcome]],
+        pending: dict[Future[_Outcome], int],
         finish: Callable[[_Outcome], None],
         run: dict[str, Any],
         cap: int | None,
     ) -> None:
-        """Go through the listing once: skip handled models, fetch the others' cards in parallel, in order."""
+        """Go through the listing once: skip handled models, fetch the others' cards as independent tasks.
+
+        At most :attr:`max_pending` cards are queued or in flight; whichever finishes first is recorded first,
+        so a card stuck in retries holds one worker while the others go on.
+        """
+        in_flight: set[str] = set()
         for info in self.listing():
             run["listed"].add(info.id)
-            if state.handled(info.id):
+            if state.handled(info.id) or info.id in in_flight:
                 continue
             if cap is not None:
-                while window and len(state.records) + len(window) >= cap:
-                    finish(window.popleft().result())
+                while pending and len(state.records) + len(pending) >= cap:
+                    self._finish_done(pending, finish, block=True)
                 if len(state.records) >= cap:
                     run["stopped_early"] = True
                     return
@@ -732,9 +923,10 @@ class HubCrawler:
             if outcome is not None:
                 finish(outcome)
                 continue
-            window.append(pool.submit(self._fetch, info))
-            while len(window) > 2 * self.workers or (window and window[0].done()):
-                finish(window.popleft().result())
+            future = pool.submit(self._fetch, info)
+            pending[future] = len(run["listed"])
+            in_flight.add(info.id)
+            self._finish_done(pending, finish, block=len(pending) >= self.max_pending)
 
 
 def _is_transient(err: BaseException) -> bool:

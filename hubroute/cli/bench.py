@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .._utils.io import write_json
 from ..bench.cmrbench import load_cmrbench
+from ..bench.crawl import CrawlBenchSettings, format_crawl_table, run_crawl_bench
 from ..bench.publish import publish_cmrbench
 from ..bench.report import write_report
 from ..bench.runner import METHODS, format_table, load_results, merge_results, run_cmrbench
@@ -86,6 +87,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     merge.set_defaults(func=run_merge_command)
 
+    crawl = commands.add_parser(
+        "crawl",
+        help="Crawl a whole Hub month against the local Hub: speed, state bytes written, cards fetched.",
+        description="Serve --models generated model repos (one month of creation dates, paginated like the Hub) "
+        "from a local Hub in this process, crawl them in a child process, and report wall time, models/s, the "
+        "bytes written to the crawl state against its final size, and the README requests. With --kill-at F, "
+        "SIGKILL the crawl once F of the models are recorded, rerun it to the end, and report how many times "
+        "each card was fetched. Prints a Markdown table and writes JSON.",
+    )
+    crawl.add_argument("--models", type=int, default=100_000, help="Generated model repos to crawl.")
+    crawl.add_argument("--workers", type=int, default=8, help="Cards fetched in parallel.")
+    crawl.add_argument(
+        "--kill-at", type=float, default=None, help="Kill the crawl at this share of models, then rerun it."
+    )
+    crawl.add_argument("--workdir", default=None, help="Folder of the hub and the state (default: temporary).")
+    crawl.add_argument("--output", default="results/crawl.json", help="JSON results file.")
+    crawl.set_defaults(func=run_crawl_command)
+
     speed.register(commands)
     register_bench(commands)
 
@@ -140,6 +159,19 @@ def run_merge_command(args: argparse.Namespace) -> int:
     write_json(output, results)
     report = write_report(results, args.report_dir or output.parent, title="CMRBench: methods side by side")
     print(f"\nWrote {output}, {report.markdown}, {report.json.name} and {len(report.plots)} plots")
+    return 0
+
+
+def run_crawl_command(args: argparse.Namespace) -> int:
+
+    settings = CrawlBenchSettings(
+        models=args.models, workers=args.workers, kill_at=args.kill_at, workdir=args.workdir
+    )
+    results = run_crawl_bench(settings)
+    print(format_crawl_table(results))
+    output = Path(args.output)
+    write_json(output, results)
+    print(f"\nWrote {output}")
     return 0
 
 

@@ -32,7 +32,15 @@ import yaml
 
 from hubroute.routing.taxonomy import _PIPELINE_TAG_DOMAINS, domain_key
 
-__all__ = ["SeedModel", "SeedReport", "cmrbench_models", "card_readme", "seed_hub", "pipeline_tag_for_domain"]
+__all__ = [
+    "SeedModel",
+    "SeedReport",
+    "GeneratedModels",
+    "cmrbench_models",
+    "card_readme",
+    "seed_hub",
+    "pipeline_tag_for_domain",
+]
 
 LICENSES = ("apache-2.0", "mit", "cc-by-4.0", "openrail", "llama3.1", "other")
 VALID_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
@@ -261,3 +269,120 @@ def seed_hub(
         ).append(model.model_id)
         previous = model.model_id
     return SeedReport(seeded, gated, private, without)
+
+
+# ------------------------------------------------------------------------------------------ generated repos
+_GEN_TASKS = (
+    "text-generation", "text-classification", "automatic-speech-recognition", "text-to-image",
+    "image-classification", "translation", "summarization", "feature-extraction", "object-detection",
+    "text-to-speech", "question-answering", "image-to-text",
+)  # fmt: skip
+_GEN_LIBRARIES = ("transformers", "diffusers", "sentence-transformers", "timm", "peft", "gguf")
+_GEN_SUBJECTS = (
+    "legal contracts", "customer support tickets", "medical notes", "news articles", "product reviews",
+    "podcasts", "street scenes", "satellite images", "recipes", "source code", "financial reports",
+    "scientific abstracts", "song lyrics", "chat transcripts", "insurance claims", "museum catalogues",
+)  # fmt: skip
+_GEN_LANGUAGES = ("English", "French", "German", "Spanish", "Japanese", "Hindi", "Swahili", "Portuguese")
+_GEN_ADJECTIVES = ("compact", "fast", "multilingual", "distilled", "instruction-tuned", "robust", "small")
+
+
+class GeneratedModels:
+    """``count`` synthetic model repos made on the fly from their index: nothing is stored per repo.
+
+    Repo ``i`` is ``gen-org-<i % 97>/model-<i>``, created ``i`` steps before ``end`` (evenly spread over
+    ``[start, end)``, so index order is newest first), with a card of a few sentences and front matter drawn
+    deterministically from ``i``. :meth:`LocalHub.add_generated <hubroute.testing.hub_server.LocalHub.add_generated>`
+    serves them: the listing pages through them like the Hub, and ``README.md`` is written when asked for.
+
+    Args:
+        count: Number of repos.
+        start, end: The creation period (ISO dates), e.g. one month.
+    """
+
+    def __init__(self, count: int, start: str = "2026-06-01", end: str = "2026-07-01") -> None:
+        if count < 0:
+            raise ValueError("count must not be negative.")
+        self.count = count
+        self.start_ms = int(datetime.fromisoformat(start).replace(tzinfo=timezone.utc).timestamp() * 1000)
+        self.end_ms = int(datetime.fromisoformat(end).replace(tzinfo=timezone.utc).timestamp() * 1000)
+        if self.end_ms <= self.start_ms:
+            raise ValueError("end must be after start.")
+        self.step_ms = max(1, (self.end_ms - self.start_ms) // max(count, 1))
+        self._pattern = re.compile(r"^gen-org-(\d+)/model-(\d{6,})$")
+
+    def __len__(self) -> int:
+        return self.count
+
+    def repo_id(self, index: int) -> str:
+        """The repo id of ``index``."""
+        return f"gen-org-{index % 97}/model-{index:06d}"
+
+    def index(self, repo_id: str) -> int | None:
+        """The index of ``repo_id``, or ``None`` when it is not one of these repos."""
+        match = self._pattern.match(repo_id)
+        if match is None:
+            return None
+        index = int(match.group(2))
+        return index if index < self.count and int(match.group(1)) == index % 97 else None
+
+    def model(self, index: int) -> SeedModel:
+        """Repo ``index`` as a :class:`SeedModel`."""
+        seed = _hash(f"generated-{index}")
+        task = _GEN_TASKS[seed % len(_GEN_TASKS)]
+        subject = _GEN_SUBJECTS[(seed >> 4) % len(_GEN_SUBJECTS)]
+        language = _GEN_LANGUAGES[(seed >> 8) % len(_GEN_LANGUAGES)]
+        adjective = _GEN_ADJECTIVES[(seed >> 12) % len(_GEN_ADJECTIVES)]
+        words = task.replace("-", " ")
+        description = (
+            f"A {adjective} {words} model fine-tuned on {subject} in {language}. It handles {subject} written "
+            f"or recorded by people in everyday settings and was trained for {1 + seed % 9} epochs on "
+            f"{(seed >> 16) % 900 + 100} thousand examples. Use it to process {subject} in {language} when a "
+            f"small footprint matters, for example on a laptop or in a batch job over a large archive."
+        )
+        return SeedModel(
+            model_id=self.repo_id(index),
+            created_at=self.end_ms - 1 - index * self.step_ms,
+            domain=None,
+            description=description,
+            pipeline_tag=task,
+            library_name=_GEN_LIBRARIES[(seed >> 20) % len(_GEN_LIBRARIES)],
+            license=LICENSES[seed % len(LICENSES)],
+            tags=[adjective],
+            downloads=int((seed >> 8) % 200_000),
+            likes=int((seed >> 4) % 900),
+        )
+
+    def readme(self, index: int) -> str:
+        """The ``README.md`` of repo ``index``."""
+        return card_readme(self.model(index))
+
+    def info(self, index: int) -> dict[str, Any]:
+        """The listing JSON of repo ``index`` (``full`` and ``cardData`` fields included)."""
+        model = self.model(index)
+        created = datetime.fromtimestamp(model.created_at / 1000, tz=timezone.utc)
+        stamp = created.strftime("%Y-%m-%dT%H:%M:%S.") + f"{created.microsecond // 1000:03d}Z"
+        card = {"license": model.license, "tags": list(model.tags), "library_name": model.library_name,
+                "pipeline_tag": model.pipeline_tag}  # fmt: skip
+        tags = [model.library_name or "", *model.tags, model.pipeline_tag or "", f"license:{model.license}",
+                "region:us"]  # fmt: skip
+        return {
+            "_id": hashlib.sha1(f"model/{model.model_id}".encode()).hexdigest()[:24],
+            "id": model.model_id,
+            "modelId": model.model_id,
+            "author": model.model_id.split("/")[0],
+            "sha": hashlib.sha1(model.model_id.encode()).hexdigest(),
+            "createdAt": stamp,
+            "lastModified": stamp,
+            "private": False,
+            "gated": False,
+            "disabled": False,
+            "downloads": model.downloads,
+            "likes": model.likes,
+            "trendingScore": 0,
+            "tags": [t for t in tags if t],
+            "pipeline_tag": model.pipeline_tag,
+            "library_name": model.library_name,
+            "siblings": [{"rfilename": ".gitattributes"}, {"rfilename": "README.md"}],
+            "cardData": card,
+        }

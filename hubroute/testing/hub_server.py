@@ -36,6 +36,7 @@ import json
 import re
 import secrets
 import shutil
+import sys
 import threading
 import time
 import traceback
@@ -45,7 +46,7 @@ from datetime import datetime, timezone
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import yaml
@@ -249,6 +250,21 @@ class RequestRecord:
     path: str
     query: str
     status: int
+
+
+class GeneratedRepos(Protocol):
+    """Model repos made on the fly from an index (e.g. :class:`hubroute.testing.hub_seed.GeneratedModels`),
+    listed newest first in index order, each with a ``README.md`` only."""
+
+    def __len__(self) -> int: ...
+
+    def repo_id(self, index: int) -> str: ...
+
+    def index(self, repo_id: str) -> int | None: ...
+
+    def readme(self, index: int) -> str: ...
+
+    def info(self, index: int) -> dict[str, Any]: ...
 
 
 # ----------------------------------------------------------------------------------------------------- store
@@ -728,6 +744,9 @@ class HubApi:
     def list_repos(self, req: Request, t: str) -> Reply:
         """``/api/models`` and ``/api/datasets``: filter, sort (descending by default), paginate, select."""
         repo_type = t.rstrip("s")
+        generated = self.hub.generated if repo_type == "model" else None
+        if generated is not None:
+            return self._list_generated(req, generated)
         rows = []
         for repo in sorted(self.store.repos.values(), key=lambda r: r.repo_id):
             if repo.repo_type == repo_type and self._can_read(req.user, repo):
@@ -746,6 +765,47 @@ class HubApi:
         fields = self._listing_fields(req, repo_type)
         items = [{k: info[k] for k in fields if k in info} for _, info in rows]
         return self._page(req, items, max(limit, 1))
+
+    def _list_generated(self, req: Request, generated: GeneratedRepos) -> Reply:
+        """The model listing with generated repos: pages cut straight from the index when nothing but the
+        generated repos is listed, by creation date (the crawler's query); the general path otherwise."""
+        sort = req.arg("sort")
+        if sort is not None and sort not in SORT_FIELDS:
+            raise HubError(400, f"Invalid sort {sort!r}; expected one of {', '.join(SORT_FIELDS)}")
+        try:
+            size = max(1, min(int(req.arg("limit") or self.hub.default_page_size), MAX_PAGE_SIZE))
+        except ValueError as err:
+            raise HubError(400, "limit must be an integer") from err
+        fields = self._listing_fields(req, "model")
+        stored = any(r.repo_type == "model" for r in self.store.repos.values())
+        narrowed = any(req.args(k) for k in ("search", "author", "filter", "pipeline_tag", "gated"))
+        if stored or narrowed or sort not in (None, "createdAt") or req.arg("direction") == "1":
+            rows = [generated.info(i) for i in range(len(generated))]
+            rows += [
+                self.hub.info(repo, self.store.get_commit(repo, repo.branches["main"]))
+                for repo in self.store.repos.values()
+                if repo.repo_type == "model" and self._can_read(req.user, repo)
+            ]
+            rows = [info for info in rows if self._info_matches(req, info)]
+            rows.sort(key=lambda info: info["id"])
+            if sort:
+                rows.sort(key=lambda info: info[sort], reverse=req.arg("direction") != "1")
+            return self._page(req, [{k: info[k] for k in fields if k in info} for info in rows], size)
+        start = self._cursor(req)
+        page = [generated.info(i) for i in range(start, min(start + size, len(generated)))]
+        return self._page_reply(req, [{k: info[k] for k in fields if k in info} for info in page], start, size,
+                                len(generated))  # fmt: skip
+
+    def _info_matches(self, req: Request, info: dict[str, Any]) -> bool:
+        """:meth:`_matches` on a repo's info alone."""
+        gated = req.arg("gated")
+        return (
+            all(s.lower() in info["id"].lower() for s in req.args("search"))
+            and (req.arg("author") in (None, info["id"].split("/")[0]))
+            and all(tag in info["tags"] for tag in req.args("filter"))
+            and req.arg("pipeline_tag") in (None, info.get("pipeline_tag"))
+            and (gated is None or (gated == "true") == bool(info.get("gated")))
+        )
 
     def _matches(self, req: Request, repo: Repo, info: dict[str, Any]) -> bool:
         """Whether a repo passes ``search``, ``author``, ``filter``, ``pipeline_tag`` and ``gated``."""
@@ -766,19 +826,29 @@ class HubApi:
         extras = [key for key in ("cardData", "config") if req.flag(key)]
         return COMPACT_FIELDS[repo_type] + (FULL_FIELDS if req.flag("full") else []) + extras
 
-    def _page(self, req: Request, items: list[Any], size: int) -> Reply:
-        """One page of ``items`` at the request's ``cursor``, with a ``Link: rel="next"`` when more remain."""
+    @staticmethod
+    def _cursor(req: Request) -> int:
+        """The offset of the request's ``cursor`` (0 without one)."""
         cursor = req.arg("cursor")
         try:
-            start = int(json.loads(base64.urlsafe_b64decode(cursor))["offset"]) if cursor else 0
+            return int(json.loads(base64.urlsafe_b64decode(cursor))["offset"]) if cursor else 0
         except (ValueError, KeyError, TypeError) as err:
             raise HubError(400, "Invalid cursor") from err
+
+    def _page(self, req: Request, items: list[Any], size: int) -> Reply:
+        """One page of ``items`` at the request's ``cursor``, with a ``Link: rel="next"`` when more remain."""
+        start = self._cursor(req)
+        return self._page_reply(req, items[start : start + size], start, size, len(items))
+
+    @staticmethod
+    def _page_reply(req: Request, page: list[Any], start: int, size: int, total: int) -> Reply:
+        """The page starting at ``start`` of ``total`` items, with a ``Link: rel="next"`` when more remain."""
         headers = {}
-        if start + size < len(items):
+        if start + size < total:
             next_cursor = base64.urlsafe_b64encode(json.dumps({"offset": start + size}).encode()).decode()
             query = urlencode([(k, v) for k, v in req.query if k != "cursor"] + [("cursor", next_cursor)])
             headers["Link"] = f'<{req.base_url}{req.path}?{query}>; rel="next"'
-        return json_reply(items[start : start + size], headers=headers)
+        return json_reply(page, headers=headers)
 
     # tree and paths-info
 
@@ -980,6 +1050,15 @@ class HubApi:
 
     def resolve(self, req: Request, ns: str, name: str, rev: str, path: str, prefix: str = "") -> Reply:
         """File bytes (HEAD: headers only) with the headers the client needs, honouring ``Range``."""
+        generated = self.hub.generated
+        index = generated.index(f"{ns}/{name}") if generated is not None and not prefix else None
+        if generated is not None and index is not None:
+            sha = hashlib.sha1(f"{ns}/{name}".encode()).hexdigest()
+            if path != "README.md":
+                raise HubError(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": sha})
+            data = generated.readme(index).encode()
+            etag = git_blob_oid(data)
+            return Reply(200, data, {"X-Repo-Commit": sha, "ETag": f'"{etag}"'}, "application/octet-stream")
         repo = self._repo(req, "datasets" if prefix else "models", ns, name)
         user = req.user
         if repo.gated and not (user and (user.member_of(repo.namespace) or user.name in repo.access)):
@@ -1101,6 +1180,12 @@ class HubHTTPServer(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.hub = hub
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet when a client went away mid-request (a killed crawler); report anything else."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
 
 # --------------------------------------------------------------------------------------------- public facade
 
@@ -1122,6 +1207,7 @@ class LocalHub:
         self.default_page_size = MAX_PAGE_SIZE
         self.tree_page_size = MAX_PAGE_SIZE
         self.api = HubApi(self)
+        self.generated: GeneratedRepos | None = None
         self._faults: list[Fault] = []
         self._faults_lock = threading.Lock()
         self._server: HubHTTPServer | None = None
@@ -1165,10 +1251,17 @@ class LocalHub:
         with self.store.lock:
             self.store.reset()
         self.clear_faults()
+        self.generated = None
         self.requests = []
         self.default_page_size = self.tree_page_size = MAX_PAGE_SIZE
 
     # seeding
+
+    def add_generated(self, repos: GeneratedRepos | None) -> None:
+        """Serve ``repos`` (made on the fly from their index, nothing stored) besides the stored model repos:
+        they are listed (newest first by creation date, paginated with ``Link`` like the Hub) and their
+        ``README.md`` is served; ``None`` removes them. :meth:`reset` removes them too."""
+        self.generated = repos
 
     def add_token(self, token: str, user: str, orgs: Iterable[str] = (), role: str = "write") -> None:
         """Register ``token`` for ``user`` (member of ``orgs``) with role ``read`` or ``write``."""

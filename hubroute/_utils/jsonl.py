@@ -39,7 +39,9 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1  # 0 when no line is complete
     if end < len(data):
-        logger.warning("%s ends with a torn line (%d bytes, a crash mid-write): dropped.", path, len(data) - end)
+        logger.warning(
+            "%s ends with a torn line (%d bytes, a crash mid-write): dropped.", path, len(data) - end
+        )
     entries: list[dict[str, Any]] = []
     for number, line in enumerate(data[:end].split(b"\n")[:-1], start=1):
         if not line.strip():

@@ -146,7 +146,9 @@ def run_crawl_bench(settings: CrawlBenchSettings, show_progress: bool = True) ->
                 in_flight = sorted(set(fetched) - recorded)
                 kill = {"recorded": len(recorded), "state_bytes": killed_size, "in_flight": in_flight,
                         "elapsed_s": round(time.perf_counter() - started, 3)}  # fmt: skip
-                say(f"Killed the crawl with {len(recorded)} models recorded, {len(in_flight)} cards in flight")
+                say(
+                    f"Killed the crawl with {len(recorded)} models recorded, {len(in_flight)} cards in flight"
+                )
                 runs.append({"killed": True, "bytes_written": killed_size, "elapsed_s": kill["elapsed_s"]})
                 result_file = root / "run-2.json"
                 child = subprocess.Popen(
@@ -192,7 +194,11 @@ def run_crawl_bench(settings: CrawlBenchSettings, show_progress: bool = True) ->
         "cpu_count": os.cpu_count(),
     }
     if kill is not None:
-        results["kill"] = {**kill, "in_flight": kill["in_flight"][:50], "in_flight_count": len(kill["in_flight"])}
+        results["kill"] = {
+            **kill,
+            "in_flight": kill["in_flight"][:50],
+            "in_flight_count": len(kill["in_flight"]),
+        }
         results["refetched_only_in_flight"] = set(twice) <= set(kill["in_flight"])
     return results
 
@@ -201,7 +207,10 @@ def format_crawl_table(results: dict[str, Any]) -> str:
     """A Markdown table of :func:`run_crawl_bench`'s headline numbers."""
     rows = [
         ("models", f"{results['models']:,}"),
-        ("recorded / skipped / failed", f"{results['recorded']:,} / {results['skipped']} / {results['failed']}"),
+        (
+            "recorded / skipped / failed",
+            f"{results['recorded']:,} / {results['skipped']} / {results['failed']}",
+        ),
         ("wall time", f"{results['wall_s']:.1f} s"),
         ("models/s", f"{results['models_per_s']:,.0f}"),
         ("state bytes written", f"{results['state_bytes_written'] / 2**20:,.1f} MiB"),

@@ -101,7 +101,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     crawl.add_argument(
         "--kill-at", type=float, default=None, help="Kill the crawl at this share of models, then rerun it."
     )
-    crawl.add_argument("--workdir", default=None, help="Folder of the hub and the state (default: temporary).")
+    crawl.add_argument(
+        "--workdir", default=None, help="Folder of the hub and the state (default: temporary)."
+    )
     crawl.add_argument("--output", default="results/crawl.json", help="JSON results file.")
     crawl.set_defaults(func=run_crawl_command)
 

@@ -42,9 +42,10 @@ import heapq
 import itertools
 import json
 import logging
+import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -76,6 +77,7 @@ logger = logging.getLogger(__name__)
 STATE_FORMAT = "hubroute-crawl-state"
 STATE_VERSION = 2
 LEGACY_STATE_VERSION = 1
+MAX_LISTING_PAGE = 1000  # the Hub lists at most this many models a page
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -455,9 +457,7 @@ class CrawlState:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     @classmethod
-    def open(
-        cls, path: Path, scope: dict[str, Any], fsync_interval: float = 0.5
-    ) -> tuple[CrawlState, bool]:
+    def open(cls, path: Path, scope: dict[str, Any], fsync_interval: float = 0.5) -> tuple[CrawlState, bool]:
         """The state of ``path``, open for appending: ``(state, resumed)``.
 
         A missing file, or one made with another scope (a warning says so), starts a new state (the file is
@@ -472,7 +472,9 @@ class CrawlState:
         valid = found[1] if found else None
         if state is not None and state.scope != scope:
             logger.warning(
-                "The crawl state %s was made with other filters (%s); starting a new crawl.", path, state.scope
+                "The crawl state %s was made with other filters (%s); starting a new crawl.",
+                path,
+                state.scope,
             )
             state = None
         resumed = state is not None
@@ -484,6 +486,7 @@ class CrawlState:
         state._log = AppendLog(path, valid_bytes=valid, fsync_interval=fsync_interval)
         state.migrated_bytes = migrated
         return state, resumed
+
 
 @dataclass
 class CrawlResult:
@@ -905,28 +908,76 @@ class HubCrawler:
     ) -> None:
         """Go through the listing once: skip handled models, fetch the others' cards as independent tasks.
 
-        At most :attr:`max_pending` cards are queued or in flight; whichever finishes first is recorded first,
-        so a card stuck in retries holds one worker while the others go on.
+        The listing is read ahead by a thread of its own, and each card is a task of ``pool``; this thread
+        takes their events in the order they come, so a card is recorded as soon as it is fetched (never
+        after a slower one, nor after the next listing page). At most :attr:`max_pending` cards are queued
+        or in flight: a card stuck in retries holds one worker while the others go on.
         """
-        in_flight: set[str] = set()
-        for info in self.listing():
-            run["listed"].add(info.id)
-            if state.handled(info.id) or info.id in in_flight:
-                continue
-            if cap is not None:
-                while pending and len(state.records) + len(pending) >= cap:
-                    self._finish_done(pending, finish, block=True)
-                if len(state.records) >= cap:
-                    run["stopped_early"] = True
-                    return
+        events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        stop = threading.Event()
+        slots = threading.Semaphore(max(2 * MAX_LISTING_PAGE, 2 * self.max_pending))
+
+        def produce() -> None:
+            try:
+                for info in self.listing():
+                    while not slots.acquire(timeout=0.1):
+                        if stop.is_set():
+                            return
+                    if stop.is_set():
+                        return
+                    events.put(("info", info))
+                events.put(("end", None))
+            except BaseException as err:  # handed to the crawl's thread, which decides
+                events.put(("error", err))
+
+        def place(info: Any) -> str:
+            """Submit ``info``'s card, or say to ``"wait"`` for room or to ``"stop"`` at the cap."""
+            if cap is not None and len(state.records) + len(pending) >= cap:
+                return "wait" if pending else "stop"
+            if len(pending) >= self.max_pending:
+                return "wait"
             outcome = self._precheck(info)
             if outcome is not None:
                 finish(outcome)
-                continue
+                return "placed"
             future = pool.submit(self._fetch, info)
             pending[future] = len(run["listed"])
-            in_flight.add(info.id)
-            self._finish_done(pending, finish, block=len(pending) >= self.max_pending)
+            future.add_done_callback(lambda done: events.put(("done", done)))
+            return "placed"
+
+        backlog: deque[Any] = deque()
+        listing_done = False
+        reader = threading.Thread(target=produce, name="hubroute-crawl-listing", daemon=True)
+        reader.start()
+        try:
+            while True:
+                while backlog:
+                    info = backlog[0]
+                    if not state.handled(info.id):
+                        verdict = place(info)
+                        if verdict == "wait":
+                            break
+                        if verdict == "stop":
+                            run["listed"].add(info.id)
+                            run["stopped_early"] = True
+                            return
+                    run["listed"].add(info.id)
+                    backlog.popleft()
+                    slots.release()
+                if listing_done and not backlog:
+                    return
+                kind, item = events.get()
+                if kind == "done":
+                    if pending.pop(item, None) is not None and not item.cancelled():
+                        finish(item.result())
+                elif kind == "info":
+                    backlog.append(item)
+                elif kind == "end":
+                    listing_done = True
+                else:
+                    raise item
+        finally:
+            stop.set()
 
 
 def _is_transient(err: BaseException) -> bool:

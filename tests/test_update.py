@@ -425,7 +425,7 @@ def test_the_cli_updates_a_router_and_a_rerun_adds_nothing(
     out = capsys.readouterr().out
     assert "models added: 12" in out and "forgetting gate" in out and f"router saved to {output}" in out
     assert HubRouter.from_pretrained(output).num_models == 24
-    assert (tmp_path / "updated.update" / "crawl_state.json").is_file()
+    assert (tmp_path / "updated.update" / "crawl_state.jsonl").is_file()
 
     assert main([*argv[:4], str(output), *argv[5:]]) == 0  # the updated router, same crawl state
     assert "Nothing new since the last crawl" in capsys.readouterr().out

@@ -52,7 +52,8 @@ from ..training.cold_start import cold_start
 from ..training.config import CARvEConfig
 from ..training.data import load_experience_file
 from ..training.trainer import CARvETrainer
-from .crawl import CrawlFilters, CrawlResult, HubCrawler, RetryPolicy, parse_since
+from .crawl import CrawlFilters, CrawlResult, CrawlState, HubCrawler, RetryPolicy, parse_since
+from .encodings import EncodingCache, cached_encoder
 from .experience import build_experience, model_records, push_experience, save_experience
 from .feedback import feedback_fingerprints, learned_feedback, read_feedback
 from .prompts import PromptGenerator, generator_from_spec
@@ -79,6 +80,12 @@ GATE_LEVELS: tuple[str, ...] = SHORT_LEVELS
 """The levels the forgetting gate checks, by metric key (``"M"``, ``"F"``, ``"D"``)."""
 # Written in the work folder before a push and removed after it, so that a rerun finishes a failed push.
 PENDING_PUSH = "pending_push.json"
+STATE_FILE = "crawl_state.jsonl"
+LEGACY_STATE_FILE = "crawl_state.json"
+ENCODINGS_DIR = "encodings"
+"""Subfolder of the work folder holding the encodings cache (:mod:`hubroute.update.encodings`)."""
+PROMPTS_FILE = "prompts.jsonl"
+"""File of the work folder holding the prompts written so far, one shard a line (:func:`build_experience`)."""
 LEVEL_NAMES: dict[str, str] = short_names()
 
 # The update recipe: the encoder stays frozen (old prompts keep their vectors), most steps are anchored
@@ -201,7 +208,10 @@ class UpdateConfig:
     )
     state_path: str | None = field(
         default=None,
-        metadata=_help("Crawl state file (default: <workdir>/crawl_state.json).", aliases=["--state"]),
+        metadata=_help(
+            "Crawl state file, append-only JSON Lines (default: <workdir>/crawl_state.jsonl).",
+            aliases=["--state"],
+        ),
     )
     endpoint: str | None = field(
         default=None, metadata=_help("Hub endpoint of the crawl (default: HF_ENDPOINT).")
@@ -386,6 +396,9 @@ class UpdateSummary:
         experience_repo: Dataset repo the experience was pushed to.
         feedback: The feedback files of a feedback update (``{"path", "sha256", "new"[, "rows"]}``; ``new``:
             learned by this run, else learned before and skipped); empty for a crawl.
+        encodings_cached: Texts (prompts, cards, gate prompts) whose vectors came from the encodings cache.
+        encodings_computed: Texts the encoder encoded (and cached).
+        prompts_cached: Models whose prompts came from the prompts file of an earlier, unfinished run.
         timings: Seconds per stage.
         elapsed_s: Total seconds.
         router: The updated router (not serialised).
@@ -413,6 +426,9 @@ class UpdateSummary:
     experience_path: str | None = None
     experience_repo: str | None = None
     feedback: list[dict[str, Any]] = field(default_factory=list)
+    encodings_cached: int = 0
+    encodings_computed: int = 0
+    prompts_cached: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
     router: Any = field(default=None, repr=False, compare=False)
@@ -474,6 +490,11 @@ class UpdateSummary:
             lines.append(f"  router saved to {self.saved_to}")
         if self.pushed:
             lines.append(f"  router pushed: {self.pushed} (tag {self.experience})")
+        if self.encodings_cached or self.prompts_cached:
+            lines.append(
+                f"  reused from an earlier run: {self.encodings_cached} encodings "
+                f"({self.encodings_computed} computed), prompts of {self.prompts_cached} models"
+            )
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())
         lines.append(f"  time: {self.elapsed_s:.1f} s ({stages})")
         return "\n".join(lines)
@@ -610,7 +631,7 @@ def update_router(
     folder = _workdir(settings.workdir, output_path, source)
     crawler = HubCrawler(
         cutoff, filters=filters or settings.crawl_filters(),
-        state_path=settings.state_path or folder / "crawl_state.json", token=token, endpoint=settings.endpoint,
+        state_path=_state_path(settings, folder), token=token, endpoint=settings.endpoint,
         retry=retry, workers=settings.workers, show_progress=show_progress,
     )  # fmt: skip
     crawled = crawler.crawl()
@@ -637,11 +658,13 @@ def update_router(
 
     records = model_records(fresh, model.registry, experience=name)
     families = {r.model_id: r.family for r in records if r.family}
+    written: dict[str, int] = {}
     experience = build_experience(
         fresh, generator=generator or generator_from_spec(settings.generator, token=token),
         prompts_per_model=settings.prompts_per_model, seed=seed, families=families,
-        show_progress=show_progress,
+        show_progress=show_progress, checkpoint=folder / PROMPTS_FILE, stats=written,
     )  # fmt: skip
+    summary.prompts_cached = written.get("cached", 0)
     summary.num_prompts = len(experience)
     summary.experience_path = str(save_experience(experience, folder / f"experience-{name}"))
     if settings.push_experience_to and not dry_run:
@@ -656,10 +679,26 @@ def update_router(
         model, experience, args, settings, summary, stages,
         gate_data=gate_data, keep_cold_router=keep_cold_router,
         advice="train more gently (--config with stronger anchors, more replay or fewer epochs)",
+        encodings_dir=folder / ENCODINGS_DIR,
     )  # fmt: skip
     record = {"experience": name, "since": cutoff.isoformat(), "models_added": summary.models_added}
     _save_and_push(model, summary, record, settings, output_path, folder, stages)
     return summary
+
+
+def _state_path(settings: UpdateConfig, folder: Path) -> Path:
+    """The crawl state: ``--state``, else ``<workdir>/crawl_state.jsonl`` (a version-1
+    ``crawl_state.json`` left there by an older hubroute is carried over once)."""
+    if settings.state_path:
+        return Path(settings.state_path)
+    path = folder / STATE_FILE
+    legacy = folder / LEGACY_STATE_FILE
+    if legacy.is_file() and not path.exists():
+        state = CrawlState.load(legacy)
+        if state is not None:
+            state.save(path)
+            logger.info("Carried the crawl state %s over to %s (append-only).", legacy, path)
+    return path
 
 
 @dataclass
@@ -704,6 +743,12 @@ def _finish_pending_push(
         summary.pushed = _push(model, settings.push, pending, settings.token, folder)
 
 
+def _count_encodings(summary: UpdateSummary, cache: EncodingCache | None) -> None:
+    if cache is not None:
+        summary.encodings_cached += cache.hits
+        summary.encodings_computed += cache.computed
+
+
 def _learn_behind_the_gate(
     model: HubRouter,
     experience: Any,
@@ -717,6 +762,7 @@ def _learn_behind_the_gate(
     what: str = "update",
     advice: str,
     free_models: Sequence[str] = (),
+    encodings_dir: Path | None = None,
 ) -> None:
     """Cold-start the experience's new models, train, and measure the old experiences before and after.
 
@@ -727,19 +773,24 @@ def _learn_behind_the_gate(
     gate_rows = gate_data if gate_data is not None else _load_gate_data(settings.gate_data)
     examples, summary.gate_source = gate_examples(model, gate_rows)
     summary.gate_prompts = len(examples)
-    if examples:
-        summary.accuracy_baseline = routing_accuracy(model, examples)
     args = dataclasses.replace(
         args, seed=settings.seed, disable_tqdm=not settings.show_progress,
         init_neighbors=settings.neighbors, init_neighbor_weight=settings.neighbor_weight,
     )  # fmt: skip
-    # The cold start registers the new models with rows from their card, prompts and neighbours; the trainer
-    # continues from it (its encoded prompts, the anchors from before it) and finds nothing left to register.
-    cold = cold_start(model, experience, args, experience=summary.experience)
-    model.eval()
-    summary.models_added = len(cold.records)
-    if examples:
-        summary.accuracy_before = routing_accuracy(model, examples)
+    # Prompts, cards and gate prompts go through the encodings cache (keyed by the encoder's fingerprint),
+    # so a rerun of an update that stopped before its save encodes nothing twice; training happens outside.
+    with cached_encoder(model.encoder, encodings_dir) as cache:
+        if examples:
+            summary.accuracy_baseline = routing_accuracy(model, examples)
+        # The cold start registers the new models with rows from their card, prompts and neighbours; the
+        # trainer continues from it (its encoded prompts, the anchors from before it) and finds nothing left
+        # to register.
+        cold = cold_start(model, experience, args, experience=summary.experience)
+        model.eval()
+        summary.models_added = len(cold.records)
+        if examples:
+            summary.accuracy_before = routing_accuracy(model, examples)
+    _count_encodings(summary, cache)
     if keep_cold_router:
         summary.cold_router = copy.deepcopy(model)
     stages.lap("cold_start")
@@ -753,7 +804,9 @@ def _learn_behind_the_gate(
     stages.lap("train")
     if not examples:
         return
-    summary.accuracy_after = routing_accuracy(model, examples)
+    with cached_encoder(model.encoder, encodings_dir) as cache:  # a new fingerprint if training changed it
+        summary.accuracy_after = routing_accuracy(model, examples)
+    _count_encodings(summary, cache)
     assert summary.accuracy_before is not None
     forgetting = _drops(summary.accuracy_before, summary.accuracy_after)
     summary.forgetting = forgetting
@@ -875,6 +928,7 @@ def update_from_feedback(
         model, experience, config or feedback_config(**dict(settings.training)), settings, summary, stages,
         gate_data=gate_data, keep_cold_router=keep_cold_router, free_models=fed, what="feedback update",
         advice="train more gently (--config with fewer epochs or more replay)",
+        encodings_dir=folder / ENCODINGS_DIR,
     )  # fmt: skip
     record = {
         "experience": name,

@@ -38,6 +38,8 @@ __all__ = [
     "TransformersGenerator",
     "InferenceClientGenerator",
     "generator_from_spec",
+    "generator_fingerprint",
+    "generate_many",
     "parse_requests",
 ]
 
@@ -100,6 +102,35 @@ class PromptGenerator(Protocol):
     def generate(self, model: CrawledModel, count: int, seed: int = 0) -> list[str]:
         """Return up to ``count`` distinct prompts that ``model`` should serve (deterministic for a seed)."""
         ...
+
+
+def generator_fingerprint(generator: PromptGenerator) -> str:
+    """What identifies a generator's output: its class and its plain settings (numbers, text, flags).
+
+    Used to key the prompts written so far (:func:`hubroute.update.experience.build_experience`), so that a
+    generator set up differently writes again.
+    """
+    settings = {
+        k: v
+        for k, v in sorted(vars(generator).items())
+        if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None)))
+    }
+    return json.dumps({"class": f"{type(generator).__module__}.{type(generator).__qualname__}", **settings})
+
+
+def generate_many(
+    generator: PromptGenerator, models: list[CrawledModel], count: int, seed: int = 0
+) -> list[list[str]]:
+    """Prompts for several models at once: the generator's ``generate_batch`` when it has one (a language
+    model writes a batch in one pass, an inference client calls in parallel), else one ``generate`` a model.
+
+    Returns:
+        One list of prompts per model, in order.
+    """
+    batch = getattr(generator, "generate_batch", None)
+    if callable(batch):
+        return [list(p) for p in batch(models, count, seed)]
+    return [generator.generate(model, count, seed) for model in models]
 
 
 def _clean_prompt(text: str) -> str:
@@ -291,14 +322,26 @@ class _LLMGenerator:
     def _complete(self, instruction: str, seed: int) -> str:
         raise NotImplementedError
 
-    def generate(self, model: CrawledModel, count: int, seed: int = 0) -> list[str]:
-        """Ask the language model for ``count`` requests; templates fill in what it does not give."""
-        prompts = parse_requests(self._complete(self.instruction(model, count), seed), model, count)
+    def _complete_batch(self, instructions: list[str], seed: int) -> list[str]:
+        """Answers to several instructions (one call each unless a subclass batches them)."""
+        return [self._complete(instruction, seed) for instruction in instructions]
+
+    def _fill(self, answer: str, model: CrawledModel, count: int, seed: int) -> list[str]:
+        prompts = parse_requests(answer, model, count)
         if len(prompts) < count:
             seen = {p.lower() for p in prompts}
             extra = [p for p in self.fallback.generate(model, count, seed) if p.lower() not in seen]
             prompts += extra[: count - len(prompts)]
         return prompts
+
+    def generate(self, model: CrawledModel, count: int, seed: int = 0) -> list[str]:
+        """Ask the language model for ``count`` requests; templates fill in what it does not give."""
+        return self._fill(self._complete(self.instruction(model, count), seed), model, count, seed)
+
+    def generate_batch(self, models: list[CrawledModel], count: int, seed: int = 0) -> list[list[str]]:
+        """:meth:`generate` for several models, the language model asked for all of them in one batch."""
+        answers = self._complete_batch([self.instruction(m, count) for m in models], seed)
+        return [self._fill(answer, m, count, seed) for answer, m in zip(answers, models)]
 
 
 class TransformersGenerator(_LLMGenerator):
@@ -311,6 +354,7 @@ class TransformersGenerator(_LLMGenerator):
         device: Device of the pipeline (default: transformers' choice).
         pipeline: An already built text-generation pipeline (``model`` is then only a label).
         fallback: Generator used to fill in (default: :class:`TemplateGenerator`).
+        batch_size: Instructions generated together by :meth:`generate_batch` (left-padded).
     """
 
     def __init__(
@@ -322,8 +366,12 @@ class TransformersGenerator(_LLMGenerator):
         device: str | int | None = None,
         pipeline: Any = None,
         fallback: PromptGenerator | None = None,
+        batch_size: int = 8,
     ) -> None:
         super().__init__(fallback)
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1.")
+        self.batch_size = batch_size
         self.model = model
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
@@ -340,23 +388,44 @@ class TransformersGenerator(_LLMGenerator):
         return self._pipeline
 
     def _complete(self, instruction: str, seed: int) -> str:
+        return self._complete_batch([instruction], seed)[0]
+
+    def _complete_batch(self, instructions: list[str], seed: int) -> list[str]:
         from transformers import set_seed
 
         set_seed(seed)
         pipe = self.pipeline
         tokenizer = getattr(pipe, "tokenizer", None)
         chat = tokenizer is not None and getattr(tokenizer, "chat_template", None)
-        inputs: Any = [{"role": "user", "content": instruction}] if chat else instruction
+        inputs: list[Any] = [[{"role": "user", "content": i}] if chat else i for i in instructions]
         sampling = (
             {"do_sample": True, "temperature": self.temperature}
             if self.temperature > 0
             else {"do_sample": False}
         )
-        output = pipe(inputs, max_new_tokens=self.max_new_tokens, return_full_text=False, **sampling)
-        generated = output[0]["generated_text"] if output else ""
-        if isinstance(generated, list):  # chat output: the list of messages
-            generated = generated[-1].get("content", "") if generated else ""
-        return str(generated)
+        batching: dict[str, Any] = {}
+        if (
+            len(inputs) > 1 and tokenizer is not None
+        ):  # decoders pad on the left, with EOS when they have no pad
+            tokenizer.padding_side = "left"
+            if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+                tokenizer.pad_token_id = tokenizer.eos_token_id
+            batching["batch_size"] = self.batch_size
+        if len(inputs) == 1:
+            outputs = [
+                pipe(inputs[0], max_new_tokens=self.max_new_tokens, return_full_text=False, **sampling)
+            ]
+        else:
+            outputs = pipe(
+                inputs, max_new_tokens=self.max_new_tokens, return_full_text=False, **sampling, **batching
+            )
+        answers = []
+        for output in outputs:
+            generated = output[0]["generated_text"] if output else ""
+            if isinstance(generated, list):  # chat output: the list of messages
+                generated = generated[-1].get("content", "") if generated else ""
+            answers.append(str(generated))
+        return answers
 
 
 class InferenceClientGenerator(_LLMGenerator):
@@ -371,6 +440,7 @@ class InferenceClientGenerator(_LLMGenerator):
         fallback: Generator used to fill in (default: :class:`TemplateGenerator`).
         retry: Retries of a call on 429 (honouring ``Retry-After``), 5xx, timeouts and network errors (default:
             a :class:`~hubroute._utils.retry.RetryPolicy`, the crawler's).
+        concurrency: Calls made at once by :meth:`generate_batch`.
     """
 
     def __init__(
@@ -383,8 +453,12 @@ class InferenceClientGenerator(_LLMGenerator):
         client: Any = None,
         fallback: PromptGenerator | None = None,
         retry: RetryPolicy | None = None,
+        concurrency: int = 4,
     ) -> None:
         super().__init__(fallback)
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1.")
+        self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self.model = model
         self.token = token
@@ -400,6 +474,14 @@ class InferenceClientGenerator(_LLMGenerator):
 
             self._client = InferenceClient(model=self.model, token=self.token)
         return self._client
+
+    def _complete_batch(self, instructions: list[str], seed: int) -> list[str]:
+        if len(instructions) <= 1 or self.concurrency == 1:
+            return [self._complete(i, seed) for i in instructions]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="hubroute-prompts") as pool:
+            return list(pool.map(lambda instruction: self._complete(instruction, seed), instructions))
 
     def _complete(self, instruction: str, seed: int) -> str:
         import httpx2

@@ -221,7 +221,7 @@ def main() -> None:
         print(summary.format(), flush=True)
         results["update"] = summary.to_dict()
         started = time.perf_counter()
-        rerun = HubCrawler(since, state_path=updated_dir.with_name(f"{updated_dir.name}.update") / "crawl_state.json",
+        rerun = HubCrawler(since, state_path=updated_dir.with_name(f"{updated_dir.name}.update") / "crawl_state.jsonl",
                            show_progress=False).crawl()  # fmt: skip
         results["rerun"] = {"new": len(rerun.new), "records": len(rerun.records), "elapsed_s": time.perf_counter() - started,
                             "message": rerun.describe()}  # fmt: skip

@@ -36,7 +36,7 @@ def main() -> None:
     filters = CrawlFilters(
         pipeline_tags=args.pipeline_tags, min_downloads=args.min_downloads, max_models=args.max_models
     )
-    state = f"{args.output}.update/crawl_state.json"
+    state = f"{args.output}.update/crawl_state.jsonl"
 
     # 1-2. Crawl (the update below resumes from the same state and fetches nothing twice) and preview prompts.
     crawled = crawl_hub(args.since, filters=filters, state_path=state)

@@ -443,3 +443,36 @@ def test_update_options_are_checked(old_router: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_forgetting"):
         update_router(old_router, "2026-01", max_forgetting=-1, show_progress=False)
     assert update_config().encoder_mode == "frozen"
+
+
+def test_a_rerun_after_an_unsaved_update_encodes_and_writes_nothing_twice(
+    hub: SessionHub, old_router: Path, new_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hubroute.routing.encoder import PromptEncoder
+
+    encoded: list[str] = []
+    original = PromptEncoder.encode
+
+    def counting(self, texts, batch_size: int = 64, show_progress: bool = False):
+        encoded.extend(texts)
+        return original(self, texts, batch_size=batch_size, show_progress=show_progress)
+
+    monkeypatch.setattr(PromptEncoder, "encode", counting)
+    recent, public = new_models
+    since = min(m.created for m in recent)
+    options = dict(
+        config=tiny_update_config(tmp_path), prompts_per_model=4, show_progress=False, dry_run=True,
+        workdir=str(tmp_path / "work"), experience_name="update-test",
+    )  # fmt: skip
+    first = update_router(old_router, since, **options)
+    assert first.status == "dry_run" and first.encodings_computed > 0 and first.prompts_cached == 0
+    encoded_first = len(encoded)
+    encoded.clear()
+    hub.requests.clear()
+    second = update_router(old_router, since, **options)  # nothing was saved: the same models again
+    assert second.status == "dry_run" and second.models_added == first.models_added == len(public)
+    assert second.encodings_computed == 0  # prompts, cards and gate prompts all came from the cache
+    assert second.encodings_cached >= first.encodings_computed  # (repeated texts count once per use)
+    assert len(encoded) == encoded_first - first.encodings_computed  # only what training encodes itself
+    assert second.prompts_cached == len(public) and hub.count(r"/resolve/") == 0
+    assert second.accuracy_after == first.accuracy_after and "reused from an earlier run" in second.format()

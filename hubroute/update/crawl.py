@@ -30,7 +30,7 @@ base model, downloads, likes, creation date) and the cleaned text of its card (`
 Example:
     ```python
     >>> from hubroute.update.crawl import CrawlFilters, HubCrawler
-    >>> crawler = HubCrawler("2026-05", filters=CrawlFilters(min_downloads=100), state_path="crawl_state.json")
+    >>> crawler = HubCrawler("2026-05", filters=CrawlFilters(min_downloads=100), state_path="crawl_state.jsonl")
     >>> result = crawler.crawl()
     >>> print(result.describe())
     ```

@@ -20,7 +20,13 @@ def test_help_lists_every_command(capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [["route", "--help"], ["bench", "cmrbench", "--help"], ["bench", "merge", "--help"], ["train", "--help"]],
+    [
+        ["route", "--help"],
+        ["bench", "cmrbench", "--help"],
+        ["bench", "merge", "--help"],
+        ["bench", "crawl", "--help"],
+        ["train", "--help"],
+    ],
 )
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as info:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hubroute.bench.crawl import CrawlBenchSettings, format_crawl_table, run_crawl_bench
+from hubroute.bench.crawl import format_crawl_table
+from hubroute.cli.main import main
 from hubroute.testing.hub_seed import GeneratedModels
 from hubroute.update.crawl import CrawlFilters, CrawlState, HubCrawler, RetryPolicy
 
@@ -159,14 +160,18 @@ def test_a_version_1_json_state_is_read_and_continued_as_a_log(hub: SessionHub, 
     assert state is not None and state.runs == 2 and state.complete
 
 
-def test_the_crawl_bench_kills_reruns_and_counts_each_card(tmp_path: Path) -> None:
-    results = run_crawl_bench(
-        CrawlBenchSettings(models=1500, workers=4, kill_at=0.5, workdir=str(tmp_path)), show_progress=False
-    )
+def test_the_crawl_bench_kills_reruns_and_counts_each_card(tmp_path: Path, capsys) -> None:
+    output = tmp_path / "crawl.json"
+    code = main(["bench", "crawl", "--models", "1500", "--workers", "4", "--kill-at", "0.5",
+                 "--workdir", str(tmp_path / "work"), "--output", str(output)])  # fmt: skip
+    assert code == 0
+    results = json.loads(output.read_text())
     assert results["recorded"] == 1500 and results["failed"] == 0
     assert results["kill"]["recorded"] >= 750 and results["runs"][0]["killed"]
     assert results["write_ratio"] <= 1.5
     assert sum(results["fetches_per_card"].values()) == 1500 and "0" not in results["fetches_per_card"]
-    assert results["refetched_only_in_flight"]
-    assert results["cards_fetched_twice_count"] <= 4  # at most one per worker, the cards in flight
-    assert "written / final" in format_crawl_table(results)
+    assert results["refetched_only_in_flight"]  # a second fetch only for a card in flight at the kill
+    assert results["cards_fetched_twice_count"] <= results["kill"]["in_flight_count"] <= 4 * 4
+    table = capsys.readouterr().out
+    assert "written / final" in table and "cards fetched twice" in table
+    assert format_crawl_table(results).splitlines()[0] == "| crawl | value |"

@@ -19,6 +19,12 @@
 It returns an :class:`UpdateSummary`: models added and skipped, time taken, accuracy on the old experiences
 before and after.
 
+The work folder (``workdir``, default ``<output>.update``) keeps what a rerun must not redo when an update
+stops before its save (a crash, the gate, a dry run): the crawl state (``crawl_state.jsonl``, append-only),
+the prompts written so far (``prompts.jsonl``, one shard a line, keyed per model card and generator) and the
+encodings of prompts, cards and gate prompts (``encodings/``, safetensors shards per encoder fingerprint,
+:mod:`hubroute.update.encodings`). So a rerun fetches no card, writes no prompt and encodes no text twice.
+
 With :attr:`UpdateConfig.feedback` (``hubroute update --feedback FILE``), steps 2-3 are replaced by the
 feedback rows of real traffic (:mod:`hubroute.update.feedback`); the cold start, training, gate, save and
 push follow.

@@ -40,6 +40,7 @@ from .cold_start import REPLAY_STATE_KEY, ColdStart, cold_start, split_holdout
 from .config import CARvEConfig
 from .data import CARvECollator, records_from_rows
 from .losses import CandidateContrastiveLoss, EmbeddingAnchorLoss, EWCPenalty, ProjectionAnchorLoss
+from .rerank import train_reranker
 
 __all__ = ["CARvETrainer", "split_holdout"]
 
@@ -200,6 +201,8 @@ class CARvETrainer(Trainer):
         )
         self.route_loss = CandidateContrastiveLoss(model.config.temperature)
         self.phase1_steps = 0
+        self.rerank_stats: dict[str, Any] | None = None
+        """With ``args.rerank_train``, what training the re-ranker did (see :func:`train_reranker`)."""
         callbacks = [*(callbacks or []), _PhaseAndMiningCallback(self)]
         super().__init__(
             model=model,
@@ -398,10 +401,30 @@ class CARvETrainer(Trainer):
             self._compensate_drift(router)
         if args.ewc_weight > 0:
             self._update_ewc(router)
+        if args.rerank_train:
+            self._train_reranker(router)
         experiences = list(router.info.get("experiences", []))
         if self.experience not in experiences:
             experiences.append(self.experience)
         router.info["experiences"] = experiences
+
+    def _train_reranker(self, router: HubRouter) -> None:
+        """Train the router's re-ranker on this experience's prompts and the replay, with the router's own
+        top candidates as hard negatives (the main process trains; the others receive its weights)."""
+        if distributed.num_processes() > 1:
+            raise ValueError(
+                "rerank_train is not supported in multi-process training yet: train the re-ranker in a "
+                "single process (it is bounded to a few thousand pairs per experience)."
+            )
+        is_replay = [False] * self.num_current + [True] * (len(self.labels) - self.num_current)
+        self.rerank_stats = train_reranker(
+            router,
+            self.args,
+            list(self.train_dataset["prompt"]),
+            self.labels.tolist(),
+            is_replay,
+            self.experience,
+        )
 
     @torch.no_grad()
     def _compensate_drift(self, router: HubRouter) -> None:

@@ -263,8 +263,13 @@ class CARvEConfig(TrainingArguments):
 
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; avoids a warning per epoch
+        # rerank_weight (float | None) is checked below: HfArgumentParser rewrites the annotations of the
+        # optional fields of the dataclasses it parses to their inner type, so the generic check would refuse
+        # a None that the field allows.
         own = [
-            name for name in CARvEConfig.__annotations__ if name not in TrainingArguments.__dataclass_fields__
+            name
+            for name in CARvEConfig.__annotations__
+            if name not in TrainingArguments.__dataclass_fields__ and name != "rerank_weight"
         ]
         try:
             check_scalar_fields(
@@ -272,6 +277,12 @@ class CARvEConfig(TrainingArguments):
             )
         except ValueError as err:
             raise ValueError(f"Invalid CARvEConfig: {err}") from None
+        if self.rerank_weight is not None and (
+            isinstance(self.rerank_weight, bool) or not isinstance(self.rerank_weight, (int, float))
+        ):
+            raise ValueError(
+                f"Invalid CARvEConfig: rerank_weight must be a number or None, got {self.rerank_weight!r}."
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"Invalid CARvEConfig: seed must be an integer, got {self.seed!r}.")
         checks = [

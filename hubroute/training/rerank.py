@@ -209,7 +209,8 @@ def _trainable(reranker: Reranker, layers: int) -> tuple[list[torch.nn.Parameter
     named = list(reranker.backbone.named_parameters())
     depths = [int(m.group(1)) for n, _ in named if (m := _LAYER.search(n))]
     first = 0 if layers < 0 else (max(depths) + 1 - layers if depths else 0)
-    head, body = [], []
+    head: list[torch.nn.Parameter] = []
+    body: list[torch.nn.Parameter] = []
     for name, param in named:
         match = _LAYER.search(name)
         is_head = name.startswith(("classifier", "score"))

@@ -224,8 +224,11 @@ def test_route_cli_rerank_without_reranker_fails_clearly(router, tmp_path, capsy
     assert "no re-ranker" in capsys.readouterr().err
 
 
-def test_bench_runs_carve_and_carve_rerank_from_one_training(small_bench, tiny_config, tiny_encoder_path):
-    from hubroute.bench.runner import format_table, run_cmrbench
+def test_bench_runs_carve_and_carve_rerank_from_one_training(
+    small_bench, tiny_config, tiny_encoder_path, tmp_path
+):
+    from hubroute.bench.report import write_report
+    from hubroute.bench.runner import format_table, merge_results, run_cmrbench
 
     config = CARvEConfig(
         num_train_epochs=1, per_device_train_batch_size=16, output_dir="unused", seed=0,
@@ -256,3 +259,21 @@ def test_bench_runs_carve_and_carve_rerank_from_one_training(small_bench, tiny_c
     assert [s["weight"] for s in reranked["rerank"][0]] == [config.rerank_weight] * 2
     assert all(s["pairs"] <= 120 for s in reranked["rerank"][0])
     assert "| carve+rerank |" in format_table(results)
+    report = write_report(results, tmp_path / "report", title="rerank")
+    assert "carve+rerank" in report.markdown.read_text()
+    merged = merge_results(json.loads(json.dumps(results)))["carve+rerank"]
+    assert merged["M_acc"] == pytest.approx(reranked["M_acc"], abs=1e-2)
+
+
+def test_speed_bench_times_route_with_and_without_reranking(router, tiny_reranker):
+    from hubroute.bench.speed import format_rerank_speed, run_rerank_speed
+
+    router.reranker = tiny_reranker
+    prompts = [f"{TOPICS[i % 3]} please, case {i}" for i in range(12)]
+    result = run_rerank_speed(router, prompts, rerank_top_k=4, num_prompts=6, warmup=1, log=lambda _: None)
+    assert result["models"] == 6 and result["rerank_top_k"] == 4 and result["trained_reranker"]
+    assert result["encoder"]["n"] == result["route"]["n"] == result["route_rerank"]["n"] == 6
+    assert result["route_rerank"]["p50_ms"] > 0 and result["route_rerank_over_encoder_p50"] > 0
+    assert "route(rerank=True), top 4" in format_rerank_speed(result)
+    with pytest.raises(ValueError, match="rerank_top_k"):
+        run_rerank_speed(router, prompts, rerank_top_k=0)

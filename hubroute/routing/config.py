@@ -76,7 +76,7 @@ class RouterConfig:
     level_candidates: int = 256
     domain_prior: float = 0.5
     rerank_top_k: int = 0
-    rerank_weight: float = 1.0
+    rerank_weight: float = 0.5
 
     def __post_init__(self) -> None:
         check_scalar_fields(self)

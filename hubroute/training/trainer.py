@@ -18,7 +18,8 @@ Accelerate (devices, mixed precision, distributed runs):
 
 Each example is scored against its own candidate set (gold, hard negatives mined with the current router
 at every epoch over all examples, same-group, other-domain and random negatives). At the end the
-experience's replay coreset (and EWC statistics, when enabled) is stored in the router.
+experience's replay coreset (and EWC statistics, when enabled) is stored in the router; with
+``rerank_train`` the router's re-ranker is then trained on the experience (:mod:`hubroute.training.rerank`).
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ class CARvETrainer(Trainer):
 
     Raises:
         DataFormatError: ``train_dataset`` is malformed.
-        ValueError: ``cold`` is for another experience, or for models this router does not have.
+        ValueError: ``cold`` is for another experience, or for models this router does not have;
+            ``args.rerank_train`` in a multi-process launch.
     """
 
     # Narrower than transformers.Trainer's own declarations: __init__ always passes these types.
@@ -148,6 +150,11 @@ class CARvETrainer(Trainer):
         if not isinstance(args, CARvEConfig):
             raise TypeError(f"args must be a CARvEConfig, got {type(args).__name__}.")
         distributed.check_launch(args)  # before any work: one process of several, FSDP, ZeRO-3
+        if args.rerank_train and distributed.num_processes() > 1:
+            raise ValueError(
+                "rerank_train is not supported in multi-process training yet: train in a single process (the "
+                "re-ranker is bounded to a few thousand pairs per experience), or set rerank_train=False."
+            )
         if cold is None:
             cold = cold_start(model, train_dataset, args, experience=experience)
         elif experience is not None and experience != cold.experience:
@@ -410,12 +417,7 @@ class CARvETrainer(Trainer):
 
     def _train_reranker(self, router: HubRouter) -> None:
         """Train the router's re-ranker on this experience's prompts and the replay, with the router's own
-        top candidates as hard negatives (the main process trains; the others receive its weights)."""
-        if distributed.num_processes() > 1:
-            raise ValueError(
-                "rerank_train is not supported in multi-process training yet: train the re-ranker in a "
-                "single process (it is bounded to a few thousand pairs per experience)."
-            )
+        top candidates as hard negatives (single-process runs only, checked on construction)."""
         is_replay = [False] * self.num_current + [True] * (len(self.labels) - self.num_current)
         self.rerank_stats = train_reranker(
             router,

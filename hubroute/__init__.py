@@ -5,7 +5,8 @@ The main entry points:
 - :class:`HubRouter` routes prompts (``route``) and is saved and shared with ``save_pretrained`` /
   ``from_pretrained`` / ``push_to_hub``;
 - :class:`CARvEConfig` and :class:`CARvETrainer` teach a router one experience (new models and prompts)
-  with the CARvE objective, replay and anchoring.
+  with the CARvE objective, replay and anchoring (and, with ``rerank_train``, its :class:`Reranker`: a
+  cross-encoder that re-ranks the router's top candidates against their cards).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .routing.config import RouterConfig
 from .routing.encoder import DEFAULT_ENCODER, EncoderConfig
 from .routing.options import Calibration, RouteFilter
 from .routing.registry import ModelRecord, Registry
+from .routing.rerank import Reranker
 from .routing.results import Explanation, NearestPrompt, RouteResult
 from .routing.router import HubRouter
 
@@ -59,6 +61,7 @@ __all__ = [
     "NearestPrompt",
     "Registry",
     "ModelRecord",
+    "Reranker",
     "EncoderConfig",
     "DEFAULT_ENCODER",
     "CARvEConfig",

@@ -7,7 +7,10 @@ Methods:
 - ``bm25``: BM25 over model cards;
 - ``seq_ft``: the same trainer with no replay and no anchors (naive sequential fine-tuning);
 - ``replay``: carve's replay budget, no anchors;
-- ``joint``: one training run on all experiences at once (the upper bound).
+- ``joint``: one training run on all experiences at once (the upper bound);
+- ``carve+rerank``: carve with its cross-encoder re-ranker (``rerank_train``): the router's top
+  ``rerank_top_k`` candidates re-scored against their cards. Run beside ``carve``, the router is trained once
+  per seed and evaluated both ways (carve's training time then excludes the re-ranker's).
 
 After each experience every test set seen so far is scored against the union registry (all models seen so
 far); the results go into accuracy matrices, summarised by :func:`hubroute.evaluation.metrics.summarize`.
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import DataFormatError
@@ -33,15 +37,31 @@ from ..routing.registry import Registry
 from ..routing.router import HubRouter, RouterConfig
 from ..training.config import CARvEConfig
 from ..training.data import records_from_rows
+from ..training.rerank import WEIGHT_GRID
 from ..training.trainer import CARvETrainer
 from .baselines import BM25Index
 from .cmrbench import CMRBench, Experience
 
-__all__ = ["METHODS", "run_cmrbench", "merge_results", "method_config", "format_table", "router_ranker"]
+__all__ = [
+    "METHODS",
+    "ALL_METHODS",
+    "RERANK_METHOD",
+    "run_cmrbench",
+    "merge_results",
+    "method_config",
+    "format_table",
+    "router_ranker",
+]
 
 logger = logging.getLogger(__name__)
 
 METHODS: tuple[str, ...] = ("carve", "zero_shot", "bm25", "seq_ft", "replay", "joint")
+"""The methods a run compares by default."""
+RERANK_METHOD = "carve+rerank"
+"""The re-ranked method (asked for by name: it is not in :data:`METHODS`); when ``carve`` runs too, they
+share each seed's training."""
+ALL_METHODS: tuple[str, ...] = (*METHODS, RERANK_METHOD)
+"""Every method a run accepts."""
 
 
 def method_config(method: str, base: Any, seed: int, output_dir: str) -> Any:
@@ -66,6 +86,8 @@ def method_config(method: str, base: Any, seed: int, output_dir: str) -> Any:
         )
     elif method == "joint":
         changes.update(replay_strategy="none")
+    elif method == RERANK_METHOD:
+        changes.update(rerank_train=True)
     elif method != "carve":
         raise ValueError(f"{method!r} is not a trained method.")
     return dataclasses.replace(base, **changes)
@@ -89,6 +111,10 @@ class _Run:
         self.router_config = router_config
         self.matrix = AccuracyMatrix(bench.names)
         self.times: list[dict[str, float]] = []
+        self.sweep: dict[str, AccuracyMatrix] = {}
+        """``carve+rerank``: the matrix of each fusion weight of :data:`WEIGHT_GRID` (a development sweep)."""
+        self.rerank: list[dict[str, Any]] = []
+        """``carve+rerank``: what the re-ranker's training did at each experience."""
 
     def evaluate(self, after: int, ranker: Ranker, upto: int) -> None:
         for j in range(upto + 1):
@@ -103,10 +129,68 @@ class _Run:
             dataclasses.replace(self.router_config, encoder=dataclasses.replace(self.router_config.encoder))
         )
 
-    def run_trained(self, method: str, base: Any, seed: int, workdir: str, progress: tqdm) -> None:
+    def evaluate_reranked(self, after: int, router: HubRouter, upto: int, plain: _Run | None) -> float:
+        """Fill this run's matrix with re-ranked predictions (and ``plain``'s with the router's own, from the
+        same candidates), plus one matrix per fusion weight of :data:`WEIGHT_GRID`; return the seconds spent
+        on the router's own ranking."""
+        registry = router.registry
+        width = router.rerank_width(TOP_K)
+        plain_s = 0.0
+        for j in range(upto + 1):
+            test = self.bench[j].test
+            prompts = list(test["prompt"])
+            start = time.perf_counter()
+            scores, ids = router.search(prompts, top_k=width, rerank=False)
+            plain_s += time.perf_counter() - start
+            _, _, rerank_scores = router.rerank_candidates(prompts, scores, ids, weight=0.0)
 
+            def record(matrix: AccuracyMatrix, ranked: Any, j: int = j, test: Any = test) -> None:
+                predicted = [[registry[i].model_id for i in row[:TOP_K] if i >= 0] for row in ranked.tolist()]
+                matrix.record(
+                    after, j, score_predictions(predicted, test["model_id"], test["domain"], self.labels)
+                )
+
+            if plain is not None:
+                record(plain.matrix, ids)
+            valid = ids >= 0
+            for n, w in enumerate((router.config.rerank_weight, *WEIGHT_GRID)):
+                fused = np.where(
+                    valid, np.where(valid, scores, 0) + w * np.where(valid, rerank_scores, 0), -np.inf
+                )
+                ranked = np.take_along_axis(ids, np.argsort(-fused, axis=1, kind="stable"), 1)
+                if n == 0:  # the weight the training chose
+                    record(self.matrix, ranked)
+                else:
+                    record(self.sweep.setdefault(str(w), AccuracyMatrix(self.bench.names)), ranked)
+        return plain_s
+
+    def run_trained(
+        self, method: str, base: Any, seed: int, workdir: str, progress: tqdm, plain: _Run | None = None
+    ) -> None:
+        """Train ``method`` experience by experience; for ``carve+rerank`` with ``plain`` (a ``carve`` run),
+        also fill ``plain`` from the same router without its re-ranker."""
         router = self.new_router()
         args = method_config(method, base, seed, workdir)
+        if method == RERANK_METHOD:
+            for t, experience in enumerate(self.bench):
+                start = time.perf_counter()
+                trainer = CARvETrainer(
+                    model=router, args=args, train_dataset=experience.train, experience=experience.name
+                )
+                trainer.train()
+                trained = time.perf_counter()
+                stats = trainer.rerank_stats or {}
+                self.rerank.append({k: v for k, v in stats.items()})
+                rerank_s = float(stats.get("train_s", 0.0))
+                plain_eval_s = self.evaluate_reranked(t, router, t, plain)
+                evaluated = time.perf_counter()
+                self.times.append(
+                    {"train_s": trained - start, "eval_s": evaluated - trained, "rerank_train_s": rerank_s}
+                )
+                if plain is not None:
+                    plain.times.append({"train_s": trained - start - rerank_s, "eval_s": plain_eval_s})
+                progress.update(1 if plain is None else 2)
+            return
         if method == "joint":
             from datasets import concatenate_datasets
 
@@ -159,7 +243,8 @@ def run_cmrbench(
 
     Args:
         bench: The loaded benchmark (:func:`hubroute.bench.load_cmrbench`).
-        methods: Methods to run (see the module docstring).
+        methods: Methods to run (see the module docstring; default: :data:`METHODS`, ``carve+rerank`` only
+            when named).
         seeds: Seeds; results are averaged over them.
         config: The carve recipe (:class:`~hubroute.CARvEConfig`); the other trained methods derive from it.
         router_config: Architecture of new routers (default: bundled MiniLM).
@@ -170,9 +255,9 @@ def run_cmrbench(
         "wall_time_s": {...}, "seeds": [...]}}``, accuracies in percent.
     """
 
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}; choose from {list(METHODS)}.")
+        raise ValueError(f"Unknown method(s) {unknown}; choose from {list(ALL_METHODS)}.")
     base = config or CARvEConfig()
     router_config = router_config or RouterConfig()
     labels = LabelMaps.from_bench(bench)
@@ -183,8 +268,11 @@ def run_cmrbench(
         tqdm(total=total, desc="CMRBench", unit="exp", disable=not show_progress) as progress,
         tempfile.TemporaryDirectory(prefix="hubroute-bench-") as workdir,
     ):
+        shared = "carve" in methods and RERANK_METHOD in methods
         for method in methods:
-            runs = []
+            if shared and method == "carve":
+                continue  # filled by the carve+rerank runs, from the same training
+            runs, plain_runs = [], []
             method_seeds = seeds_of[method]  # retrieval baselines are deterministic: one seed
             for seed in method_seeds:
                 progress.set_postfix_str(f"{method} seed {seed}")
@@ -193,12 +281,31 @@ def run_cmrbench(
                 if method in ("zero_shot", "bm25"):
                     run.run_retrieval(method, progress)
                 else:
-                    run.run_trained(method, base, seed, str(Path(workdir) / method), progress)
+                    plain = _Run(bench, labels, router_config) if shared and method == RERANK_METHOD else None
+                    run.run_trained(method, base, seed, str(Path(workdir) / method), progress, plain)
+                    if plain is not None:
+                        plain_runs.append(plain)
                 runs.append(run)
+            if plain_runs:
+                results["carve"] = _method_summary(
+                    [r.matrix for r in plain_runs], [r.times for r in plain_runs], method_seeds
+                )
+                results["carve"]["shared_training_with"] = RERANK_METHOD
+                logger.info("%s: %s", "carve", format_row("carve", results["carve"]))
             summary = _method_summary([r.matrix for r in runs], [r.times for r in runs], method_seeds)
+            if method == RERANK_METHOD:
+                summary["rerank"] = [r.rerank for r in runs]
+                summary["rerank_weight_sweep"] = {
+                    w: {
+                        k: v
+                        for k, v in summarize([r.sweep[w] for r in runs]).items()
+                        if k != "final_per_experience"
+                    }
+                    for w in runs[0].sweep
+                }
             results[method] = summary
             logger.info("%s: %s", method, format_row(method, summary))
-    return results
+    return {m: results[m] for m in methods if m in results}
 
 
 def _method_summary(
@@ -212,6 +319,9 @@ def _method_summary(
         "train_total_mean": sum(train_times) / len(train_times),
         "total_mean": sum(t["train_s"] + t["eval_s"] for run in times for t in run) / len(times),
     }
+    rerank_times = [t["rerank_train_s"] for run in times for t in run if "rerank_train_s" in t]
+    if rerank_times:
+        summary["wall_time_s"]["rerank_train_per_experience_mean"] = sum(rerank_times) / len(rerank_times)
     summary["seeds"] = list(seeds)
     return summary
 

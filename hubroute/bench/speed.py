@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..routing.registry import ModelRecord, Registry
+from ..routing.rerank import Reranker
 from ..routing.router import HubRouter
 from ..training.data import records_from_rows
 from .cmrbench import load_cmrbench, strip_instruction_prefix
@@ -53,6 +54,8 @@ __all__ = [
     "format_speed_table",
     "cmrbench_router",
     "set_threads",
+    "run_rerank_speed",
+    "format_rerank_speed",
 ]
 
 Log = Callable[[str], None]
@@ -591,4 +594,87 @@ def format_speed_table(results: dict[str, Any]) -> str:
             f"- {name}: {value if isinstance(value, bool) else f'{value:.3f}'}"
             for name, value in checks.items()
         )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ re-ranking --
+def run_rerank_speed(
+    router: HubRouter,
+    prompts: Sequence[str],
+    *,
+    rerank_top_k: int = 10,
+    num_prompts: int = 200,
+    warmup: int = 10,
+    seed: int = 0,
+    log: Log = _stderr,
+) -> dict[str, Any]:
+    """Time the bare encoder forward, ``route()`` and ``route(rerank=True)`` over ``rerank_top_k`` candidates,
+    one prompt per call, interleaved call by call, at the router's own registry size.
+
+    A router without a re-ranker gets an untrained one from the bundled MiniLM (the cost of a cross-encoder
+    pass does not depend on its training). The router's config is changed to ``rerank_top_k``.
+
+    Args:
+        router: The router (e.g. :func:`cmrbench_router`, ~2.4k models).
+        prompts: Prompts to route (shuffled with ``seed``; the first ``num_prompts`` are timed).
+        rerank_top_k: Candidates re-scored per prompt.
+        num_prompts: Calls timed per function.
+        warmup: Untimed calls first.
+        seed: Seed of the prompt order.
+        log: Progress messages.
+
+    Returns:
+        ``{"models", "rerank_top_k", "encoder"/"route"/"route_rerank": latency stats,
+        "route_over_encoder_p50", "route_rerank_over_encoder_p50", "rerank_over_route_p50", "trained_reranker"}``;
+        ratios are medians of call-by-call ratios.
+
+    Raises:
+        ValueError: ``rerank_top_k`` or ``num_prompts`` is below 1, or there are no prompts.
+    """
+    if rerank_top_k < 1 or num_prompts < 1 or not prompts:
+        raise ValueError("run_rerank_speed() needs prompts, rerank_top_k >= 1 and num_prompts >= 1.")
+    trained = router.reranker is not None
+    if not trained:
+        log("the router has no re-ranker: timing an untrained one (bundled MiniLM, same cost)")
+        router.reranker = Reranker()
+    router.eval()
+    router.config = dataclasses.replace(router.config, rerank_top_k=rerank_top_k)
+    order = np.random.default_rng(seed).permutation(len(prompts))
+    items = [[prompts[int(i)]] for i in order[:num_prompts]]
+    encode = _bare_encoder(router)
+    log(f"timing encoder, route() and route(rerank=True) on {len(items)} prompts, {router.num_models} models")
+    calls = [encode, lambda b: router.route(b, rerank=False), lambda b: router.route(b, rerank=True)]
+    enc, plain, rerank = _interleaved(calls, items, warmup)
+
+    def ratio(a: list[float], b: list[float]) -> float:
+        return float(np.median(np.asarray(a) / np.asarray(b)))
+
+    return {
+        "models": router.num_models,
+        "rerank_top_k": rerank_top_k,
+        "max_length": router.reranker.max_length if router.reranker is not None else None,
+        "trained_reranker": trained,
+        "threads": torch.get_num_threads(),
+        "encoder": latency_stats(enc),
+        "route": latency_stats(plain),
+        "route_rerank": latency_stats(rerank),
+        "route_over_encoder_p50": ratio(plain, enc),
+        "route_rerank_over_encoder_p50": ratio(rerank, enc),
+        "rerank_over_route_p50": ratio(rerank, plain),
+    }
+
+
+def format_rerank_speed(result: dict[str, Any]) -> str:
+    """A Markdown table of :func:`run_rerank_speed`'s result."""
+    rows = [("encoder forward", result["encoder"]), ("route()", result["route"]),
+            (f"route(rerank=True), top {result['rerank_top_k']}", result["route_rerank"])]  # fmt: skip
+    lines = [
+        f"Re-ranking cost at {result['models']} models ({result['threads']} threads):",
+        "",
+        "| call | p50 (ms) | p99 (ms) | p50 / encoder |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    ratios = [1.0, result["route_over_encoder_p50"], result["route_rerank_over_encoder_p50"]]
+    for (name, stats), ratio in zip(rows, ratios):
+        lines.append(f"| {name} | {stats['p50_ms']:.2f} | {stats['p99_ms']:.2f} | {ratio:.2f} |")
     return "\n".join(lines)

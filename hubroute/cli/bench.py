@@ -41,7 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="Folder for report.md, report.json and the PNG plots (default: the JSON's folder).",
     )
-    cmr.add_argument("--methods", nargs="+", default=None, help="Methods to run (default: all).")
+    cmr.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="Methods to run (default: all but carve+rerank, which is run when named; beside carve, the two "
+        "share each seed's training).",
+    )
     cmr.add_argument("--seeds", nargs="+", type=int, default=[0], help="Seeds (results are averaged).")
     cmr.add_argument(
         "--replay", type=float, default=None, help="Replay budget, a fraction of each experience."

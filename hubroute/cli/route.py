@@ -54,6 +54,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="Weight of the domain prior in the ranking (default: the router's; 0 ranks by cosine).",
     )
+    rerank = parser.add_mutually_exclusive_group()
+    rerank.add_argument(
+        "--rerank",
+        dest="rerank",
+        action="store_const",
+        const=True,
+        default=None,
+        help="Re-rank the router's top candidates with its cross-encoder re-ranker (default: the router's "
+        "setting, on when it was trained with one).",
+    )
+    rerank.add_argument(
+        "--no-rerank", dest="rerank", action="store_const", const=False, help="Route without the re-ranker."
+    )
+    parser.add_argument(
+        "--rerank-top-k",
+        type=int,
+        default=None,
+        help="Candidates the re-ranker re-scores (default: the router's rerank_top_k, else 10).",
+    )
     only = parser.add_argument_group("filters (applied before ranking)")
     only.add_argument("--domains", nargs="+", default=None, help="Only these domains.")
     only.add_argument("--pipeline-tags", nargs="+", default=None, help="Only these Hub pipeline tags.")
@@ -114,12 +133,17 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= args.domain_prior < math.inf:  # said as routing says it, before the config refuses it
             raise ValueError(f"The domain prior needs weight >= 0, got {args.domain_prior}.")
         router.config = dataclasses.replace(router.config, domain_prior=args.domain_prior)
+    if args.rerank_top_k is not None:
+        if args.rerank_top_k < 1:
+            raise ValueError(f"--rerank-top-k must be a positive integer, got {args.rerank_top_k}.")
+        router.config = dataclasses.replace(router.config, rerank_top_k=args.rerank_top_k)
     chosen = {
         field: getattr(args, flag) for flag, field in _FILTERS.items() if getattr(args, flag) is not None
     }
     results = router.route(
         list(args.prompts), top_k=args.top_k, level=args.level, filters=RouteFilter(**chosen) if chosen else None,
         min_score=_min_score(args.min_score), on_low_confidence=args.on_low_confidence, explain=args.explain,
+        rerank=args.rerank,
     )  # fmt: skip
     if args.json:
         print(json.dumps([[r.to_dict() for r in rs] for rs in results], indent=2))

@@ -11,8 +11,10 @@ from ..bench.speed import (
     SpeedSettings,
     cmrbench_prompts,
     cmrbench_router,
+    format_rerank_speed,
     format_speed_table,
     load_prompts,
+    run_rerank_speed,
     run_speed_benchmark,
     set_threads,
 )
@@ -86,6 +88,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--sweep", nargs="*", type=int, default=[32, 64, 128, 256, 512],
         help="Other nprobe (IVF) / efSearch (HNSW) values at which to measure recall and search time.",
     )  # fmt: skip
+    parser.add_argument(
+        "--rerank",
+        action="store_true",
+        help="Instead: time route(rerank=True) over the top --rerank-top-k candidates against route() and the "
+        "encoder forward, at the router's own size (an untrained re-ranker if the router has none).",
+    )
+    parser.add_argument(
+        "--rerank-top-k", type=int, default=10, help="With --rerank: candidates re-ranked (default: 10)."
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the registry growth and prompt order.")
     parser.add_argument("--output", default="results/speed.json", help="JSON results file.")
     parser.set_defaults(func=run)
@@ -118,6 +129,15 @@ def run(args: argparse.Namespace) -> int:
     if args.ef_search is not None:
         router.config = dataclasses.replace(router.config, hnsw_ef_search=args.ef_search)
     prompts = load_prompts(args.prompts) if args.prompts else cmrbench_prompts(args.data)
+    if args.rerank:
+        rerank = run_rerank_speed(
+            router, prompts, rerank_top_k=args.rerank_top_k, num_prompts=args.num_prompts, seed=args.seed
+        )
+        print(format_rerank_speed(rerank))
+        output = Path(args.output)
+        write_json(output, {"rerank": rerank})
+        print(f"\nWrote {output}")
+        return 0
     results = run_speed_benchmark(router, prompts, settings)
     print(format_speed_table(results))
     output = Path(args.output)

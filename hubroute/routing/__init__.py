@@ -4,6 +4,7 @@ from .config import RouterConfig
 from .encoder import DEFAULT_ENCODER, EncoderConfig, PromptEncoder
 from .index import ScoringIndex
 from .registry import ModelRecord, Registry, model_key
+from .rerank import Reranker
 from .results import RouteResult
 from .router import HubRouter
 
@@ -16,6 +17,7 @@ __all__ = [
     "Registry",
     "model_key",
     "RouteResult",
+    "Reranker",
     "HubRouter",
     "RouterConfig",
 ]

@@ -50,6 +50,13 @@ class RouterConfig:
             models of domains that trail the prompt's leading one, so a lone stray match loses to a cluster
             of the right domain (chosen on a development split of CMRBench; see the README). ``0`` ranks by
             cosine alone.
+        rerank_top_k: How many of the router's best candidates its re-ranker (a cross-encoder over the
+            prompt and each candidate's card, :mod:`hubroute.routing.rerank`) re-scores by default in
+            ``route()`` / ``search()``; ``0`` (the default): no re-ranking unless ``rerank=True`` is passed
+            (which then re-ranks ``max(10, top_k)`` candidates). Training a re-ranker
+            (``CARvEConfig(rerank_train=True)``) sets it.
+        rerank_weight: Weight ``w`` of the re-ranker in the fused score ``router_score + w * rerank_score``;
+            chosen on held-out prompts when the re-ranker is trained.
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -68,6 +75,8 @@ class RouterConfig:
     level_top_models: int = 8
     level_candidates: int = 256
     domain_prior: float = 0.5
+    rerank_top_k: int = 0
+    rerank_weight: float = 0.5
 
     def __post_init__(self) -> None:
         check_scalar_fields(self)
@@ -77,6 +86,12 @@ class RouterConfig:
             raise ValueError(
                 f"RouterConfig.domain_prior must be a number >= 0 (0: off), got {self.domain_prior}."
             )
+        if self.rerank_top_k < 0:
+            raise ValueError(
+                f"RouterConfig.rerank_top_k must be an integer >= 0 (0: off), got {self.rerank_top_k}."
+            )
+        if not (self.rerank_weight >= 0 and math.isfinite(self.rerank_weight)):
+            raise ValueError(f"RouterConfig.rerank_weight must be a number >= 0, got {self.rerank_weight}.")
         object.__setattr__(self, "_built", True)
 
     def __setattr__(self, name: str, value: Any) -> None:

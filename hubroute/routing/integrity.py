@@ -63,6 +63,9 @@ _REGISTRY = "registry.json"
 _STATE_JSON = "training_state.json"
 _STATE_TENSORS = "training_state.safetensors"
 _ENCODER_DIR = "encoder"
+_RERANKER_DIR = "reranker"
+_LOADED_DIRS = (_ENCODER_DIR, _RERANKER_DIR)
+"""Sub-folders whose files loaders read by discovery: every one must be listed, none may be a pickle."""
 _STRING_FIELDS = ("family", "domain", "card_text", "experience", "pipeline_tag", "library_name", "license")
 _EWC_PARAMETERS = ("projection.weight", "model_embeddings")
 
@@ -126,21 +129,20 @@ def _verify_manifest(folder: Path, checksums: Mapping[str, Any], where: str, rem
 
 
 def _check_encoder_files(folder: Path, checksums: Mapping[str, Any], where: str, remedy: str) -> None:
-    encoder = folder / _ENCODER_DIR
-    if not encoder.is_dir():
-        return
-    for path in sorted(encoder.rglob("*")):
-        key = path.relative_to(folder).as_posix()
-        if path.is_file() and key not in checksums:
-            raise CheckpointError(
-                f"{key} of {where} is not listed in the checksums of {_CONFIG}: every file of the encoder "
-                f"is verified before the encoder is loaded. Delete the file, or save the router again with "
-                f"this hubroute. {remedy}"
-            )
+    for sub in _LOADED_DIRS:
+        part = "encoder" if sub == _ENCODER_DIR else "re-ranker"
+        for path in sorted((folder / sub).rglob("*")):
+            key = path.relative_to(folder).as_posix()
+            if path.is_file() and key not in checksums:
+                raise CheckpointError(
+                    f"{key} of {where} is not listed in the checksums of {_CONFIG}: every file of the {part} "
+                    f"is verified before the {part} is loaded. Delete the file, or save the router again with "
+                    f"this hubroute. {remedy}"
+                )
 
 
 def _check_no_pickle(folder: Path, where: str) -> None:
-    for path in sorted((folder / _ENCODER_DIR).rglob("*")):
+    for path in sorted(p for sub in _LOADED_DIRS for p in (folder / sub).rglob("*")):
         if path.suffix.lower() not in PICKLE_SUFFIXES or not path.is_file():
             continue
         key = path.relative_to(folder).as_posix()

@@ -40,6 +40,7 @@ from .options import (
     split_sentences,
 )
 from .registry import ModelRecord, Registry, model_key
+from .rerank import DEFAULT_RERANK_TOP_K, Reranker, fuse_scores
 from .results import Explanation, NearestPrompt, RouteResult
 
 if TYPE_CHECKING:
@@ -147,6 +148,8 @@ class HubRouter(
         self._route_cache: dict[str, Any] = {}
         """Derived routing state: the transposed projection, registry arrays, explanation vectors."""
         self._calibration: Calibration | None = None
+        # Kept out of the module tree: the router's training (optimizer groups, DDP, EWC) never sees it.
+        object.__setattr__(self, "_reranker", None)
         if registry is not None and len(registry):
             self.add_models(list(registry))
 
@@ -161,6 +164,32 @@ class HubRouter(
     @config.setter
     def config(self, config: RouterConfig) -> None:
         self._config = config
+
+    @property
+    def reranker(self) -> Reranker | None:
+        """The cross-encoder that re-ranks the top candidates (``route(rerank=True)``), or ``None``.
+
+        It is saved with the router (``reranker/``) but is not a sub-module: the router's own training and
+        ``parameters()`` leave it alone (:mod:`hubroute.training.rerank` trains it).
+        """
+        reranker: Reranker | None = self.__dict__["_reranker"]
+        return reranker
+
+    @reranker.setter
+    def reranker(self, value: Reranker | None) -> None:
+        if value is not None and not isinstance(value, Reranker):
+            raise TypeError(f"reranker must be a Reranker or None, got {type(value).__name__}.")
+        object.__setattr__(self, "_reranker", value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if (
+            name == "reranker"
+        ):  # nn.Module would register a module value as a sub-module, bypassing the setter
+            if value is not None and not isinstance(value, Reranker):
+                raise TypeError(f"reranker must be a Reranker or None, got {type(value).__name__}.")
+            object.__setattr__(self, "_reranker", value)
+            return
+        super().__setattr__(name, value)
 
     @property
     def num_models(self) -> int:
@@ -367,6 +396,7 @@ class HubRouter(
         batch_size: int = 64,
         *,
         filters: RouteFilter | Mapping[str, Any] | None = None,
+        rerank: bool | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(scores, ids)`` arrays ``[n, top_k]`` for already validated prompts (no result objects).
 
@@ -375,17 +405,91 @@ class HubRouter(
             top_k: Models per prompt (fewer when the registry or the filtered set is smaller).
             batch_size: Prompts per encoder forward pass.
             filters: Only models passing this :class:`RouteFilter` (or dict) are searched.
+            rerank: Re-rank the best candidates with the router's :attr:`reranker` (the scores are then the
+                fused scores); ``None``: when ``config.rerank_top_k > 0``. See :meth:`route`.
 
         Raises:
-            CheckpointError: the router has no models.
+            CheckpointError: the router has no models, or ``rerank`` asks for a re-ranker it does not have.
             ValueError: a bad filter.
         """
         if self.num_models == 0:
             raise CheckpointError(
                 "This router has no models yet: train it on an experience or add_models() first."
             )
+        use_rerank = self._rerank_enabled(rerank)
         allowed = self._allowed(as_route_filter(filters))
-        return self._rank_vectors(self._encode_queries(list(prompts), batch_size), top_k, allowed)
+        batch = list(prompts)
+        vectors = self._encode_queries(batch, batch_size)
+        if use_rerank:
+            return self._reranked(batch, vectors, top_k, allowed)
+        return self._rank_vectors(vectors, top_k, allowed)
+
+    def _rerank_enabled(self, rerank: bool | None) -> bool:
+        """Whether to re-rank: ``rerank``, or the config's default for ``None``.
+
+        Raises:
+            CheckpointError: re-ranking is asked for and the router has no re-ranker.
+        """
+        wanted = self.config.rerank_top_k > 0 if rerank is None else bool(rerank)
+        if wanted and self.reranker is None:
+            how = "rerank=True was passed" if rerank else f"config.rerank_top_k is {self.config.rerank_top_k}"
+            raise CheckpointError(
+                f"This router has no re-ranker, but {how}. Train one with CARvEConfig(rerank_train=True) "
+                "(`hubroute train --rerank_train true`), or route without re-ranking (rerank=False, or "
+                "router.config = dataclasses.replace(router.config, rerank_top_k=0))."
+            )
+        return wanted
+
+    def rerank_width(self, top_k: int = 1) -> int:
+        """How many candidates re-ranking re-scores for ``top_k`` results: ``max(config.rerank_top_k, top_k)``
+        (``config.rerank_top_k = 0`` counts as 10)."""
+        return max(self.config.rerank_top_k or DEFAULT_RERANK_TOP_K, top_k)
+
+    def rerank_candidates(
+        self, prompts: Sequence[str], scores: np.ndarray, ids: np.ndarray, weight: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Re-score candidates the router retrieved and sort them by fused score.
+
+        Args:
+            prompts: The prompts, one per row.
+            scores: ``[n, width]`` router scores of the candidates (``search(..., rerank=False)``).
+            ids: ``[n, width]`` their model ids (``-1``: no candidate).
+            weight: Weight of the re-ranker (default ``config.rerank_weight``).
+
+        Returns:
+            ``(fused, ids, rerank_scores)``, each ``[n, width]``, rows sorted by fused score (best first);
+            missing candidates keep id ``-1`` and score ``-inf`` at the end.
+
+        Raises:
+            CheckpointError: the router has no re-ranker.
+        """
+        reranker = self.reranker
+        if reranker is None:
+            raise CheckpointError(
+                "This router has no re-ranker: train one with CARvEConfig(rerank_train=True)."
+            )
+        weight = self.config.rerank_weight if weight is None else weight
+        valid = ids >= 0
+        rows, cols = np.nonzero(valid)
+        registry = self.registry
+        documents = [registry[int(i)].document() for i in ids[rows, cols].tolist()]
+        logits = reranker.score([prompts[int(r)] for r in rows.tolist()], documents)
+        rerank_scores = np.full(ids.shape, -np.inf, dtype=np.float32)
+        rerank_scores[rows, cols] = logits
+        fused = np.where(
+            valid, fuse_scores(np.where(valid, scores, 0), np.where(valid, rerank_scores, 0), weight), -np.inf
+        )
+        order = np.argsort(-fused, axis=1, kind="stable")
+        take = np.take_along_axis
+        return take(fused, order, 1).astype(np.float32), take(ids, order, 1), take(rerank_scores, order, 1)
+
+    def _reranked(
+        self, prompts: Sequence[str], vectors: np.ndarray, top_k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``top_k`` ``(fused scores, ids)``: the router's best :meth:`rerank_width` candidates, re-ranked."""
+        scores, ids = self._rank_vectors(vectors, self.rerank_width(top_k), allowed)
+        fused, ids, _ = self.rerank_candidates(prompts, scores, ids)
+        return fused[:, :top_k], ids[:, :top_k]
 
     # The ignore: a str is itself a Sequence[str], so mypy reports the two overloads as overlapping; the str
     # overload comes first, which is what a str argument gets (the usual str / Sequence[str] pair).
@@ -393,13 +497,13 @@ class HubRouter(
     def route(  # type: ignore[overload-overlap]
         self, prompts: str, top_k: int = 1, batch_size: int = 64, *, level: str = "model",
         filters: RouteFilter | Mapping[str, Any] | None = None, min_score: float | str | None = None,
-        on_low_confidence: str = "abstain", explain: bool = False,
+        on_low_confidence: str = "abstain", explain: bool = False, rerank: bool | None = None,
     ) -> list[RouteResult]: ...  # fmt: skip
     @overload
     def route(
         self, prompts: Sequence[str], top_k: int = 1, batch_size: int = 64, *, level: str = "model",
         filters: RouteFilter | Mapping[str, Any] | None = None, min_score: float | str | None = None,
-        on_low_confidence: str = "abstain", explain: bool = False,
+        on_low_confidence: str = "abstain", explain: bool = False, rerank: bool | None = None,
     ) -> list[list[RouteResult]]: ...  # fmt: skip
 
     def route(
@@ -413,6 +517,7 @@ class HubRouter(
         min_score: float | str | None = None,
         on_low_confidence: str = "abstain",
         explain: bool = False,
+        rerank: bool | None = None,
     ) -> list[RouteResult] | list[list[RouteResult]]:
         """Return the best models (or families, or domains) for a prompt, or for each prompt of a list.
 
@@ -439,6 +544,14 @@ class HubRouter(
             explain: Attach an :class:`Explanation` to every result: its model, family and domain scores,
                 the nearest training prompts (the replay coreset in ``training_state["replay"]``, encoded
                 once on first use and cached) and the best-matching sentence of the model's card.
+            rerank: Two-stage routing: the router's best ``max(config.rerank_top_k, top_k)`` candidates
+                are re-scored by its :attr:`reranker` (a cross-encoder reading the prompt with each
+                candidate's card) and ordered by the fused score ``router_score + config.rerank_weight *
+                rerank_score``, which becomes :attr:`RouteResult.score`. ``None`` (default): re-rank when
+                ``config.rerank_top_k > 0`` (set by training a re-ranker), at model level without
+                ``min_score`` or ``explain`` (those use the router's scores alone); ``True`` with a level
+                other than ``"model"``, ``min_score`` or ``explain`` is refused. Filters apply to the
+                candidates.
 
         Returns:
             For one prompt, a list of at most ``top_k`` :class:`RouteResult`; for a list, one such list per
@@ -448,7 +561,7 @@ class HubRouter(
             InvalidPromptError: a prompt is not a string, or is empty.
             ValueError: ``top_k`` is not a positive integer; an unknown ``level``, ``on_low_confidence`` or
                 filter key; ``min_score`` out of range, or ``"calibrated"`` on a router never calibrated.
-            CheckpointError: the router has no models.
+            CheckpointError: the router has no models, or ``rerank`` asks for a re-ranker it does not have.
         """
         single = isinstance(prompts, str)
         if not single and (not isinstance(prompts, Sequence) or isinstance(prompts, (bytes, bytearray))):
@@ -463,6 +576,12 @@ class HubRouter(
                 f"on_low_confidence must be one of {list(LOW_CONFIDENCE_ACTIONS)}, got {on_low_confidence!r}."
             )
         plain = level == "model" and filters is None and min_score is None and not explain
+        rerankable = level == "model" and min_score is None and not explain
+        if rerank and not rerankable:
+            raise ValueError(
+                "rerank=True re-ranks models: it works with level='model' and without min_score or explain "
+                "(thresholds and explanations use the router's own scores); drop one or the other."
+            )
         thresholds: dict[str, float] | None = None
         route_filter: RouteFilter | None = None
         if not plain:
@@ -475,8 +594,12 @@ class HubRouter(
             raise CheckpointError(
                 "This router has no models yet: train it on an experience or add_models() first."
             )
+        use_rerank = rerankable and self._rerank_enabled(rerank)
         vectors = self._encode_queries(batch, batch_size)
-        if plain:
+        if use_rerank:
+            scores, ids = self._reranked(batch, vectors, top_k, self._allowed(route_filter))
+            results = [self._results(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids)]
+        elif plain:
             scores, ids = self._rank_vectors(vectors, top_k)
             results = [self._results(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids)]
         else:

@@ -11,6 +11,8 @@ A router folder holds:
   serialisation in a ``uint8`` tensor, with the SHA-256 of the model embeddings it was built from (an index
   that does not match the embeddings is refused); an exact index is rebuilt from the embeddings instead;
 - ``calibration.json``: the confidence thresholds fitted by ``HubRouter.calibrate``, when there are any;
+- ``reranker/``: the cross-encoder re-ranker (:mod:`hubroute.routing.rerank`), when the router has one
+  (safetensors weights, its JSON configs and tokenizer files; ``config.json``'s ``reranker`` entry says so);
 - ``README.md``: the model card.
 """
 
@@ -34,6 +36,7 @@ from .encoder import PromptEncoder
 from .index import IndexSpec, ScoringIndex
 from .options import Calibration
 from .registry import Registry
+from .rerank import RERANKER_DIR, Reranker
 
 if TYPE_CHECKING:
     from .router import HubRouter
@@ -131,6 +134,7 @@ def write_router(router: HubRouter, folder: Path) -> None:
     _write_index(router, folder)
     if router.calibration is not None:
         write_json(folder / CALIBRATION_FILE, router.calibration.to_dict())
+    reranker_entry = None if router.reranker is None else router.reranker.save(folder / RERANKER_DIR)
     checksums = integrity.build_manifest(folder)  # every file by its relative path, but config.json/README.md
     config = {
         "library_name": LIBRARY_NAME,
@@ -138,6 +142,7 @@ def write_router(router: HubRouter, folder: Path) -> None:
         "hubroute_version": __version__,
         "router": router.config.to_dict(),
         "encoder": encoder_entry,
+        "reranker": reranker_entry,
         "num_models": router.num_models,
         "info": router.info,
         "checksums": checksums,
@@ -216,6 +221,25 @@ def _read_calibration(router: HubRouter, folder: Path, where: str, remedy: str) 
         ) from err
 
 
+def _read_reranker(router: HubRouter, folder: Path, entry: dict[str, Any], where: str, remedy: str) -> None:
+    """Load the cross-encoder of ``reranker/`` into ``router`` (its files were verified by the manifest).
+
+    Raises:
+        CheckpointError: the folder holds no safetensors weights, or they cannot be loaded.
+    """
+    sub = folder / RERANKER_DIR
+    if not sub.is_dir() or not any(sub.rglob("*.safetensors")):
+        raise CheckpointError(
+            f"{RERANKER_DIR}/ of {where} holds no safetensors weights, but {CONFIG_FILE} says the router has a "
+            f"re-ranker. {remedy}"
+        )
+    try:
+        router.reranker = Reranker.load(sub, entry)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"The re-ranker of {where} could not be loaded ({err}). {remedy}") from err
+    integrity.check_finite(dict(router.reranker.backbone.state_dict()), f"{RERANKER_DIR}/", where, remedy)
+
+
 def _capitalized(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -254,7 +278,7 @@ def read_config(folder: Path, where: str | None = None, remedy: str = LOCAL_REME
             f"{_capitalized(where)} is not a hubroute router ({CONFIG_FILE} has no 'library_name: hubroute'). "
             "Load it with the library that wrote it."
         )
-    for key in ("checksums", "router", "encoder", "info"):
+    for key in ("checksums", "router", "encoder", "info", "reranker"):
         if not isinstance(config.get(key) or {}, dict):
             raise CheckpointError(
                 f"{CONFIG_FILE} of {where} is corrupt: '{key}' must be a JSON object, got "
@@ -374,5 +398,12 @@ def read_router(
         _read_index(router, folder, where, remedy)
     if (folder / CALIBRATION_FILE).is_file():
         _read_calibration(router, folder, where, remedy)
+    if config.get("reranker"):
+        _read_reranker(router, folder, config["reranker"], where, remedy)
+    elif router_config.rerank_top_k > 0:
+        raise CheckpointError(
+            f"{CONFIG_FILE} of {where} sets 'router.rerank_top_k' to {router_config.rerank_top_k} but the router "
+            f"has no re-ranker ('reranker' is null). {remedy}"
+        )
     router.eval()
     return router

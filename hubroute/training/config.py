@@ -100,6 +100,38 @@ class CARvEConfig(TrainingArguments):
             Share of each experience's examples kept out of training (at most one per model, only from models
             with two or more examples) and stored in `router.training_state["holdout"]`, so that later updates
             can measure forgetting on prompts the router never trained on (`hubroute update`'s forgetting gate).
+        rerank_train (`bool`, defaults to `False`):
+            After the router's training on each experience, also train its re-ranker, a cross-encoder that
+            re-scores the router's top `rerank_top_k` candidates against their cards
+            (:mod:`hubroute.training.rerank`); the router then re-ranks by default (`route(rerank=None)`).
+        rerank_model (`str`, defaults to `"bundled:all-MiniLM-L6-v2"`):
+            The checkpoint a new re-ranker starts from (a BERT-style model; it gets a fresh one-logit head).
+        rerank_top_k (`int`, defaults to `10`):
+            Candidates re-ranked per prompt at route time, and the pool hard negatives come from.
+        rerank_negatives (`int`, defaults to `5`):
+            Hard negatives per training group (the router's best candidates other than the gold).
+        rerank_max_pairs (`int`, defaults to `2400`):
+            Most (prompt, card) pairs per experience (bounds the re-ranker's training time).
+        rerank_epochs (`float`, defaults to `1.0`):
+            Passes over an experience's groups.
+        rerank_lr (`float`, defaults to `5e-5`), rerank_head_lr (`float`, defaults to `1e-3`):
+            Learning rates of the cross-encoder's body and of its scoring head.
+        rerank_train_layers (`int`, defaults to `2`):
+            Top transformer layers of the cross-encoder that train, beside its head (`-1`: all of them).
+        rerank_batch_groups (`int`, defaults to `8`):
+            Groups per step (each `1 + rerank_negatives` pairs).
+        rerank_max_length (`int`, defaults to `128`):
+            Tokens of a (prompt, card) pair; the longer side is truncated first.
+        rerank_distill_weight (`float`, defaults to `1.0`):
+            Weight of the distillation of the previous re-ranker's scores on replayed groups (from the second
+            experience on; 0: none).
+        rerank_weight (`float`, *optional*, defaults to `0.5`):
+            Fusion weight `w` of `router_score + w * rerank_score` (stored in `RouterConfig.rerank_weight`;
+            provisional: 0.5-1.0 did best on the `mllm` experience of CMRBench's development split, seed 0);
+            `None` picks it on held-out prompts of each experience (conservative: the router trained on them).
+        rerank_holdout_fraction (`float`, defaults to `0.1`):
+            With `rerank_weight=None`, the share of each experience's prompts (at most 200) kept out of the
+            re-ranker's training to pick `w`.
     """
 
     # -- overridden TrainingArguments defaults ------------------------------------------------------------
@@ -194,6 +226,34 @@ class CARvEConfig(TrainingArguments):
         metadata={"help": "Share of each experience held out of training for later forgetting checks."},
     )
 
+    rerank_train: bool = field(
+        default=False, metadata={"help": "Also train a cross-encoder re-ranker after each experience."}
+    )
+    rerank_model: str = field(
+        default="bundled:all-MiniLM-L6-v2", metadata={"help": "Checkpoint a new re-ranker starts from."}
+    )
+    rerank_top_k: int = field(default=10, metadata={"help": "Candidates re-ranked per prompt."})
+    rerank_negatives: int = field(default=5, metadata={"help": "Hard negatives per re-ranker group."})
+    rerank_max_pairs: int = field(default=2400, metadata={"help": "Re-ranker pairs per experience at most."})
+    rerank_epochs: float = field(default=1.0, metadata={"help": "Re-ranker passes per experience."})
+    rerank_lr: float = field(default=5e-5, metadata={"help": "Learning rate of the re-ranker's body."})
+    rerank_head_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the re-ranker's head."})
+    rerank_train_layers: int = field(
+        default=2, metadata={"help": "Top cross-encoder layers that train (-1: all)."}
+    )
+    rerank_batch_groups: int = field(default=8, metadata={"help": "Re-ranker groups per step."})
+    rerank_max_length: int = field(default=128, metadata={"help": "Tokens of a re-ranker pair."})
+    rerank_distill_weight: float = field(
+        default=1.0, metadata={"help": "Distillation weight towards the previous re-ranker on replay."}
+    )
+    rerank_weight: float | None = field(
+        default=0.5,
+        metadata={"help": "Fusion weight of the re-ranker (None: picked on held-out prompts)."},
+    )
+    rerank_holdout_fraction: float = field(
+        default=0.1, metadata={"help": "Share of prompts held out of the re-ranker to pick its weight."}
+    )
+
     def __post_init__(self) -> None:
         if needs_cpu_ddp(self.use_cpu):
             self.use_cpu = (
@@ -204,8 +264,13 @@ class CARvEConfig(TrainingArguments):
 
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; avoids a warning per epoch
+        # rerank_weight (float | None) is checked below: HfArgumentParser rewrites the annotations of the
+        # optional fields of the dataclasses it parses to their inner type, so the generic check would refuse
+        # a None that the field allows.
         own = [
-            name for name in CARvEConfig.__annotations__ if name not in TrainingArguments.__dataclass_fields__
+            name
+            for name in CARvEConfig.__annotations__
+            if name not in TrainingArguments.__dataclass_fields__ and name != "rerank_weight"
         ]
         try:
             check_scalar_fields(
@@ -213,6 +278,12 @@ class CARvEConfig(TrainingArguments):
             )
         except ValueError as err:
             raise ValueError(f"Invalid CARvEConfig: {err}") from None
+        if self.rerank_weight is not None and (
+            isinstance(self.rerank_weight, bool) or not isinstance(self.rerank_weight, (int, float))
+        ):
+            raise ValueError(
+                f"Invalid CARvEConfig: rerank_weight must be a number or None, got {self.rerank_weight!r}."
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"Invalid CARvEConfig: seed must be an integer, got {self.seed!r}.")
         checks = [
@@ -262,6 +333,28 @@ class CARvEConfig(TrainingArguments):
                 self.init_neighbors >= 0 and self.init_neighbor_weight >= 0,
                 "init_neighbors and init_neighbor_weight must not be negative",
             ),
+            (
+                min(
+                    self.rerank_top_k - 1,
+                    self.rerank_negatives,
+                    self.rerank_max_pairs - 1,
+                    self.rerank_batch_groups - 1,
+                    self.rerank_max_length - 1,
+                )
+                >= 0
+                and self.rerank_negatives < self.rerank_top_k,
+                "rerank_top_k, rerank_max_pairs, rerank_batch_groups and rerank_max_length must be at least 1, "
+                "and rerank_negatives within [0, rerank_top_k)",
+            ),
+            (
+                min(self.rerank_lr, self.rerank_head_lr, self.rerank_epochs) > 0
+                and self.rerank_distill_weight >= 0
+                and (self.rerank_weight is None or self.rerank_weight >= 0),
+                "rerank_lr, rerank_head_lr and rerank_epochs must be positive, rerank_distill_weight and "
+                "rerank_weight not negative",
+            ),
+            (0.0 <= self.rerank_holdout_fraction < 1.0, "rerank_holdout_fraction must be within [0, 1)"),
+            (self.rerank_train_layers >= -1, "rerank_train_layers must be -1 (all) or a count >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -18,7 +18,8 @@ Accelerate (devices, mixed precision, distributed runs):
 
 Each example is scored against its own candidate set (gold, hard negatives mined with the current router
 at every epoch over all examples, same-group, other-domain and random negatives). At the end the
-experience's replay coreset (and EWC statistics, when enabled) is stored in the router.
+experience's replay coreset (and EWC statistics, when enabled) is stored in the router; with
+``rerank_train`` the router's re-ranker is then trained on the experience (:mod:`hubroute.training.rerank`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .cold_start import REPLAY_STATE_KEY, ColdStart, cold_start, split_holdout
 from .config import CARvEConfig
 from .data import CARvECollator, records_from_rows
 from .losses import CandidateContrastiveLoss, EmbeddingAnchorLoss, EWCPenalty, ProjectionAnchorLoss
+from .rerank import train_reranker
 
 __all__ = ["CARvETrainer", "split_holdout"]
 
@@ -123,7 +125,8 @@ class CARvETrainer(Trainer):
 
     Raises:
         DataFormatError: ``train_dataset`` is malformed.
-        ValueError: ``cold`` is for another experience, or for models this router does not have.
+        ValueError: ``cold`` is for another experience, or for models this router does not have;
+            ``args.rerank_train`` in a multi-process launch.
     """
 
     # Narrower than transformers.Trainer's own declarations: __init__ always passes these types.
@@ -147,6 +150,11 @@ class CARvETrainer(Trainer):
         if not isinstance(args, CARvEConfig):
             raise TypeError(f"args must be a CARvEConfig, got {type(args).__name__}.")
         distributed.check_launch(args)  # before any work: one process of several, FSDP, ZeRO-3
+        if args.rerank_train and distributed.num_processes() > 1:
+            raise ValueError(
+                "rerank_train is not supported in multi-process training yet: train in a single process (the "
+                "re-ranker is bounded to a few thousand pairs per experience), or set rerank_train=False."
+            )
         if cold is None:
             cold = cold_start(model, train_dataset, args, experience=experience)
         elif experience is not None and experience != cold.experience:
@@ -200,6 +208,8 @@ class CARvETrainer(Trainer):
         )
         self.route_loss = CandidateContrastiveLoss(model.config.temperature)
         self.phase1_steps = 0
+        self.rerank_stats: dict[str, Any] | None = None
+        """With ``args.rerank_train``, what training the re-ranker did (see :func:`train_reranker`)."""
         callbacks = [*(callbacks or []), _PhaseAndMiningCallback(self)]
         super().__init__(
             model=model,
@@ -398,10 +408,25 @@ class CARvETrainer(Trainer):
             self._compensate_drift(router)
         if args.ewc_weight > 0:
             self._update_ewc(router)
+        if args.rerank_train:
+            self._train_reranker(router)
         experiences = list(router.info.get("experiences", []))
         if self.experience not in experiences:
             experiences.append(self.experience)
         router.info["experiences"] = experiences
+
+    def _train_reranker(self, router: HubRouter) -> None:
+        """Train the router's re-ranker on this experience's prompts and the replay, with the router's own
+        top candidates as hard negatives (single-process runs only, checked on construction)."""
+        is_replay = [False] * self.num_current + [True] * (len(self.labels) - self.num_current)
+        self.rerank_stats = train_reranker(
+            router,
+            self.args,
+            list(self.train_dataset["prompt"]),
+            self.labels.tolist(),
+            is_replay,
+            self.experience,
+        )
 
     @torch.no_grad()
     def _compensate_drift(self, router: HubRouter) -> None:

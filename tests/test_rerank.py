@@ -259,6 +259,18 @@ def test_bench_runs_carve_and_carve_rerank_from_one_training(
     assert [s["weight"] for s in reranked["rerank"][0]] == [config.rerank_weight] * 2
     assert all(s["pairs"] <= 120 for s in reranked["rerank"][0])
     assert "| carve+rerank |" in format_table(results)
+    # carve's numbers are those of a carve run alone: the re-ranker's training does not touch the router's.
+    alone = run_cmrbench(
+        small_bench,
+        methods=["carve"],
+        seeds=[0],
+        config=config,
+        router_config=tiny_config,
+        show_progress=False,
+    )["carve"]
+    np.testing.assert_allclose(
+        np.asarray(alone["matrices"][0]["M"], dtype=float), np.asarray(plain["matrices"][0]["M"], dtype=float)
+    )
     report = write_report(results, tmp_path / "report", title="rerank")
     assert "carve+rerank" in report.markdown.read_text()
     merged = merge_results(json.loads(json.dumps(results)))["carve+rerank"]
@@ -298,3 +310,14 @@ def test_reranker_is_pushed_and_pulled_with_the_router(
     assert loaded.route(prompt, top_k=3) == router.route(prompt, top_k=3)
     with pytest.raises(ValueError, match="leave out"):
         router.push_to_hub(repo_id, token=hub.write_token, ignore_patterns=["reranker/*"])
+
+
+def test_rerank_training_in_a_multi_process_launch_is_refused_before_training(
+    tiny_config, tmp_path, monkeypatch
+):
+    from hubroute.training import distributed
+
+    monkeypatch.setattr(distributed, "num_processes", lambda: 2)
+    args = CARvEConfig(output_dir=str(tmp_path), rerank_train=True, disable_tqdm=True)
+    with pytest.raises(ValueError, match="rerank_train is not supported in multi-process"):
+        CARvETrainer(model=HubRouter(tiny_config), args=args, train_dataset=experience(range(3)))

@@ -321,3 +321,30 @@ def test_rerank_training_in_a_multi_process_launch_is_refused_before_training(
     args = CARvEConfig(output_dir=str(tmp_path), rerank_train=True, disable_tqdm=True)
     with pytest.raises(ValueError, match="rerank_train is not supported in multi-process"):
         CARvETrainer(model=HubRouter(tiny_config), args=args, train_dataset=experience(range(3)))
+
+
+def test_hubroute_train_cli_trains_and_saves_the_reranker(tmp_path, tiny_encoder_path, capsys):
+    rows = [
+        {
+            "prompt": f"{TOPICS[m % 3]} request {k} for model {m}",
+            "model_id": f"org/model-{m}",
+            "domain": DOMAINS[m % 3],
+        }
+        for m in range(6)
+        for k in range(3)
+    ]
+    data = tmp_path / "exp1.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    argv = [
+        "train", "--data", str(data), "--output", str(tmp_path / "router"), "--encoder", str(tiny_encoder_path),
+        "--max_length", "64", "--output_dir", str(tmp_path / "runs"), "--num_train_epochs", "1",
+        "--per_device_train_batch_size", "8", "--num_candidates", "4", "--disable_tqdm", "true",
+        "--rerank_train", "true", "--rerank_model", str(tiny_encoder_path), "--rerank_top_k", "4",
+        "--rerank_negatives", "2", "--rerank_max_length", "48", "--rerank_weight", "0.25",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    config = json.loads((tmp_path / "router" / "config.json").read_text())
+    assert config["reranker"]["max_length"] == 48 and "reranker/model.safetensors" in config["checksums"]
+    assert (config["router"]["rerank_top_k"], config["router"]["rerank_weight"]) == (4, 0.25)
+    loaded = HubRouter.from_pretrained(tmp_path / "router")
+    assert loaded.reranker is not None and loaded.info["reranker"][0]["pairs"] == 18 * 3

@@ -259,6 +259,18 @@ def test_bench_runs_carve_and_carve_rerank_from_one_training(
     assert [s["weight"] for s in reranked["rerank"][0]] == [config.rerank_weight] * 2
     assert all(s["pairs"] <= 120 for s in reranked["rerank"][0])
     assert "| carve+rerank |" in format_table(results)
+    # carve's numbers are those of a carve run alone: the re-ranker's training does not touch the router's.
+    alone = run_cmrbench(
+        small_bench,
+        methods=["carve"],
+        seeds=[0],
+        config=config,
+        router_config=tiny_config,
+        show_progress=False,
+    )["carve"]
+    np.testing.assert_allclose(
+        np.asarray(alone["matrices"][0]["M"], dtype=float), np.asarray(plain["matrices"][0]["M"], dtype=float)
+    )
     report = write_report(results, tmp_path / "report", title="rerank")
     assert "carve+rerank" in report.markdown.read_text()
     merged = merge_results(json.loads(json.dumps(results)))["carve+rerank"]
@@ -298,3 +310,41 @@ def test_reranker_is_pushed_and_pulled_with_the_router(
     assert loaded.route(prompt, top_k=3) == router.route(prompt, top_k=3)
     with pytest.raises(ValueError, match="leave out"):
         router.push_to_hub(repo_id, token=hub.write_token, ignore_patterns=["reranker/*"])
+
+
+def test_rerank_training_in_a_multi_process_launch_is_refused_before_training(
+    tiny_config, tmp_path, monkeypatch
+):
+    from hubroute.training import distributed
+
+    monkeypatch.setattr(distributed, "num_processes", lambda: 2)
+    args = CARvEConfig(output_dir=str(tmp_path), rerank_train=True, disable_tqdm=True)
+    with pytest.raises(ValueError, match="rerank_train is not supported in multi-process"):
+        CARvETrainer(model=HubRouter(tiny_config), args=args, train_dataset=experience(range(3)))
+
+
+def test_hubroute_train_cli_trains_and_saves_the_reranker(tmp_path, tiny_encoder_path, capsys):
+    rows = [
+        {
+            "prompt": f"{TOPICS[m % 3]} request {k} for model {m}",
+            "model_id": f"org/model-{m}",
+            "domain": DOMAINS[m % 3],
+        }
+        for m in range(6)
+        for k in range(3)
+    ]
+    data = tmp_path / "exp1.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    argv = [
+        "train", "--data", str(data), "--output", str(tmp_path / "router"), "--encoder", str(tiny_encoder_path),
+        "--max_length", "64", "--output_dir", str(tmp_path / "runs"), "--num_train_epochs", "1",
+        "--per_device_train_batch_size", "8", "--num_candidates", "4", "--disable_tqdm", "true",
+        "--rerank_train", "true", "--rerank_model", str(tiny_encoder_path), "--rerank_top_k", "4",
+        "--rerank_negatives", "2", "--rerank_max_length", "48", "--rerank_weight", "0.25",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    config = json.loads((tmp_path / "router" / "config.json").read_text())
+    assert config["reranker"]["max_length"] == 48 and "reranker/model.safetensors" in config["checksums"]
+    assert (config["router"]["rerank_top_k"], config["router"]["rerank_weight"]) == (4, 0.25)
+    loaded = HubRouter.from_pretrained(tmp_path / "router")
+    assert loaded.reranker is not None and loaded.info["reranker"][0]["pairs"] == 18 * 3

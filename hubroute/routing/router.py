@@ -170,24 +170,28 @@ class HubRouter(
         """The cross-encoder that re-ranks the top candidates (``route(rerank=True)``), or ``None``.
 
         It is saved with the router (``reranker/``) but is not a sub-module: the router's own training and
-        ``parameters()`` leave it alone (:mod:`hubroute.training.rerank` trains it).
+        ``parameters()`` leave it alone (:mod:`hubroute.training.rerank` trains it), and ``router.to(device)``
+        does not move it: move it with ``router.reranker.to(device)``.
+
+        Raises:
+            TypeError: (on assignment) the value is not a :class:`Reranker` or ``None``.
         """
         reranker: Reranker | None = self.__dict__["_reranker"]
         return reranker
 
     @reranker.setter
     def reranker(self, value: Reranker | None) -> None:
+        self._set_reranker(value)
+
+    def _set_reranker(self, value: Reranker | None) -> None:
         if value is not None and not isinstance(value, Reranker):
             raise TypeError(f"reranker must be a Reranker or None, got {type(value).__name__}.")
         object.__setattr__(self, "_reranker", value)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if (
-            name == "reranker"
-        ):  # nn.Module would register a module value as a sub-module, bypassing the setter
-            if value is not None and not isinstance(value, Reranker):
-                raise TypeError(f"reranker must be a Reranker or None, got {type(value).__name__}.")
-            object.__setattr__(self, "_reranker", value)
+        # nn.Module.__setattr__ would register a Reranker (an nn.Module) as a sub-module, past the property.
+        if name == "reranker":
+            self._set_reranker(value)
             return
         super().__setattr__(name, value)
 

@@ -119,7 +119,9 @@ def test_touched_anchor_scope_covers_the_old_rows_given():
     ids = torch.tensor([1, 2, 4, 7])  # 7 is a new model
     rows = table[ids].clone().requires_grad_(True)
     value = anchor(rows, ids)
-    expected = ((1 - (table[[1, 2, 4]] * reference[[1, 2, 4]]).sum(-1)) * torch.tensor([1.0, 0.0, 1.0])).mean()
+    expected = (
+        (1 - (table[[1, 2, 4]] * reference[[1, 2, 4]]).sum(-1)) * torch.tensor([1.0, 0.0, 1.0])
+    ).mean()
     torch.testing.assert_close(value, expected)
     value.backward()
     assert rows.grad[3].abs().sum() == 0 and rows.grad[1].abs().sum() == 0  # new and free rows: no pull
@@ -143,12 +145,19 @@ def test_touched_anchors_hold_old_rows_in_phase_one(tiny_config, tmp_path):
         trainer = CARvETrainer(model=router, args=args, train_dataset=experience(range(6, 12)))
         assert trainer.anchor_scope == "touched" and not trainer.sparse
         trainer.train()
-        drifts.append((1 - torch.nn.functional.cosine_similarity(router.model_embeddings[:6], old, dim=-1)).mean())
+        drifts.append(
+            (1 - torch.nn.functional.cosine_similarity(router.model_embeddings[:6], old, dim=-1)).mean()
+        )
     assert drifts[0] < drifts[1]
 
 
 def _grouped_registry(n: int, seed: int = 0) -> tuple[Registry, torch.Tensor]:
-    domains = ["Audio ASR", "Audio TTS", "Computer Vision Detection", "Natural Language Processing Translation"]
+    domains = [
+        "Audio ASR",
+        "Audio TTS",
+        "Computer Vision Detection",
+        "Natural Language Processing Translation",
+    ]
     rng = np.random.default_rng(seed)
     registry = Registry([ModelRecord(f"org/m{i}", domain=domains[int(rng.integers(4))]) for i in range(n)])
     embeddings = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((n, 16))).float(), dim=-1)
@@ -194,8 +203,11 @@ def test_an_index_updated_in_place_matches_a_rebuild(kind):
     assert not ScoringIndex(vectors, IndexSpec("hnsw")).update(np.array([3]), new[:1])
 
 
-def _reference_sample_one(sampler: CandidateSampler, registry: Registry, gold: int, example: int) -> list[int]:
+def _reference_sample_one(
+    sampler: CandidateSampler, registry: Registry, gold: int, example: int
+) -> list[int]:
     """The candidate sets drawn before the O(K) sampler (permutations of whole pools), for comparison."""
+
     def draw(rng, pool, count, chosen, out):
         added = 0
         if count <= 0 or len(pool) == 0:

@@ -15,7 +15,7 @@ from ..routing.encoder import EncoderConfig
 from ..routing.router import RouterConfig
 from ..training import distributed
 from ..training.config import CARvEConfig
-from . import speed
+from . import speed, train_scale
 from .serve import register_bench
 
 __all__ = ["register"]
@@ -87,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     merge.set_defaults(func=run_merge_command)
 
     speed.register(commands)
+    train_scale.register(commands)
     register_bench(commands)
 
 

@@ -377,9 +377,13 @@ class ScoringIndex:
         import faiss
 
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        vectors = _as_float32(vectors).reshape(len(ids), -1) if len(ids) else np.empty((0, self.dim), np.float32)
+        vectors = (
+            _as_float32(vectors).reshape(len(ids), -1) if len(ids) else np.empty((0, self.dim), np.float32)
+        )
         if vectors.shape != (len(ids), self.dim):
-            raise ValueError(f"update() needs {len(ids)} vectors of size {self.dim}, got shape {vectors.shape}.")
+            raise ValueError(
+                f"update() needs {len(ids)} vectors of size {self.dim}, got shape {vectors.shape}."
+            )
         order = np.argsort(ids, kind="stable")
         ids, vectors = ids[order], vectors[order]
         if len(ids) and (ids[0] < 0 or np.any(ids[1:] == ids[:-1])):
@@ -397,13 +401,18 @@ class ScoringIndex:
             if len(new_ids):
                 self._index.add(vectors[~old])
         elif len(ids):
-            if int(self._index.direct_map.type) != int(faiss.DirectMap.NoMap):
-                self._index.set_direct_map_type(faiss.DirectMap.NoMap)  # removal needs no sequential map
+            no_map = faiss.DirectMap.NoMap  # type: ignore[attr-defined]  # missing from faiss's bundled stubs
+            if int(self._index.direct_map.type) != int(no_map):
+                self._index.set_direct_map_type(no_map)  # removal needs no sequential map
             if old.any():
                 self._index.remove_ids(faiss.IDSelectorBatch(ids[old]))
             self._index.add_with_ids(vectors, ids)
             if self._flat_vectors is not None:
-                flat = np.concatenate([self._flat_vectors, vectors[~old]]) if len(new_ids) else self._flat_vectors
+                flat = (
+                    np.concatenate([self._flat_vectors, vectors[~old]])
+                    if len(new_ids)
+                    else self._flat_vectors
+                )
                 flat.flags.writeable = True
                 flat[ids[old]] = vectors[old]
                 flat.flags.writeable = False

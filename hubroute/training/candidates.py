@@ -14,7 +14,7 @@ import torch
 
 from ..routing.index import ScoringIndex
 from ..routing.registry import Registry
-from ..routing.taxonomy import domain_key, parent_group
+from ..routing.taxonomy import parent_group
 
 __all__ = ["CandidateSampler", "mine_hard_negatives", "mine_hard_negatives_with_index", "parent_group_codes"]
 

@@ -17,7 +17,16 @@ from .distributed import needs_cpu_ddp
 
 __all__ = ["CARvEConfig"]
 
-_SWITCHES = {"true": "on", "false": "off", "yes": "on", "no": "off", "1": "on", "0": "off", "on": "on", "off": "off"}
+_SWITCHES = {
+    "true": "on",
+    "false": "off",
+    "yes": "on",
+    "no": "off",
+    "1": "on",
+    "0": "off",
+    "on": "on",
+    "off": "off",
+}
 
 
 @dataclass
@@ -221,7 +230,8 @@ class CARvEConfig(TrainingArguments):
         },
     )
     sparse_threshold: int = field(
-        default=50_000, metadata={"help": "Registry size from which the 'auto' large-registry settings apply."}
+        default=50_000,
+        metadata={"help": "Registry size from which the 'auto' large-registry settings apply."},
     )
     anchor_scope: Literal["auto", "all_old", "touched"] = field(
         default="auto",

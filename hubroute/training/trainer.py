@@ -71,7 +71,9 @@ def _large_registry_modes(args: CARvEConfig, num_models: int) -> tuple[bool, str
     large = num_models >= args.sparse_threshold
     sparse = args.sparse_embeddings == "on" or (args.sparse_embeddings == "auto" and large and not deepspeed)
     scope = args.anchor_scope if args.anchor_scope != "auto" else ("touched" if sparse else "all_old")
-    mining = args.hard_negative_mining if args.hard_negative_mining != "auto" else ("index" if sparse else "dense")
+    mining = (
+        args.hard_negative_mining if args.hard_negative_mining != "auto" else ("index" if sparse else "dense")
+    )
     return sparse, scope, mining
 
 
@@ -356,7 +358,7 @@ class CARvETrainer(Trainer):
             if self.sparse:
                 self.rows = SparseRows(
                     router.model_embeddings,
-                    lr=lambda: self.optimizer.param_groups[1]["lr"],
+                    lr=self._embedding_learning_rate,
                     betas=(self.args.adam_beta1, self.args.adam_beta2),
                     eps=self.args.adam_epsilon,
                     grad_scale=self._loss_scale,
@@ -364,6 +366,11 @@ class CARvETrainer(Trainer):
                 rows = self.rows
                 self.optimizer.register_step_post_hook(lambda *_: rows.step())
         return self.optimizer
+
+    def _embedding_learning_rate(self) -> float:
+        """The scheduled learning rate of the embeddings' parameter group (the row-sparse update's)."""
+        assert self.optimizer is not None
+        return float(self.optimizer.param_groups[1]["lr"])
 
     def _loss_scale(self) -> float:
         scaler = getattr(self.accelerator, "scaler", None)
@@ -374,7 +381,9 @@ class CARvETrainer(Trainer):
         if self.rows is None:
             return super()._clip_grad_norm(model)
         dense = self.accelerator.clip_grad_norm_(model.parameters(), float("inf"))  # unscales, clips nothing
-        total = torch.sqrt(torch.as_tensor(dense, dtype=torch.float32).cpu() ** 2 + self.rows.grad_norm().cpu() ** 2)
+        total = torch.sqrt(
+            torch.as_tensor(dense, dtype=torch.float32).cpu() ** 2 + self.rows.grad_norm().cpu() ** 2
+        )
         factor = torch.clamp(self.args.max_grad_norm / (total + 1e-6), max=1.0)
         if float(factor) < 1.0:
             for param in model.parameters():
@@ -392,7 +401,7 @@ class CARvETrainer(Trainer):
         rows = ids = None
         if self.rows is not None or self.anchor_scope == "touched":
             ids, local = torch.unique(candidates, return_inverse=True)  # the golds are in the sets
-        if self.rows is not None:  # row-sparse: score against the gathered rows only
+        if self.rows is not None and ids is not None:  # row-sparse: score against the gathered rows only
             rows = self.rows.gather(ids)
             candidates = local
         if self.uses_cached_features():
@@ -507,7 +516,9 @@ class CARvETrainer(Trainer):
         if args.ewc_weight > 0:
             self._update_ewc(router)
         if self.sparse and router._index is not None:
-            router.update_index(self.rows.take_updated() if self.rows is not None else [])  # saves won't rebuild
+            router.update_index(
+                self.rows.take_updated() if self.rows is not None else []
+            )  # saves won't rebuild
         experiences = list(router.info.get("experiences", []))
         if self.experience not in experiences:
             experiences.append(self.experience)
@@ -592,7 +603,7 @@ class CARvETrainer(Trainer):
             new = fisher[name] / max(len(batches), 1)
             old = tensors.get(f"ewc.fisher.{name}")
             if old is not None:
-                rows = min(old.shape[0], new.shape[0])
-                new[:rows] += self.args.ewc_gamma * old[:rows].to(new.device)
+                overlap = min(old.shape[0], new.shape[0])
+                new[:overlap] += self.args.ewc_gamma * old[:overlap].to(new.device)
             tensors[f"ewc.fisher.{name}"] = new.cpu()
             tensors[f"ewc.reference.{name}"] = param.detach().float().cpu().clone()

@@ -78,6 +78,7 @@ def test_sparse_training_updates_and_keeps_state_only_for_candidate_rows(tiny_co
     np.testing.assert_array_equal(router._index.search(queries, 5)[1], fresh.search(queries, 5)[1])
 
 
+@pytest.mark.slow
 def test_sparse_training_learns_like_dense_training(tiny_config, tmp_path):
     data = experience(range(0, 9))
     accuracy = {}
@@ -253,3 +254,31 @@ def test_candidate_sets_of_small_registries_are_unchanged_and_large_ones_are_val
         np.concatenate([sampler.sample_one(5, e)[1:49] for e in range(300)]), minlength=60_000
     )[big.group_ids[next(g for g in big.group_ids if 5 in big.group_ids[g])]]
     assert counts.sum() == 300 * 48 and counts.max() < 12
+
+
+def test_train_scale_benchmark_times_steps_at_each_size(tiny_config, tmp_path):
+    from hubroute.bench.train_scale import (
+        TrainScaleSettings,
+        format_train_scale_table,
+        run_train_scale_benchmark,
+    )
+    from hubroute.training.data import records_from_rows
+
+    data = experience(range(0, 6), per_model=4)
+    router = HubRouter(tiny_config)
+    router.add_models(records_from_rows(data))
+    settings = TrainScaleSettings(
+        registry_sizes=[300, 20], steps=5, batch_size=8, num_candidates=8, encoder_mode="frozen",
+        card_loss_weight=0.0, sparse_embeddings="auto",
+    )  # fmt: skip
+    results = run_train_scale_benchmark(router, data, settings, log=lambda message: None)
+    small, large = results["sizes"]
+    assert (small["models"], large["models"]) == (20, 300)
+    assert small["steps_done"] == large["steps_done"] == 5
+    assert small["step"]["all"]["n"] >= 3 and large["collate"]["n"] >= 5
+    assert len(small["mining_s"]) == 2  # 24 examples in batches of 8: two epochs in five steps
+    assert small["sparse_embeddings"] is False  # below the threshold
+    assert "step_p50_all_at_300_over_20" in results["checks"]
+    assert "| 300 |" in format_train_scale_table(results)
+    with pytest.raises(ValueError, match="lacks 3 of the experience's models"):
+        run_train_scale_benchmark(router, experience(range(6, 9)), settings)

@@ -282,3 +282,29 @@ def test_train_scale_benchmark_times_steps_at_each_size(tiny_config, tmp_path):
     assert "| 300 |" in format_train_scale_table(results)
     with pytest.raises(ValueError, match="lacks 3 of the experience's models"):
         run_train_scale_benchmark(router, experience(range(6, 9)), settings)
+
+
+def test_the_row_update_is_adamw_for_rows_in_every_step_and_leaves_other_rows_alone():
+    from hubroute.training.sparse import SparseRows
+
+    torch.manual_seed(0)
+    table = torch.nn.Parameter(torch.randn(50, 4), requires_grad=False)
+    dense = torch.nn.Parameter(table.detach().clone())
+    adamw = torch.optim.AdamW([dense], lr=0.1, weight_decay=0.0)
+    rows = SparseRows(table, lr=lambda: 0.1)
+    ids = torch.tensor([1, 3, 7, 20])
+    untouched = table.detach()[0].clone()
+    for step in range(4):
+        rows.gather(ids).pow(2).sum().mul(step + 1).backward()
+        rows.step()
+        adamw.zero_grad()
+        dense[ids].pow(2).sum().mul(step + 1).backward()
+        adamw.step()
+    torch.testing.assert_close(table.detach()[ids], dense.detach()[ids], atol=1e-5, rtol=1e-5)
+    assert torch.equal(
+        table.detach()[0], untouched
+    )  # AdamW moved nothing else either (no gradient, no decay)
+    assert rows.rows_with_state().tolist() == [1, 3, 7, 20] and rows.take_updated() == [1, 3, 7, 20]
+    rows.gather(torch.tensor([0, 3])).sum().backward()
+    rows.step()
+    assert rows.num_rows_with_state == 5 and rows.take_updated() == [0, 3]

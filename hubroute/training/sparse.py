@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -56,7 +57,8 @@ class SparseRows:
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
         self.grad_scale = grad_scale
         dim = table.shape[1]
-        self._slot_of: dict[int, int] = {}
+        self._known = np.empty(0, dtype=np.int64)  # sorted ids of the rows with state
+        self._known_slots = np.empty(0, dtype=np.int64)  # their slots
         self.slot_ids = torch.empty(0, dtype=torch.long)
         """Row id held by each state slot (slots are appended as new rows are touched)."""
         self.exp_avg = torch.zeros((0, dim), dtype=torch.float32, device=table.device)
@@ -65,7 +67,7 @@ class SparseRows:
         self._size = 0
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._reduced: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._updated: set[int] = set()
+        self._updated: list[np.ndarray] = []
         self._loss_scaled = False
 
     # -- forward / backward --------------------------------------------------------------------------------
@@ -145,11 +147,18 @@ class SparseRows:
         self._reduced = None
 
     # -- update --------------------------------------------------------------------------------------------
-    def _slots(self, ids: list[int]) -> torch.Tensor:
-        """State slots of ``ids``, creating zero state for rows touched for the first time."""
-        slot_of = self._slot_of
-        fresh = [i for i in ids if i not in slot_of]
-        if fresh:
+    def _slots(self, ids: np.ndarray) -> torch.Tensor:
+        """State slots of ``ids`` (distinct), creating zero state for rows touched for the first time.
+
+        Lookups are a binary search in the sorted ids that have state: O(n log touched), no per-model map.
+        """
+        known = self._known
+        position = np.searchsorted(known, ids)
+        found = np.zeros(len(ids), dtype=bool)
+        if len(known):
+            found = known[np.minimum(position, len(known) - 1)] == ids
+        fresh = ids[~found]
+        if len(fresh):
             needed = self._size + len(fresh)
             if needed > len(self.steps):
                 capacity = max(needed, 2 * len(self.steps), 1024)
@@ -160,11 +169,15 @@ class SparseRows:
                 self.exp_avg_sq = torch.cat([self.exp_avg_sq, torch.zeros((grow, dim), device=device)])
                 self.steps = torch.cat([self.steps, torch.zeros(grow, device=device)])
                 self.slot_ids = torch.cat([self.slot_ids, torch.full((grow,), -1, dtype=torch.long)])
-            for offset, row in enumerate(fresh):
-                self._slot_of[row] = self._size + offset
-            self.slot_ids[self._size : needed] = torch.tensor(fresh, dtype=torch.long)
+            new_slots = np.arange(self._size, needed, dtype=np.int64)
+            self.slot_ids[self._size : needed] = torch.from_numpy(fresh.astype(np.int64))
+            merged = np.concatenate([known, fresh])
+            order = np.argsort(merged, kind="stable")
+            self._known = merged[order]
+            self._known_slots = np.concatenate([self._known_slots, new_slots])[order]
             self._size = needed
-        return torch.tensor([slot_of[i] for i in ids], dtype=torch.long, device=self.table.device)
+            position = np.searchsorted(self._known, ids)
+        return torch.from_numpy(self._known_slots[position]).to(self.table.device)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -178,8 +191,8 @@ class SparseRows:
             return  # an overflowed fp16 step, which the loss scaler skips as well
         lr = float(self.lr())
         beta1, beta2 = self.betas
-        id_list = ids.tolist()
-        slots = self._slots(id_list)
+        id_array = ids.cpu().numpy()
+        slots = self._slots(id_array)
         exp_avg = self.exp_avg[slots].lerp_(grads, 1 - beta1)
         exp_avg_sq = self.exp_avg_sq[slots].mul_(beta2).addcmul_(grads, grads, value=1 - beta2)
         steps = self.steps[slots] + 1
@@ -194,7 +207,7 @@ class SparseRows:
         self.table.index_copy_(
             0, ids, rows.to(self.table.dtype)
         )  # bumps the table's version: index caches see it
-        self._updated.update(id_list)
+        self._updated.append(id_array.copy())
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
     @property
@@ -208,6 +221,6 @@ class SparseRows:
 
     def take_updated(self) -> list[int]:
         """Return (sorted) and forget the ids of the rows updated since the last call."""
-        updated = sorted(self._updated)
+        updated = np.unique(np.concatenate(self._updated)) if self._updated else np.empty(0, np.int64)
         self._updated.clear()
-        return updated
+        return [int(i) for i in updated]

@@ -10,7 +10,8 @@ Scenarios:
   then a second experience (phase 1 with the encoder's cached outputs, EWC, drift compensation), then Trainer
   checkpoints with rank 0 slow to write and rank 1 slow at every barrier;
 - ``routes`` (also the end of ``suite``, with 4): one experience with a frozen encoder, sequential batches of
-  ``BATCH`` per process; the top-5 routes of its prompts;
+  ``BATCH`` per process; the top-5 routes of its prompts (``routes ENCODER OUT BATCH on``: with the
+  row-sparse embedding table);
 - ``timing``: one larger experience (frozen encoder) with the per-rank timings of the split passes.
 """
 
@@ -205,12 +206,13 @@ def suite(encoder: str, out: Path) -> dict:
     return report
 
 
-def routes(encoder: str, out: Path, batch: int) -> dict:
+def routes(encoder: str, out: Path, batch: int, sparse: str = "off") -> dict:
     torch.manual_seed(0)
     router = HubRouter(RouterConfig(EncoderConfig(encoder, max_length=64)))
     data = make_experience(rows(range(0, 8), per_model=4))  # 32 examples: 4 steps of 8 per epoch
     args = base_config(
         out,
+        sparse_embeddings=sparse,
         encoder_mode="frozen",
         per_device_train_batch_size=batch,
         train_sampling_strategy="sequential",
@@ -225,6 +227,8 @@ def routes(encoder: str, out: Path, batch: int) -> dict:
     return {
         "rank": RANK,
         "world_size": trainer.args.world_size,
+        "sparse": trainer.sparse,
+        "digest": digest(router),
         "top5": ids.tolist(),
         "scores": scores.tolist(),
         "steps": trainer.state.global_step,
@@ -261,7 +265,7 @@ def main(argv: list[str]) -> int:
     if scenario == "suite":
         report = suite(encoder, out)
     elif scenario == "routes":
-        report = routes(encoder, out, int(argv[3]))
+        report = routes(encoder, out, int(argv[3]), *argv[4:5])
     elif scenario == "timing":
         report = timing(encoder, out, int(argv[3]), int(argv[4]))
     else:

@@ -192,6 +192,19 @@ def test_two_processes_route_like_one_process_with_the_global_batch(suite, tiny_
 
 
 @pytest.mark.slow
+def test_row_sparse_embeddings_train_alike_on_two_processes_and_one(tiny_encoder_path, tmp_path):
+    import distributed_worker
+
+    two = [r for r in _torchrun("routes", tiny_encoder_path, tmp_path / "two", 2, "4", "on")]
+    one = distributed_worker.routes(str(tiny_encoder_path), tmp_path / "one", batch=8, sparse="on")
+    assert [r["sparse"] for r in two] == [True, True] and one["sparse"] is True
+    assert two[0]["digest"] == two[1]["digest"]  # the processes hold the same table, bit for bit
+    assert two[0]["steps"] == one["steps"] == 12
+    assert two[0]["top5"] == two[1]["top5"] == one["top5"]
+    np.testing.assert_allclose(two[0]["scores"], one["scores"], atol=1e-4)
+
+
+@pytest.mark.slow
 def test_accelerate_cpu_launch_of_two_processes_fails_loudly(tiny_encoder_path, tmp_path):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
     result = _launch([*launch, str(WORKER), "routes", str(tiny_encoder_path), str(tmp_path), "4"])

@@ -16,7 +16,7 @@ from ..routing.encoder import EncoderConfig
 from ..routing.router import RouterConfig
 from ..training import distributed
 from ..training.config import CARvEConfig
-from . import speed
+from . import speed, train_scale
 from .serve import register_bench
 
 __all__ = ["register"]
@@ -114,6 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     crawl.set_defaults(func=run_crawl_command)
 
     speed.register(commands)
+    train_scale.register(commands)
     register_bench(commands)
 
 

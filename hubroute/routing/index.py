@@ -356,6 +356,70 @@ class ScoringIndex:
             np.take_along_axis(best_ids, order, axis=1).astype(np.int64),
         )
 
+    # -- in-place updates ----------------------------------------------------------------------------------
+    def update(self, ids: np.ndarray, vectors: np.ndarray) -> bool:
+        """Replace the vectors of some ids and append new ones, without rebuilding the index.
+
+        Ids below :attr:`size` get their vector replaced (an IVF index re-assigns them to their nearest cell,
+        keeping its trained cells); ids from :attr:`size` on are appended and must follow on without gaps.
+        An HNSW graph cannot move its nodes: it is left unchanged and ``False`` is returned (rebuild it).
+
+        Args:
+            ids: ``[n]`` distinct registry ids.
+            vectors: ``[n, dim]`` their new L2-normalised vectors.
+
+        Returns:
+            Whether the index was updated (``False`` for HNSW).
+
+        Raises:
+            ValueError: shapes do not match, ids repeat, or the appended ids leave a gap.
+        """
+        import faiss
+
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        vectors = (
+            _as_float32(vectors).reshape(len(ids), -1) if len(ids) else np.empty((0, self.dim), np.float32)
+        )
+        if vectors.shape != (len(ids), self.dim):
+            raise ValueError(
+                f"update() needs {len(ids)} vectors of size {self.dim}, got shape {vectors.shape}."
+            )
+        order = np.argsort(ids, kind="stable")
+        ids, vectors = ids[order], vectors[order]
+        if len(ids) and (ids[0] < 0 or np.any(ids[1:] == ids[:-1])):
+            raise ValueError("update() ids must be distinct and non-negative.")
+        old = ids < self.size
+        new_ids = ids[~old]
+        if len(new_ids) and not np.array_equal(new_ids, np.arange(self.size, self.size + len(new_ids))):
+            raise ValueError(f"Appended ids must follow on from {self.size} without gaps.")
+        if self.kind == "hnsw" and len(ids):
+            return False
+        if self.kind == "exact":
+            if old.any():
+                storage = faiss.rev_swig_ptr(self._flat.get_xb(), self.size * self.dim)
+                storage.reshape(self.size, self.dim)[ids[old]] = vectors[old]
+            if len(new_ids):
+                self._index.add(vectors[~old])
+        elif len(ids):
+            no_map = faiss.DirectMap.NoMap  # type: ignore[attr-defined]  # missing from faiss's bundled stubs
+            if int(self._index.direct_map.type) != int(no_map):
+                self._index.set_direct_map_type(no_map)  # removal needs no sequential map
+            if old.any():
+                self._index.remove_ids(faiss.IDSelectorBatch(ids[old]))
+            self._index.add_with_ids(vectors, ids)
+            if self._flat_vectors is not None:
+                flat = (
+                    np.concatenate([self._flat_vectors, vectors[~old]])
+                    if len(new_ids)
+                    else self._flat_vectors
+                )
+                flat.flags.writeable = True
+                flat[ids[old]] = vectors[old]
+                flat.flags.writeable = False
+                self._flat_vectors = flat
+        self.size += len(new_ids)
+        return True
+
     # -- serialisation -------------------------------------------------------------------------------------
     def to_bytes(self) -> np.ndarray:
         """Return the built FAISS index serialised as a ``uint8`` array (FAISS's own format, not a pickle)."""

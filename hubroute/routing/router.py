@@ -221,19 +221,26 @@ class HubRouter(
         return F.normalize(self.model_embeddings, dim=-1)
 
     def forward(
-        self, features: dict[str, torch.Tensor] | None = None, pooled: torch.Tensor | None = None
+        self,
+        features: dict[str, torch.Tensor] | None = None,
+        pooled: torch.Tensor | None = None,
+        model_rows: torch.Tensor | None = None,
     ) -> RouterOutput:
         """Return normalised prompt vectors and model embeddings (the inputs of every score).
 
         Args:
             features: Tokenised prompts (run through the encoder), or
             pooled: Encoder outputs computed earlier (the encoder is skipped).
+            model_rows: Embedding rows to normalise and return instead of the whole table (row-sparse
+                training passes the rows of a batch's candidate sets, so a step never touches the whole
+                registry).
         """
         if pooled is None:
             if features is None:
                 raise ValueError("forward() needs tokenised `features` or encoder outputs `pooled`.")
             pooled = self.encoder(features)
-        return RouterOutput(self.project(pooled), self.normalized_embeddings())
+        embeddings = self.normalized_embeddings() if model_rows is None else F.normalize(model_rows, dim=-1)
+        return RouterOutput(self.project(pooled), embeddings)
 
     @torch.no_grad()
     def embed_prompts(
@@ -307,6 +314,35 @@ class HubRouter(
 
         self._index = None
         return self._scoring_index(progress=log if show_progress else None)
+
+    @torch.no_grad()
+    def update_index(self, rows: Sequence[int] | np.ndarray) -> ScoringIndex:
+        """Bring the scoring index up to date in place after embedding rows changed, instead of rebuilding it.
+
+        The index last built (or loaded) gets the new vectors of ``rows`` and of every row appended since it
+        was built; an IVF index re-assigns them to its trained cells. Every other row must be unchanged since
+        that build (row-sparse training, which knows the rows it moved, calls this before mining hard
+        negatives and at the end of an experience). Without a built index, with another index spec, or with an
+        HNSW index, the index is rebuilt instead.
+
+        Args:
+            rows: Ids of the rows changed in place since the index was built.
+
+        Returns:
+            The up-to-date index.
+        """
+        index = self._index
+        if index is None or index.spec != self.index_spec() or index.dim != self.embedding_dim:
+            return self.build_index()
+        if index.size > self.num_models:
+            return self.build_index()
+        changed = np.asarray(rows, dtype=np.int64).reshape(-1)
+        ids = np.union1d(changed[changed < index.size], np.arange(index.size, self.num_models))
+        vectors = F.normalize(self.model_embeddings.detach()[torch.from_numpy(ids)].float(), dim=-1)
+        if not index.update(ids, vectors.cpu().numpy()):
+            return self.build_index()
+        self._index_key = self._index_cache_key()
+        return index
 
     def _index_for_saving(self) -> ScoringIndex | None:
         """The approximate index to save with the router (built if needed), or ``None`` for an exact one."""
@@ -1059,7 +1095,8 @@ class HubRouter(
             )
         old = self.model_embeddings.detach()
         self.model_embeddings = nn.Parameter(torch.cat([old, rows.to(old.dtype).to(old.device)], dim=0))
-        self._index = None
+        # The index is now stale (its cache key no longer matches): the next search rebuilds it, unless
+        # update_index() extends it with the new rows first.
 
     # -- persistence ---------------------------------------------------------------------------------------
     # ModelHubMixin's hooks do the work: `_save_pretrained` writes the files, `generate_model_card` the card,

@@ -17,6 +17,17 @@ from .distributed import needs_cpu_ddp
 
 __all__ = ["CARvEConfig"]
 
+_SWITCHES = {
+    "true": "on",
+    "false": "off",
+    "yes": "on",
+    "no": "off",
+    "1": "on",
+    "0": "off",
+    "on": "on",
+    "off": "off",
+}
+
 
 @dataclass
 class CARvEConfig(TrainingArguments):
@@ -96,6 +107,28 @@ class CARvEConfig(TrainingArguments):
             starts from the cold-start rows; the CMRBench recipe leaves new rows to their own prompts.
         encode_batch_size (`int`, defaults to `64`):
             Batch size of the no-grad encoding passes (row initialisation, caching, mining).
+        sparse_embeddings (`str`, defaults to `"auto"`):
+            How the model-embedding table trains. `"off"`: as one dense parameter of the optimizer (AdamW
+            updates every row at every step, and DDP all-reduces the whole table). `"on"`: row-sparse: each
+            step gathers the rows of the batch's candidate sets, only they get gradients (exchanged between
+            DDP processes as rows) and a lazy Adam update, and Adam state is kept only for rows that were
+            ever touched, so a step costs the same at 2k or 1M models (see :mod:`hubroute.training.sparse`).
+            `"auto"`: on for registries of at least `sparse_threshold` models. `true`/`false` read as
+            `"on"`/`"off"`. Not with DeepSpeed (`"auto"` stays dense there).
+        sparse_threshold (`int`, defaults to `50000`):
+            Registry size from which `"auto"` settings (`sparse_embeddings`, `anchor_scope`,
+            `hard_negative_mining`) switch to their large-registry choice. CMRBench (about 2k models) stays
+            below it, so its results are those of the dense recipe.
+        anchor_scope (`str`, defaults to `"auto"`):
+            Which old models the phase-1 embedding anchor covers: `"all_old"` (every old model at every step,
+            O(registry)) or `"touched"` (the old models among the micro-batch's candidate sets and golds,
+            O(batch); the spec's two scopes). `"auto"`: `"touched"` when the table trains row-sparse.
+        hard_negative_mining (`str`, defaults to `"auto"`):
+            How hard negatives are mined at every epoch: `"dense"` (every prompt scored against the whole
+            table in chunks) or `"index"` (a top-k search of the router's FAISS scoring index restricted to the
+            gold's parent group, kept up to date in place when the table trains row-sparse; memory independent
+            of the registry size, and the same negatives as dense mining on an exact index). `"auto"`:
+            `"index"` when the table trains row-sparse.
         holdout_fraction (`float`, defaults to `0.0`):
             Share of each experience's examples kept out of training (at most one per model, only from models
             with two or more examples) and stored in `router.training_state["holdout"]`, so that later updates
@@ -221,6 +254,31 @@ class CARvEConfig(TrainingArguments):
     )
     init_neighbor_weight: float = field(default=0.5, metadata={"help": "Weight of that blend."})
     encode_batch_size: int = field(default=64, metadata={"help": "Batch size of no-grad encoding passes."})
+    sparse_embeddings: Literal["auto", "on", "off"] = field(
+        default="auto",
+        metadata={
+            "help": "Row-sparse embedding training: auto (from sparse_threshold models), on or off.",
+            "choices": ["auto", "on", "off"],
+        },
+    )
+    sparse_threshold: int = field(
+        default=50_000,
+        metadata={"help": "Registry size from which the 'auto' large-registry settings apply."},
+    )
+    anchor_scope: Literal["auto", "all_old", "touched"] = field(
+        default="auto",
+        metadata={
+            "help": "Embedding anchor over all old models or the batch's touched ones (auto: touched when sparse).",
+            "choices": ["auto", "all_old", "touched"],
+        },
+    )
+    hard_negative_mining: Literal["auto", "dense", "index"] = field(
+        default="auto",
+        metadata={
+            "help": "Mine hard negatives densely or through the FAISS index (auto: index when sparse).",
+            "choices": ["auto", "dense", "index"],
+        },
+    )
     holdout_fraction: float = field(
         default=0.0,
         metadata={"help": "Share of each experience held out of training for later forgetting checks."},
@@ -259,6 +317,8 @@ class CARvEConfig(TrainingArguments):
             self.use_cpu = (
                 True  # `torchrun` on a machine without GPU: DDP over gloo, not N separate trainings
             )
+        if isinstance(self.sparse_embeddings, bool) or str(self.sparse_embeddings).lower() in _SWITCHES:
+            self.sparse_embeddings = _SWITCHES[str(self.sparse_embeddings).lower()]  # type: ignore[assignment]
         super().__post_init__()
         import torch
 
@@ -328,6 +388,19 @@ class CARvEConfig(TrainingArguments):
             (
                 min(self.embedding_anchor_weight, self.projection_anchor_weight, self.ewc_weight) >= 0,
                 "regulariser weights must not be negative",
+            ),
+            (
+                self.sparse_embeddings in ("auto", "on", "off"),
+                "sparse_embeddings must be 'auto', 'on' or 'off' (or true/false)",
+            ),
+            (self.sparse_threshold >= 1, "sparse_threshold must be at least 1"),
+            (
+                self.anchor_scope in ("auto", "all_old", "touched"),
+                "anchor_scope must be 'auto', 'all_old' or 'touched'",
+            ),
+            (
+                self.hard_negative_mining in ("auto", "dense", "index"),
+                "hard_negative_mining must be 'auto', 'dense' or 'index'",
             ),
             (
                 self.init_neighbors >= 0 and self.init_neighbor_weight >= 0,

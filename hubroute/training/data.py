@@ -22,7 +22,6 @@ import torch
 from ..errors import DataFormatError
 from ..routing.encoder import PromptEncoder
 from ..routing.registry import ModelRecord, Registry
-from ..routing.taxonomy import domain_key
 from .candidates import CandidateSampler
 
 __all__ = [
@@ -295,10 +294,17 @@ class CARvECollator:
     ) -> None:
         self.encoder = encoder
         self.sampler = sampler
+        self.registry = registry
         self.card_max_length = card_max_length
-        self.documents = [r.document() for r in registry] if card_max_length else []
-        codes = {d: i for i, d in enumerate(sorted({domain_key(r.domain) for r in registry}))}
-        self.domain_codes = torch.tensor([codes[domain_key(r.domain)] for r in registry])
+        self._documents: dict[int, str] = {}  # card documents of the golds seen, built on first use
+        self.domain_codes = torch.from_numpy(sampler.domain_codes)  # sorted domain keys' positions
+
+    def document(self, model: int) -> str:
+        """The card document of registry id ``model`` (cached)."""
+        text = self._documents.get(model)
+        if text is None:
+            text = self._documents[model] = self.registry[model].document()
+        return text
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         labels = np.array([r["label"] for r in rows], dtype=np.int64)
@@ -315,7 +321,7 @@ class CARvECollator:
         if self.card_max_length:
             distinct = list(dict.fromkeys(labels.tolist()))
             position = {label: i for i, label in enumerate(distinct)}
-            documents = [self.documents[label] for label in distinct]
+            documents = [self.document(label) for label in distinct]
             batch["card_features"] = dict(self.encoder.tokenize(documents, max_length=self.card_max_length))
             batch["card_targets"] = torch.tensor([position[label] for label in labels.tolist()])
         return batch

@@ -74,12 +74,17 @@ class CandidateContrastiveLoss(nn.Module):
 
 
 class EmbeddingAnchorLoss(nn.Module):
-    """``mean_i w_i (1 - cos(e_i, e_ref_i))`` over the models that existed at the snapshot.
+    """``mean_{i in S} w_i (1 - cos(e_i, e_ref_i))`` over old models: the models that existed at the snapshot.
+
+    ``S`` is every old model (scope ``all_old``, :meth:`forward` on the whole table) or the old models among
+    given rows (scope ``touched``: :meth:`forward` with ``ids``, the rows of a batch's candidate sets and
+    golds, so the penalty costs O(batch) instead of O(registry); see ``CARvEConfig.anchor_scope``).
 
     Args:
-        reference: ``[M_old, d]`` model embeddings at the start of the experience.
+        reference: ``[M_old, d]`` model embeddings at the start of the experience (kept as given, not copied,
+            when already float32; normalised when used).
         free: Ids of old models left unanchored (``w_i = 0``; every other row has ``w_i = 1``), e.g. the
-            models a feedback experience corrects. The mean still runs over every old row, so the anchored
+            models a feedback experience corrects. The mean still runs over every row of ``S``, so the anchored
             rows are held as firmly as without ``free``.
     """
 
@@ -88,16 +93,33 @@ class EmbeddingAnchorLoss(nn.Module):
 
     def __init__(self, reference: torch.Tensor, free: Sequence[int] = ()) -> None:
         super().__init__()
-        self.register_buffer("reference", F.normalize(reference.detach().float(), dim=-1))
+        self.register_buffer("reference", reference.detach().float())
         weights = torch.ones(reference.shape[0])
         weights[[i for i in free if 0 <= i < reference.shape[0]]] = 0.0
         self.register_buffer("weights", weights)
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        if self.reference.shape[0] == 0:
-            return embeddings.new_zeros(())
-        old = F.normalize(embeddings[: self.reference.shape[0]].float(), dim=-1)
-        return ((1.0 - (old * self.reference).sum(dim=-1)) * self.weights).mean()
+    def forward(self, embeddings: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the penalty.
+
+        Args:
+            embeddings: The whole table ``[M, d]`` (scope ``all_old``), or with ``ids`` the rows ``[n, d]`` of
+                those ids (scope ``touched``).
+            ids: ``[n]`` distinct registry ids of ``embeddings``' rows; rows of new models are ignored.
+        """
+        num_old = self.reference.shape[0]
+        if ids is None:
+            if num_old == 0:
+                return embeddings.new_zeros(())
+            old = F.normalize(embeddings[:num_old].float(), dim=-1)
+            reference = F.normalize(self.reference, dim=-1)
+            return ((1.0 - (old * reference).sum(dim=-1)) * self.weights).mean()
+        keep = ids < num_old
+        if not bool(keep.any()):
+            return embeddings.sum() * 0.0  # no old row here: zero, in the graph
+        old_ids = ids[keep]
+        old = F.normalize(embeddings[keep].float(), dim=-1)
+        reference = F.normalize(self.reference[old_ids], dim=-1)
+        return ((1.0 - (old * reference).sum(dim=-1)) * self.weights[old_ids]).mean()
 
 
 class ProjectionAnchorLoss(nn.Module):
@@ -134,11 +156,26 @@ class EWCPenalty(nn.Module):
             self.register_buffer(f"fisher_{i}", fisher[name].detach().float())
             self.register_buffer(f"reference_{i}", reference[name].detach().float())
 
-    def forward(self, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, parameters: dict[str, torch.Tensor], rows: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Return the penalty.
+
+        Args:
+            parameters: Parameter name -> current value.
+            rows: Parameter name -> ``[n]`` distinct row ids, for parameters given as those rows only (the
+                row-sparse embedding table): the penalty then covers those rows.
+        """
         total = None
         for i, name in enumerate(self.names):
             fisher, reference = getattr(self, f"fisher_{i}"), getattr(self, f"reference_{i}")
-            value = parameters[name][: reference.shape[0]].float()
+            ids = (rows or {}).get(name)
+            if ids is None:
+                value = parameters[name][: reference.shape[0]].float()
+            else:
+                keep = ids < reference.shape[0]
+                value = parameters[name][keep].float()
+                fisher, reference = fisher[ids[keep]], reference[ids[keep]]
             term = (fisher * (value - reference) ** 2).sum()
             total = term if total is None else total + term
         return total if total is not None else torch.zeros(())

@@ -25,6 +25,7 @@ experience's replay coreset (and EWC statistics, when enabled) is stored in the 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,13 @@ from transformers import Trainer, TrainerCallback, set_seed
 from ..routing.router import HubRouter
 from ..routing.serialization import write_router
 from . import distributed
-from .candidates import CandidateSampler, mine_hard_negatives
+from .candidates import CandidateSampler, mine_hard_negatives, mine_hard_negatives_with_index
 from .cold_start import REPLAY_STATE_KEY, ColdStart, cold_start, split_holdout
 from .config import CARvEConfig
 from .data import CARvECollator, records_from_rows
 from .losses import CandidateContrastiveLoss, EmbeddingAnchorLoss, EWCPenalty, ProjectionAnchorLoss
 from .rerank import train_reranker
+from .sparse import SparseRows
 
 __all__ = ["CARvETrainer", "split_holdout"]
 
@@ -49,6 +51,32 @@ logger = logging.getLogger(__name__)
 
 HOLDOUT_STATE_KEY = "holdout"
 EWC_PARAMETERS = ("projection.weight", "model_embeddings")
+
+
+def _large_registry_modes(args: CARvEConfig, num_models: int) -> tuple[bool, str, str]:
+    """Resolve ``sparse_embeddings``, ``anchor_scope`` and ``hard_negative_mining`` for a registry size.
+
+    Returns:
+        ``(row-sparse table, anchor scope, mining)``.
+
+    Raises:
+        ValueError: ``sparse_embeddings="on"`` under DeepSpeed.
+    """
+    deepspeed = bool(getattr(args, "deepspeed", None)) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in (
+        "1", "true", "yes",
+    )  # fmt: skip
+    if args.sparse_embeddings == "on" and deepspeed:
+        raise ValueError(
+            "sparse_embeddings='on' does not work under DeepSpeed, whose engine owns the backward pass and the "
+            "optimizer step; train with DDP (torchrun / accelerate launch --multi_gpu) or set sparse_embeddings='off'."
+        )
+    large = num_models >= args.sparse_threshold
+    sparse = args.sparse_embeddings == "on" or (args.sparse_embeddings == "auto" and large and not deepspeed)
+    scope = args.anchor_scope if args.anchor_scope != "auto" else ("touched" if sparse else "all_old")
+    mining = (
+        args.hard_negative_mining if args.hard_negative_mining != "auto" else ("index" if sparse else "dense")
+    )
+    return sparse, scope, mining
 
 
 def _configure_encoder(router: HubRouter, args: CARvEConfig) -> None:
@@ -103,6 +131,10 @@ class _PhaseAndMiningCallback(TrainerCallback):
         self.trainer.sampler.set_epoch(self.epoch)  # candidate sets are seeded by (seed, epoch, example)
         self.epoch += 1
         self.trainer.refresh_hard_negatives()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.trainer.rows is not None:  # a skipped (overflowed) step leaves its row gradients behind
+            self.trainer.rows.zero_grad()
 
 
 class CARvETrainer(Trainer):
@@ -210,6 +242,15 @@ class CARvETrainer(Trainer):
         self.phase1_steps = 0
         self.rerank_stats: dict[str, Any] | None = None
         """With ``args.rerank_train``, what training the re-ranker did (see :func:`train_reranker`)."""
+        self.sparse, self.anchor_scope, self.mining = _large_registry_modes(args, model.num_models)
+        self.rows: SparseRows | None = None
+        """The row-sparse embedding update (``sparse_embeddings`` on), created with the optimizer."""
+        model.model_embeddings.requires_grad_(not self.sparse)
+        # DDP neither broadcasts nor all-reduces a row-sparse table: every process holds the same rows and
+        # applies the same row updates (see hubroute.training.sparse).
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            model, ["model_embeddings"] if self.sparse else []
+        )
         callbacks = [*(callbacks or []), _PhaseAndMiningCallback(self)]
         super().__init__(
             model=model,
@@ -263,14 +304,35 @@ class CARvETrainer(Trainer):
         if self.args.num_hard_negatives == 0:
             return
         router = self.accelerator.unwrap_model(self.model)
-        embeddings = router.normalized_embeddings().detach().float().cpu()
         pool = self.args.hard_negative_pool
+        if self.mining == "index":
+            index = self.current_index()
+            c = router.config
+            hard = distributed.map_rows(
+                lambda idx: mine_hard_negatives_with_index(
+                    self._query_vectors(idx), self.labels[idx], index, self.sampler.group_codes, pool,
+                    nprobe=c.ivf_nprobe, ef_search=c.hnsw_ef_search, exact_below=c.filter_exact_below,
+                ),
+                len(self.labels),
+                what="mine hard negatives",
+            )  # fmt: skip
+            self.sampler.set_hard_negatives(hard)
+            return
+        embeddings = router.normalized_embeddings().detach().float().cpu()
         hard = distributed.map_rows(
             lambda idx: mine_hard_negatives(self._query_vectors(idx), self.labels[idx], embeddings, router.registry, pool),
             len(self.labels),
             what="mine hard negatives",
         )  # fmt: skip
         self.sampler.set_hard_negatives(hard)
+
+    def current_index(self) -> Any:
+        """The router's scoring index over the current embeddings: updated in place for the rows the
+        row-sparse update moved (and rows appended by the cold start), else rebuilt when stale."""
+        router = self.accelerator.unwrap_model(self.model)
+        if self.sparse:
+            return router.update_index(self.rows.take_updated() if self.rows is not None else [])
+        return router._scoring_index()
 
     # -- Trainer hooks -------------------------------------------------------------------------------------
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
@@ -287,7 +349,8 @@ class CARvETrainer(Trainer):
                     "weight_decay": 0.0,
                 },
                 {
-                    "params": [router.model_embeddings],
+                    # Row-sparse: an empty group, whose scheduled learning rate the SparseRows update reads.
+                    "params": [] if self.sparse else [router.model_embeddings],
                     "lr": self.args.embedding_learning_rate,
                     "weight_decay": 0.0,
                 },
@@ -302,19 +365,61 @@ class CARvETrainer(Trainer):
                 )
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, router)
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            if self.sparse:
+                self.rows = SparseRows(
+                    router.model_embeddings,
+                    lr=self._embedding_learning_rate,
+                    betas=(self.args.adam_beta1, self.args.adam_beta2),
+                    eps=self.args.adam_epsilon,
+                    grad_scale=self._loss_scale,
+                )
+                rows = self.rows
+                self.optimizer.register_step_post_hook(lambda *_: rows.step())
         return self.optimizer
+
+    def _embedding_learning_rate(self) -> float:
+        """The scheduled learning rate of the embeddings' parameter group (the row-sparse update's)."""
+        assert self.optimizer is not None
+        return float(self.optimizer.param_groups[1]["lr"])
+
+    def _loss_scale(self) -> float:
+        scaler = getattr(self.accelerator, "scaler", None)
+        return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+
+    def _clip_grad_norm(self, model: Any) -> Any:
+        """One global gradient norm over the dense parameters and the step's row-sparse embedding rows."""
+        if self.rows is None:
+            return super()._clip_grad_norm(model)
+        dense = self.accelerator.clip_grad_norm_(model.parameters(), float("inf"))  # unscales, clips nothing
+        total = torch.sqrt(
+            torch.as_tensor(dense, dtype=torch.float32).cpu() ** 2 + self.rows.grad_norm().cpu() ** 2
+        )
+        factor = torch.clamp(self.args.max_grad_norm / (total + 1e-6), max=1.0)
+        if float(factor) < 1.0:
+            for param in model.parameters():
+                if param.grad is not None:
+                    param.grad.mul_(factor.to(param.grad.device, param.grad.dtype))
+            self.rows.scale_(factor)
+        return total
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
         """CARvE loss: candidate-set InfoNCE, plus the anchors (or EWC) in phase 1."""
         phase1 = self.in_phase1()
+        candidates = inputs["candidates"]
+        rows = ids = None
+        if self.rows is not None or self.anchor_scope == "touched":
+            ids, local = torch.unique(candidates, return_inverse=True)  # the golds are in the sets
+        if self.rows is not None and ids is not None:  # row-sparse: score against the gathered rows only
+            rows = self.rows.gather(ids)
+            candidates = local
         if self.uses_cached_features():
             dtype = self.accelerator.unwrap_model(model).projection.weight.dtype  # half under DeepSpeed fp16
             pooled = self.features[inputs["index"].cpu()].to(inputs["candidates"].device, dtype)
-            outputs = model(pooled=pooled)
+            outputs = model(pooled=pooled, model_rows=rows)
         else:
-            outputs = model(features=inputs["features"])
+            outputs = model(features=inputs["features"], model_rows=rows)
         queries, embeddings = outputs
         weights = None
         if phase1 and self.args.replay_loss_weight != 1.0:
@@ -322,35 +427,44 @@ class CARvETrainer(Trainer):
         loss = self.route_loss(
             queries,
             embeddings,
-            inputs["candidates"],
+            candidates,
             inputs["neighbours"],
             soft_target_eps=0.0 if phase1 else self.args.soft_target_eps,
             weights=weights,
         )
         if phase1:
-            loss = loss + self._regularisers(embeddings)
+            loss = loss + self._regularisers(embeddings, ids, rows)
         elif self.args.card_loss_weight > 0 and not self.uses_cached_features():
-            cards = model(features=inputs["card_features"]).prompt_embeddings
+            no_rows = None if rows is None else rows[:0]  # skip normalising the table for the cards' pass
+            cards = model(features=inputs["card_features"], model_rows=no_rows).prompt_embeddings
             logits = queries @ cards.T / self.args.card_temperature
             loss = loss + self.args.card_loss_weight * torch.nn.functional.cross_entropy(
                 logits.float(), inputs["card_targets"]
             )
         return (loss, outputs) if return_outputs else loss
 
-    def _regularisers(self, embeddings: torch.Tensor) -> torch.Tensor:
+    def _regularisers(
+        self, embeddings: torch.Tensor, ids: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Phase-1 penalties. ``embeddings`` are the normalised rows the loss scored: the whole table, or with
+        ``rows`` (row-sparse) the rows of ``ids``, whose raw values ``rows`` are."""
         router = self.accelerator.unwrap_model(self.model)
         if self.ewc is not None:
             self.ewc.to(embeddings.device)
-            params = {
-                "projection.weight": router.projection.weight,
-                "model_embeddings": router.model_embeddings,
-            }
-            return self.args.ewc_weight * self.ewc(params)
+            table = router.model_embeddings if rows is None else rows
+            params = {"projection.weight": router.projection.weight, "model_embeddings": table}
+            sparse = None if rows is None or ids is None else {"model_embeddings": ids}
+            return self.args.ewc_weight * self.ewc(params, sparse)
         self.embedding_anchor.to(embeddings.device)
         self.projection_anchor.to(embeddings.device)
-        return self.args.embedding_anchor_weight * self.embedding_anchor(
-            embeddings
-        ) + self.args.projection_anchor_weight * self.projection_anchor(router.projection.weight)
+        if self.anchor_scope == "touched" and ids is not None:
+            touched = embeddings if rows is not None else embeddings[ids]
+            anchor = self.embedding_anchor(touched, ids)
+        else:
+            anchor = self.embedding_anchor(embeddings)
+        return self.args.embedding_anchor_weight * anchor + self.args.projection_anchor_weight * (
+            self.projection_anchor(router.projection.weight)
+        )
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         # Processes must shuffle alike at every epoch (disjoint shards).
@@ -373,8 +487,11 @@ class CARvETrainer(Trainer):
                 "CARvETrainer does not resume Trainer checkpoints; load the saved router with "
                 "HubRouter.from_pretrained() and train the experience again."
             )
-        output = super().train(**kwargs)
-        self._finish_experience()
+        try:
+            output = super().train(**kwargs)
+            self._finish_experience()
+        finally:
+            self.router.model_embeddings.requires_grad_(True)
         return output
 
     # -- end of experience ---------------------------------------------------------------------------------
@@ -408,6 +525,10 @@ class CARvETrainer(Trainer):
             self._compensate_drift(router)
         if args.ewc_weight > 0:
             self._update_ewc(router)
+        if self.sparse and router._index is not None:
+            router.update_index(
+                self.rows.take_updated() if self.rows is not None else []
+            )  # saves won't rebuild
         if args.rerank_train:
             self._train_reranker(router)
         experiences = list(router.info.get("experiences", []))
@@ -451,14 +572,18 @@ class CARvETrainer(Trainer):
         dim = after.shape[1]
         gram = after.T @ after + self.args.drift_ridge * torch.eye(dim)
         mapping = torch.linalg.solve(gram, after.T @ before + self.args.drift_ridge * torch.eye(dim))
-        present = {router.registry.index(m) for m in self.current_model_ids}
-        stale = torch.tensor([i for i in range(self.num_old_models) if i not in present], dtype=torch.long)
+        present = np.zeros(self.num_old_models, dtype=bool)
+        current = np.asarray([router.registry.index(m) for m in self.current_model_ids], dtype=np.int64)
+        present[current[current < self.num_old_models]] = True
+        stale = torch.from_numpy(np.flatnonzero(~present))
         if len(stale) == 0:
             return
         rows = router.model_embeddings.data
         moved = torch.nn.functional.normalize(rows[stale].float().cpu() @ mapping.T, dim=-1)
         rows[stale] = moved.to(rows.dtype).to(rows.device)
         router._index = None
+        if self.rows is not None:
+            self.rows.take_updated()  # the index is rebuilt from scratch anyway
 
     def _update_ewc(self, router: HubRouter) -> None:
         """Online EWC: F <- gamma * F_old + F_new (batch-gradient Fisher), reference <- current weights.
@@ -467,6 +592,7 @@ class CARvETrainer(Trainer):
         across them, so every process gets the same statistics."""
         params = {"projection.weight": router.projection.weight, "model_embeddings": router.model_embeddings}
         fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+        table = router.model_embeddings
         prompts = self.train_dataset["prompt"]
         batches = [np.arange(s, min(s + 16, len(self.labels))) for s in range(0, len(self.labels), 16)]
         device, dtype = router.model_embeddings.device, router.projection.weight.dtype
@@ -479,11 +605,20 @@ class CARvETrainer(Trainer):
             for b in mine:
                 idx = batches[b]
                 candidates = self.sampler.sample(self.labels[idx], idx).to(device)
-                queries, embeddings = router(pooled=pooled[start : start + len(idx)].to(device, dtype))
+                rows = ids = None
+                if self.sparse:  # gradients of the candidates' rows only: the same values, O(batch)
+                    ids, candidates = torch.unique(candidates, return_inverse=True)
+                    rows = table.detach()[ids].clone().requires_grad_(True)
+                batch_pooled = pooled[start : start + len(idx)].to(device, dtype)
+                queries, embeddings = router(pooled=batch_pooled, model_rows=rows)
                 start += len(idx)
                 router.zero_grad(set_to_none=True)
                 self.route_loss(queries, embeddings, candidates).backward()
                 for name, param in params.items():
+                    if rows is not None and ids is not None and name == "model_embeddings":
+                        assert rows.grad is not None
+                        fisher[name].index_add_(0, ids, rows.grad.detach().float() ** 2)
+                        continue
                     assert param.grad is not None  # every EWC parameter is in the loss's graph
                     fisher[name] += param.grad.detach().float() ** 2
         router.zero_grad(set_to_none=True)
@@ -493,7 +628,7 @@ class CARvETrainer(Trainer):
             new = fisher[name] / max(len(batches), 1)
             old = tensors.get(f"ewc.fisher.{name}")
             if old is not None:
-                rows = min(old.shape[0], new.shape[0])
-                new[:rows] += self.args.ewc_gamma * old[:rows].to(new.device)
+                overlap = min(old.shape[0], new.shape[0])
+                new[:overlap] += self.args.ewc_gamma * old[:overlap].to(new.device)
             tensors[f"ewc.fisher.{name}"] = new.cpu()
             tensors[f"ewc.reference.{name}"] = param.detach().float().cpu().clone()

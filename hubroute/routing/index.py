@@ -610,10 +610,8 @@ class ScoringIndex:
     def _checked(cls, index: Any, spec: IndexSpec) -> ScoringIndex:
         import faiss
 
-        if (
-            not isinstance(index, _expected_types(spec.kind))
-            or index.metric_type != faiss.METRIC_INNER_PRODUCT
-        ):
+        expected = isinstance(index, _expected_types(spec.kind))
+        if not expected or getattr(index, "metric_type", None) != faiss.METRIC_INNER_PRODUCT:
             raise ValueError(
                 f"The stored index is a {type(index).__name__}, not the {spec.kind!r} index its metadata names."
             )

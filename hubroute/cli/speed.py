@@ -16,6 +16,7 @@ from ..bench.speed import (
     run_speed_benchmark,
     set_threads,
 )
+from ..routing.index import INDEX_KINDS
 from ..routing.router import HubRouter
 
 __all__ = ["register", "run"]
@@ -27,7 +28,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the ``speed`` benchmark to the ``hubroute bench`` subcommands."""
     parser = commands.add_parser(
         "speed",
-        help="Routing speed: route() latency vs the bare encoder, recall and memory at registry sizes up to 1M.",
+        help="Routing speed: route() latency vs the bare encoder, recall and memory at registry sizes up to 10M.",
         description="Time route() for one prompt and per prompt in batches against the bare encoder forward "
         "(same run, interleaved), with registries grown from the router's real model embeddings (perturbed "
         "copies, clustered like fine-tunes) and real prompts; report the index build time, recall@1 of the "
@@ -75,7 +76,32 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="Torch and FAISS threads (default: 1; 0 keeps the library defaults).",
     )
     parser.add_argument(
-        "--index", default="auto", choices=["auto", "exact", "ivf", "hnsw"], help="Scoring index kind."
+        "--index",
+        default="auto",
+        choices=["auto", *INDEX_KINDS],
+        help="Scoring index kind; 'ivfpq' and 'sq8' (compressed) build every size out of core, save the index "
+        "with faiss.write_index and load it memory-mapped.",
+    )
+    parser.add_argument(
+        "--pq-m", type=int, default=None, help="ivfpq: sub-quantisers (bytes per model; 48 or 64 for 384-d)."
+    )
+    parser.add_argument(
+        "--rerank",
+        type=int,
+        default=None,
+        help="Compressed kinds: candidates re-ranked with exact cosines (default: max(4 * k, 256)).",
+    )
+    parser.add_argument(
+        "--work-dir",
+        default=None,
+        help="Compressed kinds: folder for the grown embeddings (1.5 KB a model at 384-d: 15 GB at 10M) and "
+        "saved indexes (default: a temporary folder); its files are deleted at the end.",
+    )
+    parser.add_argument(
+        "--build-threads",
+        type=int,
+        default=None,
+        help="Compressed kinds: FAISS threads while building (default: every CPU; timings use --threads).",
     )
     parser.add_argument(
         "--ann-threshold", type=int, default=None, help="Registry size from which 'auto' uses IVF."
@@ -105,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         ann_threshold=args.ann_threshold,
         sweep=args.sweep,
         seed=args.seed,
+        work_dir=args.work_dir,
+        build_threads=args.build_threads,
     )
     set_threads(settings.threads)
     if args.router:
@@ -117,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
         router.config = dataclasses.replace(router.config, ivf_nprobe=args.nprobe)
     if args.ef_search is not None:
         router.config = dataclasses.replace(router.config, hnsw_ef_search=args.ef_search)
+    if args.pq_m is not None:
+        router.config = dataclasses.replace(router.config, pq_m=args.pq_m)
+    if args.rerank is not None:
+        router.config = dataclasses.replace(router.config, rerank_candidates=args.rerank)
     prompts = load_prompts(args.prompts) if args.prompts else cmrbench_prompts(args.data)
     results = run_speed_benchmark(router, prompts, settings)
     print(format_speed_table(results))

@@ -199,14 +199,15 @@ def grown_chunks(
     stop = size if stop is None else min(stop, size)
     for first in range(start - start % GROW_CHUNK, stop, GROW_CHUNK):
         last = min(first + GROW_CHUNK, stop)
-        rng = np.random.default_rng([seed, first // GROW_CHUNK])
-        rows = rng.integers(0, count, last - first)
+        rows_wanted = last - first
+        rng = np.random.default_rng([seed, first // GROW_CHUNK])  # full draws: a cut chunk is a prefix
+        rows = rng.integers(0, count, GROW_CHUNK)[:rows_wanted]
         real = np.arange(first, min(last, count))
         rows[: len(real)] = real
-        sigma = rng.uniform(spread[0], spread[1], last - first).astype(np.float32)
+        sigma = rng.uniform(spread[0], spread[1], GROW_CHUNK).astype(np.float32)[:rows_wanted]
         sigma[: len(real)] = 0.0
-        noise = rng.standard_normal((last - first, dim), dtype=np.float32) / np.float32(np.sqrt(dim))
-        copies = base[rows] + sigma[:, None] * noise
+        noise = rng.standard_normal((GROW_CHUNK, dim), dtype=np.float32)[:rows_wanted]
+        copies = base[rows] + sigma[:, None] * (noise / np.float32(np.sqrt(dim)))
         yield first, copies / np.linalg.norm(copies, axis=1, keepdims=True), rows
 
 

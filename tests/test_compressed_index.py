@@ -211,7 +211,7 @@ def test_out_of_core_speed_bench_reports_file_rss_and_recall(tiny_config, tmp_pa
     code = main([
         "bench", "speed", "--router", str(tmp_path / "router"), "--prompts", str(prompts),
         "--registry-sizes", "24", "11000", "--index", "ivfpq", "--num-prompts", "4", "--batch-size", "4",
-        "--num-batches", "1", "--recall-prompts", "12", "--sweep", "8", "--work-dir", str(tmp_path / "work"),
+        "--num-batches", "1", "--recall-prompts", "12", "--sweep", "8", "--rerank-sweep", "64", "--work-dir", str(tmp_path / "work"),
         "--output", str(output),
     ])  # fmt: skip
     assert code == 0
@@ -219,7 +219,8 @@ def test_out_of_core_speed_bench_reports_file_rss_and_recall(tiny_config, tmp_pa
     small, large = results["sizes"]
     assert small["index"] == "exact" and small["recall"] is None
     assert large["index"] == "ivfpq" and large["index_file_mb"] > 0
-    assert 0.0 <= large["recall"]["recall_at_1"] <= 1.0 and large["recall"]["sweep"][0]["nprobe"] == 8
+    assert 0.0 <= large["recall"]["recall_at_1"] <= 1.0 and large["recall"]["rerank"] == 256
+    assert [(p["nprobe"], p["rerank"]) for p in large["recall"]["sweep"]] == [(8, 256), (32, 64)]
     assert large["rss_load_delta_mb"] <= 1.2 * large["embeddings_file_mb"]
     assert "route_over_first_size_p50" in large
     assert any(name.startswith("rss_after_mmap_load") for name in results["checks"])

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..routing.index import COMPRESSED_KINDS, ScoringIndex
+from ..routing.index import COMPRESSED_KINDS, ScoringIndex, default_rerank
 from ..routing.registry import DerivedRegistry, ModelRecord, Registry
 from ..routing.router import HubRouter
 from ..training.data import records_from_rows
@@ -94,6 +94,7 @@ class SpeedSettings:
         spread: Range of the perturbation scale ``sigma`` of grown copies.
         sweep: Other ``nprobe`` (IVF) or ``efSearch`` (HNSW) values at which recall@1 and search latency are
             also measured, on the same built index.
+        rerank_sweep: Compressed kinds: other numbers of re-ranked candidates measured the same way.
         seed: Seed of the growth and of the prompt order.
         work_dir: Compressed kinds: folder for the grown embeddings (``4 * dim`` bytes a model) and the saved
             index of each size, deleted at the end (default: a new temporary folder).
@@ -112,6 +113,7 @@ class SpeedSettings:
     ann_threshold: int | None = None
     spread: tuple[float, float] = (0.2, 0.6)
     sweep: Sequence[int] = (32, 64, 128, 256, 512)
+    rerank_sweep: Sequence[int] = (256, 1024, 4096)
     seed: int = 0
     work_dir: str | None = None
     build_threads: int | None = None
@@ -520,32 +522,39 @@ def _out_of_core_router(
 
 
 def _recall_out_of_core(
-    router: HubRouter, path: Path, header: int, queries: np.ndarray, sweep: Sequence[int], log: Log
+    router: HubRouter,
+    path: Path,
+    header: int,
+    queries: np.ndarray,
+    settings: SpeedSettings,
+    log: Log,
 ) -> dict[str, Any] | None:
     """:func:`_recall` against exact search computed chunk by chunk over the embeddings file (never all in
-    memory); a returned model's exact score is read in the same pass."""
+    memory); a returned model's exact score is read in the same pass. Besides ``settings.sweep`` (``nprobe``),
+    ``settings.rerank_sweep`` varies the candidates re-ranked at the configured ``nprobe``."""
     index = router._scoring_index()
     if not index.is_approximate:
         return None
     c = router.config
-    configured = c.ivf_nprobe or index.default_nprobe
-    points = [configured, *[value for value in sweep if value != configured]]
-    found: dict[int, np.ndarray] = {}
-    timings: dict[int, float] = {}
+    configured = (c.ivf_nprobe or index.default_nprobe, c.rerank_candidates)
+    points = [configured]
+    points += [(value, configured[1]) for value in settings.sweep if value != configured[0]]
+    points += [(configured[0], value) for value in settings.rerank_sweep if value != configured[1]]
+    found: dict[tuple[int, int | None], np.ndarray] = {}
+    timings: dict[tuple[int, int | None], float] = {}
     single = queries[: min(len(queries), 100)]
-    rerank = c.rerank_candidates
 
-    def timed_search(i: int, nprobe: int) -> Any:
+    def timed_search(i: int, nprobe: int, rerank: int | None) -> Any:
         return index.search(single[i : i + 1], 1, nprobe=nprobe, rerank=rerank)
 
-    for nprobe in points:
-        found[nprobe] = index.search(queries, 1, nprobe=nprobe, rerank=rerank)[1][:, 0]
-        times = _interleaved([functools.partial(timed_search, nprobe=nprobe)], range(len(single)), 5)
-        timings[nprobe] = latency_stats(times[0])["p50_ms"]
+    for nprobe, rerank in points:
+        found[nprobe, rerank] = index.search(queries, 1, nprobe=nprobe, rerank=rerank)[1][:, 0]
+        call = functools.partial(timed_search, nprobe=nprobe, rerank=rerank)
+        timings[nprobe, rerank] = latency_stats(_interleaved([call], range(len(single)), 5)[0])["p50_ms"]
     log(f"  exact top-1 of {len(queries)} prompts over {index.size:,} vectors, chunk by chunk")
     best = np.full(len(queries), -np.inf, dtype=np.float32)
     best_ids = np.full(len(queries), -1, dtype=np.int64)
-    got = {nprobe: np.full(len(queries), -np.inf, dtype=np.float32) for nprobe in points}
+    got = {point: np.full(len(queries), -np.inf, dtype=np.float32) for point in points}
     rows = np.arange(len(queries))
     for start in range(0, index.size, GROW_CHUNK):
         stop = min(start + GROW_CHUNK, index.size)
@@ -553,21 +562,21 @@ def _recall_out_of_core(
         top = np.argmax(scores, axis=1)
         better = scores[rows, top] > best
         best[better], best_ids[better] = scores[rows, top][better], top[better] + start
-        for nprobe, ids in found.items():
+        for point, ids in found.items():
             inside = (ids >= start) & (ids < stop)
-            got[nprobe][inside] = scores[rows[inside], ids[inside] - start]
+            got[point][inside] = scores[rows[inside], ids[inside] - start]
     points_out: list[dict[str, Any]] = [
         {
-            "recall_at_1": float(np.mean(got[nprobe] >= best - 1e-5)),
-            "same_top1_id": float(np.mean(found[nprobe] == best_ids)),
-            "search_p50_ms": timings[nprobe],
-            "nprobe": nprobe,
+            "recall_at_1": float(np.mean(got[point] >= best - 1e-5)),
+            "same_top1_id": float(np.mean(found[point] == best_ids)),
+            "search_p50_ms": timings[point],
+            "nprobe": point[0],
+            "rerank": point[1] if point[1] is not None else default_rerank(1),
         }
-        for nprobe in points
+        for point in points
     ]
     result = points_out[0]
     result["queries"] = len(queries)
-    result["rerank"] = c.rerank_candidates
     result["sweep"] = points_out[1:]
     return result
 
@@ -705,7 +714,7 @@ def _run_out_of_core(
                 "memory-mapped load; measuring recall@1"
             )
             entry: dict[str, Any] = {"models": size, **facts}
-            entry["recall"] = _recall_out_of_core(grown, path, header, recall_vectors, settings.sweep, log)
+            entry["recall"] = _recall_out_of_core(grown, path, header, recall_vectors, settings, log)
             entry.update(_measure(grown, prompts, settings, log, baseline))
             entry["rss_mb"] = _rss_mb()
             entry["peak_rss_mb"] = _peak_rss_mb()
@@ -855,7 +864,17 @@ def format_speed_table(results: dict[str, Any]) -> str:
                 f"models timed in the same loop (paired median {e['route_over_first_size_paired']:.3f})"
             )
         sweep = (e.get("recall") or {}).get("sweep")
-        if sweep:
+        if sweep and "rerank" in sweep[0]:
+            points = sorted([e["recall"], *sweep], key=lambda point: (point["rerank"], point["nprobe"]))
+            lines.append("")
+            lines.append(
+                f"{e['models']:,} models, {e['index']}: nprobe / rerank -> recall@1 / search p50 ms: "
+                + ", ".join(
+                    f"{p['nprobe']} / {p['rerank']} -> {p['recall_at_1']:.3f} / {p['search_p50_ms']:.2f}"
+                    for p in points
+                )
+            )
+        elif sweep:
             name = "nprobe" if "nprobe" in sweep[0] else "ef_search"
             points = sorted([e["recall"], *sweep], key=lambda point: point[name])
             lines.append("")

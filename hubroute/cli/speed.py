@@ -112,6 +112,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--sweep", nargs="*", type=int, default=[32, 64, 128, 256, 512],
         help="Other nprobe (IVF) / efSearch (HNSW) values at which to measure recall and search time.",
     )  # fmt: skip
+    parser.add_argument(
+        "--rerank-sweep", nargs="*", type=int, default=[256, 1024, 4096],
+        help="Compressed kinds: other numbers of re-ranked candidates at which to measure recall and search time.",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="Seed of the registry growth and prompt order.")
     parser.add_argument("--output", default="results/speed.json", help="JSON results file.")
     parser.set_defaults(func=run)
@@ -130,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         index_kind=args.index,
         ann_threshold=args.ann_threshold,
         sweep=args.sweep,
+        rerank_sweep=args.rerank_sweep,
         seed=args.seed,
         work_dir=args.work_dir,
         build_threads=args.build_threads,

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["INDEX_KINDS", "IndexSpec", "ScoringIndex"]
+__all__ = ["COMPRESSED_KINDS", "INDEX_KINDS", "IndexSpec", "ScoringIndex", "default_rerank"]
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,11 @@ class IndexSpec:
 
 
 _IVF_KINDS = ("ivf", *COMPRESSED_KINDS)
+
+
+def default_rerank(k: int) -> int:
+    """Candidates a compressed index re-ranks by default for ``k`` results: ``max(4 * k, 256)``."""
+    return max(4 * k, 256)
 
 
 def _expected_types(kind: str) -> tuple[type, ...]:
@@ -509,7 +514,7 @@ class ScoringIndex:
         """Search the codes for candidates, redo short rows over every cell, re-rank with exact cosines."""
         width = k
         if self._rows is not None:
-            width = max(k, rerank if rerank is not None else max(4 * k, 256))
+            width = max(k, rerank if rerank is not None else default_rerank(k))
         width = min(width, self.size)
         params = self._params(nprobe, None, selector, fraction)
         scores, ids = self._index.search(queries, width, params=params)

@@ -536,15 +536,15 @@ def _recall_out_of_core(
     if not index.is_approximate:
         return None
     c = router.config
-    configured = (c.ivf_nprobe or index.default_nprobe, c.rerank_candidates)
+    configured = (c.ivf_nprobe or index.default_nprobe, c.rerank_candidates or default_rerank(1))
     points = [configured]
     points += [(value, configured[1]) for value in settings.sweep if value != configured[0]]
     points += [(configured[0], value) for value in settings.rerank_sweep if value != configured[1]]
-    found: dict[tuple[int, int | None], np.ndarray] = {}
-    timings: dict[tuple[int, int | None], float] = {}
+    found: dict[tuple[int, int], np.ndarray] = {}
+    timings: dict[tuple[int, int], float] = {}
     single = queries[: min(len(queries), 100)]
 
-    def timed_search(i: int, nprobe: int, rerank: int | None) -> Any:
+    def timed_search(i: int, nprobe: int, rerank: int) -> Any:
         return index.search(single[i : i + 1], 1, nprobe=nprobe, rerank=rerank)
 
     for nprobe, rerank in points:
@@ -571,7 +571,7 @@ def _recall_out_of_core(
             "same_top1_id": float(np.mean(found[point] == best_ids)),
             "search_p50_ms": timings[point],
             "nprobe": point[0],
-            "rerank": point[1] if point[1] is not None else default_rerank(1),
+            "rerank": point[1],
         }
         for point in points
     ]

@@ -89,7 +89,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--rerank",
         type=int,
         default=None,
-        help="Compressed kinds: candidates re-ranked with exact cosines (default: max(4 * k, 256)).",
+        help="Compressed kinds: candidates re-ranked with exact cosines (default: max(4 * k, 1024)).",
     )
     parser.add_argument(
         "--work-dir",

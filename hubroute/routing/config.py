@@ -43,7 +43,7 @@ class RouterConfig:
         hnsw_ef_search: HNSW search-time beam width (more: higher recall, slower).
         pq_m: ``"ivfpq"``: sub-quantisers (bytes per model); must divide ``embedding_dim`` (48 or 64 for 384).
         rerank_candidates: Compressed kinds: candidates per prompt re-ranked with exact cosines; ``None``
-            re-ranks ``max(4 * k, 256)`` for ``k`` results.
+            re-ranks ``max(4 * k, 1024)`` for ``k`` results.
         filter_exact_below: Filtered searches whose allowed set has at most this many models are exact.
         level_aggregation: How family/domain scores combine model scores: ``"lse"`` (log-sum-exp at
             ``temperature`` over the group's ``level_top_models`` best models) or ``"max"``.

@@ -141,8 +141,8 @@ _IVF_KINDS = ("ivf", *COMPRESSED_KINDS)
 
 
 def default_rerank(k: int) -> int:
-    """Candidates a compressed index re-ranks by default for ``k`` results: ``max(4 * k, 256)``."""
-    return max(4 * k, 256)
+    """Candidates a compressed index re-ranks by default for ``k`` results: ``max(4 * k, 1024)``."""
+    return max(4 * k, 1024)
 
 
 def _expected_types(kind: str) -> tuple[type, ...]:
@@ -440,7 +440,7 @@ class ScoringIndex:
             ef_search: HNSW beam width (HNSW only; default 128).
             exact_below: With ``allowed``, subsets of at most this many ids are searched exactly.
             rerank: Compressed kinds with a row source: candidates per query re-ranked with exact cosines
-                (default ``max(4 * k, 256)``; at least ``k``).
+                (default ``max(4 * k, 1024)``; at least ``k``).
 
         Returns:
             Float32 scores and int64 ids.

@@ -216,7 +216,8 @@ class HubRouter(
         """The index the router uses at its current size (``config.index_kind``, ``"auto"`` resolved).
 
         Raises:
-            ValueError: ``config.index_kind`` is not ``"auto"`` or one of :data:`~hubroute.routing.index.INDEX_KINDS`.
+            ValueError: ``config.index_kind`` is not ``"auto"`` or one of
+                :data:`~hubroute.routing.index.INDEX_KINDS`.
         """
         c = self.config
         kind = c.index_kind
@@ -278,8 +279,9 @@ class HubRouter(
         """Build the scoring index now (routing builds it lazily otherwise); it is saved with the router.
 
         Args:
-            kind: ``"auto"`` or one of :data:`~hubroute.routing.index.INDEX_KINDS`; the router's ``config`` becomes a copy
-                with this ``index_kind`` (default: keep the configured kind).
+            kind: ``"auto"`` or one of :data:`~hubroute.routing.index.INDEX_KINDS` (``"exact"``, ``"ivf"``,
+                ``"hnsw"``, ``"ivfpq"``, ``"sq8"``); the router's ``config`` becomes a copy with this
+                ``index_kind`` (default: keep the configured kind).
             show_progress: Log the build's progress.
 
         Returns:

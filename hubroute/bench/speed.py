@@ -356,6 +356,21 @@ def _rss_mb() -> float:
         return float("nan")
 
 
+def _rss_parts_mb() -> dict[str, float]:
+    """The process's resident memory by kind (``/proc/self/status``): ``anon`` (its own memory) and ``file``
+    (pages of mapped files, e.g. the memory-mapped index and embeddings: page cache, reclaimable)."""
+    parts = {"anon": float("nan"), "file": float("nan")}
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                name, _, value = line.partition(":")
+                if name in ("RssAnon", "RssFile"):
+                    parts[name[3:].lower()] = int(value.split()[0]) / 2**10
+    except (OSError, ValueError):  # pragma: no cover - not Linux
+        pass
+    return parts
+
+
 def _peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
@@ -494,11 +509,11 @@ def _out_of_core_router(
     kind, file_bytes = index.kind, index_path.stat().st_size
     del index
     gc.collect()
-    rss_before = _rss_mb()
+    rss_before, anon_before = _rss_mb(), _rss_parts_mb()["anon"]
     start = time.perf_counter()
     loaded = ScoringIndex.load(index_path, spec, mmap=True)
     load_s = time.perf_counter() - start
-    rss_after = _rss_mb()
+    rss_after, anon_after = _rss_mb(), _rss_parts_mb()["anon"]
     grown.registry = DerivedRegistry(real, parents)
     embeddings = np.load(path, mmap_mode="c")  # copy-on-write: writable for torch, never written back
     grown.model_embeddings = nn.Parameter(torch.from_numpy(embeddings), requires_grad=False)
@@ -516,6 +531,7 @@ def _out_of_core_router(
         "rss_before_load_mb": rss_before,
         "rss_after_load_mb": rss_after,
         "rss_load_delta_mb": rss_after - rss_before,
+        "rss_anon_load_delta_mb": anon_after - anon_before,
         "rss_load_delta_over_file": (rss_after - rss_before) / file_mb if file_mb else None,
     }
     return grown, facts, path, offset
@@ -717,11 +733,14 @@ def _run_out_of_core(
             entry["recall"] = _recall_out_of_core(grown, path, header, recall_vectors, settings, log)
             entry.update(_measure(grown, prompts, settings, log, baseline))
             entry["rss_mb"] = _rss_mb()
+            parts = _rss_parts_mb()
+            entry["rss_anon_mb"], entry["rss_file_mb"] = parts["anon"], parts["file"]
             entry["peak_rss_mb"] = _peak_rss_mb()
             results["sizes"].append(entry)
             log(
                 f"{size:,} models: route p50 {entry['single']['route']['p50_ms']:.2f} ms, encoder p50 "
-                f"{entry['single']['encoder']['p50_ms']:.2f} ms, RSS {entry['rss_mb']:.0f} MB, peak RSS "
+                f"{entry['single']['encoder']['p50_ms']:.2f} ms, RSS {entry['rss_mb']:.0f} MB "
+                f"({entry['rss_file_mb']:.0f} MB of it mapped file pages), peak RSS "
                 f"{entry['peak_rss_mb']:.0f} MB"
             )
             size_files = [path, work / f"index-{size}.faiss"]
@@ -887,7 +906,7 @@ def format_speed_table(results: dict[str, Any]) -> str:
         lines += [
             "",
             "| models | index | build s | grow s | index file MB | load s | RSS before / after load MB "
-            "| RSS delta / file | RSS end MB | peak RSS MB |",
+            "| RSS delta / file | RSS end MB (anon + mapped files) | peak RSS MB |",
             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for e in stored:
@@ -896,7 +915,8 @@ def format_speed_table(results: dict[str, Any]) -> str:
                 f"| {e['models']:,} | {e['index']} | {_fmt(e['build_s'], 1)} | {_fmt(e['grow_s'], 1)} "
                 f"| {_fmt(e['index_file_mb'], 1)} | {_fmt(e['mmap_load_s'], 3)} "
                 f"| {e['rss_before_load_mb']:.0f} / {e['rss_after_load_mb']:.0f} | {_fmt(ratio, 3)} "
-                f"| {e['rss_mb']:.0f} | {e['peak_rss_mb']:.0f} |"
+                f"| {e['rss_mb']:.0f} ({e.get('rss_anon_mb', float('nan')):.0f} + {e.get('rss_file_mb', float('nan')):.0f}) "
+                f"| {e['peak_rss_mb']:.0f} |"
             )
     checks = results.get("checks") or {}
     if checks:

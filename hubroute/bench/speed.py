@@ -15,8 +15,9 @@ on a 24 GB machine: the grown embeddings are generated chunk by chunk (each chun
 chunk can be regenerated), written to a float32 ``.npy`` file and added to the trained index, never all in
 memory; the registry is a :class:`~hubroute.routing.registry.DerivedRegistry` (no object per model); the index
 is saved with ``faiss.write_index`` and loaded back memory-mapped (the RSS before and after that load is
-reported against the file's size); the router's embeddings are the ``.npy`` file, memory-mapped, from which
-route() re-ranks its candidates; and recall@1 is measured against exact search computed chunk by chunk over
+reported against the file's size); the router's embeddings are the ``.npy`` file, memory-mapped, and route()
+re-ranks its candidates with rows read from that file (:class:`FileRows`, ``pread``: rows read are not counted
+in the process's RSS, as mapped pages would be); and recall@1 is measured against exact search computed chunk by chunk over
 that file.
 
 Registries larger than the router's are **grown from its real model embeddings**: each extra model is a
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from ..routing.router import HubRouter
 
 __all__ = [
+    "FileRows",
     "SpeedSettings",
     "grow_embeddings",
     "grown_chunks",
@@ -449,6 +451,40 @@ def _read_rows(path: Path, header: int, dim: int, start: int, stop: int) -> np.n
         return np.fromfile(handle, dtype=np.float32, count=(stop - start) * dim).reshape(-1, dim)
 
 
+class FileRows:
+    """Row source of a compressed index reading rows from a float32 ``.npy`` file with ``pread``, one read a
+    row (page-cache hits cost about a microsecond each).
+
+    Unlike a memory map, the rows read do not become part of the process's resident memory (a mapped file's
+    pages are counted in RSS, and the kernel maps up to 16 neighbouring pages on every fault), so the RSS the
+    benchmark reports is the process's own.
+
+    Args:
+        path: The ``.npy`` file (C order, float32, L2-normalised rows).
+        header: Bytes before the first row.
+        dim: Floats a row.
+    """
+
+    def __init__(self, path: Path, header: int, dim: int) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        self._header, self._dim, self._row = header, dim, dim * 4
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        """Return the ``[len(ids), dim]`` rows of ``ids``."""
+        fd, row, header = self._fd, self._row, self._header
+        data = b"".join([os.pread(fd, row, header + i * row) for i in np.asarray(ids).tolist()])
+        return np.frombuffer(data, dtype=np.float32).reshape(-1, self._dim)
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
 def _out_of_core_router(
     router: HubRouter, size: int, settings: SpeedSettings, work: Path, log: Log
 ) -> tuple[HubRouter, dict[str, Any], Path, int]:
@@ -519,6 +555,7 @@ def _out_of_core_router(
     grown.model_embeddings = nn.Parameter(torch.from_numpy(embeddings), requires_grad=False)
     if not grown._adopt_index(loaded):
         raise RuntimeError("The memory-mapped index does not match the grown router.")
+    loaded.attach_rows(FileRows(path, offset, dim))  # the same rows as the memory map, read, not mapped
     grown.eval()
     file_mb = file_bytes / 2**20
     facts = {

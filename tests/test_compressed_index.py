@@ -15,7 +15,7 @@ import torch
 
 from hubroute import CheckpointError, HubRouter, ModelRecord
 from hubroute._utils.io import sha256_file
-from hubroute.bench.speed import SpeedSettings, format_speed_table, grown_chunks
+from hubroute.bench.speed import FileRows, SpeedSettings, format_speed_table, grown_chunks
 from hubroute.cli.main import main
 from hubroute.routing.index import MIN_COMPRESSED, IndexSpec, ScoringIndex
 from hubroute.routing.options import RegistryArrays, RouteFilter
@@ -185,6 +185,17 @@ def test_derived_registry_answers_like_a_materialised_one():
     for f in (RouteFilter(licenses=("mit",)), RouteFilter(authors=("other",)), RouteFilter(created_after=1),
               RouteFilter(model_ids=("org/b-ft3", "org/a")), RouteFilter(tags=("x",))):  # fmt: skip
         assert (ours.mask(f) == theirs.mask(f)).all()
+
+
+def test_file_rows_read_the_rows_of_an_npy_file(tmp_path):
+    rows, _ = _clustered(500, 16)
+    np.save(tmp_path / "e.npy", rows)
+    header = np.load(tmp_path / "e.npy", mmap_mode="r").offset
+    source = FileRows(tmp_path / "e.npy", header, 16)
+    ids = np.asarray([3, 4, 250, 499])
+    np.testing.assert_array_equal(source(ids), rows[ids])
+    assert source(np.asarray([], dtype=np.int64)).shape == (0, 16)
+    source.close()
 
 
 def test_grown_chunks_regenerate_alone_and_do_not_depend_on_the_size():

@@ -310,7 +310,8 @@ class ScoringIndex:
         _train(index, np.concatenate(buffered)[: spec.train_size], progress)
 
         def rest() -> Iterable[np.ndarray]:
-            yield from buffered
+            while buffered:  # dropped as they are added
+                yield buffered.pop(0)
             for chunk in iterator:
                 yield _as_float32(chunk)
 
@@ -319,7 +320,6 @@ class ScoringIndex:
                 index.add(chunk[start : start + _ADD_CHUNK])
             if progress:
                 progress("add", int(index.ntotal), size)
-        buffered = []
         if int(index.ntotal) != size:
             raise ValueError(f"The chunks hold {int(index.ntotal)} vectors, not the {size} announced.")
         self = cls.__new__(cls)

@@ -26,6 +26,15 @@ BASES = 60
 PROMPTS = ["transcribe this podcast", "translate to french", "detect the cats", "summarise the report"]
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_rng():
+    """Leave torch's global generator as found: the routers built here draw their projections from it, and
+    tests of other modules that build unseeded routers expect the state the suite's order gives them."""
+    state = torch.random.get_rng_state()
+    yield
+    torch.random.set_rng_state(state)
+
+
 def _clustered(size: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``size`` unit vectors: copies of ``BASES`` centres (fine-tunes around base models)."""
     rng = np.random.default_rng(seed)
@@ -211,7 +220,16 @@ def test_grown_chunks_regenerate_alone_and_do_not_depend_on_the_size():
     )
 
 
-def test_out_of_core_speed_bench_reports_file_rss_and_recall(tiny_config, tmp_path, capsys):
+@pytest.fixture
+def restored_threads():
+    """Put back the torch and FAISS thread counts the bench sets (later tests' float sums depend on them)."""
+    torch_threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    yield
+    torch.set_num_threads(torch_threads)
+    faiss.omp_set_num_threads(faiss_threads)
+
+
+def test_out_of_core_speed_bench_reports_file_rss_and_recall(tiny_config, tmp_path, capsys, restored_threads):
     router = HubRouter(dataclasses.replace(tiny_config, pq_m=8))
     router.add_models([ModelRecord(f"org{i % 4}/model-{i}", family=f"fam{i % 6}", domain=f"Domain {i % 3}")
                        for i in range(24)])  # fmt: skip

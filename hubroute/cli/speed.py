@@ -18,6 +18,7 @@ from ..bench.speed import (
     run_speed_benchmark,
     set_threads,
 )
+from ..routing.index import INDEX_KINDS
 from ..routing.router import HubRouter
 
 __all__ = ["register", "run"]
@@ -29,7 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the ``speed`` benchmark to the ``hubroute bench`` subcommands."""
     parser = commands.add_parser(
         "speed",
-        help="Routing speed: route() latency vs the bare encoder, recall and memory at registry sizes up to 1M.",
+        help="Routing speed: route() latency vs the bare encoder, recall and memory at registry sizes up to 10M.",
         description="Time route() for one prompt and per prompt in batches against the bare encoder forward "
         "(same run, interleaved), with registries grown from the router's real model embeddings (perturbed "
         "copies, clustered like fine-tunes) and real prompts; report the index build time, recall@1 of the "
@@ -77,7 +78,32 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="Torch and FAISS threads (default: 1; 0 keeps the library defaults).",
     )
     parser.add_argument(
-        "--index", default="auto", choices=["auto", "exact", "ivf", "hnsw"], help="Scoring index kind."
+        "--index",
+        default="auto",
+        choices=["auto", *INDEX_KINDS],
+        help="Scoring index kind; 'ivfpq' and 'sq8' (compressed) build every size out of core, save the index "
+        "with faiss.write_index and load it memory-mapped.",
+    )
+    parser.add_argument(
+        "--pq-m", type=int, default=None, help="ivfpq: sub-quantisers (bytes per model; 48 or 64 for 384-d)."
+    )
+    parser.add_argument(
+        "--refine-candidates",
+        type=int,
+        default=None,
+        help="Compressed kinds: candidates refined with exact cosines (default: max(4 * k, 1024)).",
+    )
+    parser.add_argument(
+        "--work-dir",
+        default=None,
+        help="Compressed kinds: folder for the grown embeddings (1.5 KB a model at 384-d: 15 GB at 10M) and "
+        "saved indexes (default: a temporary folder); its files are deleted at the end.",
+    )
+    parser.add_argument(
+        "--build-threads",
+        type=int,
+        default=None,
+        help="Compressed kinds: FAISS threads while building (default: every CPU; timings use --threads).",
     )
     parser.add_argument(
         "--ann-threshold", type=int, default=None, help="Registry size from which 'auto' uses IVF."
@@ -97,6 +123,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--rerank-top-k", type=int, default=10, help="With --rerank: candidates re-ranked (default: 10)."
     )
+    parser.add_argument(
+        "--refine-sweep", nargs="*", type=int, default=[256, 1024, 4096],
+        help="Compressed kinds: other numbers of refined candidates at which to measure recall and search time.",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="Seed of the registry growth and prompt order.")
     parser.add_argument("--output", default="results/speed.json", help="JSON results file.")
     parser.set_defaults(func=run)
@@ -115,7 +145,10 @@ def run(args: argparse.Namespace) -> int:
         index_kind=args.index,
         ann_threshold=args.ann_threshold,
         sweep=args.sweep,
+        refine_sweep=args.refine_sweep,
         seed=args.seed,
+        work_dir=args.work_dir,
+        build_threads=args.build_threads,
     )
     set_threads(settings.threads)
     if args.router:
@@ -128,6 +161,10 @@ def run(args: argparse.Namespace) -> int:
         router.config = dataclasses.replace(router.config, ivf_nprobe=args.nprobe)
     if args.ef_search is not None:
         router.config = dataclasses.replace(router.config, hnsw_ef_search=args.ef_search)
+    if args.pq_m is not None:
+        router.config = dataclasses.replace(router.config, pq_m=args.pq_m)
+    if args.refine_candidates is not None:
+        router.config = dataclasses.replace(router.config, refine_candidates=args.refine_candidates)
     prompts = load_prompts(args.prompts) if args.prompts else cmrbench_prompts(args.data)
     if args.rerank:
         rerank = run_rerank_speed(

@@ -30,7 +30,10 @@ class RouterConfig:
         temperature: Softmax temperature applied to cosine scores during training.
         card_weight: Weight of a model's card embedding when its row is initialised from its prompts.
         index_kind: Scoring index: ``"auto"`` (exact below ``ann_threshold`` models, else IVF), ``"exact"``,
-            ``"ivf"`` or ``"hnsw"``.
+            ``"ivf"``, ``"hnsw"``, or a compressed kind for registries whose vectors outgrow memory:
+            ``"ivfpq"`` (IVF + product quantisation, ``pq_m`` bytes a model) or ``"sq8"`` (IVF + 8-bit scalar
+            quantisation); their candidates are refined (re-scored) with exact cosines from the model embeddings, and
+            they are saved as ``index.faiss``, loaded memory-mapped.
         ann_threshold: With ``"auto"``, registries of at least this many models get an approximate index.
         ivf_nlist: IVF cells; ``None`` picks ``4 * sqrt(num_models)``.
         ivf_nprobe: IVF cells searched per prompt (more: higher recall, slower); ``None`` searches enough
@@ -38,6 +41,9 @@ class RouterConfig:
         hnsw_m: HNSW graph degree.
         hnsw_ef_construction: HNSW build-time beam width.
         hnsw_ef_search: HNSW search-time beam width (more: higher recall, slower).
+        pq_m: ``"ivfpq"``: sub-quantisers (bytes per model); must divide ``embedding_dim`` (48 or 64 for 384).
+        refine_candidates: Compressed kinds: candidates per prompt refined with exact cosines; ``None``
+            refines ``max(4 * k, 1024)`` for ``k`` results.
         filter_exact_below: Filtered searches whose allowed set has at most this many models are exact.
         level_aggregation: How family/domain scores combine model scores: ``"lse"`` (log-sum-exp at
             ``temperature`` over the group's ``level_top_models`` best models) or ``"max"``.
@@ -70,6 +76,8 @@ class RouterConfig:
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 128
+    pq_m: int = 48
+    refine_candidates: int | None = None
     filter_exact_below: int = 4096
     level_aggregation: str = "lse"
     level_top_models: int = 8

@@ -274,7 +274,7 @@ def check_registry_data(data: Any, where: str, remedy: str) -> None:
 
 _POSITIVE_INTS = (
     "ann_threshold", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "level_top_models",
-    "level_candidates",
+    "level_candidates", "pq_m",
 )  # fmt: skip
 
 
@@ -297,7 +297,7 @@ def check_router_settings(settings: Any, where: str, remedy: str) -> None:
     for field in _POSITIVE_INTS:
         if getattr(settings, field) < 1:
             fail(field, "a positive integer", getattr(settings, field))
-    for field in ("ivf_nlist", "ivf_nprobe"):
+    for field in ("ivf_nlist", "ivf_nprobe", "refine_candidates"):
         value = getattr(settings, field)
         if value is not None and value < 1:
             fail(field, "a positive integer or null", value)

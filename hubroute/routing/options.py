@@ -25,7 +25,7 @@ import numpy as np
 
 from .._utils.levels import LEVEL_VALUES, Level
 from .._utils.text import split_sentences as _split_sentences
-from .registry import Registry, model_key
+from .registry import DerivedRegistry, Registry
 from .taxonomy import domain_key
 
 __all__ = [
@@ -224,6 +224,15 @@ def _lower(value: str | None) -> str:
     return (value or "").strip().lower()
 
 
+def _first_names(count: int, codes: np.ndarray, names: Iterable[str | None]) -> list[str | None]:
+    """The name of each of ``count`` codes: that of its first row with a name."""
+    out: list[str | None] = [None] * count
+    for code, name in zip(codes.tolist(), names):
+        if out[code] is None:
+            out[code] = name
+    return out
+
+
 def _codes(values: Iterable[str], count: int) -> tuple[np.ndarray, dict[str, int]]:
     vocabulary: dict[str, int] = {}
     codes = np.fromiter(
@@ -245,21 +254,22 @@ class RegistryArrays:
     _FIELDS = {"pipeline_tags": "pipeline_tag", "libraries": "library_name", "licenses": "license"}
 
     def __init__(self, registry: Registry) -> None:
-        records = list(registry)
         self.registry = registry
+        self._masks: OrderedDict[RouteFilter, np.ndarray] = OrderedDict()
+        if isinstance(registry, DerivedRegistry):
+            self._init_derived(registry)
+            return
+        records = list(registry)
         self.size = len(records)
-        self.model_ids = [r.model_id for r in records]
         family_keys = [r.family if r.family else f"\0{r.model_id}" for r in records]
         self.family_codes, families = _codes(family_keys, self.size)
-        self.family_names: list[str | None] = [None] * len(families)
-        for record, code in zip(records, self.family_codes.tolist()):
-            if self.family_names[code] is None:
-                self.family_names[code] = record.family or record.model_id
+        self.family_names: Sequence[str | None] = _first_names(
+            len(families), self.family_codes, (r.family or r.model_id for r in records)
+        )
         self.domain_codes, domains = _codes((domain_key(r.domain) for r in records), self.size)
-        self.domain_names: list[str | None] = [None] * len(domains)
-        for record, code in zip(records, self.domain_codes.tolist()):
-            if self.domain_names[code] is None:
-                self.domain_names[code] = record.domain
+        self.domain_names: Sequence[str | None] = _first_names(
+            len(domains), self.domain_codes, (r.domain for r in records)
+        )
         self._domain_vocab = domains
         self._field_codes: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
         for name, attribute in self._FIELDS.items():
@@ -270,7 +280,37 @@ class RegistryArrays:
             dtype=np.int64,
             count=self.size,
         )
-        self._masks: OrderedDict[RouteFilter, np.ndarray] = OrderedDict()
+
+    def _init_derived(self, registry: DerivedRegistry) -> None:
+        """Columns of a :class:`DerivedRegistry`: its base's columns gathered by ``parents`` (no records built).
+
+        A copy of a base model without a family is its own family (as its record says), so those copies get
+        codes of their own after the base's.
+        """
+        base = RegistryArrays(Registry(registry[i] for i in range(registry.base_size)))
+        parents = registry.parents
+        self.size = len(parents)
+        self.family_codes = base.family_codes[parents]
+        names: list[str | None] = list(base.family_names)
+        own = np.flatnonzero(
+            np.fromiter((not registry[i].family for i in range(registry.base_size)), dtype=bool)[parents]
+        )
+        own = own[own >= registry.base_size]
+        if len(own):
+            self.family_codes[own] = np.arange(len(names), len(names) + len(own), dtype=np.int32)
+            names.extend(registry[int(i)].model_id for i in own)
+        self.family_names = names
+        self.domain_codes, self.domain_names = base.domain_codes[parents], base.domain_names
+        self._domain_vocab = base._domain_vocab
+        self._field_codes = {
+            name: (codes[parents], vocabulary) for name, (codes, vocabulary) in base._field_codes.items()
+        }
+        self.created_at = base.created_at[parents]
+
+    @property
+    def model_ids(self) -> list[str]:
+        """Every model id, in id order."""
+        return self.registry.model_ids
 
     def group_codes(self, level: str) -> np.ndarray:
         """``[size]`` group code of every model at ``level`` (``"family"`` or ``"domain"``)."""
@@ -300,7 +340,7 @@ class RegistryArrays:
         return np.isin(codes, np.asarray(wanted, dtype=np.int32))
 
     def _ids(self, model_ids: Sequence[str]) -> np.ndarray:
-        found = (self.registry._index.get(model_key(m)) for m in model_ids)
+        found = (self.registry.position(m) for m in model_ids)
         return np.asarray([i for i in found if i is not None], dtype=np.int64)
 
     def _compute_mask(self, f: RouteFilter) -> np.ndarray:

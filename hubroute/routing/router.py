@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar, overload
@@ -256,7 +256,8 @@ class HubRouter(
         """The index the router uses at its current size (``config.index_kind``, ``"auto"`` resolved).
 
         Raises:
-            ValueError: ``config.index_kind`` is not ``"auto"``, ``"exact"``, ``"ivf"`` or ``"hnsw"``.
+            ValueError: ``config.index_kind`` is not ``"auto"`` or one of
+                :data:`~hubroute.routing.index.INDEX_KINDS`.
         """
         c = self.config
         kind = c.index_kind
@@ -266,13 +267,15 @@ class HubRouter(
             raise ValueError(
                 f"RouterConfig.index_kind must be 'auto' or one of {list(INDEX_KINDS)}, got {kind!r}."
             )
-        return IndexSpec(kind, nlist=c.ivf_nlist, hnsw_m=c.hnsw_m, ef_construction=c.hnsw_ef_construction)
+        return IndexSpec(
+            kind, nlist=c.ivf_nlist, hnsw_m=c.hnsw_m, ef_construction=c.hnsw_ef_construction, pq_m=c.pq_m
+        )
 
     def _index_cache_key(self) -> tuple[Any, ...]:
         param, c = self.model_embeddings, self.config
         return (
             param.data_ptr(), param._version, param.shape[0],
-            c.index_kind, c.ann_threshold, c.ivf_nlist, c.hnsw_m, c.hnsw_ef_construction,
+            c.index_kind, c.ann_threshold, c.ivf_nlist, c.hnsw_m, c.hnsw_ef_construction, c.pq_m,
         )  # fmt: skip
 
     def _scoring_index(self, progress: Any = None) -> ScoringIndex:
@@ -284,18 +287,41 @@ class HubRouter(
                 logger.info(
                     "Building a %s index over %d models (saved with the router).", spec.kind, self.num_models
                 )
-            with torch.no_grad():
-                vectors = self.normalized_embeddings().detach().float().cpu().numpy()
-            self._index = ScoringIndex(vectors, spec, progress=progress)
+            if spec.compressed:  # normalised chunk by chunk: no full copy of the embeddings
+                self._index = ScoringIndex.from_chunks(
+                    self.normalized_chunks(), self.num_models, spec, progress=progress
+                )
+                self._index.attach_rows(self._exact_rows)
+            else:
+                with torch.no_grad():
+                    vectors = self.normalized_embeddings().detach().float().cpu().numpy()
+                self._index = ScoringIndex(vectors, spec, progress=progress)
             self._index_key = key
         return self._index
+
+    def normalized_chunks(self, chunk: int = 65_536) -> Iterator[np.ndarray]:
+        """Yield the L2-normalised model embeddings as float32 numpy blocks of ``chunk`` rows, in id order
+        (each block is a fresh array; the embeddings may live in a memory-mapped file)."""
+        embeddings = self.model_embeddings.detach()
+        for start in range(0, embeddings.shape[0], chunk):
+            with torch.no_grad():
+                block = embeddings[start : start + chunk].float().cpu()
+                yield F.normalize(block, dim=-1).numpy()
+
+    def _exact_rows(self, ids: np.ndarray) -> np.ndarray:
+        """Normalised float32 embeddings of ``ids`` (the row source of a compressed index: reads those rows
+        only)."""
+        with torch.no_grad():
+            rows = self.model_embeddings.detach()[torch.from_numpy(np.asarray(ids, dtype=np.int64))]
+            return F.normalize(rows.float().cpu(), dim=-1).numpy()
 
     def build_index(self, kind: str | None = None, *, show_progress: bool = False) -> ScoringIndex:
         """Build the scoring index now (routing builds it lazily otherwise); it is saved with the router.
 
         Args:
-            kind: ``"auto"``, ``"exact"``, ``"ivf"`` or ``"hnsw"``; the router's ``config`` becomes a copy
-                with this ``index_kind`` (default: keep the configured kind).
+            kind: ``"auto"`` or one of :data:`~hubroute.routing.index.INDEX_KINDS` (``"exact"``, ``"ivf"``,
+                ``"hnsw"``, ``"ivfpq"``, ``"sq8"``); the router's ``config`` becomes a copy with this
+                ``index_kind`` (default: keep the configured kind).
             show_progress: Log the build's progress.
 
         Returns:
@@ -359,6 +385,8 @@ class HubRouter(
                 index.kind,
             )
             return False
+        if index.is_compressed:
+            index.attach_rows(self._exact_rows)
         self._index = index
         self._index_key = self._index_cache_key()
         return True
@@ -401,7 +429,7 @@ class HubRouter(
         c = self.config
         return self._scoring_index().search(
             vectors, k, allowed=allowed, nprobe=c.ivf_nprobe, ef_search=c.hnsw_ef_search,
-            exact_below=c.filter_exact_below,
+            exact_below=c.filter_exact_below, refine=c.refine_candidates,
         )  # fmt: skip
 
     def _rank_vectors(

@@ -10,6 +10,9 @@ A router folder holds:
 - ``index.safetensors``: the built approximate scoring index (IVF/HNSW), when the router uses one, as FAISS's
   serialisation in a ``uint8`` tensor, with the SHA-256 of the model embeddings it was built from (an index
   that does not match the embeddings is refused); an exact index is rebuilt from the embeddings instead;
+- ``index.faiss`` + ``index.json``: a compressed index (``"ivfpq"``, ``"sq8"``) instead, in FAISS's own file
+  format (``faiss.write_index``), loaded memory-mapped so its inverted lists stay on disk, and its metadata
+  (kind, spec, size, the SHA-256 of the embeddings it was built from);
 - ``calibration.json``: the confidence thresholds fitted by ``HubRouter.calibrate``, when there are any;
 - ``reranker/``: the cross-encoder re-ranker (:mod:`hubroute.routing.rerank`), when the router has one
   (safetensors weights, its JSON configs and tokenizer files; ``config.json``'s ``reranker`` entry says so);
@@ -59,6 +62,8 @@ REGISTRY_FILE = "registry.json"
 STATE_JSON_FILE = "training_state.json"
 STATE_TENSORS_FILE = "training_state.safetensors"
 INDEX_FILE = "index.safetensors"
+FAISS_INDEX_FILE = "index.faiss"
+FAISS_INDEX_META = "index.json"
 CALIBRATION_FILE = "calibration.json"
 ENCODER_DIR = "encoder"
 LOCAL_REMEDY = "Save the router again."
@@ -163,6 +168,20 @@ def _write_index(router: HubRouter, folder: Path) -> None:
     index = router._index_for_saving()
     if index is None:
         return
+    if index.spec.compressed:
+        index.save(folder / FAISS_INDEX_FILE)
+        write_json(
+            folder / FAISS_INDEX_META,
+            {
+                "format": "faiss",
+                "kind": index.kind,
+                "spec": index.spec.to_dict(),
+                "num_models": index.size,
+                "dim": index.dim,
+                "embeddings_sha256": embeddings_digest(router.model_embeddings),
+            },
+        )
+        return
     metadata = {
         "format": "faiss",
         "kind": index.kind,
@@ -206,6 +225,44 @@ def _read_index(router: HubRouter, folder: Path, where: str, remedy: str) -> Non
         raise CheckpointError(f"{INDEX_FILE} of {where}: {err} {remedy}") from err
     if index.size != size or index.dim != dim:
         raise CheckpointError(f"{INDEX_FILE} of {where} holds {index.size} vectors, not {size}. {remedy}")
+    router._adopt_index(index)
+
+
+def _read_faiss_index(router: HubRouter, folder: Path, where: str, remedy: str) -> None:
+    """Load ``index.faiss`` memory-mapped into ``router``, after checking ``index.json`` ties it to the
+    router's embeddings (its checksum was verified, streamed, with the other files).
+
+    Raises:
+        CheckpointError: the files are unreadable, or were built for other model embeddings.
+    """
+    try:
+        meta = json.loads((folder / FAISS_INDEX_META).read_text(encoding="utf-8"))
+        spec = IndexSpec.from_dict(meta["spec"])
+        size, dim, digest = int(meta["num_models"]), int(meta["dim"]), str(meta["embeddings_sha256"])
+    except Exception as err:  # JSON, missing keys and bad values all mean a damaged file
+        raise CheckpointError(
+            f"{FAISS_INDEX_META} of {where} is not a readable hubroute index description ({err}). {remedy}"
+        ) from err
+    if not (folder / FAISS_INDEX_FILE).is_file():
+        raise CheckpointError(
+            f"{FAISS_INDEX_FILE} is missing from {where}, though {FAISS_INDEX_META} describes it. {remedy}"
+        )
+    embeddings = router.model_embeddings
+    if (size, dim) != tuple(embeddings.shape) or digest != embeddings_digest(embeddings):
+        raise CheckpointError(
+            f"{FAISS_INDEX_FILE} of {where} was built for other model embeddings than those in {WEIGHTS_FILE} "
+            f"({size} x {dim} vs {tuple(embeddings.shape)}, or different values): the files come from different "
+            f"checkpoints. Delete {FAISS_INDEX_FILE} and {FAISS_INDEX_META} (the router rebuilds its index) or "
+            "save the router again."
+        )
+    try:
+        index = ScoringIndex.load(folder / FAISS_INDEX_FILE, spec, mmap=True)
+    except ValueError as err:
+        raise CheckpointError(f"{FAISS_INDEX_FILE} of {where}: {err} {remedy}") from err
+    if index.size != size or index.dim != dim:
+        raise CheckpointError(
+            f"{FAISS_INDEX_FILE} of {where} holds {index.size} vectors, not {size}. {remedy}"
+        )
     router._adopt_index(index)
 
 
@@ -396,6 +453,8 @@ def read_router(
     integrity.check_training_state(router, where, remedy)
     if (folder / INDEX_FILE).is_file():
         _read_index(router, folder, where, remedy)
+    if (folder / FAISS_INDEX_META).is_file() or (folder / FAISS_INDEX_FILE).is_file():
+        _read_faiss_index(router, folder, where, remedy)
     if (folder / CALIBRATION_FILE).is_file():
         _read_calibration(router, folder, where, remedy)
     if config.get("reranker"):

@@ -81,6 +81,7 @@ REPLAY = [
 
 @pytest.fixture
 def router(tiny_config) -> HubRouter:
+    torch.manual_seed(0)  # the random tiny encoder's weights: the same router whatever ran before
     router = HubRouter(tiny_config)
     router.add_models(MODELS, experience="e1")
     router.training_state["replay"] = list(REPLAY)

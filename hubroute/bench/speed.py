@@ -35,9 +35,7 @@ import gc
 import json
 import os
 import platform
-import resource
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -54,6 +52,7 @@ from ..routing.rerank import Reranker
 from ..routing.router import HubRouter
 from ..training.data import records_from_rows
 from .cmrbench import load_cmrbench, strip_instruction_prefix
+from .process import format_checks, peak_rss_mb, rss_mb, rss_parts_mb, stderr_log
 
 if TYPE_CHECKING:
     from ..routing.router import HubRouter
@@ -75,10 +74,6 @@ __all__ = [
 ]
 
 Log = Callable[[str], None]
-
-
-def _stderr(message: str) -> None:
-    print(f"[speed {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -314,7 +309,7 @@ def cmrbench_prompts(data: str | Path) -> list[str]:
     return [p for experience in load_cmrbench(data) for p in experience.test["prompt"]]
 
 
-def cmrbench_router(data: str | Path, log: Log = _stderr) -> HubRouter:
+def cmrbench_router(data: str | Path, log: Log = stderr_log) -> HubRouter:
     """An untrained router (bundled MiniLM) with every CMRBench model added from its card.
 
     Encoding the ~2,100 cards takes a few minutes on a small CPU; save the router and pass it with
@@ -351,34 +346,6 @@ def latency_stats(seconds: Sequence[float], per: int = 1) -> dict[str, float]:
         "mean_ms": float(ms.mean()),
         "n": len(ms),
     }
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:  # pragma: no cover - not Linux
-        return float("nan")
-
-
-def _rss_parts_mb() -> dict[str, float]:
-    """The process's resident memory by kind (``/proc/self/status``): ``anon`` (its own memory) and ``file``
-    (pages of mapped files, e.g. the memory-mapped index and embeddings: page cache, reclaimable)."""
-    parts = {"anon": float("nan"), "file": float("nan")}
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                name, _, value = line.partition(":")
-                if name in ("RssAnon", "RssFile"):
-                    parts[name[3:].lower()] = int(value.split()[0]) / 2**10
-    except (OSError, ValueError):  # pragma: no cover - not Linux
-        pass
-    return parts
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def _interleaved(
@@ -548,11 +515,11 @@ def _out_of_core_router(
     kind, file_bytes = index.kind, index_path.stat().st_size
     del index
     gc.collect()
-    rss_before, anon_before = _rss_mb(), _rss_parts_mb()["anon"]
+    rss_before, anon_before = rss_mb(), rss_parts_mb()["anon"]
     start = time.perf_counter()
     loaded = ScoringIndex.load(index_path, spec, mmap=True)
     load_s = time.perf_counter() - start
-    rss_after, anon_after = _rss_mb(), _rss_parts_mb()["anon"]
+    rss_after, anon_after = rss_mb(), rss_parts_mb()["anon"]
     grown.registry = DerivedRegistry(real, parents)
     embeddings = np.load(path, mmap_mode="c")  # copy-on-write: writable for torch, never written back
     grown.model_embeddings = nn.Parameter(torch.from_numpy(embeddings), requires_grad=False)
@@ -772,10 +739,10 @@ def _run_out_of_core(
             entry: dict[str, Any] = {"models": size, **facts}
             entry["recall"] = _recall_out_of_core(grown, path, header, recall_vectors, settings, log)
             entry.update(_measure(grown, prompts, settings, log, baseline))
-            entry["rss_mb"] = _rss_mb()
-            parts = _rss_parts_mb()
+            entry["rss_mb"] = rss_mb()
+            parts = rss_parts_mb()
             entry["rss_anon_mb"], entry["rss_file_mb"] = parts["anon"], parts["file"]
-            entry["peak_rss_mb"] = _peak_rss_mb()
+            entry["peak_rss_mb"] = peak_rss_mb()
             results["sizes"].append(entry)
             log(
                 f"{size:,} models: route p50 {entry['single']['route']['p50_ms']:.2f} ms, encoder p50 "
@@ -803,7 +770,7 @@ def _run_out_of_core(
 
 
 def run_speed_benchmark(
-    router: HubRouter, prompts: Sequence[str], settings: SpeedSettings | None = None, log: Log = _stderr
+    router: HubRouter, prompts: Sequence[str], settings: SpeedSettings | None = None, log: Log = stderr_log
 ) -> dict[str, Any]:
     """Measure routing latency, recall and memory at each registry size.
 
@@ -869,8 +836,8 @@ def run_speed_benchmark(
         entry: dict[str, Any] = {"models": size, "grow_s": grow_s, "build_s": build_s}
         entry["recall"] = _recall(grown, embeddings, recall_vectors, settings.sweep)
         entry.update(_measure(grown, prompts, settings, log, baseline))
-        entry["rss_mb"] = _rss_mb()
-        entry["peak_rss_mb"] = _peak_rss_mb()
+        entry["rss_mb"] = rss_mb()
+        entry["peak_rss_mb"] = peak_rss_mb()
         results["sizes"].append(entry)
         log(
             f"{size:,} models: route p50 {entry['single']['route']['p50_ms']:.2f} ms, encoder p50 "
@@ -958,13 +925,7 @@ def format_speed_table(results: dict[str, Any]) -> str:
                 f"| {e['rss_mb']:.0f} ({e.get('rss_anon_mb', float('nan')):.0f} + {e.get('rss_file_mb', float('nan')):.0f}) "
                 f"| {e['peak_rss_mb']:.0f} |"
             )
-    checks = results.get("checks") or {}
-    if checks:
-        lines.append("")
-        lines.extend(
-            f"- {name}: {value if isinstance(value, bool) else f'{value:.3f}'}"
-            for name, value in checks.items()
-        )
+    lines.extend(format_checks(results.get("checks")))
     return "\n".join(lines)
 
 
@@ -977,7 +938,7 @@ def run_rerank_speed(
     num_prompts: int = 200,
     warmup: int = 10,
     seed: int = 0,
-    log: Log = _stderr,
+    log: Log = stderr_log,
 ) -> dict[str, Any]:
     """Time the bare encoder forward, ``route()`` and ``route(rerank=True)`` over ``rerank_top_k`` candidates,
     one prompt per call, interleaved call by call, at the router's own registry size.

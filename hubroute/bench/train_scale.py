@@ -34,7 +34,8 @@ from transformers import TrainerCallback
 from ..routing.router import HubRouter
 from ..training.config import CARvEConfig
 from ..training.trainer import CARvETrainer
-from .speed import _peak_rss_mb, _rss_mb, _stderr, grown_router, set_threads
+from .process import format_checks, peak_rss_mb, rss_mb, stderr_log
+from .speed import grown_router, set_threads
 
 __all__ = ["TrainScaleSettings", "run_train_scale_benchmark", "format_train_scale_table"]
 
@@ -223,8 +224,8 @@ def _train_one(
         "init_s": init_s,
         "finish_s": done - (clock.ends[-1] if clock.ends else done),
         "rows_with_adam_state": rows.num_rows_with_state if rows is not None else size,
-        "rss_mb": _rss_mb(),
-        "peak_rss_mb": _peak_rss_mb(),
+        "rss_mb": rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
     del trainer, grown
     gc.collect()
@@ -247,7 +248,7 @@ def _checks(sizes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_train_scale_benchmark(
-    router: HubRouter, data: Dataset, settings: TrainScaleSettings | None = None, log: Log = _stderr
+    router: HubRouter, data: Dataset, settings: TrainScaleSettings | None = None, log: Log = stderr_log
 ) -> dict[str, Any]:
     """Time training steps of one experience at each registry size.
 
@@ -326,11 +327,5 @@ def format_train_scale_table(results: dict[str, Any]) -> str:
             f"| {', '.join(f'{m:.1f}' for m in e['mining_s'])} | {e['build_s']:.1f} | {e['init_s']:.1f} "
             f"| {e['rows_with_adam_state']:,} | {e['peak_rss_mb']:.0f} |"
         )
-    checks = results.get("checks") or {}
-    if checks:
-        lines.append("")
-        lines.extend(
-            f"- {name}: {value if isinstance(value, bool) else f'{value:.3f}'}"
-            for name, value in checks.items()
-        )
+    lines.extend(format_checks(results.get("checks")))
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import pytest
 from factories import make_experience
 
 from hubroute import CARvEConfig, CARvETrainer, CheckpointError, HubRouter
+from hubroute.bench.speed import format_rerank_speed, run_rerank_speed
 from hubroute.cli.main import main
 from hubroute.routing.registry import ModelRecord
 from hubroute.routing.rerank import Reranker
@@ -278,8 +279,6 @@ def test_bench_runs_carve_and_carve_rerank_from_one_training(
 
 
 def test_speed_bench_times_route_with_and_without_reranking(router, tiny_reranker):
-    from hubroute.bench.speed import format_rerank_speed, run_rerank_speed
-
     router.reranker = tiny_reranker
     prompts = [f"{TOPICS[i % 3]} please, case {i}" for i in range(12)]
     result = run_rerank_speed(router, prompts, rerank_top_k=4, num_prompts=6, warmup=1, log=lambda _: None)
@@ -287,6 +286,10 @@ def test_speed_bench_times_route_with_and_without_reranking(router, tiny_reranke
     assert result["encoder"]["n"] == result["route"]["n"] == result["route_rerank"]["n"] == 6
     assert result["route_rerank"]["p50_ms"] > 0 and result["route_rerank_over_encoder_p50"] > 0
     assert "route(rerank=True), top 4" in format_rerank_speed(result)
+    grown = run_rerank_speed(
+        router, prompts, rerank_top_k=4, registry_size=40, num_prompts=3, warmup=1, log=lambda _: None
+    )
+    assert grown["models"] == 40 and grown["trained_reranker"]  # grown registry, the router's own re-ranker
     with pytest.raises(ValueError, match="rerank_top_k"):
         run_rerank_speed(router, prompts, rerank_top_k=0)
 

@@ -935,13 +935,14 @@ def run_rerank_speed(
     prompts: Sequence[str],
     *,
     rerank_top_k: int = 10,
+    registry_size: int | None = None,
     num_prompts: int = 200,
     warmup: int = 10,
     seed: int = 0,
     log: Log = stderr_log,
 ) -> dict[str, Any]:
     """Time the bare encoder forward, ``route()`` and ``route(rerank=True)`` over ``rerank_top_k`` candidates,
-    one prompt per call, interleaved call by call, at the router's own registry size.
+    one prompt per call, interleaved call by call, at the router's own registry size or ``registry_size``.
 
     A router without a re-ranker gets an untrained one from the bundled MiniLM (the cost of a cross-encoder
     pass does not depend on its training). The router's config is changed to ``rerank_top_k``.
@@ -950,6 +951,8 @@ def run_rerank_speed(
         router: The router (e.g. :func:`cmrbench_router`, ~2.4k models).
         prompts: Prompts to route (shuffled with ``seed``; the first ``num_prompts`` are timed).
         rerank_top_k: Candidates re-scored per prompt.
+        registry_size: Grow the registry to this size first (as :func:`grown_router` does; its re-ranker is
+            kept) when it is larger than the router's; ``None``: the router's own size.
         num_prompts: Calls timed per function.
         warmup: Untimed calls first.
         seed: Seed of the prompt order.
@@ -966,6 +969,10 @@ def run_rerank_speed(
     if rerank_top_k < 1 or num_prompts < 1 or not prompts:
         raise ValueError("run_rerank_speed() needs prompts, rerank_top_k >= 1 and num_prompts >= 1.")
     trained = router.reranker is not None
+    if registry_size is not None and registry_size > router.num_models:
+        reranker = router.reranker
+        router = grown_router(router, registry_size, np.random.default_rng(seed))[0]
+        router.reranker = reranker
     if not trained:
         log("the router has no re-ranker: timing an untrained one (bundled MiniLM, same cost)")
         router.reranker = Reranker()

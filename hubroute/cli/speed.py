@@ -118,7 +118,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--rerank",
         action="store_true",
         help="Instead: time route(rerank=True) over the top --rerank-top-k candidates against route() and the "
-        "encoder forward, at the router's own size (an untrained re-ranker if the router has none).",
+        "encoder forward, at the first --registry-sizes size (an untrained re-ranker if the router has none).",
     )
     parser.add_argument(
         "--rerank-top-k", type=int, default=10, help="With --rerank: candidates re-ranked (default: 10)."
@@ -168,7 +168,12 @@ def run(args: argparse.Namespace) -> int:
     prompts = load_prompts(args.prompts) if args.prompts else cmrbench_prompts(args.data)
     if args.rerank:
         rerank = run_rerank_speed(
-            router, prompts, rerank_top_k=args.rerank_top_k, num_prompts=args.num_prompts, seed=args.seed
+            router,
+            prompts,
+            rerank_top_k=args.rerank_top_k,
+            registry_size=settings.registry_sizes[0],
+            num_prompts=args.num_prompts,
+            seed=args.seed,
         )
         print(format_rerank_speed(rerank))
         output = Path(args.output)

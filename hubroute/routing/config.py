@@ -62,7 +62,8 @@ class RouterConfig:
             (which then re-ranks ``max(10, top_k)`` candidates). Training a re-ranker
             (``CARvEConfig(rerank_train=True)``) sets it.
         rerank_weight: Weight ``w`` of the re-ranker in the fused score ``router_score + w * rerank_score``;
-            chosen on held-out prompts when the re-ranker is trained.
+            set by training (``CARvEConfig.rerank_weight``, 0.05 by default: chosen on CMRBench's development
+            split).
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -84,7 +85,7 @@ class RouterConfig:
     level_candidates: int = 256
     domain_prior: float = 0.5
     rerank_top_k: int = 0
-    rerank_weight: float = 0.5
+    rerank_weight: float = 0.05
 
     def __post_init__(self) -> None:
         check_scalar_fields(self)

@@ -42,6 +42,10 @@ __all__ = ["TrainScaleSettings", "run_train_scale_benchmark", "format_train_scal
 Log = Callable[[str], None]
 
 
+def _log(message: str) -> None:
+    stderr_log(message, "train-scale")
+
+
 @dataclass
 class TrainScaleSettings:
     """What the training-scale benchmark measures.
@@ -248,7 +252,7 @@ def _checks(sizes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_train_scale_benchmark(
-    router: HubRouter, data: Dataset, settings: TrainScaleSettings | None = None, log: Log = stderr_log
+    router: HubRouter, data: Dataset, settings: TrainScaleSettings | None = None, log: Log = _log
 ) -> dict[str, Any]:
     """Time training steps of one experience at each registry size.
 

@@ -68,6 +68,7 @@ __all__ = [
     "run_speed_benchmark",
     "format_speed_table",
     "cmrbench_router",
+    "bench_router",
     "set_threads",
     "run_rerank_speed",
     "format_rerank_speed",
@@ -325,6 +326,17 @@ def cmrbench_router(data: str | Path, log: Log = stderr_log) -> HubRouter:
     router.eval()
     router.add_models(records)
     return router
+
+
+def bench_router(router: str | Path | None, data: str | Path, save_to: str | Path | None = None) -> HubRouter:
+    """The router a benchmark runs: ``router`` (a folder or Hub repo id) if given, else :func:`cmrbench_router`
+    built from ``data``, saved to ``save_to`` (if given) for the next run's ``--router``."""
+    if router:
+        return HubRouter.from_pretrained(router)
+    built = cmrbench_router(data)
+    if save_to:
+        built.save_pretrained(save_to)
+    return built
 
 
 # ------------------------------------------------------------------------------------------- timing --

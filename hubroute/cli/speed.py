@@ -9,8 +9,8 @@ from pathlib import Path
 from .._utils.io import write_json
 from ..bench.speed import (
     SpeedSettings,
+    bench_router,
     cmrbench_prompts,
-    cmrbench_router,
     format_rerank_speed,
     format_speed_table,
     load_prompts,
@@ -19,7 +19,6 @@ from ..bench.speed import (
     set_threads,
 )
 from ..routing.index import INDEX_KINDS
-from ..routing.router import HubRouter
 
 __all__ = ["register", "run"]
 
@@ -151,12 +150,7 @@ def run(args: argparse.Namespace) -> int:
         build_threads=args.build_threads,
     )
     set_threads(settings.threads)
-    if args.router:
-        router = HubRouter.from_pretrained(args.router)
-    else:
-        router = cmrbench_router(args.data)
-        if args.save_router:
-            router.save_pretrained(args.save_router)
+    router = bench_router(args.router, args.data, args.save_router)
     if args.nprobe is not None:
         router.config = dataclasses.replace(router.config, ivf_nprobe=args.nprobe)
     if args.ef_search is not None:

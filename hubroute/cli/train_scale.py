@@ -7,9 +7,8 @@ from pathlib import Path
 
 from .._utils.io import write_json
 from ..bench.cmrbench import load_cmrbench
-from ..bench.speed import cmrbench_router
+from ..bench.speed import bench_router
 from ..bench.train_scale import TrainScaleSettings, format_train_scale_table, run_train_scale_benchmark
-from ..routing.router import HubRouter
 
 __all__ = ["register", "run"]
 
@@ -90,12 +89,7 @@ def run(args: argparse.Namespace) -> int:
     )
     bench = load_cmrbench(args.data, experiences=[args.experience] if args.experience else None)
     data = bench.experiences[0].train
-    if args.router:
-        router = HubRouter.from_pretrained(args.router)
-    else:
-        router = cmrbench_router(args.data)
-        if args.save_router:
-            router.save_pretrained(args.save_router)
+    router = bench_router(args.router, args.data, args.save_router)
     results = run_train_scale_benchmark(router, data, settings)
     print(format_train_scale_table(results))
     output = Path(args.output)

@@ -193,6 +193,24 @@ def _write_index(router: HubRouter, folder: Path) -> None:
     save_file({"index": index.to_bytes()}, str(folder / INDEX_FILE), metadata=metadata)
 
 
+def _check_built_from(
+    router: HubRouter, built_from: tuple[int, int, str], name: str, files: str, where: str
+) -> None:
+    """Raise unless a saved index was built from ``router``'s embeddings (``(num_models, dim, sha256)``).
+
+    Raises:
+        CheckpointError: the index ``name`` (saved as ``files``) was built for other model embeddings.
+    """
+    size, dim, digest = built_from
+    embeddings = router.model_embeddings
+    if (size, dim) != tuple(embeddings.shape) or digest != embeddings_digest(embeddings):
+        raise CheckpointError(
+            f"{name} of {where} was built for other model embeddings than those in {WEIGHTS_FILE} "
+            f"({size} x {dim} vs {tuple(embeddings.shape)}, or different values): the files come from different "
+            f"checkpoints. Delete {files} (the router rebuilds its index) or save the router again."
+        )
+
+
 def _read_index(router: HubRouter, folder: Path, where: str, remedy: str) -> None:
     """Load ``index.safetensors`` into ``router`` after checking it was built from its embeddings.
 
@@ -212,13 +230,7 @@ def _read_index(router: HubRouter, folder: Path, where: str, remedy: str) -> Non
         raise CheckpointError(
             f"{INDEX_FILE} of {where} is not a readable hubroute index ({err}). {remedy}"
         ) from err
-    embeddings = router.model_embeddings
-    if (size, dim) != tuple(embeddings.shape) or digest != embeddings_digest(embeddings):
-        raise CheckpointError(
-            f"{INDEX_FILE} of {where} was built for other model embeddings than those in {WEIGHTS_FILE} "
-            f"({size} x {dim} vs {tuple(embeddings.shape)}, or different values): the files come from different "
-            f"checkpoints. Delete {INDEX_FILE} (the router rebuilds its index) or save the router again."
-        )
+    _check_built_from(router, (size, dim, digest), INDEX_FILE, INDEX_FILE, where)
     try:
         index = ScoringIndex.from_bytes(data, spec)
     except ValueError as err:
@@ -247,14 +259,9 @@ def _read_faiss_index(router: HubRouter, folder: Path, where: str, remedy: str) 
         raise CheckpointError(
             f"{FAISS_INDEX_FILE} is missing from {where}, though {FAISS_INDEX_META} describes it. {remedy}"
         )
-    embeddings = router.model_embeddings
-    if (size, dim) != tuple(embeddings.shape) or digest != embeddings_digest(embeddings):
-        raise CheckpointError(
-            f"{FAISS_INDEX_FILE} of {where} was built for other model embeddings than those in {WEIGHTS_FILE} "
-            f"({size} x {dim} vs {tuple(embeddings.shape)}, or different values): the files come from different "
-            f"checkpoints. Delete {FAISS_INDEX_FILE} and {FAISS_INDEX_META} (the router rebuilds its index) or "
-            "save the router again."
-        )
+    _check_built_from(
+        router, (size, dim, digest), FAISS_INDEX_FILE, f"{FAISS_INDEX_FILE} and {FAISS_INDEX_META}", where
+    )
     try:
         index = ScoringIndex.load(folder / FAISS_INDEX_FILE, spec, mmap=True)
     except ValueError as err:

@@ -117,26 +117,13 @@ class CandidateSampler:
         """
         if count <= 0 or pool.size == 0:
             return 0
-        added = 0
         if pool.size <= PERMUTE_BELOW or 2 * (count + len(chosen)) >= pool.size:
-            for idx in rng.permutation(pool.array()):
-                idx = int(idx)
-                if idx not in chosen:
-                    chosen.add(idx)
-                    out.append(idx)
-                    added += 1
-                    if added == count:
-                        break
-            return added
+            return CandidateSampler._take_in_order(rng.permutation(pool.array()).tolist(), count, chosen, out)
         # Rejection sampling: fewer than half the pool is excluded, so a few rounds almost always suffice.
+        added = 0
         while added < count:
-            for idx in pool.at(rng.integers(0, pool.size, 2 * (count - added) + 4)).tolist():
-                if idx not in chosen:
-                    chosen.add(idx)
-                    out.append(idx)
-                    added += 1
-                    if added == count:
-                        break
+            draws = pool.at(rng.integers(0, pool.size, 2 * (count - added) + 4)).tolist()
+            added += CandidateSampler._take_in_order(draws, count - added, chosen, out)
         return added
 
     def sample_one(self, gold: int, example: int | None = None) -> list[int]:
@@ -155,14 +142,17 @@ class CandidateSampler:
         return out[: self.size]
 
     @staticmethod
-    def _take_in_order(ids: list[int], count: int, chosen: set[int], out: list[int]) -> None:
+    def _take_in_order(ids: list[int], count: int, chosen: set[int], out: list[int]) -> int:
+        """Append the first ``count`` of ``ids`` not chosen yet (in order); return how many were added."""
+        added = 0
         for idx in ids:
-            if count <= 0:
-                return
+            if added >= count:
+                break
             if idx not in chosen:
                 chosen.add(idx)
                 out.append(idx)
-                count -= 1
+                added += 1
+        return added
 
     def sample(self, golds: np.ndarray, examples: np.ndarray | None = None) -> torch.Tensor:
         """Return candidate sets ``[batch, K]`` (a long tensor) for gold ids and their example indices."""

@@ -7,6 +7,10 @@ Three kinds of backbone are supported, all through :class:`sentence_transformers
 - any **sentence-transformers or transformers model** id or local path (a plain transformers model gets
   mean pooling, or last-token pooling when it is a causal LM);
 - a **decoder LLM** with last-token pooling and a **peft LoRA adapter**, the paper's setting.
+
+Training runs the torch module (:meth:`PromptEncoder.forward`, :meth:`PromptEncoder.encode`); routing calls
+:meth:`PromptEncoder.infer`, which runs the encoder on its inference backend (:meth:`PromptEncoder.set_backend`:
+torch, or an ONNX Runtime graph exported here, see :mod:`hubroute.routing.runtime`).
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from .._utils.validation import check_batch_size, check_scalar_fields
 from .integrity import check_max_length, position_limit
+from .runtime import GraphSource, Runtime, TorchRuntime, graph_description, make_runtime, merged_copy
 
 __all__ = ["DEFAULT_ENCODER", "EncoderConfig", "PromptEncoder", "bundled_encoder_path", "encoder_token_limit"]
 
@@ -108,6 +114,29 @@ def _load_sentence_transformer(source: str | Path, config: EncoderConfig) -> Any
     return model
 
 
+_TRACE_EXAMPLE = [
+    "Route this prompt to a model",
+    "A second, longer prompt, so that the traced batch is padded.",
+]
+"""The batch an encoder's ONNX graph is traced with and checked on."""
+
+
+class _EncoderGraph(nn.Module):
+    """The sentence-transformers pipeline (backbone, pooling, normalisation) as a module of positional
+    tensors, the form ``torch.onnx.export`` traces."""
+
+    def __init__(self, model: Any, names: Sequence[str], extras: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = tuple(names)
+        self.extras = extras  # the tokenizer's non-tensor features (e.g. sentence-transformers' "modality")
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        features = {**self.extras, **dict(zip(self.names, inputs))}
+        embedding: torch.Tensor = self.model(features)["sentence_embedding"]
+        return embedding
+
+
 class PromptEncoder(nn.Module):
     """Wraps a :class:`~sentence_transformers.SentenceTransformer` as a plain ``nn.Module``.
 
@@ -134,6 +163,7 @@ class PromptEncoder(nn.Module):
             )
             model = _load_sentence_transformer(source, self.config)
         self.model = model
+        self._runtime: Runtime = TorchRuntime(self._device_forward)
         if self.config.lora is not None and not self.has_lora:
             self.add_lora(self.config.lora)
 
@@ -163,6 +193,7 @@ class PromptEncoder(nn.Module):
         backbone = self.model[0]
         backbone.model = get_peft_model(backbone.model, LoraConfig(**lora_kwargs))
         self.config = replace(self.config, lora=dict(lora_kwargs))
+        self._runtime.invalidate()
 
     def _load_lora(self, adapter_folder: Path) -> None:
         """Attach the trainable peft adapter saved in ``adapter_folder`` by :meth:`save`."""
@@ -170,6 +201,7 @@ class PromptEncoder(nn.Module):
 
         backbone = self.model[0]
         backbone.model = PeftModel.from_pretrained(backbone.model, str(adapter_folder), is_trainable=True)
+        self._runtime.invalidate()
 
     def tokenize(self, prompts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Tokenise prompts, truncating to ``max_length`` tokens (default ``config.max_length``)."""
@@ -211,6 +243,85 @@ class PromptEncoder(nn.Module):
             }
             out[idx] = self(features).float().cpu()
         self.train(was_training)
+        return out
+
+    # -- inference backend ---------------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        """The backend :meth:`infer` runs on: ``"torch"`` (default), ``"onnx"`` or ``"onnx-int8"``."""
+        return self._runtime.backend
+
+    @property
+    def runtime(self) -> Runtime:
+        """The inference runtime (an ONNX one tells its cached graph in ``runtime.graph``)."""
+        return self._runtime
+
+    def set_backend(self, backend: str = "torch", *, cache_dir: str | Path | None = None) -> None:
+        """Run :meth:`infer` on ``backend``; training (:meth:`forward`, :meth:`encode`) always runs torch.
+
+        An ONNX backend exports the encoder (pooling and normalisation included) from its current weights, or
+        finds that export in the cache, now; see :mod:`hubroute.routing.runtime`.
+
+        Args:
+            backend: ``"torch"``, ``"onnx"`` (fp32) or ``"onnx-int8"`` (int8 weights).
+            cache_dir: Where ONNX graphs are cached (default: ``$HUBROUTE_CACHE/onnx`` or
+                ``~/.cache/hubroute/onnx``).
+
+        Raises:
+            ValueError: an unknown backend.
+            BackendUnavailableError: an ONNX backend without onnxruntime (``pip install 'hubroute[onnx]'``).
+        """
+        self._runtime = make_runtime(backend, self._device_forward, self.graph_source, cache_dir)
+
+    def graph_source(self) -> GraphSource:
+        """What exporting this encoder to ONNX needs (see :class:`~hubroute.routing.runtime.GraphSource`)."""
+        example = self.tokenize(_TRACE_EXAMPLE[:1])
+        names = tuple(k for k, v in example.items() if isinstance(v, torch.Tensor))
+        return GraphSource("encoder", self.model, names, self._graph_description, self._graph_module)
+
+    def _graph_description(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), **graph_description(self.model)}
+
+    def _graph_module(self) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+        features = self._on_device(self.tokenize(_TRACE_EXAMPLE))
+        tensors = {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}
+        extras = {k: v for k, v in features.items() if not isinstance(v, torch.Tensor)}
+        return _EncoderGraph(merged_copy(self.model), list(tensors), extras).eval(), tensors
+
+    def _on_device(self, features: dict[str, Any]) -> dict[str, Any]:
+        device = self.device
+        if device.type == "cpu":
+            return features
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+
+    def _device_forward(self, features: dict[str, Any]) -> torch.Tensor:
+        return self(self._on_device(features))
+
+    def infer(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Encode texts for inference, on the :attr:`backend`: pooled vectors ``[n, dim]``, float32.
+
+        Up to ``batch_size`` texts go through one tokenise + forward; more are encoded in length-sorted
+        batches. The encoder is used as it is (call ``eval()`` first: routers loaded with ``from_pretrained``
+        are in eval mode); no gradients are kept.
+
+        Args:
+            texts: The texts.
+            batch_size: Texts per forward pass.
+
+        Raises:
+            ValueError: ``batch_size`` is not a positive integer.
+        """
+        check_batch_size(batch_size)
+        runtime = self._runtime
+        if len(texts) <= batch_size:
+            if not len(texts):
+                return np.empty((0, self.dim), dtype=np.float32)
+            return runtime(self.tokenize(list(texts)))
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = runtime(self.tokenize([texts[i] for i in idx]))
         return out
 
     # -- persistence ---------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..routing.runtime import BACKENDS
+
 __all__ = ["register", "register_bench", "run", "run_bench"]
 
 
@@ -67,6 +69,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-batch", type=int, default=64, help="Most prompts per encoder pass (default: 64)."
     )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="torch",
+        help="Inference backend of the encoder: torch (default), onnx (ONNX Runtime on a graph exported here, "
+        "cached by the weights' hash; needs pip install 'hubroute[onnx]') or onnx-int8.",
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info).")
     parser.set_defaults(func=run)  # fmt: skip
 
@@ -84,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         router=args.router, revision=args.revision, api_key=args.api_key or os.environ.get("HUBROUTE_API_KEY"),
         inference_base_url=args.inference_base_url, servable_only=args.servable_only, watch=args.watch,
         feedback=args.feedback, deadline=args.deadline, attempt_timeout=args.attempt_timeout, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch,
+        backend=args.backend,
     )  # fmt: skip
     app = create_app(config=config)
     print(

@@ -56,6 +56,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _initial_router(router: HubRouter | str | Path | None, config: ServeConfig) -> LoadedRouter:
     if isinstance(router, HubRouter):
+        if config.backend is not None and config.backend != router.backend:
+            router.set_backend(config.backend)
         warm_up(router)
         source = config.router
         revision = (
@@ -70,7 +72,7 @@ def _initial_router(router: HubRouter | str | Path | None, config: ServeConfig) 
             "create_app needs a router: a HubRouter, a folder or a Hub repo id (or ServeConfig.router)."
         )
     config.router = source
-    return load_router(source, config.revision)
+    return load_router(source, config.revision, config.backend)
 
 
 def create_app(
@@ -126,7 +128,7 @@ def create_app(
         if config.watch and config.router:
             watcher = Watcher(state, config.router, config.revision, config.watch,
                               lambda outcome: state.metrics.reloads.labels(outcome).inc(),
-                              executor=routing_thread)  # fmt: skip
+                              executor=routing_thread, backend=config.backend)  # fmt: skip
             watcher_task = asyncio.create_task(watcher.run(), name="hubroute-watch")
         try:
             yield

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..routing.runtime import check_backend
+
 __all__ = ["AUTO_MODEL", "ServeConfig"]
 
 AUTO_MODEL = "hubroute/auto"
@@ -40,6 +42,9 @@ class ServeConfig:
         max_body_bytes: Largest accepted request body (else 413).
         max_prompts: Most prompts in one ``/v1/route`` request.
         torch_threads: ``torch.set_num_threads`` for the routing thread (``None``: leave torch's default).
+        backend: Inference backend of the router's encoder and re-ranker: ``"torch"``, ``"onnx"`` (ONNX
+            Runtime on a graph exported here, cached by the weights' hash) or ``"onnx-int8"``; ``None``: torch
+            for a folder or repo, a loaded router's own backend. Reloaded revisions get it too.
     """
 
     router: str | None = None
@@ -60,6 +65,7 @@ class ServeConfig:
     max_body_bytes: int = 1_000_000
     max_prompts: int = 256
     torch_threads: int | None = None
+    backend: str | None = None
 
     def __post_init__(self) -> None:
         positive = {
@@ -80,6 +86,8 @@ class ServeConfig:
             )
         if not (0 <= self.batch_wait_ms < math.inf):
             raise ValueError(f"ServeConfig.batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}.")
+        if self.backend is not None:
+            check_backend(self.backend)
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(
                 f"ServeConfig.torch_threads must be a positive integer, got {self.torch_threads!r}."

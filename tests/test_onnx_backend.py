@@ -261,3 +261,34 @@ def test_serve_with_the_onnx_backend(router_dir: Path, cache: Path) -> None:
     assert [[r["model_id"] for r in rs] for rs in reply["results"]] == ids(expected)
     with pytest.raises(ValueError, match="backend must be one of"):
         ServeConfig(backend="gpu")
+
+
+def test_speed_bench_times_the_backends_side_by_side(
+    router_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"{TOPICS[i % 3]}, request number {i}" for i in range(24)) + "\n")
+    output, cache = tmp_path / "speed.json", tmp_path / "bench-cache"
+    code = main([
+        "bench", "speed", "--router", str(router_dir), "--prompts", str(prompts), "--registry-sizes", "12",
+        "--num-prompts", "6", "--batch-size", "4", "--num-batches", "2", "--recall-prompts", "8",
+        "--backends", "torch", "onnx", "onnx-int8", "--onnx-cache-dir", str(cache), "--output", str(output),
+    ])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| 12 | onnx |" in printed and "| 12 | onnx-int8 |" in printed and "ONNX graph cache" in printed
+    results = json.loads(output.read_text())
+    (size,) = results["sizes"]
+    assert size["backend"] == "torch" and set(size["backends"]) == {"onnx", "onnx-int8"}
+    for stats in size["backends"].values():
+        assert stats["single"]["route"]["p50_ms"] > 0 and stats["batched_throughput_over_torch"] > 0
+    graphs = results["graphs"]
+    assert (
+        graphs["onnx"]["exported"]
+        and graphs["onnx"]["export_s"] > 0
+        and not graphs["onnx"]["cached_load_exported"]
+    )
+    assert graphs["onnx"]["damaged_detected"] and graphs["onnx"]["damaged_reexported_same_graph"]
+    assert graphs["cache_mb"] > graphs["onnx"]["graph_mb"] > graphs["onnx-int8"]["graph_mb"] > 0
+    assert "route_p50_onnx_le_0.6x_torch_at_12" in results["checks"]
+    assert HubRouter.from_pretrained(router_dir).backend == "torch"

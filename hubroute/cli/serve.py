@@ -70,7 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-batch", type=int, default=64, help="Most prompts per encoder pass (default: 64)."
     )
     parser.add_argument(
-        "--backend", choices=BACKENDS, default="torch",
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
         help="Inference backend of the encoder: torch (default), onnx (ONNX Runtime on a graph exported here, "
         "cached by the weights' hash; needs pip install 'hubroute[onnx]') or onnx-int8.",
     )

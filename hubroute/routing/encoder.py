@@ -27,7 +27,7 @@ from torch import nn
 
 from .._utils.validation import check_batch_size, check_scalar_fields
 from .integrity import check_max_length, position_limit
-from .runtime import GraphSource, Runtime, TorchRuntime, graph_description, make_runtime, merged_copy
+from .runtime import Backends, GraphSource, Runtime, graph_description, merged_copy
 
 __all__ = ["DEFAULT_ENCODER", "EncoderConfig", "PromptEncoder", "bundled_encoder_path", "encoder_token_limit"]
 
@@ -163,7 +163,7 @@ class PromptEncoder(nn.Module):
             )
             model = _load_sentence_transformer(source, self.config)
         self.model = model
-        self._runtime: Runtime = TorchRuntime(self._device_forward)
+        self._backends = Backends(self._device_forward, self.graph_source)
         if self.config.lora is not None and not self.has_lora:
             self.add_lora(self.config.lora)
 
@@ -193,7 +193,7 @@ class PromptEncoder(nn.Module):
         backbone = self.model[0]
         backbone.model = get_peft_model(backbone.model, LoraConfig(**lora_kwargs))
         self.config = replace(self.config, lora=dict(lora_kwargs))
-        self._runtime.invalidate()
+        self._backends.invalidate()
 
     def _load_lora(self, adapter_folder: Path) -> None:
         """Attach the trainable peft adapter saved in ``adapter_folder`` by :meth:`save`."""
@@ -201,7 +201,7 @@ class PromptEncoder(nn.Module):
 
         backbone = self.model[0]
         backbone.model = PeftModel.from_pretrained(backbone.model, str(adapter_folder), is_trainable=True)
-        self._runtime.invalidate()
+        self._backends.invalidate()
 
     def tokenize(self, prompts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Tokenise prompts, truncating to ``max_length`` tokens (default ``config.max_length``)."""
@@ -249,18 +249,19 @@ class PromptEncoder(nn.Module):
     @property
     def backend(self) -> str:
         """The backend :meth:`infer` runs on: ``"torch"`` (default), ``"onnx"`` or ``"onnx-int8"``."""
-        return self._runtime.backend
+        return self._backends.active.backend
 
     @property
     def runtime(self) -> Runtime:
         """The inference runtime (an ONNX one tells its cached graph in ``runtime.graph``)."""
-        return self._runtime
+        return self._backends.active
 
     def set_backend(self, backend: str = "torch", *, cache_dir: str | Path | None = None) -> None:
         """Run :meth:`infer` on ``backend``; training (:meth:`forward`, :meth:`encode`) always runs torch.
 
         An ONNX backend exports the encoder (pooling and normalisation included) from its current weights, or
-        finds that export in the cache, now; see :mod:`hubroute.routing.runtime`.
+        finds that export in the cache, now; see :mod:`hubroute.routing.runtime`. A backend used before is
+        taken up again at no cost (it still follows the weights).
 
         Args:
             backend: ``"torch"``, ``"onnx"`` (fp32) or ``"onnx-int8"`` (int8 weights).
@@ -271,7 +272,7 @@ class PromptEncoder(nn.Module):
             ValueError: an unknown backend.
             BackendUnavailableError: an ONNX backend without onnxruntime (``pip install 'hubroute[onnx]'``).
         """
-        self._runtime = make_runtime(backend, self._device_forward, self.graph_source, cache_dir)
+        self._backends.use(backend, cache_dir)
 
     def graph_source(self) -> GraphSource:
         """What exporting this encoder to ONNX needs (see :class:`~hubroute.routing.runtime.GraphSource`)."""
@@ -312,7 +313,7 @@ class PromptEncoder(nn.Module):
             ValueError: ``batch_size`` is not a positive integer.
         """
         check_batch_size(batch_size)
-        runtime = self._runtime
+        runtime = self._backends.active
         if len(texts) <= batch_size:
             if not len(texts):
                 return np.empty((0, self.dim), dtype=np.float32)

@@ -26,7 +26,7 @@ from torch import nn
 
 from .._utils.validation import check_batch_size
 from .encoder import DEFAULT_ENCODER, bundled_encoder_path
-from .runtime import GraphSource, Runtime, TorchRuntime, graph_description, make_runtime, merged_copy
+from .runtime import Backends, GraphSource, Runtime, graph_description, merged_copy
 
 __all__ = ["DEFAULT_RERANK_TOP_K", "RERANKER_DIR", "Reranker", "fuse_scores"]
 
@@ -116,7 +116,7 @@ class Reranker(nn.Module):
             source = bundled_encoder_path() if base == DEFAULT_ENCODER else base
             model = _load_cross_encoder(source, max_length, num_labels=1)
         self.model = model
-        self._runtime: Runtime = TorchRuntime(self)
+        self._backends = Backends(self, self.graph_source)
 
     @property
     def backbone(self) -> nn.Module:
@@ -161,12 +161,12 @@ class Reranker(nn.Module):
     @property
     def backend(self) -> str:
         """The backend :meth:`score` runs on: ``"torch"`` (default), ``"onnx"`` or ``"onnx-int8"``."""
-        return self._runtime.backend
+        return self._backends.active.backend
 
     @property
     def runtime(self) -> Runtime:
         """The inference runtime (an ONNX one tells its cached graph in ``runtime.graph``)."""
-        return self._runtime
+        return self._backends.active
 
     def set_backend(self, backend: str = "torch", *, cache_dir: str | Path | None = None) -> None:
         """Run :meth:`score` on ``backend`` (training always runs torch); see
@@ -176,7 +176,7 @@ class Reranker(nn.Module):
             ValueError: an unknown backend.
             BackendUnavailableError: an ONNX backend without onnxruntime (``pip install 'hubroute[onnx]'``).
         """
-        self._runtime = make_runtime(backend, self, self.graph_source, cache_dir)
+        self._backends.use(backend, cache_dir)
 
     def graph_source(self) -> GraphSource:
         """What exporting this cross-encoder to ONNX needs (see :class:`~hubroute.routing.runtime.GraphSource`)."""
@@ -217,7 +217,7 @@ class Reranker(nn.Module):
             return out
         was_training = self.training
         self.eval()
-        runtime = self._runtime
+        runtime = self._backends.active
         order = sorted(range(len(prompts)), key=lambda i: -(len(prompts[i]) + len(documents[i])))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]

@@ -62,6 +62,7 @@ __all__ = [
     "OnnxRuntime",
     "check_backend",
     "make_runtime",
+    "Backends",
     "merged_copy",
     "onnx_cache_dir",
     "weights_digest",
@@ -539,6 +540,43 @@ def make_runtime(
     if check_backend(backend) == "torch":
         return TorchRuntime(torch_forward)
     return OnnxRuntime(source(), int8=backend == "onnx-int8", cache_dir=cache_dir)
+
+
+class Backends:
+    """A model's inference runtimes: the active one, and every one it used before (kept, so switching back
+    costs nothing; each still follows the weights).
+
+    Args:
+        torch_forward: The model's torch forward.
+        source: Describes the model for export (see :class:`GraphSource`).
+    """
+
+    def __init__(
+        self, torch_forward: Callable[[dict[str, Any]], torch.Tensor], source: Callable[[], GraphSource]
+    ) -> None:
+        self._forward, self._source = torch_forward, source
+        self.active: Runtime = TorchRuntime(torch_forward)
+        self._made: dict[tuple[str, str | None], Runtime] = {("torch", None): self.active}
+
+    def use(self, backend: str, cache_dir: str | Path | None = None) -> Runtime:
+        """Make ``backend``'s runtime (graphs cached in ``cache_dir``) the active one and return it.
+
+        Raises:
+            ValueError: an unknown backend.
+            BackendUnavailableError: an ONNX backend without ``onnxruntime`` installed.
+        """
+        key = (backend, None if backend == "torch" or cache_dir is None else str(cache_dir))
+        runtime = self._made.get(key)
+        if runtime is None:
+            runtime = make_runtime(backend, self._forward, self._source, cache_dir)
+            self._made[key] = runtime
+        self.active = runtime
+        return runtime
+
+    def invalidate(self) -> None:
+        """Modules of the model were replaced (see :meth:`Runtime.invalidate`)."""
+        for runtime in self._made.values():
+            runtime.invalidate()
 
 
 def merged_copy(module: nn.Module) -> nn.Module:

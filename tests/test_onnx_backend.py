@@ -292,3 +292,29 @@ def test_speed_bench_times_the_backends_side_by_side(
     assert graphs["cache_mb"] > graphs["onnx"]["graph_mb"] > graphs["onnx-int8"]["graph_mb"] > 0
     assert "route_p50_onnx_le_0.6x_torch_at_12" in results["checks"]
     assert HubRouter.from_pretrained(router_dir).backend == "torch"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_serve_bench_compares_the_backends_in_one_run(router_dir: Path, cmrbench_dir: Path) -> None:
+    from hubroute.serve.loadtest import format_table, run_load_test
+
+    results = run_load_test(
+        router=str(router_dir),
+        data=cmrbench_dir,
+        concurrency=[1, 4],
+        requests=8,
+        top_k=3,
+        backends=["torch", "onnx"],
+    )
+    assert set(results.in_process_backends) == {"torch", "onnx"}
+    assert results.in_process == results.in_process_backends["torch"]
+    assert sorted((level.backend, level.concurrency) for level in results.levels) == [
+        ("onnx", 1), ("onnx", 4), ("torch", 1), ("torch", 4)
+    ]  # fmt: skip
+    assert all(level.failures == 0 and level.requests_per_s > 0 for level in results.levels)
+    table = format_table(results)
+    assert (
+        "| /v1/route, concurrency 4 | onnx |" in table
+        and "| in-process route(), one prompt at a time | onnx |" in table
+    )

@@ -134,6 +134,14 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
         "--requests", type=int, default=200, help="Requests per concurrency level (default: 200)."
     )
     parser.add_argument("--top-k", type=int, default=3, help="top_k of every request (default: 3).")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=BACKENDS,
+        default=["torch"],
+        help="Inference backends compared side by side, one server each, levels alternating (default: torch), "
+        "e.g. --backends torch onnx.",
+    )
     parser.add_argument("--output", default="results/serve_bench.json", help="JSON results file.")
     parser.set_defaults(func=run_bench)  # fmt: skip
 
@@ -144,7 +152,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     results = run_load_test(
         router=args.router, data=args.data, models=args.models, concurrency=args.concurrency,
-        requests=args.requests, top_k=args.top_k,
+        requests=args.requests, top_k=args.top_k, backends=args.backends,
     )  # fmt: skip
     print(format_table(results))
     write_results(results, args.output)

@@ -136,21 +136,34 @@ def test_an_onnx_file_that_comes_with_a_router_is_never_loaded(router_dir: Path,
 
 def test_trained_weights_are_exported_again_and_copies_work(router_dir: Path, cache: Path) -> None:
     router = HubRouter.from_pretrained(router_dir, backend="onnx")
+    reference = HubRouter.from_pretrained(router_dir)
     before = router.encoder.runtime.graph
-    with torch.no_grad():  # what an optimizer step does: the encoder's weights change in place
+    with torch.no_grad():  # weights changed in place, in eval mode
         for param in router.encoder.parameters():
             param.add_(0.05 * torch.randn_like(param))
-    reference = HubRouter.from_pretrained(router_dir)
     reference.encoder.load_state_dict(router.encoder.state_dict())
     vectors = router._encode_queries(PROMPTS)
     after = router.encoder.runtime.graph
     assert after.weights_sha256 != before.weights_sha256 and after.exported
     np.testing.assert_allclose(vectors, reference._encode_queries(PROMPTS), atol=1e-5)
+    # A training loop: train mode, then steps of torch's fused AdamW, which writes the weights without bumping
+    # their version counters; the router, back in eval mode, routes with the new weights.
+    router.train()
+    assert router._encode_queries(PROMPTS[:1]).shape[0] == 1  # training mode always runs torch
+    optimizer = torch.optim.AdamW(router.encoder.parameters(), lr=1e-2, fused=True)
+    for _ in range(2):
+        features = router.encoder.tokenize(PROMPTS)
+        router.encoder(features).pow(2).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    router.eval()
+    reference.encoder.load_state_dict(router.encoder.state_dict())
+    trained = router._encode_queries(PROMPTS)
+    assert router.encoder.runtime.graph.weights_sha256 != after.weights_sha256
+    np.testing.assert_allclose(trained, reference._encode_queries(PROMPTS), atol=1e-5)
     clone = copy.deepcopy(router)  # a copy hashes its own weights and finds their graph in the cache
-    np.testing.assert_allclose(clone._encode_queries(PROMPTS), vectors, atol=1e-6)
+    np.testing.assert_allclose(clone._encode_queries(PROMPTS), trained, atol=1e-6)
     assert clone.encoder.runtime.graph.exported is False
-    router.train()  # training mode always runs torch
-    assert router.encoder.training and router._encode_queries(PROMPTS[:1]).shape[0] == 1
 
 
 def test_a_lora_encoder_exports_merged(tiny_encoder_path: Path, tmp_path: Path, cache: Path) -> None:
@@ -318,3 +331,26 @@ def test_serve_bench_compares_the_backends_in_one_run(router_dir: Path, cmrbench
         "| /v1/route, concurrency 4 | onnx |" in table
         and "| in-process route(), one prompt at a time | onnx |" in table
     )
+
+
+@pytest.mark.slow
+def test_cmrbench_evaluates_the_same_trained_routers_on_each_backend(small_bench, tiny_config) -> None:
+    from hubroute import CARvEConfig
+    from hubroute.bench.runner import format_table, run_cmrbench
+
+    config = CARvEConfig(num_train_epochs=1, per_device_train_batch_size=16, output_dir="unused", seed=0)
+    results = run_cmrbench(
+        small_bench, methods=["carve", "bm25"], config=config, router_config=tiny_config, show_progress=False,
+        backends=["torch", "onnx", "onnx-int8"],
+    )  # fmt: skip
+    assert list(results) == ["carve", "carve@onnx", "carve@onnx-int8", "bm25"]
+    onnx = results["carve@onnx"]
+    final = onnx["agreement"]["final"]
+    assert final["prompts"] == sum(len(e.test) for e in small_bench) and final["top5_identical"] >= 0.99
+    assert onnx["agreement"]["every_evaluation"]["prompts"] > final["prompts"]
+    for key in ("M_acc", "F_acc", "D_acc", "M_at5"):
+        assert onnx[key] == pytest.approx(results["carve"][key], abs=0.5), key
+    # The encoder was fine-tuned by each experience: each one's graph was exported then.
+    assert [t["exported"] for t in onnx["wall_time_s"]["per_experience"][0]] == [1.0] * len(small_bench)
+    table = format_table(results)
+    assert "| carve@onnx |" in table and "carve@onnx-int8: the same top-5 as torch" in table

@@ -246,6 +246,13 @@ class PromptEncoder(nn.Module):
         return out
 
     # -- inference backend ---------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> PromptEncoder:
+        """Set training mode (``nn.Module.train``); entering it tells the inference backend that the weights
+        may change, so its next call checks them (and exports the graph of new weights)."""
+        if mode:
+            self._backends.invalidate()
+        return super().train(mode)
+
     @property
     def backend(self) -> str:
         """The backend :meth:`infer` runs on: ``"torch"`` (default), ``"onnx"`` or ``"onnx-int8"``."""

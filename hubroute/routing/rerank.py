@@ -158,6 +158,13 @@ class Reranker(nn.Module):
         return self.backbone(**features).logits[:, 0]
 
     # -- inference backend ---------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Reranker:
+        """Set training mode (``nn.Module.train``); entering it tells the inference backend that the weights
+        may change, so its next call checks them (and exports the graph of new weights)."""
+        if mode:
+            self._backends.invalidate()
+        return super().train(mode)
+
     @property
     def backend(self) -> str:
         """The backend :meth:`score` runs on: ``"torch"`` (default), ``"onnx"`` or ``"onnx-int8"``."""

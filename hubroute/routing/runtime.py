@@ -21,10 +21,13 @@ graph (architecture, pooling, torch version, opset, variant). Each entry holds `
 every load, on the very bytes handed to ONNX Runtime; a damaged or swapped entry is exported again. A
 freshly exported fp32 graph is checked against the torch module on an example batch before it is used.
 
-**Weights that change.** The runtime watches its module's parameters: after training (an in-place change)
-the next call hashes the weights again and, if they differ, exports (or finds in the cache) the graph of the
-new weights. A fine-tuned backbone and a LoRA adapter (merged into a copy of the backbone for the export)
-are exported the same way.
+**Weights that change.** The first inference call after the model was put in training mode (``train()``,
+which every training loop calls) or after one of its parameters was changed in place under autograd's version
+counter hashes the weights again and, if they differ, exports (or finds in the cache) the graph of the new
+weights. Optimizers that write the weights without bumping that counter (torch's fused AdamW) are covered by
+the first rule; after changing weights any other way, call ``set_backend`` again, which checks them on the next
+call. A fine-tuned backbone and a LoRA adapter (merged into a copy of the backbone for the export) are
+exported the same way.
 """
 
 from __future__ import annotations
@@ -413,8 +416,9 @@ class Runtime(ABC):
         """Return the model's output ``[batch, ...]`` (float32) for the tokenizer's ``features``."""
 
     def invalidate(self) -> None:
-        """Say that modules of the model were replaced (e.g. a LoRA adapter attached): the next call checks
-        its weights again (nothing to do for torch, which runs the modules as they are)."""
+        """Say that the model's weights may have changed (it was put in training mode, a LoRA adapter was
+        attached): the next call checks them again (nothing to do for torch, which runs the modules as they
+        are)."""
         return None
 
 
@@ -570,11 +574,14 @@ class Backends:
         if runtime is None:
             runtime = make_runtime(backend, self._forward, self._source, cache_dir)
             self._made[key] = runtime
+        elif runtime is not self.active:
+            runtime.invalidate()  # taken up again: its weights are checked on the next call
         self.active = runtime
         return runtime
 
     def invalidate(self) -> None:
-        """Modules of the model were replaced (see :meth:`Runtime.invalidate`)."""
+        """The model's weights may change without notice, e.g. it was put in training mode, or modules of it
+        were replaced (see :meth:`Runtime.invalidate`)."""
         for runtime in self._made.values():
             runtime.invalidate()
 

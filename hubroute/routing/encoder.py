@@ -27,7 +27,7 @@ from torch import nn
 
 from .._utils.validation import check_batch_size, check_scalar_fields
 from .integrity import check_max_length, position_limit
-from .runtime import Backends, GraphSource, Runtime, graph_description, merged_copy
+from .runtime import BackendModule, Backends, GraphSource, graph_description, merged_copy
 
 __all__ = ["DEFAULT_ENCODER", "EncoderConfig", "PromptEncoder", "bundled_encoder_path", "encoder_token_limit"]
 
@@ -137,11 +137,12 @@ class _EncoderGraph(nn.Module):
         return embedding
 
 
-class PromptEncoder(nn.Module):
+class PromptEncoder(BackendModule):
     """Wraps a :class:`~sentence_transformers.SentenceTransformer` as a plain ``nn.Module``.
 
     ``forward`` maps tokenised features to pooled, *unnormalised* vectors so that gradients reach the
-    backbone during fine-tuning; :meth:`encode` is the batched, no-grad path used for routing.
+    backbone during fine-tuning; :meth:`encode` is the batched, no-grad torch path training uses; :meth:`infer`
+    is the one routing uses, on the inference backend (``set_backend``: torch, ``"onnx"``, ``"onnx-int8"``).
 
     Args:
         config: How the encoder was built; saved with the router.
@@ -246,41 +247,6 @@ class PromptEncoder(nn.Module):
         return out
 
     # -- inference backend ---------------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> PromptEncoder:
-        """Set training mode (``nn.Module.train``); entering it tells the inference backend that the weights
-        may change, so its next call checks them (and exports the graph of new weights)."""
-        if mode:
-            self._backends.invalidate()
-        return super().train(mode)
-
-    @property
-    def backend(self) -> str:
-        """The backend :meth:`infer` runs on: ``"torch"`` (default), ``"onnx"`` or ``"onnx-int8"``."""
-        return self._backends.active.backend
-
-    @property
-    def runtime(self) -> Runtime:
-        """The inference runtime (an ONNX one tells its cached graph in ``runtime.graph``)."""
-        return self._backends.active
-
-    def set_backend(self, backend: str = "torch", *, cache_dir: str | Path | None = None) -> None:
-        """Run :meth:`infer` on ``backend``; training (:meth:`forward`, :meth:`encode`) always runs torch.
-
-        An ONNX backend exports the encoder (pooling and normalisation included) from its current weights, or
-        finds that export in the cache, now; see :mod:`hubroute.routing.runtime`. A backend used before is
-        taken up again at no cost (it still follows the weights).
-
-        Args:
-            backend: ``"torch"``, ``"onnx"`` (fp32) or ``"onnx-int8"`` (int8 weights).
-            cache_dir: Where ONNX graphs are cached (default: ``$HUBROUTE_CACHE/onnx`` or
-                ``~/.cache/hubroute/onnx``).
-
-        Raises:
-            ValueError: an unknown backend.
-            BackendUnavailableError: an ONNX backend without onnxruntime (``pip install 'hubroute[onnx]'``).
-        """
-        self._backends.use(backend, cache_dir)
-
     def graph_source(self) -> GraphSource:
         """What exporting this encoder to ONNX needs (see :class:`~hubroute.routing.runtime.GraphSource`)."""
         example = self.tokenize(_TRACE_EXAMPLE[:1])

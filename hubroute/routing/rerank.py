@@ -26,7 +26,7 @@ from torch import nn
 
 from .._utils.validation import check_batch_size
 from .encoder import DEFAULT_ENCODER, bundled_encoder_path
-from .runtime import Backends, GraphSource, Runtime, graph_description, merged_copy
+from .runtime import BackendModule, Backends, GraphSource, graph_description, merged_copy
 
 __all__ = ["DEFAULT_RERANK_TOP_K", "RERANKER_DIR", "Reranker", "fuse_scores"]
 
@@ -90,7 +90,7 @@ class _RerankGraph(nn.Module):
         return logits
 
 
-class Reranker(nn.Module):
+class Reranker(BackendModule):
     """A cross-encoder scoring ``(prompt, card document)`` pairs: higher means a better match.
 
     Args:
@@ -158,33 +158,6 @@ class Reranker(nn.Module):
         return self.backbone(**features).logits[:, 0]
 
     # -- inference backend ---------------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> Reranker:
-        """Set training mode (``nn.Module.train``); entering it tells the inference backend that the weights
-        may change, so its next call checks them (and exports the graph of new weights)."""
-        if mode:
-            self._backends.invalidate()
-        return super().train(mode)
-
-    @property
-    def backend(self) -> str:
-        """The backend :meth:`score` runs on: ``"torch"`` (default), ``"onnx"`` or ``"onnx-int8"``."""
-        return self._backends.active.backend
-
-    @property
-    def runtime(self) -> Runtime:
-        """The inference runtime (an ONNX one tells its cached graph in ``runtime.graph``)."""
-        return self._backends.active
-
-    def set_backend(self, backend: str = "torch", *, cache_dir: str | Path | None = None) -> None:
-        """Run :meth:`score` on ``backend`` (training always runs torch); see
-        :meth:`PromptEncoder.set_backend <hubroute.routing.encoder.PromptEncoder.set_backend>`.
-
-        Raises:
-            ValueError: an unknown backend.
-            BackendUnavailableError: an ONNX backend without onnxruntime (``pip install 'hubroute[onnx]'``).
-        """
-        self._backends.use(backend, cache_dir)
-
     def graph_source(self) -> GraphSource:
         """What exporting this cross-encoder to ONNX needs (see :class:`~hubroute.routing.runtime.GraphSource`)."""
         names = tuple(self.tokenize(["a"], ["b"]))

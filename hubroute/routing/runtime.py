@@ -45,7 +45,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -66,6 +66,7 @@ __all__ = [
     "check_backend",
     "make_runtime",
     "Backends",
+    "BackendModule",
     "merged_copy",
     "onnx_cache_dir",
     "weights_digest",
@@ -584,6 +585,55 @@ class Backends:
         were replaced (see :meth:`Runtime.invalidate`)."""
         for runtime in self._made.values():
             runtime.invalidate()
+
+
+_M = TypeVar("_M", bound="BackendModule")
+
+
+class BackendModule(nn.Module):
+    """A model with an inference backend (the prompt encoder, the re-ranker): its inference calls run on
+    :attr:`runtime`; its training runs the torch module. Subclasses set ``self._backends`` in ``__init__``
+    and describe their export in :meth:`graph_source`."""
+
+    _backends: Backends
+
+    def graph_source(self) -> GraphSource:
+        """What exporting this model to ONNX needs."""
+        raise NotImplementedError
+
+    def train(self: _M, mode: bool = True) -> _M:
+        """Set training mode (``nn.Module.train``); entering it tells the inference backend that the weights
+        may change, so its next call checks them (and exports the graph of new weights)."""
+        if mode:
+            self._backends.invalidate()
+        return super().train(mode)
+
+    @property
+    def backend(self) -> str:
+        """The inference backend: ``"torch"`` (default), ``"onnx"`` or ``"onnx-int8"``."""
+        return self._backends.active.backend
+
+    @property
+    def runtime(self) -> Runtime:
+        """The inference runtime (an ONNX one tells its cached graph in ``runtime.graph``)."""
+        return self._backends.active
+
+    def set_backend(self, backend: str = "torch", *, cache_dir: str | Path | None = None) -> None:
+        """Run inference on ``backend``; training always runs torch.
+
+        An ONNX backend exports the model from its current weights, or finds that export in the cache, now
+        (see the module's description). A backend used before is taken up again at no cost (it still follows
+        the weights).
+
+        Args:
+            backend: ``"torch"``, ``"onnx"`` (fp32) or ``"onnx-int8"`` (int8 weights).
+            cache_dir: Where ONNX graphs are cached (default: :func:`onnx_cache_dir`).
+
+        Raises:
+            ValueError: an unknown backend.
+            BackendUnavailableError: an ONNX backend without onnxruntime (``pip install 'hubroute[onnx]'``).
+        """
+        self._backends.use(backend, cache_dir)
 
 
 def merged_copy(module: nn.Module) -> nn.Module:

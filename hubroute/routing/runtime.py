@@ -25,8 +25,8 @@ freshly exported fp32 graph is checked against the torch module on an example ba
 which every training loop calls) or after one of its parameters was changed in place under autograd's version
 counter hashes the weights again and, if they differ, exports (or finds in the cache) the graph of the new
 weights. Optimizers that write the weights without bumping that counter (torch's fused AdamW) are covered by
-the first rule; after changing weights any other way, call ``set_backend`` again, which checks them on the next
-call. A fine-tuned backbone and a LoRA adapter (merged into a copy of the backbone for the export) are
+the first rule; after changing weights any other way, call ``runtime.invalidate()`` (e.g.
+``router.encoder.runtime.invalidate()``), and the next call checks them. A fine-tuned backbone and a LoRA adapter (merged into a copy of the backbone for the export) are
 exported the same way.
 """
 
@@ -575,8 +575,6 @@ class Backends:
         if runtime is None:
             runtime = make_runtime(backend, self._forward, self._source, cache_dir)
             self._made[key] = runtime
-        elif runtime is not self.active:
-            runtime.invalidate()  # taken up again: its weights are checked on the next call
         self.active = runtime
         return runtime
 

@@ -354,3 +354,19 @@ def test_cmrbench_evaluates_the_same_trained_routers_on_each_backend(small_bench
     assert [t["exported"] for t in onnx["wall_time_s"]["per_experience"][0]] == [1.0] * len(small_bench)
     table = format_table(results)
     assert "| carve@onnx |" in table and "carve@onnx-int8: the same top-5 as torch" in table
+
+
+def test_inference_encodes_prompts_in_chunks_of_similar_lengths(router_dir: Path) -> None:
+    from hubroute.routing.encoder import length_chunks
+
+    texts = ["hi"] * 5 + ["a medium prompt " * 6] * 3 + ["long " * 300] + ["x" * 40] * 70
+    chunks = length_chunks(texts, batch_size=32, max_length=256)
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(texts)))
+    assert all(len(chunk) <= 32 for chunk in chunks)
+    assert [8] in chunks  # the one long prompt pads nothing else
+    assert not any(
+        {0, 1, 2, 3, 4} & set(c) and {5, 6, 7} & set(c) for c in chunks
+    )  # nor are "hi"s to the medium
+    router = HubRouter.from_pretrained(router_dir)  # chunked or alone, a prompt gets the same vector
+    alone = np.concatenate([router._encode_queries([t]) for t in texts[:10]])
+    np.testing.assert_allclose(router._encode_queries(texts[:10]), alone, atol=1e-5)

@@ -29,7 +29,14 @@ from .._utils.validation import check_batch_size, check_scalar_fields
 from .integrity import check_max_length, position_limit
 from .runtime import BackendModule, Backends, GraphSource, graph_description, merged_copy
 
-__all__ = ["DEFAULT_ENCODER", "EncoderConfig", "PromptEncoder", "bundled_encoder_path", "encoder_token_limit"]
+__all__ = [
+    "DEFAULT_ENCODER",
+    "EncoderConfig",
+    "PromptEncoder",
+    "bundled_encoder_path",
+    "encoder_token_limit",
+    "length_chunks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +119,42 @@ def _load_sentence_transformer(source: str | Path, config: EncoderConfig) -> Any
         model[pooling_index] = Pooling(dim, config.pooling)
     model.max_seq_length = config.max_length
     return model
+
+
+_CHUNK_TOKENS = 4096
+"""Padded tokens (estimated) per forward pass of :meth:`PromptEncoder.infer`."""
+
+
+def length_chunks(texts: Sequence[str], batch_size: int, max_length: int) -> list[list[int]]:
+    """Split ``texts`` into chunks of positions of similar lengths, for padded forward passes.
+
+    Texts are sorted by their estimated token count (characters / 4, at most ``max_length``); a chunk takes the
+    next text while it holds fewer than ``batch_size`` texts, the text is at most twice (plus 8 tokens) as long
+    as the chunk's shortest, and the chunk's padded size stays within about 4,096 tokens.
+
+    Args:
+        texts: The texts.
+        batch_size: Most texts per chunk.
+        max_length: Tokens a text is truncated to.
+
+    Returns:
+        The chunks, as lists of positions in ``texts``, shortest texts first.
+    """
+    lengths = [min(max_length, len(t) // 4 + 2) for t in texts]
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
+    chunks: list[list[int]] = []
+    for i in order:
+        chunk = chunks[-1] if chunks else None
+        if (
+            chunk is None
+            or len(chunk) >= batch_size
+            or lengths[i] > 2 * lengths[chunk[0]] + 8
+            or (len(chunk) + 1) * lengths[i] > _CHUNK_TOKENS
+        ):
+            chunks.append([i])
+        else:
+            chunk.append(i)
+    return chunks
 
 
 _TRACE_EXAMPLE = [
@@ -274,27 +317,27 @@ class PromptEncoder(BackendModule):
     def infer(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Encode texts for inference, on the :attr:`backend`: pooled vectors ``[n, dim]``, float32.
 
-        Up to ``batch_size`` texts go through one tokenise + forward; more are encoded in length-sorted
-        batches. The encoder is used as it is (call ``eval()`` first: routers loaded with ``from_pretrained``
-        are in eval mode); no gradients are kept.
+        Texts are sorted by length and encoded in chunks of similar lengths (:func:`length_chunks`: at most
+        ``batch_size`` texts, at most twice as long as the chunk's shortest, about 4,096 padded tokens), so
+        that a batch with a few long prompts does not pad every short one to their length. The encoder is used
+        as it is (call ``eval()`` first: routers loaded with ``from_pretrained`` are in eval mode); no gradients
+        are kept.
 
         Args:
             texts: The texts.
-            batch_size: Texts per forward pass.
+            batch_size: Most texts per forward pass.
 
         Raises:
             ValueError: ``batch_size`` is not a positive integer.
         """
         check_batch_size(batch_size)
         runtime = self._backends.active
-        if len(texts) <= batch_size:
+        if len(texts) <= 1:
             if not len(texts):
                 return np.empty((0, self.dim), dtype=np.float32)
             return runtime(self.tokenize(list(texts)))
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in length_chunks(texts, batch_size, self.config.max_length):
             out[idx] = runtime(self.tokenize([texts[i] for i in idx]))
         return out
 

@@ -439,9 +439,9 @@ class HubRouter(
     def _encode_queries(self, prompts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Return ``[n, embedding_dim]`` normalised prompt vectors (the routing hot path).
 
-        A router in eval mode encodes on its :attr:`backend` (:meth:`PromptEncoder.infer`: up to
-        ``batch_size`` prompts in one tokenise + forward, more in length-sorted batches); an encoder in
-        training mode is run by torch (:meth:`PromptEncoder.encode`).
+        A router in eval mode encodes on its :attr:`backend` (:meth:`PromptEncoder.infer`: chunks of prompts of
+        similar lengths, at most ``batch_size`` each); an encoder in training mode is run by torch
+        (:meth:`PromptEncoder.encode`).
         """
         encoder = self.encoder
         check_batch_size(batch_size)

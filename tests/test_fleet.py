@@ -46,6 +46,7 @@ def tiny_router(encoder: Path) -> HubRouter:
     router.add_models(
         [ModelRecord(f"org/model-{i}", f"family-{i}", DOMAINS[i % 3], f"Model {i} card.") for i in range(9)]
     )
+    router.encoder.fine_tuned = True  # ships the (tiny) encoder weights, so a pushed router loads anywhere
     return router
 
 

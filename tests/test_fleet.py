@@ -181,7 +181,9 @@ def test_every_replica_commits_to_one_dataset_and_update_learns_each_row_once(
         files[0]: len(rows) // 2,
         files[1]: len(rows) - len(rows) // 2,
     }
-    assert hits(updated, rows) >= 0.75 * len(rows) > hits(HubRouter.from_pretrained(tmp_path / "before"), rows)
+    assert (
+        hits(updated, rows) >= 0.75 * len(rows) > hits(HubRouter.from_pretrained(tmp_path / "before"), rows)
+    )
     capsys.readouterr()
     assert main(argv) == 0 and "Nothing new" in capsys.readouterr().out
 

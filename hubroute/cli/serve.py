@@ -126,8 +126,18 @@ def _register_fleet(parser: argparse.ArgumentParser) -> None:
         help="Candidate revision (tag, branch or commit of --router, or a router folder) that also routes a "
         "sampled share of live prompts, off the request path; agreement and feedback accuracy go to /metrics.",
     )
-    parser.add_argument("--shadow-sample", type=float, default=1.0, metavar="SHARE",
-                        help="Share of live prompts the shadow revision routes too (default: 1).")  # fmt: skip
+    parser.add_argument(
+        "--shadow-sample",
+        type=float,
+        default=1.0,
+        metavar="SHARE",
+        help="Share of live prompts the shadow revision routes too (default: 1).",
+    )
+    parser.add_argument(
+        "--shadow-batch", type=int, default=8, help="Prompts per shadow routing call (default: 8)."
+    )
+    parser.add_argument("--shadow-wait", type=float, default=1.0, metavar="SECONDS",
+                        help="Longest wait for a shadow batch to fill (default: 1).")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
         feedback_max_row_bytes=args.feedback_max_row_bytes, feedback_max_bytes=args.feedback_max_bytes,
         feedback_repo=args.feedback_repo, feedback_replica=replica if args.feedback_repo else None,
         feedback_dir=args.feedback_dir, feedback_every=args.feedback_every,
-        shadow_revision=args.shadow_revision, shadow_sample=args.shadow_sample,
+        shadow_revision=args.shadow_revision, shadow_sample=args.shadow_sample, shadow_batch=args.shadow_batch,
+        shadow_wait=args.shadow_wait,
     )  # fmt: skip
     app = create_app(config=config)
     print(
@@ -191,6 +202,15 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--top-k", type=int, default=3, help="top_k of every request (default: 3).")
     parser.add_argument("--output", default="results/serve_bench.json", help="JSON results file.")
+    parser.add_argument(
+        "--shadow",
+        action="store_true",
+        help="Also serve a copy of the router as a shadow revision (every prompt shadowed) on a second server, "
+        "interleaved with the plain one, and compare their latencies.",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="Interleaved rounds per level with --shadow (default: 3)."
+    )
     parser.set_defaults(func=run_bench)  # fmt: skip
 
 
@@ -200,7 +220,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     results = run_load_test(
         router=args.router, data=args.data, models=args.models, concurrency=args.concurrency,
-        requests=args.requests, top_k=args.top_k,
+        requests=args.requests, top_k=args.top_k, shadow=args.shadow, rounds=args.rounds,
     )  # fmt: skip
     print(format_table(results))
     write_results(results, args.output)

@@ -163,7 +163,7 @@ def create_app(
             state.shadow = ShadowEvaluator(
                 shadow_holder, shadow_holder.metrics, routing_thread, lambda: state.batcher.pending,
                 sample=config.shadow_sample, queue_size=config.shadow_queue, batch=config.shadow_batch,
-                memory=config.shadow_memory,
+                wait=config.shadow_wait, memory=config.shadow_memory,
             )  # fmt: skip
             tasks.append(asyncio.create_task(state.shadow.run(), name="hubroute-shadow"))
             source, revision = _shadow_source(config)

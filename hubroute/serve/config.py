@@ -66,6 +66,8 @@ class ServeConfig:
         shadow_sample: Share of live prompts routed by the shadow revision too (0 to 1).
         shadow_queue: Most prompts waiting for the shadow revision; more are dropped (and counted).
         shadow_batch: Most prompts per shadow routing call (a live request waits at most one such call).
+        shadow_wait: Longest wait, in seconds, for a shadow batch to fill (the candidate runs once per
+            ``shadow_batch`` prompts at low load, rather than between every two requests).
         shadow_memory: Shadowed prompts remembered, so that later feedback on them scores both revisions.
     """
 
@@ -99,6 +101,7 @@ class ServeConfig:
     shadow_sample: float = 1.0
     shadow_queue: int = 1024
     shadow_batch: int = 8
+    shadow_wait: float = 1.0
     shadow_memory: int = 10_000
 
     def __post_init__(self) -> None:
@@ -149,5 +152,7 @@ class ServeConfig:
             raise ValueError(
                 f"--feedback-replica must be 1-64 letters, digits, '.', '_' or '-', got {self.feedback_replica!r}."
             )
+        if not (0 <= self.shadow_wait < math.inf):
+            raise ValueError(f"ServeConfig.shadow_wait must be >= 0 seconds, got {self.shadow_wait!r}.")
         if not (0 < self.shadow_sample <= 1):
             raise ValueError(f"ServeConfig.shadow_sample must be in (0, 1], got {self.shadow_sample!r}.")

@@ -137,6 +137,8 @@ class ShadowEvaluator:
         sample: Share of live prompts shadowed.
         queue_size: Most prompts waiting; more are dropped.
         batch: Most prompts per candidate ``route()`` call.
+        wait: Longest wait for a batch to fill (so the candidate runs once per ``batch`` prompts, not once per
+            prompt: at low load a live request waits behind a shadow call only once per batch).
         memory: Shadowed prompts remembered for later feedback (oldest forgotten first).
         seed: Seed of the sampling.
     """
@@ -151,11 +153,15 @@ class ShadowEvaluator:
         sample: float = 1.0,
         queue_size: int = 1024,
         batch: int = 8,
+        wait: float = 1.0,
         memory: int = 10_000,
         seed: int | None = None,
     ) -> None:
         self.holder, self.metrics, self.executor, self.live_pending = holder, metrics, executor, live_pending
-        self.sample, self.batch, self.memory = sample, batch, memory
+        self.sample, self.batch, self.wait, self.memory = sample, batch, wait, memory
+        self._early: OrderedDict[str, ModelRecord] = (
+            OrderedDict()
+        )  # feedback that came before the shadow call
         self._queue: asyncio.Queue[_Sample] = asyncio.Queue(maxsize=queue_size)
         self._carry: deque[_Sample] = deque()
         self._seen: OrderedDict[str, tuple[RouteResult | None, RouteResult | None, str, str]] = OrderedDict()
@@ -185,21 +191,25 @@ class ShadowEvaluator:
 
     # -- the worker ------------------------------------------------------------------------------------------
     async def _next_batch(self) -> list[_Sample]:
+        """Up to ``batch`` samples with the options of the first, waiting at most ``wait`` seconds for them."""
+        loop = asyncio.get_running_loop()
         first = self._carry.popleft() if self._carry else await self._queue.get()
-        batch = [first]
-        while len(batch) < self.batch:
-            if self._carry:
-                item = self._carry.popleft()
-            elif not self._queue.empty():
-                item = self._queue.get_nowait()
-            else:
+        batch: list[_Sample] = [first]
+        others: deque[_Sample] = deque()
+        while self._carry and len(batch) < self.batch:
+            item = self._carry.popleft()
+            (batch if item.key == first.key else others).append(item)
+        deadline = loop.time() + self.wait
+        while len(batch) < self.batch and len(others) <= self.batch:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 break
-            if item.key != first.key:
-                self._carry.append(item)  # routed with its own options in a later batch
-                if len(self._carry) > self.batch:
-                    break
-                continue
-            batch.append(item)
+            try:
+                item = await asyncio.wait_for(self._queue.get(), remaining)
+            except asyncio.TimeoutError:
+                break
+            (batch if item.key == first.key else others).append(item)
+        self._carry.extendleft(reversed(others))  # routed with their own options in a later batch
         return batch
 
     async def run(self) -> None:
@@ -235,16 +245,24 @@ class ShadowEvaluator:
         while len(self._seen) > self.memory:
             self._seen.popitem(last=False)
         self.done += 1
+        early = self._early.pop(sample.prompt, None)
+        if early is not None:
+            self.on_feedback(sample.prompt, early)
 
     # -- feedback --------------------------------------------------------------------------------------------
     def on_feedback(self, prompt: str, record: ModelRecord) -> bool:
         """Score both revisions on a shadowed ``prompt`` that received feedback naming ``record``'s model.
 
         Returns:
-            Whether the prompt had been shadowed (and was scored; each prompt is scored once).
+            Whether the prompt had been shadowed (and was scored; each prompt is scored once). A prompt still
+            waiting for the candidate is scored when the candidate has routed it.
         """
         seen = self._seen.pop(prompt, None)
         if seen is None:
+            if self.queued:  # it may still wait for the candidate: scored once it is routed
+                self._early[prompt] = record
+                while len(self._early) > self.memory:
+                    self._early.popitem(last=False)
             return False
         served, candidate, serving, revision = seen
         self.metrics.feedback.labels(serving, revision).inc()

@@ -15,8 +15,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,7 +28,7 @@ import httpx
 
 from ..routing.registry import ModelRecord
 from ..routing.router import HubRouter
-from ..testing.server import free_port
+from ..testing.server import ServeProcess, free_port
 
 __all__ = [
     "LevelResult",
@@ -222,25 +220,8 @@ def _batch_stats(url: str) -> tuple[float, float]:
     return values["count"], values["sum"]
 
 
-def _start_server(router_dir: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "hubroute.cli.main", "serve", "--router", router_dir, "--port", str(port),
-               "--log-level", "warning", *extra]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ)
-    )
-    stop = time.monotonic() + 300
-    while time.monotonic() < stop:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"hubroute serve exited: {(process.stderr.read() if process.stderr else b'').decode()}"
-            )
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("hubroute serve did not start within 300 s.")
+def _start_server(router_dir: str, port: int, *extra: str) -> ServeProcess:
+    return ServeProcess(["--router", router_dir, *extra], port=port).launch().wait(300)
 
 
 def run_load_test(
@@ -306,8 +287,7 @@ def run_load_test(
                     result.mean_batch_prompts = (routed - prompts_before) / max(batches - batches_before, 1)
                     levels.append(result)
         finally:
-            process.terminate()
-            process.wait(30)
+            process.stop(30)
     checks = {**_checks(in_process, levels), **extra.pop("checks", {})}
     results = LoadTestResults(
         name, local.num_models, len(prompts), top_k, in_process, levels, checks, _machine()
@@ -323,7 +303,8 @@ def _shadow_levels(
     """Each level on the plain server and on one shadowing every prompt, alternated ``rounds`` times."""
     import shutil
 
-    candidate = shutil.copytree(router_dir, Path(scratch) / "candidate")  # another revision, same cost
+    # Another revision of the same cost: a copy (new modification times, so another fingerprint).
+    candidate = shutil.copytree(router_dir, Path(scratch) / "candidate", copy_function=shutil.copyfile)
     port = free_port()
     process = _start_server(router_dir, port, "--shadow-revision", str(candidate), "--shadow-sample", "1")
     shadow_url = f"http://127.0.0.1:{port}"
@@ -341,8 +322,7 @@ def _shadow_levels(
             shadowed.append(_level(level, *pooled["shadow"]))
         counts = _shadow_counts(shadow_url)
     finally:
-        process.terminate()
-        process.wait(30)
+        process.stop(30)
     checks: dict[str, Any] = {}
     for a, b in zip(plain, shadowed):
         if a.concurrency == 1:

@@ -12,10 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from factories import FLEET_TRAINING, fleet_router, fleet_rows
 from huggingface_hub import HfApi
 from prometheus_client.parser import text_string_to_metric_families
 
-from hubroute import EncoderConfig, HubRouter, ModelRecord, RouterConfig
+from hubroute import HubRouter
 from hubroute.cli.main import main
 from hubroute.serve import ServeConfig, create_app
 from hubroute.serve.promote import PromoteThresholds, promote
@@ -23,35 +24,15 @@ from hubroute.testing.server import BackgroundServer
 
 pytestmark = pytest.mark.timeout(300)
 
-DOMAINS = [
-    "Audio Automatic Speech Recognition",
-    "Computer Vision Object Detection",
-    "Natural Language Processing Translation",
-]
-FED = {
-    "org/model-1": ["transcribe the podcast episode {}", "turn this voice memo {} into text"],
-    "org/model-5": ["find every car in street photo {}", "draw boxes around the dogs in image {}"],
-    "org/model-6": ["translate letter {} into German", "put this French paragraph {} in English"],
-}
-TRAINING = {
-    "num_candidates": 6,
-    "embedding_learning_rate": 0.01,
-    "num_train_epochs": 20,
-    "logging_steps": 1000,
-}
+TRAINING = FLEET_TRAINING
 
 
 def tiny_router(encoder: Path) -> HubRouter:
-    router = HubRouter(RouterConfig(encoder=EncoderConfig(str(encoder), max_length=64)))
-    router.add_models(
-        [ModelRecord(f"org/model-{i}", f"family-{i}", DOMAINS[i % 3], f"Model {i} card.") for i in range(9)]
-    )
-    router.encoder.fine_tuned = True  # ships the (tiny) encoder weights, so a pushed router loads anywhere
-    return router
+    return fleet_router(encoder)
 
 
 def fed_rows(numbers: range = range(3)) -> list[tuple[str, str]]:
-    return [(t.format(k), model) for model, templates in FED.items() for t in templates for k in numbers]
+    return fleet_rows(numbers)
 
 
 def fed_candidate(router: HubRouter, rows: list[tuple[str, str]]) -> HubRouter:

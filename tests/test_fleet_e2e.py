@@ -13,10 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from factories import FLEET_TRAINING, fleet_router, fleet_rows
 from huggingface_hub import HfApi
 from openai import OpenAI
 
-from hubroute import EncoderConfig, HubRouter, ModelRecord, RouterConfig
+from hubroute import HubRouter
 from hubroute.cli.main import main
 from hubroute.serve.promote import read_shadow
 from hubroute.testing.fake_provider import FakeProvider
@@ -25,35 +26,16 @@ from hubroute.testing.server import ServeProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-DOMAINS = [
-    "Audio Automatic Speech Recognition",
-    "Computer Vision Object Detection",
-    "Natural Language Processing Translation",
-]
-FED = {
-    "org/model-1": ["transcribe the podcast episode {}", "turn this voice memo {} into text"],
-    "org/model-5": ["find every car in street photo {}", "draw boxes around the dogs in image {}"],
-    "org/model-6": ["translate letter {} into German", "put this French paragraph {} in English"],
-}
-TRAINING = {
-    "num_candidates": 6,
-    "embedding_learning_rate": 0.02,
-    "num_train_epochs": 30,
-    "logging_steps": 1000,
-}
+TRAINING = FLEET_TRAINING
 WATCH = 1.0
 
 
 def fed_rows(numbers: range = range(3)) -> list[tuple[str, str]]:
-    return [(t.format(k), model) for model, templates in FED.items() for t in templates for k in numbers]
+    return fleet_rows(numbers)
 
 
 def push_tiny_router(encoder: Path, repo: str, token: str) -> HubRouter:
-    router = HubRouter(RouterConfig(encoder=EncoderConfig(str(encoder), max_length=64)))
-    router.add_models(
-        [ModelRecord(f"org/model-{i}", f"family-{i}", DOMAINS[i % 3], f"Model {i} card.") for i in range(9)]
-    )
-    router.encoder.fine_tuned = True  # ships the tiny encoder: the replicas load it from the Hub
+    router = fleet_router(encoder)  # ships the tiny encoder: the replicas load it from the Hub
     router.push_to_hub(repo, token=token, tag="serving")
     return router
 

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..bench.process import peak_rss_mb
 from ..routing.registry import ModelRecord
 from ..routing.router import HubRouter
 from ..testing.server import ServeProcess, free_port
@@ -256,6 +257,7 @@ def run_load_test(
         FileNotFoundError: no CMRBench files (and no router), or the router folder does not exist.
         RuntimeError: the server did not start.
     """
+    started = time.perf_counter()
     prompts = cmrbench_prompts(data, requests)
     with tempfile.TemporaryDirectory(prefix="hubroute-bench-serve-") as scratch:
         if router is None:
@@ -278,6 +280,7 @@ def run_load_test(
                 extra = _shadow_levels(
                     router_dir, scratch, url, prompts, concurrency, requests, top_k, rounds
                 )
+                extra["plain_server_peak_mb"] = process.peak_rss_mb() or 0.0
                 levels = extra.pop("plain")
             else:
                 for level in concurrency:
@@ -289,8 +292,9 @@ def run_load_test(
         finally:
             process.stop(30)
     checks = {**_checks(in_process, levels), **extra.pop("checks", {})}
+    machine = {**_machine(), "wall_s": round(time.perf_counter() - started, 1), "peak_mb": peak_rss_mb()}
     results = LoadTestResults(
-        name, local.num_models, len(prompts), top_k, in_process, levels, checks, _machine()
+        name, local.num_models, len(prompts), top_k, in_process, levels, checks, machine
     )
     results.shadow = extra
     return results
@@ -321,6 +325,7 @@ def _shadow_levels(
             plain.append(_level(level, *pooled["plain"]))
             shadowed.append(_level(level, *pooled["shadow"]))
         counts = _shadow_counts(shadow_url)
+        counts["shadow_server_peak_mb"] = process.peak_rss_mb() or 0.0
     finally:
         process.stop(30)
     checks: dict[str, Any] = {}
@@ -395,10 +400,15 @@ def format_table(results: LoadTestResults) -> str:
             f"{level['p99_ms']:.2f} | {level['requests_per_s']:.1f} | {level['failures']} | |"
         )
     if results.shadow:
+        sh = results.shadow
         lines.append(
-            f"\nshadow: {results.shadow['rounds']} interleaved rounds per level; {results.shadow['shadowed_prompts']:.0f} "
-            f"prompts shadowed, {results.shadow['dropped_prompts']:.0f} dropped"
+            f"\nshadow: {sh['rounds']} interleaved rounds per level; {sh['shadowed_prompts']:.0f} prompts shadowed, "
+            f"{sh['dropped_prompts']:.0f} dropped; server peak memory (VmHWM): plain {sh['plain_server_peak_mb']:.0f} "
+            f"MiB, shadowing {sh['shadow_server_peak_mb']:.0f} MiB"
         )
+    if "wall_s" in results.machine:
+        lines.append(f"wall time {results.machine['wall_s']:.1f} s; bench process peak memory (VmHWM) "
+                     f"{results.machine['peak_mb']:.0f} MiB")  # fmt: skip
     for name, check in results.checks.items():
         lines.append(
             f"\n{name}: {check['value']:.3f} (target {check['target']}): {'ok' if check['ok'] else 'MISSED'}"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -142,6 +143,19 @@ class ServeProcess:
             except httpx.HTTPError:
                 time.sleep(0.2)
         raise RuntimeError(f"hubroute serve on port {self.port} did not start within {timeout:.0f} s.")
+
+    def peak_rss_mb(self) -> float | None:
+        """The process's peak resident memory (``VmHWM``), in MiB (``None`` where ``/proc`` has none)."""
+        if self.process is None:
+            return None
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return None
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final flush (a crash)."""

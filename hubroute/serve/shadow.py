@@ -258,11 +258,11 @@ class ShadowEvaluator:
             waiting for the candidate is scored when the candidate has routed it.
         """
         seen = self._seen.pop(prompt, None)
-        if seen is None:
-            if self.queued:  # it may still wait for the candidate: scored once it is routed
-                self._early[prompt] = record
-                while len(self._early) > self.memory:
-                    self._early.popitem(last=False)
+        if seen is None:  # it may still wait for the candidate (queued, or in the batch being routed)
+            self._early[prompt] = record  # scored once the candidate has routed it; forgotten oldest first
+            self._early.move_to_end(prompt)
+            while len(self._early) > self.memory:
+                self._early.popitem(last=False)
             return False
         served, candidate, serving, revision = seen
         self.metrics.feedback.labels(serving, revision).inc()

@@ -145,13 +145,17 @@ def repo_feedback(
 
     Returns:
         ``(entries, states)``: one ``{"path", "sha256", "new": True, "repo", "commit", "file", "skipped"}``
-        per part with new rows, and each repo's new ``training_state["feedback_repos"]`` entry.
+        per part with new rows (a repo with none: one ``"new": False`` entry), and each repo's new
+        ``training_state["feedback_repos"]`` entry.
     """
     entries: list[dict[str, Any]] = []
     states: dict[str, dict[str, Any]] = {}
     for repo in repos:
         found = fetch_new_rows(repo, learned.get(repo), folder, token)
         states[repo] = found.state
+        if not found.files:  # every row learned before: listed, not learned
+            entries.append({"path": f"{repo}@{found.commit[:12]}", "sha256": "", "new": False, "repo": repo,
+                            "commit": found.commit})  # fmt: skip
         for part in found.files:
             sha = hashlib.sha256(Path(part["path"]).read_bytes()).hexdigest()
             entries.append({"path": part["path"], "sha256": sha, "new": True, "repo": repo, "commit": found.commit,

@@ -15,8 +15,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,9 +26,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..bench.process import peak_rss_mb
 from ..routing.registry import ModelRecord
 from ..routing.router import HubRouter
-from ..testing.server import free_port
+from ..testing.server import ServeProcess, free_port
 
 __all__ = [
     "LevelResult",
@@ -73,6 +72,7 @@ class LoadTestResults:
     levels: list[LevelResult]
     checks: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
+    shadow: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,12 +148,10 @@ def measure_in_process(
     return _time_route(router, prompts, top_k, batch)
 
 
-def run_level(url: str, prompts: list[str], concurrency: int, requests: int, top_k: int) -> LevelResult:
-    """Send ``requests`` ``/v1/route`` requests to ``url``, ``concurrency`` at a time; time each one.
-
-    Each of ``concurrency`` client threads keeps one HTTP/1.1 connection open (the standard library's
-    ``http.client``: the lightest client, since it shares the machine's cores with the server it measures).
-    """
+def _send(
+    url: str, prompts: list[str], concurrency: int, requests: int, top_k: int
+) -> tuple[list[float], int, float]:
+    """``(latencies, failures, seconds)`` of ``requests`` ``/v1/route`` requests, ``concurrency`` at a time."""
     address = urlsplit(url)
     counter = itertools.count()
     latencies: list[float] = []
@@ -192,11 +190,23 @@ def run_level(url: str, prompts: list[str], concurrency: int, requests: int, top
     started = time.perf_counter()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    return latencies, failures, time.perf_counter() - started
+
+
+def _level(concurrency: int, latencies: list[float], failures: int, seconds: float) -> LevelResult:
     return LevelResult(
-        concurrency, requests, failures, 1000 * statistics.median(latencies), 1000 * _percentile(latencies, 0.99),
-        requests / elapsed,
+        concurrency, len(latencies), failures, 1000 * statistics.median(latencies),
+        1000 * _percentile(latencies, 0.99), len(latencies) / seconds,
     )  # fmt: skip
+
+
+def run_level(url: str, prompts: list[str], concurrency: int, requests: int, top_k: int) -> LevelResult:
+    """Send ``requests`` ``/v1/route`` requests to ``url``, ``concurrency`` at a time; time each one.
+
+    Each of ``concurrency`` client threads keeps one HTTP/1.1 connection open (the standard library's
+    ``http.client``: the lightest client, since it shares the machine's cores with the server it measures).
+    """
+    return _level(concurrency, *_send(url, prompts, concurrency, requests, top_k))
 
 
 def _batch_stats(url: str) -> tuple[float, float]:
@@ -211,25 +221,8 @@ def _batch_stats(url: str) -> tuple[float, float]:
     return values["count"], values["sum"]
 
 
-def _start_server(router_dir: str, port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "hubroute.cli.main", "serve", "--router", router_dir, "--port", str(port),
-               "--log-level", "warning"]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ)
-    )
-    stop = time.monotonic() + 300
-    while time.monotonic() < stop:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"hubroute serve exited: {(process.stderr.read() if process.stderr else b'').decode()}"
-            )
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("hubroute serve did not start within 300 s.")
+def _start_server(router_dir: str, port: int, *extra: str) -> ServeProcess:
+    return ServeProcess(["--router", router_dir, *extra], port=port).launch().wait(300)
 
 
 def run_load_test(
@@ -239,6 +232,8 @@ def run_load_test(
     concurrency: Sequence[int] = (1, 8, 32, 64),
     requests: int = 200,
     top_k: int = 3,
+    shadow: bool = False,
+    rounds: int = 3,
 ) -> LoadTestResults:
     """Run the whole load test (see the module docstring).
 
@@ -249,6 +244,10 @@ def run_load_test(
         concurrency: Concurrency levels.
         requests: Requests per level (also the number of distinct prompts).
         top_k: ``top_k`` of every request.
+        shadow: Also measure a second server that shadows every prompt with a candidate (a copy of the
+            router, :mod:`hubroute.serve.shadow`), interleaved with the first: ``rounds`` alternations of each
+            level on each server, latencies pooled per server.
+        rounds: Alternations per level with ``shadow``.
 
     Returns:
         The measurements, with the two checks: c=1 p50 against in-process p50, c=32 throughput against
@@ -258,6 +257,7 @@ def run_load_test(
         FileNotFoundError: no CMRBench files (and no router), or the router folder does not exist.
         RuntimeError: the server did not start.
     """
+    started = time.perf_counter()
     prompts = cmrbench_prompts(data, requests)
     with tempfile.TemporaryDirectory(prefix="hubroute-bench-serve-") as scratch:
         if router is None:
@@ -273,19 +273,86 @@ def run_load_test(
         port = free_port()
         process = _start_server(router_dir, port)
         url = f"http://127.0.0.1:{port}"
-        levels = []
+        levels: list[LevelResult] = []
+        extra: dict[str, Any] = {}
         try:
-            for level in concurrency:
-                batches_before, prompts_before = _batch_stats(url)
-                result = run_level(url, prompts, level, requests, top_k)
-                batches, routed = _batch_stats(url)
-                result.mean_batch_prompts = (routed - prompts_before) / max(batches - batches_before, 1)
-                levels.append(result)
+            if shadow:
+                extra = _shadow_levels(
+                    router_dir, scratch, url, prompts, concurrency, requests, top_k, rounds
+                )
+                extra["plain_server_peak_mb"] = process.peak_rss_mb() or 0.0
+                levels = extra.pop("plain")
+            else:
+                for level in concurrency:
+                    batches_before, prompts_before = _batch_stats(url)
+                    result = run_level(url, prompts, level, requests, top_k)
+                    batches, routed = _batch_stats(url)
+                    result.mean_batch_prompts = (routed - prompts_before) / max(batches - batches_before, 1)
+                    levels.append(result)
         finally:
-            process.terminate()
-            process.wait(30)
-    return LoadTestResults(name, local.num_models, len(prompts), top_k, in_process, levels, _checks(in_process, levels),
-                           _machine())  # fmt: skip
+            process.stop(30)
+    checks = {**_checks(in_process, levels), **extra.pop("checks", {})}
+    machine = {**_machine(), "wall_s": round(time.perf_counter() - started, 1), "peak_mb": peak_rss_mb()}
+    results = LoadTestResults(
+        name, local.num_models, len(prompts), top_k, in_process, levels, checks, machine
+    )
+    results.shadow = extra
+    return results
+
+
+def _shadow_levels(
+    router_dir: str, scratch: str, url: str, prompts: list[str], concurrency: Sequence[int], requests: int,
+    top_k: int, rounds: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Each level on the plain server and on one shadowing every prompt, alternated ``rounds`` times."""
+    import shutil
+
+    # Another revision of the same cost: a copy (new modification times, so another fingerprint).
+    candidate = shutil.copytree(router_dir, Path(scratch) / "candidate", copy_function=shutil.copyfile)
+    port = free_port()
+    process = _start_server(router_dir, port, "--shadow-revision", str(candidate), "--shadow-sample", "1")
+    shadow_url = f"http://127.0.0.1:{port}"
+    plain, shadowed = [], []
+    try:
+        for level in concurrency:
+            pooled: dict[str, list[Any]] = {"plain": [[], 0, 0.0], "shadow": [[], 0, 0.0]}
+            for _ in range(rounds):
+                for which, target in (("plain", url), ("shadow", shadow_url)):
+                    latencies, failures, seconds = _send(target, prompts, level, requests, top_k)
+                    pooled[which][0] += latencies
+                    pooled[which][1] += failures
+                    pooled[which][2] += seconds
+            plain.append(_level(level, *pooled["plain"]))
+            shadowed.append(_level(level, *pooled["shadow"]))
+        counts = _shadow_counts(shadow_url)
+        counts["shadow_server_peak_mb"] = process.peak_rss_mb() or 0.0
+    finally:
+        process.stop(30)
+    checks: dict[str, Any] = {}
+    for a, b in zip(plain, shadowed):
+        if a.concurrency == 1:
+            ratio = b.p50_ms / a.p50_ms
+            checks["shadow_c1_p50_over_plain_p50"] = {
+                "value": ratio,
+                "target": "<= 1.05",
+                "ok": ratio <= 1.05,
+            }
+    return {"plain": plain, "levels": [asdict(level) for level in shadowed], "rounds": rounds, **counts,
+            "checks": checks}  # fmt: skip
+
+
+def _shadow_counts(url: str) -> dict[str, float]:
+    """Prompts the shadow revision routed, and those it dropped, from the server's ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts = {"shadowed_prompts": 0.0, "dropped_prompts": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "hubroute_shadow_prompts_total":
+                counts["shadowed_prompts"] += sample.value
+            elif sample.name == "hubroute_shadow_dropped_total":
+                counts["dropped_prompts"] += sample.value
+    return counts
 
 
 def _checks(in_process: dict[str, float], levels: list[LevelResult]) -> dict[str, Any]:
@@ -327,6 +394,21 @@ def format_table(results: LoadTestResults) -> str:
             f"| /v1/route, concurrency {level.concurrency} | {level.p50_ms:.2f} | {level.p99_ms:.2f} | "
             f"{level.requests_per_s:.1f} | {level.failures} | {batch} |"
         )
+    for level in results.shadow.get("levels", []):
+        lines.append(
+            f"| /v1/route, concurrency {level['concurrency']}, shadowing every prompt | {level['p50_ms']:.2f} | "
+            f"{level['p99_ms']:.2f} | {level['requests_per_s']:.1f} | {level['failures']} | |"
+        )
+    if results.shadow:
+        sh = results.shadow
+        lines.append(
+            f"\nshadow: {sh['rounds']} interleaved rounds per level; {sh['shadowed_prompts']:.0f} prompts shadowed, "
+            f"{sh['dropped_prompts']:.0f} dropped; server peak memory (VmHWM): plain {sh['plain_server_peak_mb']:.0f} "
+            f"MiB, shadowing {sh['shadow_server_peak_mb']:.0f} MiB"
+        )
+    if "wall_s" in results.machine:
+        lines.append(f"wall time {results.machine['wall_s']:.1f} s; bench process peak memory (VmHWM) "
+                     f"{results.machine['peak_mb']:.0f} MiB")  # fmt: skip
     for name, check in results.checks.items():
         lines.append(
             f"\n{name}: {check['value']:.3f} (target {check['target']}): {'ok' if check['ok'] else 'MISSED'}"

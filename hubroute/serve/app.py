@@ -46,6 +46,7 @@ from .schemas import (
     RouteResponse,
 )
 from .servable import ServableCache, ServableLookup, hub_servable_lookup
+from .shadow import ShadowEvaluator, ShadowHolder, ShadowMetrics
 from .state import ServeState
 
 __all__ = ["create_app"]
@@ -76,6 +77,25 @@ def _initial_router(router: HubRouter | str | Path | None, config: ServeConfig) 
         )
     config.router = source
     return load_router(source, config.revision, config.backend)
+
+
+def _shadow_source(config: ServeConfig) -> tuple[str, str | None]:
+    """``(source, revision)`` of the shadow router: a revision of the served Hub repo, or a router folder."""
+    assert config.shadow_revision is not None
+    if config.router is not None and not Path(config.router).is_dir():
+        return config.router, config.shadow_revision
+    return config.shadow_revision, None
+
+
+def _load_shadow(config: ServeConfig) -> LoadedRouter | None:
+    """The shadow router, or ``None`` when it cannot be loaded yet (e.g. its tag does not exist yet)."""
+    source, revision = _shadow_source(config)
+    try:
+        return load_router(source, revision, config.backend)
+    except Exception as err:  # noqa: BLE001 - the candidate is optional: the watcher tries again
+        logger.warning("The shadow revision %s of %s is not loaded yet (%s); it is polled again.",
+                       revision or source, source, err)  # fmt: skip
+        return None
 
 
 def create_app(
@@ -123,22 +143,55 @@ def create_app(
     if config.servable_only:
         servable = ServableCache(servable_lookup or hub_servable_lookup(), ttl=config.servable_ttl)
     state = ServeState(config, loaded, backend, servable, executor=routing_thread)
+    shadow_holder = None
+    if config.shadow_revision is not None:
+        shadow_metrics = ShadowMetrics(state.metrics.registry)
+        shadow_holder = ShadowHolder(shadow_metrics, routing_thread.submit(_load_shadow, config).result())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.batcher.start()
-        watcher_task = None
+        tasks = []
         if config.watch and config.router:
-            watcher = Watcher(state, config.router, config.revision, config.watch,
-                              lambda outcome: state.metrics.reloads.labels(outcome).inc(),
-                              executor=routing_thread, backend=config.backend)  # fmt: skip
-            watcher_task = asyncio.create_task(watcher.run(), name="hubroute-watch")
+            watcher = Watcher(
+                state,
+                config.router,
+                config.revision,
+                config.watch,
+                executor=routing_thread,
+                backend=config.backend,
+            )
+
+            def reloaded(outcome: str) -> None:
+                state.metrics.reloads.labels(outcome).inc()
+                state.failed_revision = watcher.failed_revision
+                state.metrics.reload_failed.clear()
+                if watcher.failed_revision is not None:
+                    state.metrics.reload_failed.labels(watcher.failed_revision).set(1)
+
+            watcher.on_reload = reloaded
+            tasks.append(asyncio.create_task(watcher.run(), name="hubroute-watch"))
+        if shadow_holder is not None:
+            state.shadow = ShadowEvaluator(
+                shadow_holder, shadow_holder.metrics, routing_thread, lambda: state.batcher.pending,
+                sample=config.shadow_sample, queue_size=config.shadow_queue, batch=config.shadow_batch,
+                wait=config.shadow_wait, memory=config.shadow_memory,
+            )  # fmt: skip
+            tasks.append(asyncio.create_task(state.shadow.run(), name="hubroute-shadow"))
+            source, revision = _shadow_source(config)
+            shadow_watch = Watcher(
+                shadow_holder, source, revision, config.watch or 60.0, executor=routing_thread,
+                backend=config.backend,
+            )  # fmt: skip
+            tasks.append(asyncio.create_task(shadow_watch.run(), name="hubroute-shadow-watch"))
         try:
             yield
         finally:
-            if watcher_task is not None:
-                watcher_task.cancel()
+            for task in tasks:
+                task.cancel()
             await state.batcher.stop()
+            if state.feedback is not None:  # the final flush of the rows not yet committed
+                await asyncio.to_thread(state.feedback.close)
 
     app = FastAPIOffline(
         title="hubroute",
@@ -150,7 +203,8 @@ def create_app(
     app.state.hubroute = state
     install_error_handlers(app)
     _add_routes(app, state)
-    app.add_middleware(_Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(_Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes,
+                       metrics_key=config.metrics_key)  # fmt: skip
     app.add_middleware(_Metered, state=state)
     return app
 
@@ -158,8 +212,12 @@ def create_app(
 class _Guard:
     """ASGI middleware: API key and body size (see :func:`guard_middleware`)."""
 
-    def __init__(self, app: Any, api_key: str | None, max_body_bytes: int) -> None:
-        self._app = guard_middleware(app, api_key=api_key, max_body_bytes=max_body_bytes)
+    def __init__(
+        self, app: Any, api_key: str | None, max_body_bytes: int, metrics_key: str | None = None
+    ) -> None:
+        self._app = guard_middleware(
+            app, api_key=api_key, max_body_bytes=max_body_bytes, metrics_key=metrics_key
+        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self._app(scope, receive, send)
@@ -179,7 +237,7 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
     config = state.config
 
     @app.post("/v1/route", response_model=RouteResponse, responses=_ERRORS, tags=["routing"])
-    async def route(body: RouteRequest) -> RouteResponse:
+    async def route(body: RouteRequest, response: Response) -> RouteResponse:
         """Route one prompt or a list with every ``route()`` option; concurrent requests share encoder passes."""
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not prompts:
@@ -194,6 +252,7 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
             min_score=body.min_score, on_low_confidence=body.on_low_confidence, explain=body.explain,
         )  # fmt: skip
         results, revision = await state.route(prompts, key)
+        response.headers["x-hubroute-revision"] = revision
         return RouteResponse(
             revision=revision, results=[[RouteItem.from_result(r) for r in rs] for rs in results]
         )
@@ -225,8 +284,14 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
                              "model_not_found", "model_id")  # fmt: skip
         if not body.prompt.strip():
             raise ServeError(400, "The prompt is empty.", "invalid_prompt", "prompt")
-        rows = await asyncio.to_thread(state.feedback.append, feedback_row(body.prompt, record))
+        try:
+            rows = await asyncio.to_thread(state.feedback.append, feedback_row(body.prompt, record))
+        except ServeError as err:
+            state.metrics.feedback_refused.labels(err.code or "error").inc()
+            raise
         state.metrics.feedback.inc()
+        if state.shadow is not None:
+            state.shadow.on_feedback(body.prompt, record)
         return FeedbackResponse(model_id=record.model_id, rows=rows)
 
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
@@ -242,11 +307,13 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
     async def healthz() -> Health:
         """Liveness: the served revision and its size."""
         current = state.holder.current
+        shadow = state.shadow.holder.current.revision if state.shadow is not None else None
         return Health(
-            revision=current.revision, models=current.router.num_models, reloads=state.holder.reloads
-        )
+            revision=current.revision, models=current.router.num_models, reloads=state.holder.reloads,
+            ref=config.revision, failed_revision=state.failed_revision, shadow_revision=shadow,
+        )  # fmt: skip
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def metrics(request: Request) -> Response:
-        """Prometheus metrics (text exposition format)."""
+        """Prometheus metrics (text exposition format); behind ``--metrics-key``, else ``--api-key``, when set."""
         return Response(state.metrics.render(), media_type=METRICS_CONTENT_TYPE)

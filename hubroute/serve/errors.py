@@ -141,21 +141,28 @@ async def _send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-def guard_middleware(app: ASGIApp, *, api_key: str | None, max_body_bytes: int) -> ASGIApp:
-    """Wrap ``app``: check the API key of ``/v1`` requests (401) and refuse bodies over ``max_body_bytes`` (413).
+def guard_middleware(
+    app: ASGIApp, *, api_key: str | None, max_body_bytes: int, metrics_key: str | None = None
+) -> ASGIApp:
+    """Wrap ``app``: check the API key of ``/v1`` requests and the metrics key (else the API key) of
+    ``/metrics`` (401), and refuse bodies over ``max_body_bytes`` (413).
 
-    The key is compared in constant time and never logged or echoed.
+    The keys are compared in constant time and never logged or echoed.
     """
     expected = f"Bearer {api_key}".encode() if api_key else None
+    metrics_key = metrics_key or api_key
+    expected_metrics = f"Bearer {metrics_key}".encode() if metrics_key else None
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or ())
-        if expected is not None and scope.get("path", "").startswith("/v1/"):
+        path = scope.get("path", "")
+        wanted = expected if path.startswith("/v1/") else expected_metrics if path == "/metrics" else None
+        if wanted is not None:
             given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, expected):
+            if not hmac.compare_digest(given, wanted):
                 await _send_error(send, 401, "Invalid or missing API key: send 'Authorization: Bearer <key>'.",
                                   "invalid_api_key", {"www-authenticate": "Bearer"})  # fmt: skip
                 return

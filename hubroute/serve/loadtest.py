@@ -20,8 +20,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,10 +31,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..bench.process import peak_rss_mb
 from ..routing.registry import ModelRecord
 from ..routing.router import HubRouter
 from ..routing.runtime import CACHE_ENV, check_backend
-from ..testing.server import free_port
+from ..testing.server import ServeProcess, free_port
 
 __all__ = [
     "LevelResult",
@@ -81,6 +80,7 @@ class LoadTestResults:
     levels: list[LevelResult]
     checks: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
+    shadow: dict[str, Any] = field(default_factory=dict)
     in_process_backends: dict[str, dict[str, float]] = field(default_factory=dict)
     """With several backends: each one's in-process timings (``in_process`` is the first one's)."""
 
@@ -201,12 +201,10 @@ def measure_backends(
     }
 
 
-def run_level(url: str, prompts: list[str], concurrency: int, requests: int, top_k: int) -> LevelResult:
-    """Send ``requests`` ``/v1/route`` requests to ``url``, ``concurrency`` at a time; time each one.
-
-    Each of ``concurrency`` client threads keeps one HTTP/1.1 connection open (the standard library's
-    ``http.client``: the lightest client, since it shares the machine's cores with the server it measures).
-    """
+def _send(
+    url: str, prompts: list[str], concurrency: int, requests: int, top_k: int
+) -> tuple[list[float], int, float]:
+    """``(latencies, failures, seconds)`` of ``requests`` ``/v1/route`` requests, ``concurrency`` at a time."""
     address = urlsplit(url)
     counter = itertools.count()
     latencies: list[float] = []
@@ -245,11 +243,23 @@ def run_level(url: str, prompts: list[str], concurrency: int, requests: int, top
     started = time.perf_counter()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    return latencies, failures, time.perf_counter() - started
+
+
+def _level(concurrency: int, latencies: list[float], failures: int, seconds: float) -> LevelResult:
     return LevelResult(
-        concurrency, requests, failures, 1000 * statistics.median(latencies), 1000 * _percentile(latencies, 0.99),
-        requests / elapsed,
+        concurrency, len(latencies), failures, 1000 * statistics.median(latencies),
+        1000 * _percentile(latencies, 0.99), len(latencies) / seconds,
     )  # fmt: skip
+
+
+def run_level(url: str, prompts: list[str], concurrency: int, requests: int, top_k: int) -> LevelResult:
+    """Send ``requests`` ``/v1/route`` requests to ``url``, ``concurrency`` at a time; time each one.
+
+    Each of ``concurrency`` client threads keeps one HTTP/1.1 connection open (the standard library's
+    ``http.client``: the lightest client, since it shares the machine's cores with the server it measures).
+    """
+    return _level(concurrency, *_send(url, prompts, concurrency, requests, top_k))
 
 
 def _batch_stats(url: str) -> tuple[float, float]:
@@ -264,27 +274,8 @@ def _batch_stats(url: str) -> tuple[float, float]:
     return values["count"], values["sum"]
 
 
-def _start_server(
-    router_dir: str, port: int, backend: str = "torch", env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "hubroute.cli.main", "serve", "--router", router_dir, "--port", str(port),
-               "--log-level", "warning", "--backend", backend]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
-    )
-    stop = time.monotonic() + 300
-    while time.monotonic() < stop:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"hubroute serve exited: {(process.stderr.read() if process.stderr else b'').decode()}"
-            )
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("hubroute serve did not start within 300 s.")
+def _start_server(router_dir: str, port: int, *extra: str, env: dict[str, str] | None = None) -> ServeProcess:
+    return ServeProcess(["--router", router_dir, *extra], port=port, env=env).launch().wait(300)
 
 
 def run_load_test(
@@ -294,6 +285,8 @@ def run_load_test(
     concurrency: Sequence[int] = (1, 8, 32, 64),
     requests: int = 200,
     top_k: int = 3,
+    shadow: bool = False,
+    rounds: int = 3,
     backends: Sequence[str] = ("torch",),
 ) -> LoadTestResults:
     """Run the whole load test (see the module docstring).
@@ -305,19 +298,27 @@ def run_load_test(
         concurrency: Concurrency levels.
         requests: Requests per level (also the number of distinct prompts).
         top_k: ``top_k`` of every request.
-        backends: Inference backends to compare (the first is the reference); each gets its own server, and
-            the ONNX graphs are cached in a temporary folder for the run.
+        shadow: Also measure a second server that shadows every prompt with a candidate (a copy of the
+            router, :mod:`hubroute.serve.shadow`), interleaved with the first: ``rounds`` alternations of each
+            level on each server, latencies pooled per server.
+        rounds: Alternations per level with ``shadow``.
+        backends: Inference backends to compare (the first is the reference; not with ``shadow``); each gets
+            its own server, and the ONNX graphs are cached in a temporary folder for the run. With an
+            ``"onnx"`` backend, its c=32 throughput is checked against the first backend's.
 
     Returns:
-        The measurements, with the two checks of the first backend: c=1 p50 against in-process p50, c=32
-        throughput against in-process batched throughput; with an ``"onnx"`` backend, also its c=32
-        throughput against the first backend's.
+        The measurements, with the two checks: c=1 p50 against in-process p50, c=32 throughput against
+        in-process batched throughput.
 
     Raises:
         FileNotFoundError: no CMRBench files (and no router), or the router folder does not exist.
         RuntimeError: the server did not start.
+        ValueError: an unknown backend, or several backends with ``shadow``.
     """
     backends = [check_backend(b) for b in dict.fromkeys(backends)] or ["torch"]
+    if shadow and len(backends) > 1:
+        raise ValueError("bench serve compares either a shadow revision or backends, not both in one run.")
+    started = time.perf_counter()
     prompts = cmrbench_prompts(data, requests)
     with tempfile.TemporaryDirectory(prefix="hubroute-bench-serve-") as scratch:
         if router is None:
@@ -330,36 +331,115 @@ def run_load_test(
             router_dir, name = router, router
         local = HubRouter.from_pretrained(router_dir)
         env = {CACHE_ENV: str(Path(scratch) / "cache")}  # the servers find the graphs exported here
-        cache = Path(env[CACHE_ENV]) / "onnx"  # what onnx_cache_dir() is under that environment
-        if backends == ["torch"]:
-            by_backend = {"torch": measure_in_process(local, prompts, top_k, batch=32)}
+        if len(backends) > 1:
+            by_backend = measure_backends(
+                local, prompts, top_k, backends, batch=32, cache_dir=Path(env[CACHE_ENV]) / "onnx"
+            )
+            in_process = by_backend[backends[0]]
         else:
-            by_backend = measure_backends(local, prompts, top_k, backends, batch=32, cache_dir=cache)
-        servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
-        levels = []
+            in_process = measure_in_process(local, prompts, top_k, batch=32)
+        port = free_port()
+        process = _start_server(router_dir, port, "--backend", backends[0], env=env)
+        url = f"http://127.0.0.1:{port}"
+        levels: list[LevelResult] = []
+        extra: dict[str, Any] = {}
+        others: dict[str, ServeProcess] = {}
         try:
-            for backend in backends:
-                port = free_port()
-                servers[backend] = (_start_server(router_dir, port, backend, env), f"http://127.0.0.1:{port}")
-            for n, level in enumerate(concurrency):
-                for backend in backends if n % 2 == 0 else list(reversed(backends)):
-                    url = servers[backend][1]
-                    batches_before, prompts_before = _batch_stats(url)
-                    result = run_level(url, prompts, level, requests, top_k)
-                    batches, routed = _batch_stats(url)
-                    result.mean_batch_prompts = (routed - prompts_before) / max(batches - batches_before, 1)
-                    result.backend = backend
-                    levels.append(result)
+            for backend in backends[1:]:
+                others[backend] = _start_server(router_dir, free_port(), "--backend", backend, env=env)
+            if len(backends) > 1:
+                urls = {backends[0]: url, **{b: p.url for b, p in others.items()}}
+                for n, level in enumerate(concurrency):
+                    for backend in backends if n % 2 == 0 else list(reversed(backends)):
+                        result = _measured_level(urls[backend], prompts, level, requests, top_k)
+                        result.backend = backend
+                        levels.append(result)
+            elif shadow:
+                extra = _shadow_levels(
+                    router_dir, scratch, url, prompts, concurrency, requests, top_k, rounds
+                )
+                extra["plain_server_peak_mb"] = process.peak_rss_mb() or 0.0
+                levels = extra.pop("plain")
+            else:
+                for level in concurrency:
+                    levels.append(_measured_level(url, prompts, level, requests, top_k))
         finally:
-            for process, _ in servers.values():
-                process.terminate()
-            for process, _ in servers.values():
-                process.wait(30)
-    in_process = by_backend[backends[0]]
-    return LoadTestResults(
-        name, local.num_models, len(prompts), top_k, in_process, levels, _checks(in_process, levels, backends),
-        _machine(), by_backend if len(backends) > 1 else {},
-    )  # fmt: skip
+            process.stop(30)
+            for other in others.values():
+                other.stop(30)
+    checks = {**_checks(in_process, levels, backends), **extra.pop("checks", {})}
+    machine = {**_machine(), "wall_s": round(time.perf_counter() - started, 1), "peak_mb": peak_rss_mb()}
+    results = LoadTestResults(
+        name, local.num_models, len(prompts), top_k, in_process, levels, checks, machine
+    )
+    results.shadow = extra
+    if len(backends) > 1:
+        results.in_process_backends = by_backend
+    return results
+
+
+def _measured_level(url: str, prompts: list[str], level: int, requests: int, top_k: int) -> LevelResult:
+    """:func:`run_level`, with the mean prompts per encoder pass read from the server's ``/metrics``."""
+    batches_before, prompts_before = _batch_stats(url)
+    result = run_level(url, prompts, level, requests, top_k)
+    batches, routed = _batch_stats(url)
+    result.mean_batch_prompts = (routed - prompts_before) / max(batches - batches_before, 1)
+    return result
+
+
+def _shadow_levels(
+    router_dir: str, scratch: str, url: str, prompts: list[str], concurrency: Sequence[int], requests: int,
+    top_k: int, rounds: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Each level on the plain server and on one shadowing every prompt, alternated ``rounds`` times."""
+    import shutil
+
+    # Another revision of the same cost: a copy (new modification times, so another fingerprint).
+    candidate = shutil.copytree(router_dir, Path(scratch) / "candidate", copy_function=shutil.copyfile)
+    port = free_port()
+    process = _start_server(router_dir, port, "--shadow-revision", str(candidate), "--shadow-sample", "1")
+    shadow_url = f"http://127.0.0.1:{port}"
+    plain, shadowed = [], []
+    try:
+        for level in concurrency:
+            pooled: dict[str, list[Any]] = {"plain": [[], 0, 0.0], "shadow": [[], 0, 0.0]}
+            for _ in range(rounds):
+                for which, target in (("plain", url), ("shadow", shadow_url)):
+                    latencies, failures, seconds = _send(target, prompts, level, requests, top_k)
+                    pooled[which][0] += latencies
+                    pooled[which][1] += failures
+                    pooled[which][2] += seconds
+            plain.append(_level(level, *pooled["plain"]))
+            shadowed.append(_level(level, *pooled["shadow"]))
+        counts = _shadow_counts(shadow_url)
+        counts["shadow_server_peak_mb"] = process.peak_rss_mb() or 0.0
+    finally:
+        process.stop(30)
+    checks: dict[str, Any] = {}
+    for a, b in zip(plain, shadowed):
+        if a.concurrency == 1:
+            ratio = b.p50_ms / a.p50_ms
+            checks["shadow_c1_p50_over_plain_p50"] = {
+                "value": ratio,
+                "target": "<= 1.05",
+                "ok": ratio <= 1.05,
+            }
+    return {"plain": plain, "levels": [asdict(level) for level in shadowed], "rounds": rounds, **counts,
+            "checks": checks}  # fmt: skip
+
+
+def _shadow_counts(url: str) -> dict[str, float]:
+    """Prompts the shadow revision routed, and those it dropped, from the server's ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts = {"shadowed_prompts": 0.0, "dropped_prompts": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "hubroute_shadow_prompts_total":
+                counts["shadowed_prompts"] += sample.value
+            elif sample.name == "hubroute_shadow_dropped_total":
+                counts["dropped_prompts"] += sample.value
+    return counts
 
 
 def _checks(
@@ -388,33 +468,47 @@ def _machine() -> dict[str, Any]:
 
 
 def format_table(results: LoadTestResults) -> str:
-    """The results as a Markdown table, with the in-process reference and the checks (one backend column when
-    several backends were compared)."""
+    """The results as a Markdown table, with the in-process reference and the checks (each row names its
+    backend when several backends were compared)."""
     several = bool(results.in_process_backends)
     in_process = results.in_process_backends or {"": results.in_process}
-    column = " backend |" if several else ""
     lines = [
         f"router: {results.router}; {results.prompts} prompts, top_k={results.top_k}; "
         f"load average {', '.join(f'{x:.2f}' for x in results.machine.get('loadavg_1_5_15', []))}",
         "",
-        f"| setting |{column} p50 ms | p99 ms | requests/s | failures | prompts per encoder pass |",
-        "| --- |" + (" --- |" if several else "") + " ---: | ---: | ---: | ---: | ---: |",
+        "| setting | p50 ms | p99 ms | requests/s | failures | prompts per encoder pass |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for backend, ip in in_process.items():
-        cell = f" {backend} |" if several else ""
+        on = f", {backend}" if several else ""
         lines += [
-            f"| in-process route(), one prompt at a time |{cell} {ip['single_p50_ms']:.2f} | {ip['single_p99_ms']:.2f} | "
+            f"| in-process route(), one prompt at a time{on} | {ip['single_p50_ms']:.2f} | {ip['single_p99_ms']:.2f} | "
             f"{1000 / ip['single_p50_ms']:.1f} | 0 | 1 |",
-            f"| in-process route(), batches of {int(ip['batch_size'])} |{cell} | | {ip['batched_prompts_per_s']:.1f} | 0 | "
+            f"| in-process route(), batches of {int(ip['batch_size'])}{on} | | | {ip['batched_prompts_per_s']:.1f} | 0 | "
             f"{int(ip['batch_size'])} |",
         ]
     for level in sorted(results.levels, key=lambda level: level.concurrency):
         batch = f"{level.mean_batch_prompts:.1f}" if level.mean_batch_prompts is not None else ""
-        cell = f" {level.backend} |" if several else ""
+        on = f", {level.backend}" if several else ""
         lines.append(
-            f"| /v1/route, concurrency {level.concurrency} |{cell} {level.p50_ms:.2f} | {level.p99_ms:.2f} | "
+            f"| /v1/route, concurrency {level.concurrency}{on} | {level.p50_ms:.2f} | {level.p99_ms:.2f} | "
             f"{level.requests_per_s:.1f} | {level.failures} | {batch} |"
         )
+    for level in results.shadow.get("levels", []):
+        lines.append(
+            f"| /v1/route, concurrency {level['concurrency']}, shadowing every prompt | {level['p50_ms']:.2f} | "
+            f"{level['p99_ms']:.2f} | {level['requests_per_s']:.1f} | {level['failures']} | |"
+        )
+    if results.shadow:
+        sh = results.shadow
+        lines.append(
+            f"\nshadow: {sh['rounds']} interleaved rounds per level; {sh['shadowed_prompts']:.0f} prompts shadowed, "
+            f"{sh['dropped_prompts']:.0f} dropped; server peak memory (VmHWM): plain {sh['plain_server_peak_mb']:.0f} "
+            f"MiB, shadowing {sh['shadow_server_peak_mb']:.0f} MiB"
+        )
+    if "wall_s" in results.machine:
+        lines.append(f"wall time {results.machine['wall_s']:.1f} s; bench process peak memory (VmHWM) "
+                     f"{results.machine['peak_mb']:.0f} MiB")  # fmt: skip
     for name, check in results.checks.items():
         lines.append(
             f"\n{name}: {check['value']:.3f} (target {check['target']}): {'ok' if check['ok'] else 'MISSED'}"

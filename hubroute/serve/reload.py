@@ -152,6 +152,11 @@ class Watcher:
         self.executor = executor
         self._failed: str | None = None
 
+    @property
+    def failed_revision(self) -> str | None:
+        """The newest revision seen that failed to load (``None`` once a revision loads)."""
+        return self._failed
+
     async def check(self) -> bool:
         """Poll once; return whether a new router was swapped in."""
         try:

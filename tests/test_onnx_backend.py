@@ -328,8 +328,8 @@ def test_serve_bench_compares_the_backends_in_one_run(router_dir: Path, cmrbench
     assert all(level.failures == 0 and level.requests_per_s > 0 for level in results.levels)
     table = format_table(results)
     assert (
-        "| /v1/route, concurrency 4 | onnx |" in table
-        and "| in-process route(), one prompt at a time | onnx |" in table
+        "| /v1/route, concurrency 4, onnx |" in table
+        and "| in-process route(), one prompt at a time, onnx |" in table
     )
 
 

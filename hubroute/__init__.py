@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._utils.version import __version__
 from .errors import (
+    BackendUnavailableError,
     CheckpointError,
     CheckpointNotFoundError,
     DataFormatError,
@@ -74,6 +75,7 @@ __all__ = [
     "IncompatibleCheckpointError",
     "DataFormatError",
     "DistributedLaunchError",
+    "BackendUnavailableError",
     "HubAccessError",
     "ForgettingGateError",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "DataFormatError",
     "HubAccessError",
     "ForgettingGateError",
+    "BackendUnavailableError",
 ]
 
 
@@ -67,3 +68,7 @@ class ForgettingGateError(HubRouteError, RuntimeError):
 class DistributedLaunchError(HubRouteError, RuntimeError):
     """Training was launched in a way that would not train one model across the processes (e.g. several
     processes that each train alone, or a sharding strategy the trainer cannot read parameters through)."""
+
+
+class BackendUnavailableError(HubRouteError, ImportError):
+    """An inference backend was asked for whose packages are not installed (the message names the extra)."""

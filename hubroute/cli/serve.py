@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..routing.runtime import BACKENDS
+
 __all__ = ["register", "register_bench", "run", "run_bench"]
 
 
@@ -66,6 +68,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-batch", type=int, default=64, help="Most prompts per encoder pass (default: 64)."
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="Inference backend of the encoder: torch (default), onnx (ONNX Runtime on a graph exported here, "
+        "cached by the weights' hash; needs pip install 'hubroute[onnx]') or onnx-int8.",
     )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info).")
     _register_fleet(parser)
@@ -155,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         router=args.router, revision=args.revision, api_key=args.api_key or os.environ.get("HUBROUTE_API_KEY"),
         inference_base_url=args.inference_base_url, servable_only=args.servable_only, watch=args.watch,
         feedback=args.feedback, deadline=args.deadline, attempt_timeout=args.attempt_timeout, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch,
+        backend=args.backend,
         metrics_key=args.metrics_key or os.environ.get("HUBROUTE_METRICS_KEY"),
         feedback_max_row_bytes=args.feedback_max_row_bytes, feedback_max_bytes=args.feedback_max_bytes,
         feedback_repo=args.feedback_repo, feedback_replica=replica if args.feedback_repo else None,
@@ -201,6 +211,14 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
         "--requests", type=int, default=200, help="Requests per concurrency level (default: 200)."
     )
     parser.add_argument("--top-k", type=int, default=3, help="top_k of every request (default: 3).")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=BACKENDS,
+        default=["torch"],
+        help="Inference backends compared side by side, one server each, levels alternating (default: torch), "
+        "e.g. --backends torch onnx.",
+    )
     parser.add_argument("--output", default="results/serve_bench.json", help="JSON results file.")
     parser.add_argument(
         "--shadow",
@@ -220,7 +238,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     results = run_load_test(
         router=args.router, data=args.data, models=args.models, concurrency=args.concurrency,
-        requests=args.requests, top_k=args.top_k, shadow=args.shadow, rounds=args.rounds,
+        requests=args.requests, top_k=args.top_k, shadow=args.shadow, rounds=args.rounds, backends=args.backends,
     )  # fmt: skip
     print(format_table(results))
     write_results(results, args.output)

@@ -60,6 +60,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _initial_router(router: HubRouter | str | Path | None, config: ServeConfig) -> LoadedRouter:
     if isinstance(router, HubRouter):
+        if config.backend is not None and config.backend != router.backend:
+            router.set_backend(config.backend)
         warm_up(router)
         source = config.router
         revision = (
@@ -74,7 +76,7 @@ def _initial_router(router: HubRouter | str | Path | None, config: ServeConfig) 
             "create_app needs a router: a HubRouter, a folder or a Hub repo id (or ServeConfig.router)."
         )
     config.router = source
-    return load_router(source, config.revision)
+    return load_router(source, config.revision, config.backend)
 
 
 def _shadow_source(config: ServeConfig) -> tuple[str, str | None]:
@@ -89,7 +91,7 @@ def _load_shadow(config: ServeConfig) -> LoadedRouter | None:
     """The shadow router, or ``None`` when it cannot be loaded yet (e.g. its tag does not exist yet)."""
     source, revision = _shadow_source(config)
     try:
-        return load_router(source, revision)
+        return load_router(source, revision, config.backend)
     except Exception as err:  # noqa: BLE001 - the candidate is optional: the watcher tries again
         logger.warning("The shadow revision %s of %s is not loaded yet (%s); it is polled again.",
                        revision or source, source, err)  # fmt: skip
@@ -151,7 +153,14 @@ def create_app(
         await state.batcher.start()
         tasks = []
         if config.watch and config.router:
-            watcher = Watcher(state, config.router, config.revision, config.watch, executor=routing_thread)
+            watcher = Watcher(
+                state,
+                config.router,
+                config.revision,
+                config.watch,
+                executor=routing_thread,
+                backend=config.backend,
+            )
 
             def reloaded(outcome: str) -> None:
                 state.metrics.reloads.labels(outcome).inc()
@@ -171,8 +180,9 @@ def create_app(
             tasks.append(asyncio.create_task(state.shadow.run(), name="hubroute-shadow"))
             source, revision = _shadow_source(config)
             shadow_watch = Watcher(
-                shadow_holder, source, revision, config.watch or 60.0, executor=routing_thread
-            )
+                shadow_holder, source, revision, config.watch or 60.0, executor=routing_thread,
+                backend=config.backend,
+            )  # fmt: skip
             tasks.append(asyncio.create_task(shadow_watch.run(), name="hubroute-shadow-watch"))
         try:
             yield

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._utils.repo_ids import is_repo_id
+from ..routing.runtime import check_backend
 
 __all__ = ["AUTO_MODEL", "ServeConfig"]
 
@@ -46,6 +47,9 @@ class ServeConfig:
         max_body_bytes: Largest accepted request body (else 413).
         max_prompts: Most prompts in one ``/v1/route`` request.
         torch_threads: ``torch.set_num_threads`` for the routing thread (``None``: leave torch's default).
+        backend: Inference backend of the router's encoder and re-ranker: ``"torch"``, ``"onnx"`` (ONNX
+            Runtime on a graph exported here, cached by the weights' hash) or ``"onnx-int8"``; ``None``: torch
+            for a folder or repo, a loaded router's own backend. Reloaded revisions get it too.
         metrics_key: When set, ``GET /metrics`` needs ``Authorization: Bearer <metrics_key>``; when ``None``,
             ``/metrics`` needs ``api_key`` if one is set (it names the models prompts go to), else nothing.
         feedback_max_row_bytes: Largest feedback row (its JSON line, in bytes); a larger one is refused (413).
@@ -89,6 +93,7 @@ class ServeConfig:
     max_body_bytes: int = 1_000_000
     max_prompts: int = 256
     torch_threads: int | None = None
+    backend: str | None = None
     metrics_key: str | None = None
     feedback_max_row_bytes: int = 64_000
     feedback_max_bytes: int = 1 << 30
@@ -126,6 +131,8 @@ class ServeConfig:
             )
         if not (0 <= self.batch_wait_ms < math.inf):
             raise ValueError(f"ServeConfig.batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}.")
+        if self.backend is not None:
+            check_backend(self.backend)
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(
                 f"ServeConfig.torch_threads must be a positive integer, got {self.torch_threads!r}."

@@ -22,7 +22,7 @@ from hubroute.routing.taxonomy import (
     domain_from_pipeline_tag,
     pipeline_tag_from_domain,
 )
-from hubroute.run import Backend, RunConfig, Runner, TASKS
+from hubroute.run import TASKS, Backend, RunConfig, Runner
 from hubroute.run.backend import method_parameters
 from hubroute.run.runner import plan_tasks
 from hubroute.testing.fake_inference import FakeInferenceAPI, demo_records, png_bytes, wav_bytes

@@ -43,6 +43,7 @@ __all__ = [
     "registry_tasks",
     "routing_text",
     "task_of",
+    "merge_filter",
     "DEFAULT_PROMPTS",
 ]
 
@@ -201,7 +202,13 @@ def task_of(registry: Registry, model_id: str) -> str | None:
     return (record.pipeline_tag or "").strip().lower() or None if record is not None else None
 
 
-def _merge(base: RouteFilter | None, **fields: tuple[str, ...] | None) -> RouteFilter | None:
+def merge_filter(base: RouteFilter | None, **fields: tuple[str, ...] | None) -> RouteFilter | None:
+    """``base`` with the given string fields (``pipeline_tags``, ``domains``, ...) intersected in.
+
+    Args:
+        base: A route filter, or ``None``.
+        fields: Allowed values per field (``None``: unchanged).
+    """
     updates: dict[str, Any] = {}
     for name, values in fields.items():
         if values is None:
@@ -303,7 +310,7 @@ def plan_tasks(
             "task",
         )
     everything = present <= set(available)
-    route_filter = _merge(
+    route_filter = merge_filter(
         route_filter,
         pipeline_tags=None if everything else available,
         domains=tuple(domains) if domains else None,

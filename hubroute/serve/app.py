@@ -44,6 +44,7 @@ from .schemas import (
 )
 from .servable import ServableCache, ServableLookup, hub_servable_lookup
 from .state import ServeState
+from .tasks_api import add_task_routes
 
 __all__ = ["create_app"]
 
@@ -113,6 +114,8 @@ def create_app(
         os.environ.get("HF_TOKEN"),
         client_factory,
         config.attempt_timeout,
+        url_template=config.inference_url_template,
+        api_key=config.inference_api_key,
     )
     servable = None
     if config.servable_only:
@@ -145,7 +148,9 @@ def create_app(
     app.state.hubroute = state
     install_error_handlers(app)
     _add_routes(app, state)
-    app.add_middleware(_Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
+    add_task_routes(app, state)
+    app.add_middleware(_Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes,
+                       media_body_bytes=config.max_media_body_bytes)  # fmt: skip
     app.add_middleware(_Metered, state=state)
     return app
 
@@ -153,8 +158,12 @@ def create_app(
 class _Guard:
     """ASGI middleware: API key and body size (see :func:`guard_middleware`)."""
 
-    def __init__(self, app: Any, api_key: str | None, max_body_bytes: int) -> None:
-        self._app = guard_middleware(app, api_key=api_key, max_body_bytes=max_body_bytes)
+    def __init__(
+        self, app: Any, api_key: str | None, max_body_bytes: int, media_body_bytes: int | None = None
+    ) -> None:
+        self._app = guard_middleware(
+            app, api_key=api_key, max_body_bytes=max_body_bytes, media_body_bytes=media_body_bytes
+        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self._app(scope, receive, send)
@@ -185,7 +194,8 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
             raise ServeError(400, f"At most {config.max_prompts} prompts per request, got {len(prompts)}.",
                              "too_many_prompts", "prompt")  # fmt: skip
         key = RouteKey(
-            top_k=body.top_k, level=body.level, filters=body.filters.to_route_filter() if body.filters else None,
+            top_k=body.top_k, level=body.level,
+            filters=state.limited(body.filters.to_route_filter() if body.filters else None),
             min_score=body.min_score, on_low_confidence=body.on_low_confidence, explain=body.explain,
         )  # fmt: skip
         results, revision = await state.route(prompts, key)

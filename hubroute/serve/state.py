@@ -7,8 +7,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+from ..routing.options import RouteFilter
 from ..routing.results import RouteResult
 from ..routing.router import HubRouter
+from ..run.runner import merge_filter, task_of
+from ..run.tasks import TASKS
 from .batching import MicroBatcher, RouteKey
 from .config import ServeConfig
 from .feedback import FeedbackLog
@@ -40,6 +43,8 @@ class ServeState:
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.config = config
+        self.run_config = config.run_config()
+        self.policy = self.run_config.media_policy(allow_paths=False)
         self.holder = RouterHolder(loaded)
         self.metrics = ServeMetrics()
         self.metrics.models.set(loaded.router.num_models)
@@ -52,6 +57,14 @@ class ServeState:
         )  # fmt: skip
         self._revisions: dict[int, str] = {id(loaded.router): loaded.revision}
         self._servable_snapshot: tuple[tuple[int, int], tuple[str, ...], float] | None = None
+
+    def limited(self, route_filter: RouteFilter | None) -> RouteFilter | None:
+        """``route_filter`` narrowed to the tasks and domains the server allows (``--tasks`` / ``--domains``)."""
+        tasks, domains = self.run_config.tasks, self.run_config.domains
+        if not tasks and not domains:
+            return route_filter
+        return merge_filter(route_filter, pipeline_tags=tuple(tasks) if tasks else None,
+                            domains=tuple(domains) if domains else None)  # fmt: skip
 
     @property
     def current(self) -> LoadedRouter:
@@ -77,7 +90,13 @@ class ServeState:
         snapshot = self._servable_snapshot
         if snapshot is not None and snapshot[0] == key and snapshot[2] > time.monotonic():
             return snapshot[1]
-        ids = await asyncio.to_thread(self.servable.servable, router.registry.model_ids)
+        registry = router.registry
+
+        def provider_task(model_id: str) -> str | None:
+            spec = TASKS.get(task_of(registry, model_id) or "")
+            return spec.provider_task if spec is not None else None
+
+        ids = await asyncio.to_thread(self.servable.servable, registry.model_ids, provider_task)
         self._servable_snapshot = (key, ids, time.monotonic() + self.config.servable_ttl)
         return ids
 

@@ -180,6 +180,7 @@ class InferenceCall:
         inputs: What the request carried (``"text"``, ``"image"``, ``"audio"``, ``"table"``, ...).
         headers: The request's headers (lower-case names).
         error: Why it was refused, if it was.
+        parameters: The ``parameters`` of a JSON task request.
     """
 
     model: str
@@ -189,6 +190,7 @@ class InferenceCall:
     inputs: tuple[str, ...]
     headers: dict[str, str] = field(repr=False)
     error: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 class _Refused(Exception):
@@ -248,9 +250,10 @@ class FakeInferenceAPI:
 
     # -- the app ---------------------------------------------------------------------------------------------
     def _record(self, request: Request, model: str, route: str, status: int, inputs: Iterable[str],
-                error: str | None = None) -> None:  # fmt: skip
+                error: str | None = None, parameters: Any = None) -> None:  # fmt: skip
         call = InferenceCall(model, self.tasks.get(model.lower()), route, status, tuple(sorted(set(inputs))),
-                             {k.lower(): v for k, v in request.headers.items()}, error)  # fmt: skip
+                             {k.lower(): v for k, v in request.headers.items()}, error,
+                             dict(parameters) if isinstance(parameters, dict) else {})  # fmt: skip
         with self._lock:
             self.calls.append(call)
 
@@ -298,6 +301,7 @@ class FakeInferenceAPI:
         @app.post("/models/{model_id:path}", response_model=None)
         async def run_task(model_id: str, request: Request) -> Response:
             inputs: set[str] = set()
+            payload: dict[str, Any] | bytes = b""
             try:
                 task = self._gate(request, model_id)
                 payload = await _payload(request)
@@ -305,7 +309,8 @@ class FakeInferenceAPI:
             except _Refused as refused:
                 self._record(request, model_id, "task", refused.status, inputs, refused.message)
                 return JSONResponse({"error": refused.message}, status_code=refused.status)
-            self._record(request, model_id, "task", 200, inputs)
+            parameters = payload.get("parameters") if isinstance(payload, dict) else None
+            self._record(request, model_id, "task", 200, inputs, parameters=parameters)
             if isinstance(answer, tuple):
                 return Response(answer[0], media_type=answer[1])
             return JSONResponse(answer)

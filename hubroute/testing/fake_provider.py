@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -46,6 +46,8 @@ class ProviderRequest:
     stream: bool
     authorized: bool
     body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    """The request's headers (lower-case names), to check which credentials reached the provider."""
 
 
 class FakeProvider:
@@ -92,7 +94,8 @@ class FakeProvider:
             model, stream = str(body.get("model")), bool(body.get("stream"))
             authorized = self.token is None or request.headers.get("authorization") == f"Bearer {self.token}"
             with self._lock:
-                self.requests.append(ProviderRequest(model, stream, authorized, body))
+                headers = {k.lower(): v for k, v in request.headers.items()}
+                self.requests.append(ProviderRequest(model, stream, authorized, body, headers))
             if not authorized:
                 return JSONResponse({"error": "Invalid credentials"}, status_code=401)
             fault = self.faults.get(model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-__all__ = ["register", "register_bench", "run", "run_bench"]
+__all__ = ["register", "register_bench", "add_run_arguments", "run", "run_bench"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +33,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="OpenAI-compatible server the chosen models run on (default: HF Inference Providers).",
     )
+    add_run_arguments(parser)
+    parser.add_argument(
+        "--servable-only",
+        action="store_true",
+        help="Route only to models an Inference Provider serves live for the task hubroute will call "
+        "(Hub provider mapping, cached).",
+    )
+    parser.add_argument(
+        "--watch",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="Poll the router folder or repo every SECONDS and swap in new revisions.",
+    )
+    parser.add_argument(
+        "--feedback",
+        default=None,
+        metavar="PATH",
+        help="JSONL file POST /v1/feedback appends to (readable by `hubroute train --data`).",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=30.0,
+        help="Seconds per chat completion across every fallback (default: 30).",
+    )
+    parser.add_argument(
+        "--attempt-timeout",
+        type=float,
+        default=10.0,
+        help="Seconds one model call may take before the next candidate is tried (default: 10).",
+    )
+    parser.add_argument(
+        "--batch-wait-ms", type=float, default=2.0, help="Micro-batch wait under load (default: 2)."
+    )
+    parser.add_argument(
+        "--max-batch", type=int, default=64, help="Most prompts per encoder pass (default: 64)."
+    )
+    parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info).")
+    parser.set_defaults(func=run)  # fmt: skip
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of running the chosen models, shared by ``hubroute serve`` and ``hubroute mcp``: the
+    per-model URL template and its key, the tasks and domains allowed, and the limits on image and audio inputs."""
     parser.add_argument(
         "--inference-url-template",
         default=None,
@@ -74,45 +119,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-audio-bytes", type=int, default=25 * 1024 * 1024, help="Largest audio input (default: 25 MiB)."
     )
-    parser.add_argument(
-        "--servable-only",
-        action="store_true",
-        help="Route only to models an Inference Provider serves live for the task hubroute will call "
-        "(Hub provider mapping, cached).",
-    )
-    parser.add_argument(
-        "--watch",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="Poll the router folder or repo every SECONDS and swap in new revisions.",
-    )
-    parser.add_argument(
-        "--feedback",
-        default=None,
-        metavar="PATH",
-        help="JSONL file POST /v1/feedback appends to (readable by `hubroute train --data`).",
-    )
-    parser.add_argument(
-        "--deadline",
-        type=float,
-        default=30.0,
-        help="Seconds per chat completion across every fallback (default: 30).",
-    )
-    parser.add_argument(
-        "--attempt-timeout",
-        type=float,
-        default=10.0,
-        help="Seconds one model call may take before the next candidate is tried (default: 10).",
-    )
-    parser.add_argument(
-        "--batch-wait-ms", type=float, default=2.0, help="Micro-batch wait under load (default: 2)."
-    )
-    parser.add_argument(
-        "--max-batch", type=int, default=64, help="Most prompts per encoder pass (default: 64)."
-    )
-    parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info).")
-    parser.set_defaults(func=run)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

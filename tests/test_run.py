@@ -314,3 +314,26 @@ def test_rendered_outputs_read_as_text() -> None:
     image = Image.open(io.BytesIO(png_bytes()))
     assert to_json(image)["width"] == 32 and to_json(np.float32(0.5)) == 0.5
     assert render_text(TASKS["text-to-speech"], wav_bytes()).startswith("[audio: WAV")
+
+
+def test_the_run_models_bench_reports_every_flow_on_every_surface(demo_router: HubRouter) -> None:
+    from hubroute.bench.run_models import FLOWS, format_flows_table, run_model_flows
+
+    report = run_model_flows(demo_router, ["python", "mcp"], log=lambda _: None)
+    for surface in ("python", "mcp"):
+        summary = report["surfaces"][surface]
+        assert summary["succeeded"] == summary["answered_by_a_task_that_takes_the_input"] == len(FLOWS)
+        assert summary["calls_refused_by_the_fake"] == 0
+    fallback = [r for r in report["results"] if r["flow"].startswith("fallback")]
+    assert [r["fallback"] for r in fallback] == ["candidate", "candidate"]
+    table = format_flows_table(report)
+    assert "| python | 8/8 | 8/8 |" in table and "peak RSS" in table
+
+
+@pytest.mark.parametrize("argv", [["mcp", "--help"], ["bench", "run-models", "--help"]])
+def test_the_new_commands_have_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from hubroute.cli.main import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0 and "--router" in capsys.readouterr().out

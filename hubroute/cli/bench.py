@@ -16,7 +16,7 @@ from ..routing.encoder import EncoderConfig
 from ..routing.router import RouterConfig
 from ..training import distributed
 from ..training.config import CARvEConfig
-from . import speed, train_scale
+from . import run_models, speed, train_scale
 from .serve import register_bench
 
 __all__ = ["register"]
@@ -116,6 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     speed.register(commands)
     train_scale.register(commands)
     register_bench(commands)
+    run_models.register(commands)
 
 
 def _carve_config(args: argparse.Namespace) -> CARvEConfig:

@@ -534,3 +534,36 @@ def _completion(model: str, text: str) -> dict[str, Any]:
                      "logprobs": None}],
         "usage": {"prompt_tokens": words, "completion_tokens": words, "total_tokens": 2 * words},
     }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hubroute.testing.fake_inference --router DIR``: serve the fake for a router's models until
+    interrupted, and print the ``--inference-url-template`` to pass to ``hubroute serve`` / ``hubroute mcp``."""
+    import argparse
+    import json as json_module
+    from pathlib import Path
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hubroute.testing.fake_inference", description=main.__doc__
+    )
+    parser.add_argument(
+        "--router", required=True, help="A router folder: its registry.json lists the models."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--down", nargs="*", default=[], metavar="MODEL", help="Models that answer 503.")
+    args = parser.parse_args(argv)
+    from hubroute.routing.registry import Registry
+
+    registry = Registry.from_list(json_module.loads((Path(args.router) / "registry.json").read_text()))
+    fake = FakeInferenceAPI.from_registry(registry, down=args.down)
+    print(f"Fake Inference API for {len(registry)} models: --inference-url-template "
+          f"http://{args.host}:{args.port}/models/{{model_id}}", flush=True)  # fmt: skip
+    uvicorn.run(fake.app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

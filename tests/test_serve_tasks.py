@@ -282,6 +282,15 @@ def test_a_task_no_model_has_is_a_422_naming_the_task(tiny_encoder_path: Path, t
                               "messages": [{"role": "user", "content": "hi"}],
                               "hubroute": {"filters": {"pipeline_tags": ["text-to-image"]}}})  # fmt: skip
         assert filtered.status_code == 422 and "text-to-image" in filtered.json()["error"]["message"]
+        routed = httpx.post(
+            f"{srv.url}/v1/route", json={"prompt": "a fox", "filters": {"pipeline_tags": "text-to-image"}}
+        )
+        assert routed.status_code == 422 and routed.json()["error"]["code"] == "task_not_available"
+        assert "text-to-image" in routed.json()["error"]["message"] and "min_score" not in routed.text
+        kept = httpx.post(
+            f"{srv.url}/v1/route", json={"prompt": "a fox", "filters": {"pipeline_tags": "translation"}}
+        )
+        assert {r["domain"] for r in kept.json()["results"][0]} == {"Natural Language Processing Translation"}
 
 
 # ------------------------------------------------------------------------------------- operator limits ----

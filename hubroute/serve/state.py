@@ -7,10 +7,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+from ..errors import TaskNotAvailableError
 from ..routing.options import RouteFilter
 from ..routing.results import RouteResult
 from ..routing.router import HubRouter
-from ..run.runner import merge_filter, task_of
+from ..run.runner import merge_filter, registry_tasks, task_of
 from ..run.tasks import TASKS
 from .batching import MicroBatcher, RouteKey
 from .config import ServeConfig
@@ -59,12 +60,25 @@ class ServeState:
         self._servable_snapshot: tuple[tuple[int, int], tuple[str, ...], float] | None = None
 
     def limited(self, route_filter: RouteFilter | None) -> RouteFilter | None:
-        """``route_filter`` narrowed to the tasks and domains the server allows (``--tasks`` / ``--domains``)."""
+        """``route_filter`` narrowed to the tasks and domains the server allows (``--tasks`` / ``--domains``).
+
+        Raises:
+            TaskNotAvailableError: the filter asks for tasks no model of the registry has (the message names them).
+        """
         tasks, domains = self.run_config.tasks, self.run_config.domains
-        if not tasks and not domains:
-            return route_filter
-        return merge_filter(route_filter, pipeline_tags=tuple(tasks) if tasks else None,
-                            domains=tuple(domains) if domains else None)  # fmt: skip
+        if tasks or domains:
+            route_filter = merge_filter(route_filter, pipeline_tags=tuple(tasks) if tasks else None,
+                                        domains=tuple(domains) if domains else None)  # fmt: skip
+        if route_filter is not None and route_filter.pipeline_tags is not None:
+            present = registry_tasks(self.holder.router.registry)
+            if not any(tag.lower() in present for tag in route_filter.pipeline_tags):
+                known = ", ".join(sorted(t for t in present if t)) or "none"
+                raise TaskNotAvailableError(
+                    f"No model in the router's registry has the task {' or '.join(route_filter.pipeline_tags)}; "
+                    f"the registry's tasks are: {known}.",
+                    tuple(route_filter.pipeline_tags),
+                )
+        return route_filter
 
     @property
     def current(self) -> LoadedRouter:

@@ -183,6 +183,10 @@ def sniff_audio(data: bytes) -> str | None:
     return None
 
 
+def _label(kind: str, where: str) -> str:
+    return f"The {kind}" if where == kind else f"The {kind} at {where}"
+
+
 def _size_check(data: bytes, kind: str, policy: MediaPolicy, where: str) -> None:
     limit = policy.limit(kind)
     if len(data) > limit:
@@ -312,7 +316,8 @@ async def load_image(value: Any, policy: MediaPolicy | None = None, where: str =
             width, height = image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise InvalidInputError(
-            f"The {where} is not an image Pillow can read: send PNG, JPEG, GIF, WebP or another common format.",
+            f"{_label('image', where)} is not an image Pillow can read: send PNG, JPEG, GIF, WebP or another common "
+            "format.",
             param=where,
         ) from None
     return Media(data, mime, width, height)
@@ -345,8 +350,8 @@ async def load_audio(
     if mime is None:
         declared = f" (declared {audio_format!r})" if audio_format else ""
         raise InvalidInputError(
-            f"The {where} is not audio in a known format{declared}: send WAV, MP3, FLAC, Ogg/Opus, WebM, M4A, AAC "
-            "or AIFF.",
+            f"{_label('audio', where)} is not audio in a known format{declared}: send WAV, MP3, FLAC, Ogg/Opus, WebM, "
+            "M4A, AAC or AIFF.",
             param=where,
         )
     return Media(data, mime)

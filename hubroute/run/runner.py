@@ -272,9 +272,14 @@ def plan_tasks(
             )
     runnable = fitting if backend is None else tuple(t for t in fitting if backend.supports(t))
     if not runnable:
+        assert backend is not None
+        fix = (
+            "the Hugging Face Inference API layout has none of them: use Inference Providers (the default) for them"
+            if backend.kind == "url_template"
+            else "use Inference Providers (the default) or --inference-url-template for other tasks"
+        )
         raise TaskNotAvailableError(
-            f"The tasks that take {what} ({', '.join(fitting)}) cannot run on {backend.describe() if backend else ''}"
-            ": use Inference Providers (the default) or --inference-url-template for other tasks.",
+            f"The tasks that take {what} ({', '.join(fitting)}) cannot run on {backend.describe()}: {fix}.",
             fitting,
             "backend",
         )

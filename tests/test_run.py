@@ -116,12 +116,6 @@ def fake_api(demo_router: HubRouter) -> Iterator[tuple[FakeInferenceAPI, Backgro
 
 
 @pytest.fixture
-def fake(fake_api: tuple[FakeInferenceAPI, BackgroundServer]) -> FakeInferenceAPI:
-    fake_api[0].clear()
-    return fake_api[0]
-
-
-@pytest.fixture
 def runner(
     demo_router: HubRouter, fake_api: tuple[FakeInferenceAPI, BackgroundServer], fake: FakeInferenceAPI
 ) -> Runner:

@@ -59,12 +59,6 @@ def fake_api(router_dir: Path) -> Iterator[tuple[FakeInferenceAPI, BackgroundSer
         yield fake, server
 
 
-@pytest.fixture
-def fake(fake_api: tuple[FakeInferenceAPI, BackgroundServer]) -> FakeInferenceAPI:
-    fake_api[0].clear()
-    return fake_api[0]
-
-
 @contextmanager
 def serving(source: Any, **settings: Any) -> Iterator[BackgroundServer]:
     lookup = settings.pop("lookup", None)

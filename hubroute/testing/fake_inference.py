@@ -32,8 +32,6 @@ import json
 import math
 import struct
 import threading
-import time
-import uuid
 import wave
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +40,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from .fake_provider import chat_completion_body
 from .server import BackgroundServer
 
 __all__ = [
@@ -288,7 +287,7 @@ class FakeInferenceAPI:
             self._record(request, model, route, 200, inputs)
             extras = [name for name, kind in (("an image", "image"), ("audio", "audio")) if kind in inputs]
             with_ = f" (with {' and '.join(extras)})" if extras else ""
-            return JSONResponse(_completion(model, f"{model} answers{with_}: {text}"))
+            return JSONResponse(chat_completion_body(model, f"{model} answers{with_}: {text}"))
 
         @app.post("/models/{model_id:path}/v1/chat/completions", response_model=None)
         async def model_chat(model_id: str, request: Request) -> Response:
@@ -523,17 +522,6 @@ def _text_answer(model: str, task: str, text: str, payload: dict[str, Any]) -> A
     if task in ("text-to-speech", "text-to-audio"):
         return wav_bytes(), "audio/wav"
     return b"\0\0\0\x18ftypmp42", "video/mp4"
-
-
-def _completion(model: str, text: str) -> dict[str, Any]:
-    words = len(text.split())
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion", "created": int(time.time()),
-        "model": model, "system_fingerprint": "fake-inference-api",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                     "logprobs": None}],
-        "usage": {"prompt_tokens": words, "completion_tokens": words, "total_tokens": 2 * words},
-    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .server import BackgroundServer
 
-__all__ = ["FAULTS", "FakeProvider", "ProviderRequest"]
+__all__ = ["FAULTS", "FakeProvider", "ProviderRequest", "chat_completion_body"]
 
 FAULTS = ("not_deployed", "unavailable", "bad_request", "slow", "mid_stream")
 
@@ -112,7 +112,7 @@ class FakeProvider:
                 return StreamingResponse(
                     self._chunks(model, text, fault == "mid_stream"), media_type="text/event-stream"
                 )
-            return JSONResponse(_completion(model, text))
+            return JSONResponse(chat_completion_body(model, text))
 
         @app.get("/v1/models")
         async def models() -> dict[str, Any]:
@@ -144,7 +144,8 @@ def _event(ident: str, created: int, model: str, delta: dict[str, Any], finish: 
     return f"data: {json.dumps(chunk)}\n\n".encode()
 
 
-def _completion(model: str, text: str) -> dict[str, Any]:
+def chat_completion_body(model: str, text: str) -> dict[str, Any]:
+    """An OpenAI chat completion whose assistant message is ``text``, from ``model``."""
     words = len(text.split())
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion", "created": int(time.time()),

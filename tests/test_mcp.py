@@ -104,6 +104,7 @@ async def everyday_flows(client: Client, fake: FakeInferenceAPI) -> dict[str, An
     return {name: result.structured_content for name, result in done.items()}
 
 
+@pytest.mark.slow
 def test_mcp_over_stdio_with_the_sdk_client(router_dir: Path, fake_api: Any) -> None:
     fake, upstream = fake_api
     fake.clear()

@@ -310,6 +310,7 @@ def test_rendered_outputs_read_as_text() -> None:
     assert render_text(TASKS["text-to-speech"], wav_bytes()).startswith("[audio: WAV")
 
 
+@pytest.mark.slow
 def test_the_run_models_bench_reports_every_flow_on_every_surface(demo_router: HubRouter) -> None:
     from hubroute.bench.run_models import FLOWS, format_flows_table, run_model_flows
 

@@ -13,7 +13,7 @@ Against real models, drop the fake: `Runner(router)` calls Inference Providers w
 """
 
 from hubroute import HubRouter
-from hubroute.run import RunConfig, Runner
+from hubroute import RunConfig, Runner
 from hubroute.testing.fake_inference import FakeInferenceAPI, demo_records, png_bytes, wav_bytes
 
 

@@ -12,8 +12,7 @@ Against real models, drop the fake: `Runner(router)` calls Inference Providers w
 `RunConfig(inference_url_template="https://.../{model_id}")` for your own endpoints.
 """
 
-from hubroute import HubRouter
-from hubroute import RunConfig, Runner
+from hubroute import HubRouter, RunConfig, Runner
 from hubroute.testing.fake_inference import FakeInferenceAPI, demo_records, png_bytes, wav_bytes
 
 

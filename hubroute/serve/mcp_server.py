@@ -92,7 +92,9 @@ def create_mcp_server(runner: Runner, files_root: str | Path | None = None) -> M
         The server: ``server.run("stdio")``, or ``server.streamable_http_app()`` for HTTP.
     """
     root = Path(files_root).resolve() if files_root is not None else None
-    server: MCPServer = MCPServer("hubroute", instructions=_INSTRUCTIONS, version=__version__)
+    server: MCPServer = MCPServer(
+        "hubroute", instructions=_INSTRUCTIONS, version=__version__, log_level="WARNING"
+    )
     router: HubRouter = runner.router
 
     @server.tool(

@@ -114,7 +114,7 @@ def _openai_call(client: Any, flow: Flow) -> tuple[str, str, str]:
     image, audio = _media(flow)
     if flow.endpoint == "transcriptions":
         raw = client.audio.transcriptions.with_raw_response.create(
-            model="hubroute/auto", file=("memo.wav", audio)
+            model="hubroute/auto", file=("memo.wav", audio), prompt=flow.prompt
         )
         raw.parse()
     elif flow.endpoint == "images":

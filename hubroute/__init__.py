@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._utils.version import __version__
 from .errors import (
+    BackendUnavailableError,
     CheckpointError,
     CheckpointNotFoundError,
     DataFormatError,
@@ -89,6 +90,7 @@ __all__ = [
     "IncompatibleCheckpointError",
     "DataFormatError",
     "DistributedLaunchError",
+    "BackendUnavailableError",
     "HubAccessError",
     "ForgettingGateError",
     "InvalidInputError",

@@ -22,6 +22,7 @@ __all__ = [
     "InvalidInputError",
     "TaskNotAvailableError",
     "ModelCallError",
+    "BackendUnavailableError",
 ]
 
 
@@ -111,3 +112,7 @@ class ModelCallError(HubRouteError, RuntimeError):
         super().__init__(message)
         self.attempts = list(attempts or [])
         self.timed_out = timed_out
+
+
+class BackendUnavailableError(HubRouteError, ImportError):
+    """An inference backend was asked for whose packages are not installed (the message names the extra)."""

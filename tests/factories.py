@@ -82,3 +82,45 @@ def make_experience(rows: list[tuple[str, str, str]], card: str = "A model.") ->
             "card_text": [f"{card} {r[1]} handles {r[2]}." for r in rows],
         }
     )
+
+
+# ---------------------------------------------------------------------------------- fleet (feedback) data --
+FLEET_DOMAINS = [
+    "Audio Automatic Speech Recognition",
+    "Computer Vision Object Detection",
+    "Natural Language Processing Translation",
+]
+FLEET_FED = {
+    "org/model-1": ["transcribe the podcast episode {}", "turn this voice memo {} into text"],
+    "org/model-5": ["find every car in street photo {}", "draw boxes around the dogs in image {}"],
+    "org/model-6": ["translate letter {} into German", "put this French paragraph {} in English"],
+}
+"""Prompts fed to three of the nine models of :func:`fleet_router` (feedback tests)."""
+FLEET_TRAINING = {
+    "num_candidates": 6,
+    "embedding_learning_rate": 0.02,
+    "num_train_epochs": 30,
+    "logging_steps": 1000,
+}
+
+
+def fleet_rows(numbers: range = range(3)) -> list[tuple[str, str]]:
+    """``(prompt, fed model)`` rows of :data:`FLEET_FED`, one per template and number."""
+    return [
+        (t.format(k), model) for model, templates in FLEET_FED.items() for t in templates for k in numbers
+    ]
+
+
+def fleet_router(encoder: Path):  # noqa: ANN201 - a HubRouter (imported lazily, like the other builders)
+    """Nine untrained models on the tiny ``encoder``, whose weights ship with the router (pushable)."""
+    from hubroute import EncoderConfig, HubRouter, ModelRecord, RouterConfig
+
+    router = HubRouter(RouterConfig(encoder=EncoderConfig(str(encoder), max_length=64)))
+    router.add_models(
+        [
+            ModelRecord(f"org/model-{i}", f"family-{i}", FLEET_DOMAINS[i % 3], f"Model {i} card.")
+            for i in range(9)
+        ]
+    )
+    router.encoder.fine_tuned = True
+    return router

@@ -14,6 +14,12 @@ Methods:
 
 After each experience every test set seen so far is scored against the union registry (all models seen so
 far); the results go into accuracy matrices, summarised by :func:`hubroute.evaluation.metrics.summarize`.
+
+With several inference ``backends`` (``"torch"``, ``"onnx"``, ``"onnx-int8"``), the router of ``carve``,
+``seq_ft``, ``replay``, ``joint`` and ``zero_shot`` is also evaluated on each further backend after each
+experience (the same trained router: the ONNX graph of its current encoder is exported then), filling a matrix
+of its own, reported as ``"<method>@<backend>"`` with the share of prompts whose top-5 is the same as the first
+backend's.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from ..evaluation.metrics import AccuracyMatrix, LabelMaps, score_predictions, s
 from ..evaluation.ranking import TOP_K, Ranker, router_ranker
 from ..routing.registry import Registry
 from ..routing.router import HubRouter, RouterConfig
+from ..routing.runtime import check_backend
 from ..training.config import CARvEConfig
 from ..training.data import records_from_rows
 from ..training.rerank import WEIGHT_GRID
@@ -105,29 +112,60 @@ def _bm25_ranker(registry: Registry) -> Ranker:
 class _Run:
     """One (method, seed) run: trains or indexes experience by experience and fills the matrix."""
 
-    def __init__(self, bench: CMRBench, labels: LabelMaps, router_config: RouterConfig) -> None:
+    def __init__(
+        self,
+        bench: CMRBench,
+        labels: LabelMaps,
+        router_config: RouterConfig,
+        backend: str = "torch",
+        cache_dir: str | None = None,
+    ) -> None:
         self.bench = bench
         self.labels = labels
         self.router_config = router_config
+        self.backend = backend
+        self.cache_dir = cache_dir
         self.matrix = AccuracyMatrix(bench.names)
         self.times: list[dict[str, float]] = []
+        self.predicted: dict[tuple[int, int], list[list[str]]] = {}
+        """The ranked model ids of every evaluation ``(after, test set)``."""
+        self.on_backends: dict[str, _Run] = {}
+        """The same router evaluated on other inference backends (filled by :meth:`evaluate_on_backends`)."""
         self.sweep: dict[str, AccuracyMatrix] = {}
         """``carve+rerank``: the matrix of each fusion weight of :data:`WEIGHT_GRID` (a development sweep)."""
         self.rerank: list[dict[str, Any]] = []
         """``carve+rerank``: what the re-ranker's training did at each experience."""
 
-    def evaluate(self, after: int, ranker: Ranker, upto: int) -> None:
-        for j in range(upto + 1):
+    def evaluate(self, after: int, ranker: Ranker, upto: int, first: int = 0) -> None:
+        for j in range(first, upto + 1):
             test = self.bench[j].test
             predicted = ranker(test["prompt"])
+            self.predicted[after, j] = predicted
             self.matrix.record(
                 after, j, score_predictions(predicted, test["model_id"], test["domain"], self.labels)
             )
 
+    def evaluate_on_backends(self, after: int, router: HubRouter, upto: int, first: int = 0) -> None:
+        """Evaluate ``router`` as :meth:`evaluate` does on each backend of :attr:`on_backends`, then put it back
+        on this run's backend."""
+        for backend, run in self.on_backends.items():
+            start = time.perf_counter()
+            router.set_backend(backend, cache_dir=self.cache_dir)
+            ready = time.perf_counter()
+            run.evaluate(after, router_ranker(router), upto, first)
+            graph = getattr(router.encoder.runtime, "graph", None)
+            run.times.append({"train_s": self.times[-1]["train_s"] if self.times else 0.0,
+                              "eval_s": time.perf_counter() - ready, "backend_ready_s": ready - start,
+                              "exported": float(bool(graph and graph.exported))})  # fmt: skip
+        router.set_backend(self.backend, cache_dir=self.cache_dir)
+
     def new_router(self) -> HubRouter:
-        return HubRouter(
+        router = HubRouter(
             dataclasses.replace(self.router_config, encoder=dataclasses.replace(self.router_config.encoder))
         )
+        if self.backend != "torch":
+            router.set_backend(self.backend, cache_dir=self.cache_dir)
+        return router
 
     def evaluate_reranked(self, after: int, router: HubRouter, upto: int, plain: _Run | None) -> float:
         """Fill this run's matrix with re-ranked predictions (and ``plain``'s with the router's own, from the
@@ -200,6 +238,7 @@ class _Run:
             trained = time.perf_counter()
             self.evaluate(len(self.bench) - 1, router_ranker(router), len(self.bench) - 1)
             self.times.append({"train_s": trained - start, "eval_s": time.perf_counter() - trained})
+            self.evaluate_on_backends(len(self.bench) - 1, router, len(self.bench) - 1)
             progress.update(len(self.bench))
             return
         for t, experience in enumerate(self.bench):
@@ -210,6 +249,7 @@ class _Run:
             trained = time.perf_counter()
             self.evaluate(t, router_ranker(router), t)
             self.times.append({"train_s": trained - start, "eval_s": time.perf_counter() - trained})
+            self.evaluate_on_backends(t, router, t)
             progress.update(1)
 
     def run_retrieval(self, method: str, progress: tqdm) -> None:
@@ -228,6 +268,8 @@ class _Run:
             indexed = time.perf_counter()
             self.evaluate(t, ranker, t)
             self.times.append({"train_s": indexed - start, "eval_s": time.perf_counter() - indexed})
+            if router is not None:
+                self.evaluate_on_backends(t, router, t)
             progress.update(1)
 
 
@@ -238,6 +280,7 @@ def run_cmrbench(
     config: Any = None,
     router_config: RouterConfig | None = None,
     show_progress: bool = True,
+    backends: Sequence[str] = ("torch",),
 ) -> dict[str, Any]:
     """Run methods on CMRBench's public protocol and return one result object per method.
 
@@ -249,15 +292,24 @@ def run_cmrbench(
         config: The carve recipe (:class:`~hubroute.CARvEConfig`); the other trained methods derive from it.
         router_config: Architecture of new routers (default: bundled MiniLM).
         show_progress: Show a progress bar.
+        backends: Inference backends the routers are evaluated on: the first is the methods' own; each further
+            one adds ``"<method>@<backend>"`` results (the same trained routers, evaluated on that backend after
+            each experience) with their ``agreement`` with the first (see the module docstring). ``bm25`` and
+            ``carve+rerank`` are evaluated on the first only. ONNX graphs are cached in the run's temporary
+            folder.
 
     Returns:
         ``{method: {M_acc, F_acc, D_acc, M_fgt, F_fgt, D_fgt, M_at5, ..., "matrices": [...per seed],
         "wall_time_s": {...}, "seeds": [...]}}``, accuracies in percent.
+
+    Raises:
+        ValueError: an unknown method or backend.
     """
 
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}; choose from {list(ALL_METHODS)}.")
+    reference, *others = [check_backend(b) for b in dict.fromkeys(backends)] or ["torch"]
     base = config or CARvEConfig()
     router_config = router_config or RouterConfig()
     labels = LabelMaps.from_bench(bench)
@@ -269,6 +321,7 @@ def run_cmrbench(
         tempfile.TemporaryDirectory(prefix="hubroute-bench-") as workdir,
     ):
         shared = "carve" in methods and RERANK_METHOD in methods
+        cache = str(Path(workdir) / "onnx")
         for method in methods:
             if shared and method == "carve":
                 continue  # filled by the carve+rerank runs, from the same training
@@ -277,11 +330,14 @@ def run_cmrbench(
             for seed in method_seeds:
                 progress.set_postfix_str(f"{method} seed {seed}")
                 _seed_everything(seed)
-                run = _Run(bench, labels, router_config)
+                run = _Run(bench, labels, router_config, reference, cache)
+                if method not in ("bm25", RERANK_METHOD):
+                    run.on_backends = {b: _Run(bench, labels, router_config, b, cache) for b in others}
                 if method in ("zero_shot", "bm25"):
                     run.run_retrieval(method, progress)
                 else:
-                    plain = _Run(bench, labels, router_config) if shared and method == RERANK_METHOD else None
+                    shares = shared and method == RERANK_METHOD
+                    plain = _Run(bench, labels, router_config, reference, cache) if shares else None
                     run.run_trained(method, base, seed, str(Path(workdir) / method), progress, plain)
                     if plain is not None:
                         plain_runs.append(plain)
@@ -305,7 +361,39 @@ def run_cmrbench(
                 }
             results[method] = summary
             logger.info("%s: %s", method, format_row(method, summary))
-    return {m: results[m] for m in methods if m in results}
+            for backend in runs[0].on_backends:
+                on = [r.on_backends[backend] for r in runs]
+                name = f"{method}@{backend}"
+                results[name] = _method_summary([r.matrix for r in on], [r.times for r in on], method_seeds)
+                results[name]["backend"] = backend
+                results[name]["agreement"] = {
+                    "with": reference,
+                    "final": _agreement(runs, backend, final_only=True),
+                    "every_evaluation": _agreement(runs, backend, final_only=False),
+                }
+                logger.info("%s: %s", name, format_row(name, results[name]))
+    ordered = [m for m in methods if m in results]
+    return {name: results[name] for m in ordered for name in results if name == m or name.startswith(f"{m}@")}
+
+
+def _agreement(runs: Sequence[_Run], backend: str, final_only: bool) -> dict[str, float]:
+    """How often the ranked top-5 of ``backend`` equals the reference backend's, over every prompt of every
+    evaluation (or only of the evaluations after the last experience: each eval prompt once)."""
+    same_list = same_set = same_top1 = prompts = 0
+    for run in runs:
+        other = run.on_backends[backend].predicted
+        last = max(after for after, _ in other) if other else -1
+        for key, ranked in other.items():
+            if final_only and key[0] != last:
+                continue
+            for mine, theirs in zip(run.predicted[key], ranked):
+                prompts += 1
+                same_list += mine == theirs
+                same_set += set(mine) == set(theirs)
+                same_top1 += mine[:1] == theirs[:1]
+    share = (lambda n: n / prompts) if prompts else (lambda n: float("nan"))
+    return {"prompts": prompts, "top5_identical": share(same_list), "top5_same_set": share(same_set),
+            "top1_same": share(same_top1)}  # fmt: skip
 
 
 def _method_summary(
@@ -404,4 +492,15 @@ def format_table(results: dict[str, Any]) -> str:
     """Return a Markdown table of the headline numbers, one row per method."""
     header = "| method | M-Acc | F-Acc | D-Acc | M@5 | M-Fgt | F-Fgt | D-Fgt | time (s) |"
     rule = "| --- | " + " | ".join(["---:"] * 8) + " |"
-    return "\n".join([header, rule, *(format_row(m, r) for m, r in results.items())])
+    lines = [header, rule, *(format_row(m, r) for m, r in results.items())]
+    for method, r in results.items():
+        agreement = r.get("agreement")
+        if agreement:
+            final, every = agreement["final"], agreement["every_evaluation"]
+            lines.append(
+                f"\n{method}: the same top-5 as {agreement['with']} for {100 * final['top5_identical']:.2f} % of the "
+                f"{final['prompts']} eval prompts after the last experience ({100 * final['top5_same_set']:.2f} % "
+                f"the same set, {100 * final['top1_same']:.2f} % the same top-1); over every evaluation "
+                f"{100 * every['top5_identical']:.2f} % of {every['prompts']}."
+            )
+    return "\n".join(lines)

@@ -50,6 +50,7 @@ from ..routing.index import COMPRESSED_KINDS, ScoringIndex, default_refine
 from ..routing.registry import DerivedRegistry, ModelRecord, Registry
 from ..routing.rerank import Reranker
 from ..routing.router import HubRouter
+from ..routing.runtime import GRAPH_FILE, OnnxRuntime, cache_size_bytes, check_backend
 from ..training.data import records_from_rows
 from .cmrbench import load_cmrbench, strip_instruction_prefix
 from .process import format_checks, peak_rss_mb, rss_mb, rss_parts_mb, stderr_log
@@ -72,6 +73,7 @@ __all__ = [
     "set_threads",
     "run_rerank_speed",
     "format_rerank_speed",
+    "measure_graphs",
 ]
 
 Log = Callable[[str], None]
@@ -101,6 +103,11 @@ class SpeedSettings:
             index of each size, deleted at the end (default: a new temporary folder).
         build_threads: FAISS threads while a compressed index is trained and filled (``None``: every CPU);
             timings use ``threads``.
+        backends: Inference backends of the encoder whose ``route()`` is timed side by side, in the same loop
+            (``"torch"``, ``"onnx"``, ``"onnx-int8"``); the first is the reference of the ratios. The ONNX ones
+            are exported first, timed, and their cache's size and damaged-cache repair are reported.
+        onnx_cache_dir: Where the ONNX graphs are cached (default: a new temporary folder, deleted at the end,
+            so that the export is timed).
     """
 
     registry_sizes: Sequence[int] = (2_400, 100_000, 1_000_000)
@@ -118,8 +125,13 @@ class SpeedSettings:
     seed: int = 0
     work_dir: str | None = None
     build_threads: int | None = None
+    backends: Sequence[str] = ("torch",)
+    onnx_cache_dir: str | None = None
 
     def __post_init__(self) -> None:
+        self.backends = [check_backend(b) for b in dict.fromkeys(self.backends)]
+        if not self.backends:
+            raise ValueError("backends must name at least one backend.")
         sizes = list(self.registry_sizes)
         if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
             raise ValueError(f"registry_sizes must be positive integers, got {self.registry_sizes!r}.")
@@ -616,6 +628,29 @@ def _recall_out_of_core(
     return result
 
 
+def _on(
+    router: HubRouter, backend: str, cache_dir: str | None, call: Callable[[Any], Any]
+) -> Callable[[Any], Any]:
+    """``call`` with ``router`` switched to ``backend`` first (a switch to a backend used before costs a dict
+    lookup: see :meth:`HubRouter.set_backend`)."""
+
+    def switched(item: Any) -> Any:
+        router.set_backend(backend, cache_dir=cache_dir)
+        return call(item)
+
+    return switched
+
+
+def _backend_encoder(router: HubRouter) -> Callable[[list[str]], Any]:
+    """The encoder's tokenise + forward on its active backend (the floor of ``route()`` on that backend)."""
+    encoder = router.encoder
+
+    def encode(batch: list[str]) -> Any:
+        return encoder.runtime(encoder.tokenize(batch))
+
+    return encode
+
+
 def _measure(
     router: HubRouter,
     prompts: list[str],
@@ -624,34 +659,47 @@ def _measure(
     baseline: HubRouter | None = None,
 ) -> dict[str, Any]:
     """Time encoder, route and search at one size; with ``baseline`` (the first size's router), also time its
-    route() in the same loop, so the ratio between sizes does not depend on load changing between sizes."""
-    bare = _bare_encoder(router)
+    route() in the same loop, so the ratio between sizes does not depend on load changing between sizes. With
+    several ``settings.backends``, the route() and encoder of each are timed in the same loop too."""
+    reference, *others = settings.backends
+    cache = settings.onnx_cache_dir
+    bare = _on(
+        router, reference, cache, _bare_encoder(router) if reference == "torch" else _backend_encoder(router)
+    )
     index = router._scoring_index()
     timed = prompts[: settings.num_prompts]
+    router.set_backend(reference, cache_dir=cache)
     vectors = router._encode_queries(timed, settings.batch_size)
     log(f"  timing {len(timed)} single-prompt calls (encoder, route, search interleaved)")
     calls = [
         lambda i: bare([timed[i]]),
-        lambda i: router.route(timed[i]),
+        _on(router, reference, cache, lambda i: router.route(timed[i])),
         lambda i: router._search_vectors(vectors[i : i + 1], 1),
     ]
     if baseline is not None:
-        calls.append(lambda i: baseline.route(timed[i]))
+        calls.append(_on(baseline, reference, cache, lambda i: baseline.route(timed[i])))
+    first_other = len(calls)
+    backend_encode = _backend_encoder(router)
+    for backend in others:
+        calls.append(_on(router, backend, cache, lambda i: backend_encode([timed[i]])))
+        calls.append(_on(router, backend, cache, lambda i: router.route(timed[i])))
     single = _interleaved(calls, range(len(timed)), settings.warmup)
     size = settings.batch_size
     batches = [prompts[i * size : (i + 1) * size] for i in range(settings.num_batches)]
     batches = [b for b in batches if len(b) == size] or [prompts[:size]]
+    router.set_backend(reference, cache_dir=cache)
     batch_vectors = [router._encode_queries(b, size) for b in batches]
     log(f"  timing {len(batches)} batches of {len(batches[0])} prompts")
-    batched = _interleaved(
-        [
-            lambda i: bare(batches[i]),
-            lambda i: router.route(batches[i], batch_size=size),
-            lambda i: router._search_vectors(batch_vectors[i], 1),
-        ],
-        range(len(batches)),
-        min(settings.warmup, 1),
-    )
+    batch_calls = [
+        lambda i: bare(batches[i]),
+        _on(router, reference, cache, lambda i: router.route(batches[i], batch_size=size)),
+        lambda i: router._search_vectors(batch_vectors[i], 1),
+    ]
+    for backend in others:
+        batch_calls.append(_on(router, backend, cache, lambda i: backend_encode(batches[i])))
+        batch_calls.append(_on(router, backend, cache, lambda i: router.route(batches[i], batch_size=size)))
+    batched = _interleaved(batch_calls, range(len(batches)), min(settings.warmup, 1))
+    router.set_backend(reference, cache_dir=cache)
     per = len(batches[0])
     names = ("encoder", "route", "search")
     result: dict[str, Any] = {
@@ -660,6 +708,7 @@ def _measure(
         "nprobe": (router.config.ivf_nprobe or index.default_nprobe) if index.kind == "ivf" else None,
         "ef_search": router.config.hnsw_ef_search if index.kind == "hnsw" else None,
         "index_mb": index.memory_bytes() / 2**20,
+        "backend": reference,
         "single": {name: latency_stats(t) for name, t in zip(names, single)},
         "batched": {name: latency_stats(t, per=per) for name, t in zip(names, batched)},
         "batch_size": per,
@@ -680,7 +729,91 @@ def _measure(
     result["throughput_vs_encoder"] = (
         result["batched"]["encoder"]["p50_ms"] / result["batched"]["route"]["p50_ms"]
     )
+    if others:
+        result["backends"] = {}
+    for n, backend in enumerate(others):
+        enc_s, route_s = single[first_other + 2 * n], single[first_other + 2 * n + 1]
+        enc_b, route_b = batched[3 + 2 * n], batched[3 + 2 * n + 1]
+        route_single, route_batched = latency_stats(route_s), latency_stats(route_b, per=per)
+        result["backends"][backend] = {
+            "single": {"encoder": latency_stats(enc_s), "route": route_single},
+            "batched": {"encoder": latency_stats(enc_b, per=per), "route": route_batched},
+            f"route_p50_over_{reference}": route_single["p50_ms"] / result["single"]["route"]["p50_ms"],
+            f"route_over_{reference}_paired": float(np.median(np.asarray(route_s) / np.asarray(single[1]))),
+            f"batched_throughput_over_{reference}": result["batched"]["route"]["p50_ms"]
+            / route_batched["p50_ms"],
+            f"batched_throughput_over_{reference}_paired": float(
+                np.median(np.asarray(batched[1]) / np.asarray(route_b))
+            ),
+        }
     return result
+
+
+def measure_graphs(
+    router: HubRouter, backends: Sequence[str], cache_dir: str | Path, log: Log = stderr_log
+) -> dict[str, Any]:
+    """Prepare the ONNX backends of ``router`` in ``cache_dir`` and measure their graphs.
+
+    For each ONNX backend: the time to make it usable (export, or load from the cache), the time to load it
+    again from the cache (hash checked), the graph's size; for ``"onnx"``, the repair of a damaged cache entry
+    (one byte flipped in ``model.onnx``: detected by its hash and exported again) and its time. Then the size
+    of the whole cache.
+
+    Args:
+        router: The router (its encoder is exported).
+        backends: Backends; the torch one is skipped.
+        cache_dir: The cache folder (use an empty one to time the export itself).
+        log: Progress messages.
+
+    Returns:
+        ``{backend: {"prepare_s", "exported", "export_s", "cached_load_s", "graph_mb", ...}, "cache_mb": ...}``.
+    """
+    facts: dict[str, Any] = {}
+    encoder = router.encoder
+    for backend in backends:
+        if backend == "torch":
+            continue
+        log(f"preparing the {backend} backend (ONNX graph cached in {cache_dir})")
+        start = time.perf_counter()
+        router.set_backend(backend, cache_dir=cache_dir)
+        prepare_s = time.perf_counter() - start
+        graph = encoder.runtime.graph if isinstance(encoder.runtime, OnnxRuntime) else None
+        if graph is None:
+            continue
+        start = time.perf_counter()
+        again = OnnxRuntime(encoder.graph_source(), int8=backend == "onnx-int8", cache_dir=cache_dir)
+        cached_s = time.perf_counter() - start
+        entry: dict[str, Any] = {
+            "prepare_s": prepare_s,
+            "exported": graph.exported,
+            "export_s": graph.export_s,
+            "cached_load_s": cached_s,
+            "cached_load_exported": bool(again.graph and again.graph.exported),
+            "graph_mb": graph.size_bytes / 2**20,
+            "graph_sha256": graph.graph_sha256,
+            "weights_sha256": graph.weights_sha256,
+        }
+        if backend == "onnx":
+            path = graph.folder / GRAPH_FILE
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            path.write_bytes(bytes(data))
+            start = time.perf_counter()
+            repaired = OnnxRuntime(encoder.graph_source(), cache_dir=cache_dir).graph
+            entry["damaged_reload_s"] = time.perf_counter() - start
+            entry["damaged_detected"] = bool(repaired and repaired.repaired)
+            entry["damaged_reason"] = repaired.repaired if repaired else None
+            entry["damaged_reexported_same_graph"] = bool(
+                repaired and repaired.graph_sha256 == graph.graph_sha256
+            )
+            log(
+                f"  damaged graph: {entry['damaged_reason']}; exported again in {entry['damaged_reload_s']:.1f}s"
+            )
+        facts[backend] = entry
+        log(f"  {backend}: ready in {prepare_s:.1f}s ({'exported' if graph.exported else 'from the cache'}), "
+            f"graph {entry['graph_mb']:.1f} MB, loaded again from the cache in {cached_s:.2f}s")  # fmt: skip
+    facts["cache_mb"] = cache_size_bytes(cache_dir) / 2**20
+    return facts
 
 
 def _environment(router: HubRouter) -> dict[str, Any]:
@@ -714,6 +847,14 @@ def _checks(sizes: list[dict[str, Any]]) -> dict[str, Any]:
         ratio = last["route_over_first_size_p50"]
         checks[f"route_p50_at_{last['models']}_over_{first['models']}"] = ratio
         checks[f"route_p50_at_{last['models']}_le_2x"] = ratio <= 2.0
+    reference = first.get("backend", "torch")
+    onnx = (first.get("backends") or {}).get("onnx")
+    if onnx is not None:
+        n = first["models"]
+        checks[f"route_p50_onnx_le_0.6x_{reference}_at_{n}"] = onnx[f"route_p50_over_{reference}"] <= 0.6
+        checks[f"batched_throughput_onnx_ge_1.8x_{reference}_at_{n}"] = (
+            onnx[f"batched_throughput_over_{reference}"] >= 1.8
+        )
     compressed = "index_file_mb" in last
     floor = 0.95 if compressed else 0.99
     if last.get("recall") is not None:
@@ -818,12 +959,37 @@ def run_speed_benchmark(
         "environment": _environment(router),
         "sizes": [],
     }
+    own_cache = settings.onnx_cache_dir is None and any(b != "torch" for b in settings.backends)
+    if own_cache:
+        settings = dataclasses.replace(settings, onnx_cache_dir=tempfile.mkdtemp(prefix="hubroute-onnx-"))
+    try:
+        if any(b != "torch" for b in settings.backends):
+            assert settings.onnx_cache_dir is not None
+            results["graphs"] = measure_graphs(router, settings.backends, settings.onnx_cache_dir, log)
+        router.set_backend(settings.backends[0], cache_dir=settings.onnx_cache_dir)
+        _run_sizes(router, prompts, settings, results, rng, log)
+    finally:
+        router.set_backend("torch")
+        if own_cache and settings.onnx_cache_dir:
+            shutil.rmtree(settings.onnx_cache_dir, ignore_errors=True)
+    results["checks"] = _checks(results["sizes"])
+    return results
+
+
+def _run_sizes(
+    router: HubRouter,
+    prompts: list[str],
+    settings: SpeedSettings,
+    results: dict[str, Any],
+    rng: np.random.Generator,
+    log: Log,
+) -> None:
+    """Measure every size of :func:`run_speed_benchmark` into ``results["sizes"]``."""
     recall_vectors = router._encode_queries(prompts[: settings.recall_prompts], settings.batch_size)
     baseline: HubRouter | None = None
     if settings.index_kind in COMPRESSED_KINDS:
         _run_out_of_core(router, prompts, settings, recall_vectors, results, log)
-        results["checks"] = _checks(results["sizes"])
-        return results
+        return
     for size in settings.registry_sizes:
         log(f"{size:,} models: growing the registry from {router.num_models:,} real embeddings")
         start = time.perf_counter()
@@ -859,8 +1025,6 @@ def run_speed_benchmark(
             baseline = grown  # the smallest registry: timed again beside each larger one
         del grown, embeddings
         gc.collect()
-    results["checks"] = _checks(results["sizes"])
-    return results
 
 
 # ------------------------------------------------------------------------------------------- report --
@@ -920,6 +1084,7 @@ def format_speed_table(results: dict[str, Any]) -> str:
                 f"{e['models']:,} models, {e['index']}: {name} -> recall@1 / search p50 ms: "
                 + ", ".join(f"{p[name]} -> {p['recall_at_1']:.3f} / {p['search_p50_ms']:.2f}" for p in points)
             )
+    lines.extend(_format_backends(results))
     stored = [e for e in results.get("sizes", []) if "index_file_mb" in e]
     if stored:
         lines += [
@@ -941,6 +1106,55 @@ def format_speed_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _format_backends(results: dict[str, Any]) -> list[str]:
+    """The backends' side-by-side rows and their graphs' facts, when several backends were timed."""
+    sizes = [e for e in results.get("sizes", []) if e.get("backends")]
+    if not sizes:
+        return []
+    lines = [
+        "",
+        "| models | backend | encoder p50 ms | route p50 / p99 ms | route p50 vs "
+        f"{sizes[0]['backend']} (paired) | route ms per prompt (batch {sizes[0]['batch_size']}) "
+        "| batched throughput vs reference (paired) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for e in sizes:
+        ref = e["backend"]
+        s, b = e["single"], e["batched"]
+        lines.append(
+            f"| {e['models']:,} | {ref} | {_fmt(s['encoder']['p50_ms'])} | {_fmt(s['route']['p50_ms'])} / "
+            f"{_fmt(s['route']['p99_ms'])} | 1 | {_fmt(b['route']['p50_ms'])} | 1 |"
+        )
+        for name, f in e["backends"].items():
+            lines.append(
+                f"| {e['models']:,} | {name} | {_fmt(f['single']['encoder']['p50_ms'])} "
+                f"| {_fmt(f['single']['route']['p50_ms'])} / {_fmt(f['single']['route']['p99_ms'])} "
+                f"| {_fmt(f[f'route_p50_over_{ref}'], 3)} ({_fmt(f[f'route_over_{ref}_paired'], 3)}) "
+                f"| {_fmt(f['batched']['route']['p50_ms'])} "
+                f"| {_fmt(f[f'batched_throughput_over_{ref}'], 3)} ({_fmt(f[f'batched_throughput_over_{ref}_paired'], 3)}) |"
+            )
+    graphs = {k: v for k, v in (results.get("graphs") or {}).items() if isinstance(v, dict)}
+    if graphs:
+        lines += [
+            "",
+            "| backend | ready s (export or cache) | export s | load again from cache s | graph MB "
+            "| damaged graph: detected / exported again s |",
+            "| --- | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for name, g in graphs.items():
+            damaged = (
+                f"{'yes' if g['damaged_detected'] else 'NO'} / {_fmt(g['damaged_reload_s'], 1)}"
+                if "damaged_detected" in g
+                else "-"
+            )
+            lines.append(
+                f"| {name} | {_fmt(g['prepare_s'], 1)} | {_fmt(g['export_s'], 1)} | {_fmt(g['cached_load_s'], 2)} "
+                f"| {_fmt(g['graph_mb'], 1)} | {damaged} |"
+            )
+        lines.append(f"\nONNX graph cache: {results['graphs']['cache_mb']:.1f} MB")
+    return lines
+
+
 # ------------------------------------------------------------------------------------------ re-ranking --
 def run_rerank_speed(
     router: HubRouter,
@@ -951,6 +1165,8 @@ def run_rerank_speed(
     num_prompts: int = 200,
     warmup: int = 10,
     seed: int = 0,
+    backends: Sequence[str] = (),
+    onnx_cache_dir: str | None = None,
     log: Log = stderr_log,
 ) -> dict[str, Any]:
     """Time the bare encoder forward, ``route()`` and ``route(rerank=True)`` over ``rerank_top_k`` candidates,
@@ -968,6 +1184,10 @@ def run_rerank_speed(
         num_prompts: Calls timed per function.
         warmup: Untimed calls first.
         seed: Seed of the prompt order.
+        backends: Other inference backends (e.g. ``["onnx"]``) whose ``route()`` and ``route(rerank=True)``
+            are timed in the same loop (encoder and re-ranker both on that backend; graphs cached in
+            ``onnx_cache_dir``, default: a temporary folder deleted at the end).
+        onnx_cache_dir: Where the ONNX graphs are cached.
         log: Progress messages.
 
     Returns:
@@ -994,13 +1214,38 @@ def run_rerank_speed(
     items = [[prompts[int(i)]] for i in order[:num_prompts]]
     encode = _bare_encoder(router)
     log(f"timing encoder, route() and route(rerank=True) on {len(items)} prompts, {router.num_models} models")
-    calls = [encode, lambda b: router.route(b, rerank=False), lambda b: router.route(b, rerank=True)]
-    enc, plain, rerank = _interleaved(calls, items, warmup)
+    calls = [
+        encode,
+        _on(router, "torch", None, lambda b: router.route(b, rerank=False)),
+        _on(router, "torch", None, lambda b: router.route(b, rerank=True)),
+    ]
+    others = [b for b in dict.fromkeys(backends) if check_backend(b) != "torch"]
+    cache = onnx_cache_dir or (tempfile.mkdtemp(prefix="hubroute-onnx-") if others else None)
+    try:
+        for backend in others:
+            router.set_backend(backend, cache_dir=cache)  # export (or load) before timing
+            calls.append(_on(router, backend, cache, lambda b: router.route(b, rerank=False)))
+            calls.append(_on(router, backend, cache, lambda b: router.route(b, rerank=True)))
+        enc, plain, rerank, *timed_others = _interleaved(calls, items, warmup)
+    finally:
+        router.set_backend("torch")
+        if cache and not onnx_cache_dir:
+            shutil.rmtree(cache, ignore_errors=True)
 
     def ratio(a: list[float], b: list[float]) -> float:
         return float(np.median(np.asarray(a) / np.asarray(b)))
 
+    on_backends = {
+        backend: {
+            "route": latency_stats(timed_others[2 * n]),
+            "route_rerank": latency_stats(timed_others[2 * n + 1]),
+            "route_over_torch": ratio(timed_others[2 * n], plain),
+            "route_rerank_over_torch": ratio(timed_others[2 * n + 1], rerank),
+        }
+        for n, backend in enumerate(others)
+    }
     return {
+        "backends": on_backends,
         "models": router.num_models,
         "rerank_top_k": rerank_top_k,
         "max_length": router.reranker.max_length if router.reranker is not None else None,
@@ -1017,15 +1262,21 @@ def run_rerank_speed(
 
 def format_rerank_speed(result: dict[str, Any]) -> str:
     """A Markdown table of :func:`run_rerank_speed`'s result."""
-    rows = [("encoder forward", result["encoder"]), ("route()", result["route"]),
-            (f"route(rerank=True), top {result['rerank_top_k']}", result["route_rerank"])]  # fmt: skip
+    top = result["rerank_top_k"]
+    rows = [("encoder forward", result["encoder"], 1.0, None), ("route()", result["route"], result["route_over_encoder_p50"], None),
+            (f"route(rerank=True), top {top}", result["route_rerank"], result["route_rerank_over_encoder_p50"], None)]  # fmt: skip
+    for backend, stats in (result.get("backends") or {}).items():
+        rows.append((f"route() on {backend}", stats["route"], None, stats["route_over_torch"]))
+        rows.append((f"route(rerank=True), top {top}, on {backend}", stats["route_rerank"], None,
+                     stats["route_rerank_over_torch"]))  # fmt: skip
     lines = [
         f"Re-ranking cost at {result['models']} models ({result['threads']} threads):",
         "",
-        "| call | p50 (ms) | p99 (ms) | p50 / encoder |",
-        "| --- | ---: | ---: | ---: |",
+        "| call | p50 (ms) | p99 (ms) | p50 / encoder | vs torch (paired) |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
-    ratios = [1.0, result["route_over_encoder_p50"], result["route_rerank_over_encoder_p50"]]
-    for (name, stats), ratio in zip(rows, ratios):
-        lines.append(f"| {name} | {stats['p50_ms']:.2f} | {stats['p99_ms']:.2f} | {ratio:.2f} |")
+    for name, stats, over_encoder, over_torch in rows:
+        lines.append(
+            f"| {name} | {stats['p50_ms']:.2f} | {stats['p99_ms']:.2f} | {_fmt(over_encoder)} | {_fmt(over_torch, 3)} |"
+        )
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from ..bench.report import write_report
 from ..bench.runner import METHODS, format_table, load_results, merge_results, run_cmrbench
 from ..routing.encoder import EncoderConfig
 from ..routing.router import RouterConfig
+from ..routing.runtime import BACKENDS
 from ..training import distributed
 from ..training.config import CARvEConfig
 from . import run_models, speed, train_scale
@@ -61,6 +62,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dev",
         action="store_true",
         help="Test on a development split carved out of the training files instead of eval (for tuning).",
+    )
+    cmr.add_argument(
+        "--backends",
+        nargs="+",
+        choices=BACKENDS,
+        default=["torch"],
+        help="Inference backends to evaluate the routers on (the first is the methods' own; each further one adds "
+        "'<method>@<backend>' rows from the same trained routers, with the share of prompts whose top-5 agrees), "
+        "e.g. --backends torch onnx onnx-int8.",
     )
     cmr.set_defaults(func=run_cmrbench_command)
 
@@ -143,6 +153,7 @@ def run_cmrbench_command(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         config=_carve_config(args),
         router_config=router_config,
+        backends=args.backends,
     )
     print(format_table(results))
     if not distributed.is_main_process():  # under a multi-process launch, the main process writes

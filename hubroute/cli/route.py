@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..routing.options import RouteFilter
 from ..routing.router import HubRouter
+from ..routing.runtime import BACKENDS
 
 if TYPE_CHECKING:
     from ..routing.results import Explanation
@@ -28,6 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--router", required=True, help="A router folder or Hub repo id.")
     parser.add_argument("--top-k", type=int, default=3, help="Models to show per prompt (default: 3).")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit).")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="Inference backend of the encoder (and re-ranker): torch (default), onnx (ONNX Runtime on a graph "
+        "exported here from the verified weights, cached by their hash in $HUBROUTE_CACHE/onnx or "
+        "~/.cache/hubroute/onnx; needs pip install 'hubroute[onnx]') or onnx-int8 (int8 weights).",
+    )
     parser.add_argument(
         "--level",
         choices=("model", "family", "domain"),
@@ -128,7 +137,7 @@ def _argv_text(prompt: str, position: int) -> str:
 def run(args: argparse.Namespace) -> int:
 
     args.prompts = [_argv_text(p, i) for i, p in enumerate(args.prompts)]
-    router = HubRouter.from_pretrained(args.router, revision=args.revision)
+    router = HubRouter.from_pretrained(args.router, revision=args.revision, backend=args.backend)
     if args.domain_prior is not None:
         if not 0 <= args.domain_prior < math.inf:  # said as routing says it, before the config refuses it
             raise ValueError(f"The domain prior needs weight >= 0, got {args.domain_prior}.")

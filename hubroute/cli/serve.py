@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..routing.runtime import BACKENDS
+
 __all__ = ["register", "register_bench", "add_run_arguments", "run", "run_bench"]
 
 
@@ -71,7 +73,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-batch", type=int, default=64, help="Most prompts per encoder pass (default: 64)."
     )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="Inference backend of the encoder: torch (default), onnx (ONNX Runtime on a graph exported here, "
+        "cached by the weights' hash; needs pip install 'hubroute[onnx]') or onnx-int8.",
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info).")
+    _register_fleet(parser)
     parser.set_defaults(func=run)  # fmt: skip
 
 
@@ -121,15 +131,85 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _register_fleet(parser: argparse.ArgumentParser) -> None:
+    """The flags of bounded feedback, the metrics key, Hub feedback and shadow evaluation (docs/guides/fleet.md)."""
+    parser.add_argument(
+        "--metrics-key",
+        default=None,
+        help="Require 'Authorization: Bearer KEY' on /metrics (default: HUBROUTE_METRICS_KEY, else the API key).",
+    )
+    parser.add_argument(
+        "--feedback-max-row-bytes",
+        type=int,
+        default=64_000,
+        metavar="BYTES",
+        help="Largest feedback row; a larger one is refused with 413 (default: 64000).",
+    )
+    parser.add_argument(
+        "--feedback-max-bytes",
+        type=int,
+        default=1 << 30,
+        metavar="BYTES",
+        help="Cap of the --feedback file (or of the rows not yet committed with --feedback-repo); rows past it "
+        "are refused with 507 and nothing is written (default: 1 GiB).",
+    )
+    parser.add_argument(
+        "--feedback-repo",
+        default=None,
+        metavar="ORG/NAME",
+        help="Hub dataset repo every replica commits its feedback rows to (its own feedback/<replica>/ files).",
+    )
+    parser.add_argument(
+        "--feedback-replica",
+        default=None,
+        metavar="NAME",
+        help="This replica's name in --feedback-repo, stable across restarts (default: HOSTNAME-PORT).",
+    )
+    parser.add_argument(
+        "--feedback-dir",
+        default=None,
+        metavar="DIR",
+        help="Local folder of the rows before they are committed (default: under HF_HOME).",
+    )
+    parser.add_argument(
+        "--feedback-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="Seconds between commits of feedback rows to the Hub (default: 60).",
+    )
+    parser.add_argument(
+        "--shadow-revision",
+        default=None,
+        metavar="REV",
+        help="Candidate revision (tag, branch or commit of --router, or a router folder) that also routes a "
+        "sampled share of live prompts, off the request path; agreement and feedback accuracy go to /metrics.",
+    )
+    parser.add_argument(
+        "--shadow-sample",
+        type=float,
+        default=1.0,
+        metavar="SHARE",
+        help="Share of live prompts the shadow revision routes too (default: 1).",
+    )
+    parser.add_argument(
+        "--shadow-batch", type=int, default=8, help="Prompts per shadow routing call (default: 8)."
+    )
+    parser.add_argument("--shadow-wait", type=float, default=1.0, metavar="SECONDS",
+                        help="Longest wait for a shadow batch to fill (default: 1).")  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the router and serve it with uvicorn until interrupted."""
     import os
+    import socket
 
     import uvicorn
 
     from ..serve import ServeConfig, create_app
 
     logging.getLogger("hubroute").setLevel(logging.INFO)
+    replica = args.feedback_replica or f"{socket.gethostname()}-{args.port}"
     config = ServeConfig(
         router=args.router, revision=args.revision, api_key=args.api_key or os.environ.get("HUBROUTE_API_KEY"),
         inference_base_url=args.inference_base_url, servable_only=args.servable_only, watch=args.watch,
@@ -137,6 +217,13 @@ def run(args: argparse.Namespace) -> int:
         inference_url_template=args.inference_url_template, inference_api_key=args.inference_api_key,
         tasks=args.tasks, domains=args.domains, allow_input_urls=args.allow_input_urls, fetch_timeout=args.fetch_timeout,
         max_image_bytes=args.max_image_bytes, max_audio_bytes=args.max_audio_bytes,
+        backend=args.backend,
+        metrics_key=args.metrics_key or os.environ.get("HUBROUTE_METRICS_KEY"),
+        feedback_max_row_bytes=args.feedback_max_row_bytes, feedback_max_bytes=args.feedback_max_bytes,
+        feedback_repo=args.feedback_repo, feedback_replica=replica if args.feedback_repo else None,
+        feedback_dir=args.feedback_dir, feedback_every=args.feedback_every,
+        shadow_revision=args.shadow_revision, shadow_sample=args.shadow_sample, shadow_batch=args.shadow_batch,
+        shadow_wait=args.shadow_wait,
     )  # fmt: skip
     app = create_app(config=config)
     print(
@@ -177,7 +264,24 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
         "--requests", type=int, default=200, help="Requests per concurrency level (default: 200)."
     )
     parser.add_argument("--top-k", type=int, default=3, help="top_k of every request (default: 3).")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=BACKENDS,
+        default=["torch"],
+        help="Inference backends compared side by side, one server each, levels alternating (default: torch), "
+        "e.g. --backends torch onnx.",
+    )
     parser.add_argument("--output", default="results/serve_bench.json", help="JSON results file.")
+    parser.add_argument(
+        "--shadow",
+        action="store_true",
+        help="Also serve a copy of the router as a shadow revision (every prompt shadowed) on a second server, "
+        "interleaved with the plain one, and compare their latencies.",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="Interleaved rounds per level with --shadow (default: 3)."
+    )
     parser.set_defaults(func=run_bench)  # fmt: skip
 
 
@@ -187,7 +291,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     results = run_load_test(
         router=args.router, data=args.data, models=args.models, concurrency=args.concurrency,
-        requests=args.requests, top_k=args.top_k,
+        requests=args.requests, top_k=args.top_k, shadow=args.shadow, rounds=args.rounds, backends=args.backends,
     )  # fmt: skip
     print(format_table(results))
     write_results(results, args.output)

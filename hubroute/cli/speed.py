@@ -19,6 +19,7 @@ from ..bench.speed import (
     set_threads,
 )
 from ..routing.index import INDEX_KINDS
+from ..routing.runtime import BACKENDS
 
 __all__ = ["register", "run"]
 
@@ -126,6 +127,16 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--refine-sweep", nargs="*", type=int, default=[256, 1024, 4096],
         help="Compressed kinds: other numbers of refined candidates at which to measure recall and search time.",
     )  # fmt: skip
+    parser.add_argument(
+        "--backends", nargs="+", choices=BACKENDS, default=["torch"],
+        help="Encoder backends whose route() is timed side by side in the same loop (the first is the reference "
+        "of the ratios), e.g. --backends torch onnx onnx-int8; ONNX graphs are exported first (timed) and their "
+        "cache's size and damaged-graph repair reported.",
+    )  # fmt: skip
+    parser.add_argument(
+        "--onnx-cache-dir", default=None,
+        help="Cache folder of the ONNX graphs (default: a temporary folder, so the export is timed).",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="Seed of the registry growth and prompt order.")
     parser.add_argument("--output", default="results/speed.json", help="JSON results file.")
     parser.set_defaults(func=run)
@@ -148,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         work_dir=args.work_dir,
         build_threads=args.build_threads,
+        backends=args.backends,
+        onnx_cache_dir=args.onnx_cache_dir,
     )
     set_threads(settings.threads)
     router = bench_router(args.router, args.data, args.save_router)
@@ -168,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
             registry_size=settings.registry_sizes[0],
             num_prompts=args.num_prompts,
             seed=args.seed,
+            backends=args.backends,
+            onnx_cache_dir=args.onnx_cache_dir,
         )
         print(format_rerank_speed(rerank))
         output = Path(args.output)

@@ -133,9 +133,9 @@ def run(argv: list[str]) -> int:
     if summary.status == "pushed":
         print(f"Nothing new since the last crawl; the last update's push, which had failed, is now done (tag "
               f"{summary.experience}).")  # fmt: skip
-    if summary.status == "nothing_new" and summary.feedback:
+    if summary.status == "nothing_new" and config.feedback:
         print(f"Nothing new: the router has already learned all {len(summary.feedback)} feedback file(s) (same "
-              "SHA-256); nothing was saved or pushed.")  # fmt: skip
+              "SHA-256) or repo(s) (every row); nothing was saved or pushed.")  # fmt: skip
     elif summary.status == "nothing_new":
         print(f"Nothing new since the last crawl: the router already has all {summary.crawl.get('records', 0)} "
               "crawled models; nothing was saved or pushed.")  # fmt: skip

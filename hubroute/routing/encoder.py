@@ -7,6 +7,10 @@ Three kinds of backbone are supported, all through :class:`sentence_transformers
 - any **sentence-transformers or transformers model** id or local path (a plain transformers model gets
   mean pooling, or last-token pooling when it is a causal LM);
 - a **decoder LLM** with last-token pooling and a **peft LoRA adapter**, the paper's setting.
+
+Training runs the torch module (:meth:`PromptEncoder.forward`, :meth:`PromptEncoder.encode`); routing calls
+:meth:`PromptEncoder.infer`, which runs the encoder on its inference backend (:meth:`PromptEncoder.set_backend`:
+torch, or an ONNX Runtime graph exported here, see :mod:`hubroute.routing.runtime`).
 """
 
 from __future__ import annotations
@@ -17,13 +21,22 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from .._utils.validation import check_batch_size, check_scalar_fields
 from .integrity import check_max_length, position_limit
+from .runtime import BackendModule, Backends, GraphSource, graph_description, merged_copy
 
-__all__ = ["DEFAULT_ENCODER", "EncoderConfig", "PromptEncoder", "bundled_encoder_path", "encoder_token_limit"]
+__all__ = [
+    "DEFAULT_ENCODER",
+    "EncoderConfig",
+    "PromptEncoder",
+    "bundled_encoder_path",
+    "encoder_token_limit",
+    "length_chunks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +121,71 @@ def _load_sentence_transformer(source: str | Path, config: EncoderConfig) -> Any
     return model
 
 
-class PromptEncoder(nn.Module):
+_CHUNK_TOKENS = 4096
+"""Padded tokens (estimated) per forward pass of :meth:`PromptEncoder.infer`."""
+
+
+def length_chunks(texts: Sequence[str], batch_size: int, max_length: int) -> list[list[int]]:
+    """Split ``texts`` into chunks of positions of similar lengths, for padded forward passes.
+
+    Texts are sorted by their estimated token count (characters / 4, at most ``max_length``); a chunk takes the
+    next text while it holds fewer than ``batch_size`` texts, the text is at most twice (plus 8 tokens) as long
+    as the chunk's shortest, and the chunk's padded size stays within about 4,096 tokens.
+
+    Args:
+        texts: The texts.
+        batch_size: Most texts per chunk.
+        max_length: Tokens a text is truncated to.
+
+    Returns:
+        The chunks, as lists of positions in ``texts``, shortest texts first.
+    """
+    lengths = [min(max_length, len(t) // 4 + 2) for t in texts]
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
+    chunks: list[list[int]] = []
+    for i in order:
+        chunk = chunks[-1] if chunks else None
+        if (
+            chunk is None
+            or len(chunk) >= batch_size
+            or lengths[i] > 2 * lengths[chunk[0]] + 8
+            or (len(chunk) + 1) * lengths[i] > _CHUNK_TOKENS
+        ):
+            chunks.append([i])
+        else:
+            chunk.append(i)
+    return chunks
+
+
+_TRACE_EXAMPLE = [
+    "Route this prompt to a model",
+    "A second, longer prompt, so that the traced batch is padded.",
+]
+"""The batch an encoder's ONNX graph is traced with and checked on."""
+
+
+class _EncoderGraph(nn.Module):
+    """The sentence-transformers pipeline (backbone, pooling, normalisation) as a module of positional
+    tensors, the form ``torch.onnx.export`` traces."""
+
+    def __init__(self, model: Any, names: Sequence[str], extras: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = tuple(names)
+        self.extras = extras  # the tokenizer's non-tensor features (e.g. sentence-transformers' "modality")
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        features = {**self.extras, **dict(zip(self.names, inputs))}
+        embedding: torch.Tensor = self.model(features)["sentence_embedding"]
+        return embedding
+
+
+class PromptEncoder(BackendModule):
     """Wraps a :class:`~sentence_transformers.SentenceTransformer` as a plain ``nn.Module``.
 
     ``forward`` maps tokenised features to pooled, *unnormalised* vectors so that gradients reach the
-    backbone during fine-tuning; :meth:`encode` is the batched, no-grad path used for routing.
+    backbone during fine-tuning; :meth:`encode` is the batched, no-grad torch path training uses; :meth:`infer`
+    is the one routing uses, on the inference backend (``set_backend``: torch, ``"onnx"``, ``"onnx-int8"``).
 
     Args:
         config: How the encoder was built; saved with the router.
@@ -134,6 +207,7 @@ class PromptEncoder(nn.Module):
             )
             model = _load_sentence_transformer(source, self.config)
         self.model = model
+        self._backends = Backends(self._device_forward, self.graph_source)
         if self.config.lora is not None and not self.has_lora:
             self.add_lora(self.config.lora)
 
@@ -163,6 +237,7 @@ class PromptEncoder(nn.Module):
         backbone = self.model[0]
         backbone.model = get_peft_model(backbone.model, LoraConfig(**lora_kwargs))
         self.config = replace(self.config, lora=dict(lora_kwargs))
+        self._backends.invalidate()
 
     def _load_lora(self, adapter_folder: Path) -> None:
         """Attach the trainable peft adapter saved in ``adapter_folder`` by :meth:`save`."""
@@ -170,6 +245,7 @@ class PromptEncoder(nn.Module):
 
         backbone = self.model[0]
         backbone.model = PeftModel.from_pretrained(backbone.model, str(adapter_folder), is_trainable=True)
+        self._backends.invalidate()
 
     def tokenize(self, prompts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Tokenise prompts, truncating to ``max_length`` tokens (default ``config.max_length``)."""
@@ -211,6 +287,58 @@ class PromptEncoder(nn.Module):
             }
             out[idx] = self(features).float().cpu()
         self.train(was_training)
+        return out
+
+    # -- inference backend ---------------------------------------------------------------------------------
+    def graph_source(self) -> GraphSource:
+        """What exporting this encoder to ONNX needs (see :class:`~hubroute.routing.runtime.GraphSource`)."""
+        example = self.tokenize(_TRACE_EXAMPLE[:1])
+        names = tuple(k for k, v in example.items() if isinstance(v, torch.Tensor))
+        return GraphSource("encoder", self.model, names, self._graph_description, self._graph_module)
+
+    def _graph_description(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), **graph_description(self.model)}
+
+    def _graph_module(self) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+        features = self._on_device(self.tokenize(_TRACE_EXAMPLE))
+        tensors = {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}
+        extras = {k: v for k, v in features.items() if not isinstance(v, torch.Tensor)}
+        return _EncoderGraph(merged_copy(self.model), list(tensors), extras).eval(), tensors
+
+    def _on_device(self, features: dict[str, Any]) -> dict[str, Any]:
+        device = self.device
+        if device.type == "cpu":
+            return features
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+
+    def _device_forward(self, features: dict[str, Any]) -> torch.Tensor:
+        return self(self._on_device(features))
+
+    def infer(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Encode texts for inference, on the :attr:`backend`: pooled vectors ``[n, dim]``, float32.
+
+        Texts are sorted by length and encoded in chunks of similar lengths (:func:`length_chunks`: at most
+        ``batch_size`` texts, at most twice as long as the chunk's shortest, about 4,096 padded tokens), so
+        that a batch with a few long prompts does not pad every short one to their length. The encoder is used
+        as it is (call ``eval()`` first: routers loaded with ``from_pretrained`` are in eval mode); no gradients
+        are kept.
+
+        Args:
+            texts: The texts.
+            batch_size: Most texts per forward pass.
+
+        Raises:
+            ValueError: ``batch_size`` is not a positive integer.
+        """
+        check_batch_size(batch_size)
+        runtime = self._backends.active
+        if len(texts) <= 1:
+            if not len(texts):
+                return np.empty((0, self.dim), dtype=np.float32)
+            return runtime(self.tokenize(list(texts)))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for idx in length_chunks(texts, batch_size, self.config.max_length):
+            out[idx] = runtime(self.tokenize([texts[i] for i in idx]))
         return out
 
     # -- persistence ---------------------------------------------------------------------------------------

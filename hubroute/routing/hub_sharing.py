@@ -22,7 +22,14 @@ if TYPE_CHECKING:
 
     from .router import HubRouter
 
-__all__ = ["DOWNLOAD_REMEDY", "download_router", "resolve_folder", "push_router", "check_shareable"]
+__all__ = [
+    "DOWNLOAD_REMEDY",
+    "download_router",
+    "resolve_folder",
+    "push_router",
+    "check_shareable",
+    "move_tag",
+]
 
 DOWNLOAD_REMEDY = (
     "If a download was interrupted, load it again with force_download=True; if the error persists, the files "
@@ -187,6 +194,40 @@ def _create_tag(api: HfApi, repo_id: str, tag: str, commit: str) -> None:
             err, f"tagging the {describe_repo(repo_id)}", write=True, repo_id=repo_id
         )
         raise HubAccessError(f"The push committed, but the tag failed: {reason} {landed}") from err
+
+
+def move_tag(repo_id: str, tag: str, revision: str, *, token: str | None = None) -> str:
+    """Point ``tag`` of the model repo ``repo_id`` at ``revision`` (a tag, branch or commit), moving it when it
+    exists: how a fleet that follows ``tag`` (``hubroute serve --revision TAG --watch N``) is switched.
+
+    The Hub has no atomic move: the tag is deleted, then created at the new commit; a replica polling in
+    between finds no tag, keeps serving what it serves, and polls again.
+
+    Args:
+        repo_id: The router repo.
+        tag: The tag to move (created when missing).
+        revision: What it should point at.
+        token: A token with write access (else the stored login).
+
+    Returns:
+        The commit sha the tag points at.
+
+    Raises:
+        CheckpointNotFoundError: no such repo or revision.
+        HubAccessError: the Hub refused or failed a request.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token, library_name="hubroute", library_version=__version__)
+    with hub_errors(repo_id, revision, write=True):
+        commit = str(api.repo_info(repo_id, revision=revision).sha)
+        tags = {ref.name: ref.target_commit for ref in api.list_repo_refs(repo_id).tags}
+        if tags.get(tag) == commit:
+            return commit
+        if tag in tags:
+            api.delete_tag(repo_id, tag=tag)
+        api.create_tag(repo_id, tag=tag, revision=commit, tag_message=f"hubroute: {tag} -> {commit[:7]}")
+    return commit
 
 
 def push_router(

@@ -8,7 +8,9 @@ training (:mod:`hubroute.training.rerank`) and kept in :attr:`RouterConfig.reran
 
 The cross-encoder is a sentence-transformers :class:`~sentence_transformers.CrossEncoder` (a BERT-style
 model with a one-logit classification head), built from the bundled all-MiniLM-L6-v2 by default. It is
-saved in the router folder under ``reranker/`` (safetensors and JSON only, in the checksum manifest).
+saved in the router folder under ``reranker/`` (safetensors and JSON only, in the checksum manifest). Its
+scoring runs on the router's inference backend (:meth:`Reranker.set_backend`: torch, or an ONNX Runtime graph
+exported here, see :mod:`hubroute.routing.runtime`); its training always runs torch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import nn
 
 from .._utils.validation import check_batch_size
 from .encoder import DEFAULT_ENCODER, bundled_encoder_path
+from .runtime import BackendModule, Backends, GraphSource, graph_description, merged_copy
 
 __all__ = ["DEFAULT_RERANK_TOP_K", "RERANKER_DIR", "Reranker", "fuse_scores"]
 
@@ -74,7 +77,20 @@ def _load_cross_encoder(source: str | Path, max_length: int, num_labels: int | N
         transformers.logging.set_verbosity(verbosity)
 
 
-class Reranker(nn.Module):
+class _RerankGraph(nn.Module):
+    """The cross-encoder's logit as a module of positional tensors, the form ``torch.onnx.export`` traces."""
+
+    def __init__(self, backbone: nn.Module, names: Sequence[str]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.names = tuple(names)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.backbone(**dict(zip(self.names, inputs))).logits[:, 0]
+        return logits
+
+
+class Reranker(BackendModule):
     """A cross-encoder scoring ``(prompt, card document)`` pairs: higher means a better match.
 
     Args:
@@ -100,6 +116,7 @@ class Reranker(nn.Module):
             source = bundled_encoder_path() if base == DEFAULT_ENCODER else base
             model = _load_cross_encoder(source, max_length, num_labels=1)
         self.model = model
+        self._backends = Backends(self, self.graph_source)
 
     @property
     def backbone(self) -> nn.Module:
@@ -140,8 +157,24 @@ class Reranker(nn.Module):
         """Return the pairs' logits ``[n]`` for tokenised ``features`` (differentiable)."""
         return self.backbone(**features).logits[:, 0]
 
+    # -- inference backend ---------------------------------------------------------------------------------
+    def graph_source(self) -> GraphSource:
+        """What exporting this cross-encoder to ONNX needs (see :class:`~hubroute.routing.runtime.GraphSource`)."""
+        names = tuple(self.tokenize(["a"], ["b"]))
+        return GraphSource("reranker", self.backbone, names, self._graph_description, self._graph_module)
+
+    def _graph_description(self) -> dict[str, Any]:
+        return graph_description(self.backbone)
+
+    def _graph_module(self) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+        example = self.tokenize(
+            ["Transcribe this podcast episode", "Translate a German paragraph into English, please"],
+            ["openai/whisper-large-v3 automatic-speech-recognition", "a translation model"],
+        )
+        return _RerankGraph(merged_copy(self.backbone), list(example)).eval(), example
+
     def score(self, prompts: Sequence[str], documents: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Score pairs ``(prompts[i], documents[i])`` under ``torch.inference_mode()``.
+        """Score pairs ``(prompts[i], documents[i])`` on the :attr:`backend` (no gradients).
 
         Args:
             prompts: The prompts.
@@ -164,12 +197,11 @@ class Reranker(nn.Module):
             return out
         was_training = self.training
         self.eval()
+        runtime = self._backends.active
         order = sorted(range(len(prompts)), key=lambda i: -(len(prompts[i]) + len(documents[i])))
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                features = self.tokenize([prompts[i] for i in idx], [documents[i] for i in idx])
-                out[idx] = self(features).float().cpu().numpy()
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = runtime(self.tokenize([prompts[i] for i in idx], [documents[i] for i in idx]))
         self.train(was_training)
         return out
 

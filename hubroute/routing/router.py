@@ -42,6 +42,7 @@ from .options import (
 from .registry import ModelRecord, Registry, model_key
 from .rerank import DEFAULT_RERANK_TOP_K, Reranker, fuse_scores
 from .results import Explanation, NearestPrompt, RouteResult
+from .runtime import require_backend
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, ModelCard
@@ -148,6 +149,7 @@ class HubRouter(
         self._route_cache: dict[str, Any] = {}
         """Derived routing state: the transposed projection, registry arrays, explanation vectors."""
         self._calibration: Calibration | None = None
+        self._backend_cache_dir: str | Path | None = None
         # Kept out of the module tree: the router's training (optimizer groups, DDP, EWC) never sees it.
         object.__setattr__(self, "_reranker", None)
         if registry is not None and len(registry):
@@ -186,6 +188,8 @@ class HubRouter(
     def _set_reranker(self, value: Reranker | None) -> None:
         if value is not None and not isinstance(value, Reranker):
             raise TypeError(f"reranker must be a Reranker or None, got {type(value).__name__}.")
+        if value is not None and value.backend != self.backend:  # it scores on the router's backend
+            value.set_backend(self.backend, cache_dir=self._backend_cache_dir)
         object.__setattr__(self, "_reranker", value)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -194,6 +198,37 @@ class HubRouter(
             self._set_reranker(value)
             return
         super().__setattr__(name, value)
+
+    @property
+    def backend(self) -> str:
+        """The inference backend of the encoder and the re-ranker: ``"torch"`` (default), ``"onnx"`` or
+        ``"onnx-int8"`` (see :meth:`set_backend`)."""
+        return self.encoder.backend
+
+    def set_backend(self, backend: str = "torch", *, cache_dir: str | Path | None = None) -> None:
+        """Run routing's encoder passes (and the re-ranker's scoring) on ``backend``; training stays on torch.
+
+        ``"onnx"`` runs an ONNX graph of the encoder (pooling and normalisation inside), exported here from the
+        encoder's current weights with ``torch.onnx.export`` (or found in the cache, keyed by the weights'
+        SHA-256) and run by ONNX Runtime: the same vectors as torch to float rounding, in about half the
+        time. ``"onnx-int8"`` quantises its weights to int8: faster still, with a small accuracy cost. No
+        ONNX file of a router folder is ever read. After the weights change (training), the next routing call
+        exports their graph. See :mod:`hubroute.routing.runtime` and ``docs/guides/onnx.md``.
+
+        Args:
+            backend: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``.
+            cache_dir: Where ONNX graphs are cached (default: ``$HUBROUTE_CACHE/onnx`` or
+                ``~/.cache/hubroute/onnx``).
+
+        Raises:
+            ValueError: an unknown backend.
+            BackendUnavailableError: an ONNX backend without onnxruntime (``pip install 'hubroute[onnx]'``).
+        """
+        require_backend(backend)
+        self.encoder.set_backend(backend, cache_dir=cache_dir)
+        if self.reranker is not None:
+            self.reranker.set_backend(backend, cache_dir=cache_dir)
+        self._backend_cache_dir = cache_dir
 
     @property
     def num_models(self) -> int:
@@ -404,24 +439,21 @@ class HubRouter(
     def _encode_queries(self, prompts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Return ``[n, embedding_dim]`` normalised prompt vectors (the routing hot path).
 
-        Up to ``batch_size`` prompts of a router in eval mode go through one tokenise + forward under
-        ``torch.inference_mode()``; larger lists are encoded in length-sorted batches.
+        A router in eval mode encodes on its :attr:`backend` (:meth:`PromptEncoder.infer`: chunks of prompts of
+        similar lengths, at most ``batch_size`` each); an encoder in training mode is run by torch
+        (:meth:`PromptEncoder.encode`).
         """
         encoder = self.encoder
         check_batch_size(batch_size)
         if len(prompts) == 0:
             return np.empty((0, self.embedding_dim), dtype=np.float32)
         projection = self._projection_t()
-        if len(prompts) > batch_size or encoder.training:
+        if encoder.training:
             pooled = encoder.encode(list(prompts), batch_size=batch_size)
-            with torch.inference_mode():
-                return F.normalize(pooled @ projection, dim=-1).numpy()
-        features = encoder.tokenize(prompts)
-        device = encoder.device
-        if device.type != "cpu":
-            features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        else:
+            pooled = torch.from_numpy(encoder.infer(prompts, batch_size))
         with torch.inference_mode():
-            return F.normalize(encoder(features).float().cpu() @ projection, dim=-1).numpy()
+            return F.normalize(pooled @ projection, dim=-1).numpy()
 
     def _search_vectors(
         self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -1271,6 +1303,8 @@ class HubRouter(
         cache_dir: str | Path | None = None,
         local_files_only: bool = False,
         revision: str | None = None,
+        backend: str = "torch",
+        onnx_cache_dir: str | Path | None = None,
         **model_kwargs: Any,
     ) -> _RouterT:
         """Load a router from a local folder or a Hub repo.
@@ -1286,6 +1320,11 @@ class HubRouter(
             cache_dir: Hub cache folder.
             local_files_only: Only use the local cache (no network); ``HF_HUB_OFFLINE=1`` does the same.
             revision: Branch, tag or commit of the Hub repo (e.g. one tag per continual experience).
+            backend: Inference backend of the encoder and re-ranker: ``"torch"`` (default), ``"onnx"`` (an
+                ONNX Runtime graph exported here from the verified weights, cached by their hash; never one
+                read from the router folder) or ``"onnx-int8"``; see :meth:`set_backend`.
+            onnx_cache_dir: Where ONNX graphs are cached (default: ``$HUBROUTE_CACHE/onnx`` or
+                ``~/.cache/hubroute/onnx``).
             **model_kwargs: None are accepted: a router is built from its saved files alone.
 
         Returns:
@@ -1293,12 +1332,15 @@ class HubRouter(
 
         Raises:
             TypeError: ``model_kwargs`` were given.
+            ValueError: an unknown ``backend``.
+            BackendUnavailableError: an ONNX backend without onnxruntime (``pip install 'hubroute[onnx]'``).
             CheckpointNotFoundError: the folder, repo or revision does not exist, or is not cached while offline.
             IncompatibleCheckpointError: not a hubroute router, or written by a newer hubroute.
             CheckpointError: a file is missing, corrupt or inconsistent with the others.
             HubAccessError: the Hub refused or failed the download (gated, 401/403, 429, 5xx, timeout).
         """
-        return cls._from_pretrained(
+        require_backend(backend)  # before any download
+        router = cls._from_pretrained(
             model_id=str(pretrained_model_name_or_path),
             revision=revision,
             cache_dir=cache_dir,
@@ -1307,6 +1349,9 @@ class HubRouter(
             token=token,
             **model_kwargs,
         )
+        if backend != "torch" or onnx_cache_dir is not None:
+            router.set_backend(backend, cache_dir=onnx_cache_dir)
+        return router
 
     @classmethod
     def _from_pretrained(

@@ -1,7 +1,9 @@
 """`create_app`: the FastAPI app of ``hubroute serve`` (OpenAPI page at ``/docs``, schema at ``/openapi.json``).
 
 FastAPI on Starlette, served by uvicorn: a maintained ASGI stack whose pydantic models validate every request
-(``extra="forbid"`` refuses unknown options) and document the API with no extra code.
+(``extra="forbid"`` refuses unknown options) and document the API with no extra code. The app is built by
+``fastapi_offline.FastAPIOffline``, FastAPI's self-hosting recipe for the docs pages packaged: ``/docs`` and
+``/redoc`` load their JavaScript and CSS from the server itself, not from a CDN, so they work offline.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi_offline import FastAPIOffline
 from huggingface_hub import AsyncInferenceClient
 
 from .._utils.version import __version__
@@ -43,6 +46,7 @@ from .schemas import (
     RouteResponse,
 )
 from .servable import ServableCache, ServableLookup, hub_servable_lookup
+from .shadow import ShadowEvaluator, ShadowHolder, ShadowMetrics
 from .state import ServeState
 from .tasks_api import add_task_routes
 
@@ -57,6 +61,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _initial_router(router: HubRouter | str | Path | None, config: ServeConfig) -> LoadedRouter:
     if isinstance(router, HubRouter):
+        if config.backend is not None and config.backend != router.backend:
+            router.set_backend(config.backend)
         warm_up(router)
         source = config.router
         revision = (
@@ -71,7 +77,26 @@ def _initial_router(router: HubRouter | str | Path | None, config: ServeConfig) 
             "create_app needs a router: a HubRouter, a folder or a Hub repo id (or ServeConfig.router)."
         )
     config.router = source
-    return load_router(source, config.revision)
+    return load_router(source, config.revision, config.backend)
+
+
+def _shadow_source(config: ServeConfig) -> tuple[str, str | None]:
+    """``(source, revision)`` of the shadow router: a revision of the served Hub repo, or a router folder."""
+    assert config.shadow_revision is not None
+    if config.router is not None and not Path(config.router).is_dir():
+        return config.router, config.shadow_revision
+    return config.shadow_revision, None
+
+
+def _load_shadow(config: ServeConfig) -> LoadedRouter | None:
+    """The shadow router, or ``None`` when it cannot be loaded yet (e.g. its tag does not exist yet)."""
+    source, revision = _shadow_source(config)
+    try:
+        return load_router(source, revision, config.backend)
+    except Exception as err:  # noqa: BLE001 - the candidate is optional: the watcher tries again
+        logger.warning("The shadow revision %s of %s is not loaded yet (%s); it is polled again.",
+                       revision or source, source, err)  # fmt: skip
+        return None
 
 
 def create_app(
@@ -121,24 +146,57 @@ def create_app(
     if config.servable_only:
         servable = ServableCache(servable_lookup or hub_servable_lookup(), ttl=config.servable_ttl)
     state = ServeState(config, loaded, backend, servable, executor=routing_thread)
+    shadow_holder = None
+    if config.shadow_revision is not None:
+        shadow_metrics = ShadowMetrics(state.metrics.registry)
+        shadow_holder = ShadowHolder(shadow_metrics, routing_thread.submit(_load_shadow, config).result())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.batcher.start()
-        watcher_task = None
+        tasks = []
         if config.watch and config.router:
-            watcher = Watcher(state, config.router, config.revision, config.watch,
-                              lambda outcome: state.metrics.reloads.labels(outcome).inc(),
-                              executor=routing_thread)  # fmt: skip
-            watcher_task = asyncio.create_task(watcher.run(), name="hubroute-watch")
+            watcher = Watcher(
+                state,
+                config.router,
+                config.revision,
+                config.watch,
+                executor=routing_thread,
+                backend=config.backend,
+            )
+
+            def reloaded(outcome: str) -> None:
+                state.metrics.reloads.labels(outcome).inc()
+                state.failed_revision = watcher.failed_revision
+                state.metrics.reload_failed.clear()
+                if watcher.failed_revision is not None:
+                    state.metrics.reload_failed.labels(watcher.failed_revision).set(1)
+
+            watcher.on_reload = reloaded
+            tasks.append(asyncio.create_task(watcher.run(), name="hubroute-watch"))
+        if shadow_holder is not None:
+            state.shadow = ShadowEvaluator(
+                shadow_holder, shadow_holder.metrics, routing_thread, lambda: state.batcher.pending,
+                sample=config.shadow_sample, queue_size=config.shadow_queue, batch=config.shadow_batch,
+                wait=config.shadow_wait, memory=config.shadow_memory,
+            )  # fmt: skip
+            tasks.append(asyncio.create_task(state.shadow.run(), name="hubroute-shadow"))
+            source, revision = _shadow_source(config)
+            shadow_watch = Watcher(
+                shadow_holder, source, revision, config.watch or 60.0, executor=routing_thread,
+                backend=config.backend,
+            )  # fmt: skip
+            tasks.append(asyncio.create_task(shadow_watch.run(), name="hubroute-shadow-watch"))
         try:
             yield
         finally:
-            if watcher_task is not None:
-                watcher_task.cancel()
+            for task in tasks:
+                task.cancel()
             await state.batcher.stop()
+            if state.feedback is not None:  # the final flush of the rows not yet committed
+                await asyncio.to_thread(state.feedback.close)
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="hubroute",
         version=__version__,
         description="Route prompts to the right Hugging Face model; OpenAI-compatible chat completions on the "
@@ -150,7 +208,7 @@ def create_app(
     _add_routes(app, state)
     add_task_routes(app, state)
     app.add_middleware(_Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes,
-                       media_body_bytes=config.max_media_body_bytes)  # fmt: skip
+                       metrics_key=config.metrics_key, media_body_bytes=config.max_media_body_bytes)  # fmt: skip
     app.add_middleware(_Metered, state=state)
     return app
 
@@ -159,10 +217,19 @@ class _Guard:
     """ASGI middleware: API key and body size (see :func:`guard_middleware`)."""
 
     def __init__(
-        self, app: Any, api_key: str | None, max_body_bytes: int, media_body_bytes: int | None = None
+        self,
+        app: Any,
+        api_key: str | None,
+        max_body_bytes: int,
+        metrics_key: str | None = None,
+        media_body_bytes: int | None = None,
     ) -> None:
         self._app = guard_middleware(
-            app, api_key=api_key, max_body_bytes=max_body_bytes, media_body_bytes=media_body_bytes
+            app,
+            api_key=api_key,
+            max_body_bytes=max_body_bytes,
+            metrics_key=metrics_key,
+            media_body_bytes=media_body_bytes,
         )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -183,7 +250,7 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
     config = state.config
 
     @app.post("/v1/route", response_model=RouteResponse, responses=_ERRORS, tags=["routing"])
-    async def route(body: RouteRequest) -> RouteResponse:
+    async def route(body: RouteRequest, response: Response) -> RouteResponse:
         """Route one prompt or a list with every ``route()`` option; concurrent requests share encoder passes."""
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not prompts:
@@ -199,6 +266,7 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
             min_score=body.min_score, on_low_confidence=body.on_low_confidence, explain=body.explain,
         )  # fmt: skip
         results, revision = await state.route(prompts, key)
+        response.headers["x-hubroute-revision"] = revision
         return RouteResponse(
             revision=revision, results=[[RouteItem.from_result(r) for r in rs] for rs in results]
         )
@@ -230,8 +298,14 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
                              "model_not_found", "model_id")  # fmt: skip
         if not body.prompt.strip():
             raise ServeError(400, "The prompt is empty.", "invalid_prompt", "prompt")
-        rows = await asyncio.to_thread(state.feedback.append, feedback_row(body.prompt, record))
+        try:
+            rows = await asyncio.to_thread(state.feedback.append, feedback_row(body.prompt, record))
+        except ServeError as err:
+            state.metrics.feedback_refused.labels(err.code or "error").inc()
+            raise
         state.metrics.feedback.inc()
+        if state.shadow is not None:
+            state.shadow.on_feedback(body.prompt, record)
         return FeedbackResponse(model_id=record.model_id, rows=rows)
 
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
@@ -247,11 +321,13 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
     async def healthz() -> Health:
         """Liveness: the served revision and its size."""
         current = state.holder.current
+        shadow = state.shadow.holder.current.revision if state.shadow is not None else None
         return Health(
-            revision=current.revision, models=current.router.num_models, reloads=state.holder.reloads
-        )
+            revision=current.revision, models=current.router.num_models, reloads=state.holder.reloads,
+            ref=config.revision, failed_revision=state.failed_revision, shadow_revision=shadow,
+        )  # fmt: skip
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def metrics(request: Request) -> Response:
-        """Prometheus metrics (text exposition format)."""
+        """Prometheus metrics (text exposition format); behind ``--metrics-key``, else ``--api-key``, when set."""
         return Response(state.metrics.render(), media_type=METRICS_CONTENT_TYPE)

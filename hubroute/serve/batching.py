@@ -136,6 +136,11 @@ class MicroBatcher:
             if not call.future.done():
                 call.future.set_exception(RuntimeError("The server is shutting down."))
 
+    @property
+    def pending(self) -> int:
+        """Routing calls queued and not yet taken into a batch."""
+        return (self._queue.qsize() if self._queue is not None else 0) + (self._carry is not None)
+
     async def route(self, prompts: list[str], key: RouteKey) -> tuple[list[list[RouteResult]], HubRouter]:
         """Route ``prompts`` with the options ``key`` in the next batch.
 

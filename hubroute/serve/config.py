@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
+from .._utils.repo_ids import is_repo_id
+from ..routing.runtime import check_backend
 from ..run.runner import RunConfig
 
 __all__ = ["AUTO_MODEL", "ServeConfig"]
 
 AUTO_MODEL = "hubroute/auto"
 """The chat ``model`` name that asks the server to route the conversation."""
+
+_REPLICA = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass
@@ -42,6 +48,32 @@ class ServeConfig:
         max_body_bytes: Largest accepted request body (else 413).
         max_prompts: Most prompts in one ``/v1/route`` request.
         torch_threads: ``torch.set_num_threads`` for the routing thread (``None``: leave torch's default).
+        backend: Inference backend of the router's encoder and re-ranker: ``"torch"``, ``"onnx"`` (ONNX
+            Runtime on a graph exported here, cached by the weights' hash) or ``"onnx-int8"``; ``None``: torch
+            for a folder or repo, a loaded router's own backend. Reloaded revisions get it too.
+        metrics_key: When set, ``GET /metrics`` needs ``Authorization: Bearer <metrics_key>``; when ``None``,
+            ``/metrics`` needs ``api_key`` if one is set (it names the models prompts go to), else nothing.
+        feedback_max_row_bytes: Largest feedback row (its JSON line, in bytes); a larger one is refused (413).
+        feedback_max_bytes: Cap of the ``feedback`` file, and of the rows a ``feedback_repo`` replica holds
+            locally before they are committed; a row that would pass it is refused (507) and nothing is
+            written (learn the file and move it aside, or raise the cap).
+        feedback_repo: A Hub dataset repo (``ORG/NAME``) every replica appends its feedback rows to, each to
+            its own ``feedback/<replica>/part-NNNNN.jsonl`` (:mod:`hubroute.serve.feedback_hub`); exclusive
+            with ``feedback``.
+        feedback_replica: This replica's name in ``feedback_repo`` (stable across restarts: a restart resumes
+            its file); default: the host name.
+        feedback_dir: Local folder of the rows before they are committed (default: under ``HF_HOME``).
+        feedback_every: Seconds between two commits of the rows to ``feedback_repo``.
+        feedback_part_bytes: A replica's part file is rotated (a new ``part-NNNNN.jsonl``) past this size.
+        shadow_revision: A candidate revision (tag, branch or commit of the served Hub repo, or a router
+            folder) that routes a sampled share of live prompts too, off the request path
+            (:mod:`hubroute.serve.shadow`); followed like the served one with ``watch``.
+        shadow_sample: Share of live prompts routed by the shadow revision too (0 to 1).
+        shadow_queue: Most prompts waiting for the shadow revision; more are dropped (and counted).
+        shadow_batch: Most prompts per shadow routing call (a live request waits at most one such call).
+        shadow_wait: Longest wait, in seconds, for a shadow batch to fill (the candidate runs once per
+            ``shadow_batch`` prompts at low load, rather than between every two requests).
+        shadow_memory: Shadowed prompts remembered, so that later feedback on them scores both revisions.
         inference_url_template: Each model's own endpoint, a URL with ``{model_id}`` in it, in the Hugging Face
             Inference API layout (dedicated Inference Endpoints, a local server): task calls go to the URL,
             chat to ``URL/v1/chat/completions``. Exclusive with ``inference_base_url``.
@@ -79,6 +111,21 @@ class ServeConfig:
     max_body_bytes: int = 1_000_000
     max_prompts: int = 256
     torch_threads: int | None = None
+    backend: str | None = None
+    metrics_key: str | None = None
+    feedback_max_row_bytes: int = 64_000
+    feedback_max_bytes: int = 1 << 30
+    feedback_repo: str | None = None
+    feedback_replica: str | None = None
+    feedback_dir: str | None = None
+    feedback_every: float = 60.0
+    feedback_part_bytes: int = 16 << 20
+    shadow_revision: str | None = None
+    shadow_sample: float = 1.0
+    shadow_queue: int = 1024
+    shadow_batch: int = 8
+    shadow_wait: float = 1.0
+    shadow_memory: int = 10_000
     inference_url_template: str | None = None
     inference_api_key: str | None = None
     tasks: list[str] | None = None
@@ -109,6 +156,9 @@ class ServeConfig:
             "deadline": self.deadline, "servable_ttl": self.servable_ttl, "max_attempts": self.max_attempts,
             "fallback_candidates": self.fallback_candidates, "max_batch": self.max_batch,
             "max_body_bytes": self.max_body_bytes, "max_prompts": self.max_prompts,
+            "feedback_max_row_bytes": self.feedback_max_row_bytes, "feedback_max_bytes": self.feedback_max_bytes,
+            "feedback_every": self.feedback_every, "feedback_part_bytes": self.feedback_part_bytes,
+            "shadow_queue": self.shadow_queue, "shadow_batch": self.shadow_batch, "shadow_memory": self.shadow_memory,
             "max_media_body_bytes": self.max_media_body_bytes,
         }  # fmt: skip
         for name, value in positive.items():
@@ -124,8 +174,36 @@ class ServeConfig:
             )
         if not (0 <= self.batch_wait_ms < math.inf):
             raise ValueError(f"ServeConfig.batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}.")
+        if self.backend is not None:
+            check_backend(self.backend)
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(
                 f"ServeConfig.torch_threads must be a positive integer, got {self.torch_threads!r}."
             )
         self.run_config()  # checks the inference URLs, the tasks and the media limits
+        self._check_fleet()
+
+    def _check_fleet(self) -> None:
+        """Check the feedback and shadow settings (before anything is loaded)."""
+        if self.feedback is not None and Path(self.feedback).is_dir():
+            raise ValueError(
+                f"--feedback {self.feedback} is a folder; it must be a JSONL file (created if missing), e.g. "
+                f"{Path(self.feedback) / 'feedback.jsonl'}."
+            )
+        if self.feedback is not None and self.feedback_repo is not None:
+            raise ValueError(
+                "Pass either feedback (--feedback FILE: one local file) or feedback_repo (--feedback-repo "
+                "ORG/NAME: every replica's rows in one Hub dataset), not both."
+            )
+        if self.feedback_repo is not None and not is_repo_id(self.feedback_repo):
+            raise ValueError(
+                f"--feedback-repo must be a Hub dataset repo id ORG/NAME, got {self.feedback_repo!r}."
+            )
+        if self.feedback_replica is not None and not _REPLICA.fullmatch(self.feedback_replica):
+            raise ValueError(
+                f"--feedback-replica must be 1-64 letters, digits, '.', '_' or '-', got {self.feedback_replica!r}."
+            )
+        if not (0 <= self.shadow_wait < math.inf):
+            raise ValueError(f"ServeConfig.shadow_wait must be >= 0 seconds, got {self.shadow_wait!r}.")
+        if not (0 < self.shadow_sample <= 1):
+            raise ValueError(f"ServeConfig.shadow_sample must be in (0, 1], got {self.shadow_sample!r}.")

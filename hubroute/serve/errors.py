@@ -167,14 +167,22 @@ MEDIA_PATHS = ("/v1/chat/completions", "/v1/run", "/v1/audio/", "/v1/images/", "
 
 
 def guard_middleware(
-    app: ASGIApp, *, api_key: str | None, max_body_bytes: int, media_body_bytes: int | None = None
+    app: ASGIApp,
+    *,
+    api_key: str | None,
+    max_body_bytes: int,
+    metrics_key: str | None = None,
+    media_body_bytes: int | None = None,
 ) -> ASGIApp:
-    """Wrap ``app``: check the API key of ``/v1`` requests (401) and refuse bodies over ``max_body_bytes`` (413).
+    """Wrap ``app``: check the API key of ``/v1`` requests and the metrics key (else the API key) of
+    ``/metrics`` (401), and refuse bodies over ``max_body_bytes`` (413).
 
-    The key is compared in constant time and never logged or echoed. ``media_body_bytes`` (default
+    The keys are compared in constant time and never logged or echoed. ``media_body_bytes`` (default
     ``max_body_bytes``) is the limit of the endpoints that take images and audio (:data:`MEDIA_PATHS`).
     """
     expected = f"Bearer {api_key}".encode() if api_key else None
+    metrics_key = metrics_key or api_key
+    expected_metrics = f"Bearer {metrics_key}".encode() if metrics_key else None
     small_limit = max_body_bytes
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
@@ -186,9 +194,10 @@ def guard_middleware(
             media_body_bytes if media_body_bytes is not None and path.startswith(MEDIA_PATHS) else small_limit
         )
         headers = dict(scope.get("headers") or ())
-        if expected is not None and scope.get("path", "").startswith("/v1/"):
+        wanted = expected if path.startswith("/v1/") else expected_metrics if path == "/metrics" else None
+        if wanted is not None:
             given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, expected):
+            if not hmac.compare_digest(given, wanted):
                 await _send_error(send, 401, "Invalid or missing API key: send 'Authorization: Bearer <key>'.",
                                   "invalid_api_key", {"www-authenticate": "Bearer"})  # fmt: skip
                 return

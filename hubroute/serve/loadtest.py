@@ -5,6 +5,11 @@ and batched), start ``hubroute serve`` in a child process on 127.0.0.1, then sen
 ``/v1/route`` requests at each concurrency level (one keep-alive ``http.client`` connection per client
 thread) and report p50/p99 latency and requests/s. Every level stops after its requests; nothing runs
 unbounded.
+
+With several inference backends (``backends=("torch", "onnx")``), each gets its own server (``hubroute serve
+--backend``), the in-process calls of the backends alternate call by call, and at each concurrency level the
+servers are loaded one after the other (their order alternating from level to level), so the backends are
+compared within one run.
 """
 
 from __future__ import annotations
@@ -15,8 +20,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,9 +31,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..bench.process import peak_rss_mb
 from ..routing.registry import ModelRecord
 from ..routing.router import HubRouter
-from ..testing.server import free_port
+from ..routing.runtime import CACHE_ENV, check_backend
+from ..testing.server import ServeProcess, free_port
 
 __all__ = [
     "LevelResult",
@@ -38,6 +43,7 @@ __all__ = [
     "cmrbench_records",
     "cmrbench_prompts",
     "measure_in_process",
+    "measure_backends",
     "run_level",
     "run_load_test",
     "format_table",
@@ -59,6 +65,7 @@ class LevelResult:
     p99_ms: float
     requests_per_s: float
     mean_batch_prompts: float | None = None
+    backend: str = "torch"
 
 
 @dataclass
@@ -73,6 +80,9 @@ class LoadTestResults:
     levels: list[LevelResult]
     checks: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
+    shadow: dict[str, Any] = field(default_factory=dict)
+    in_process_backends: dict[str, dict[str, float]] = field(default_factory=dict)
+    """With several backends: each one's in-process timings (``in_process`` is the first one's)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,12 +158,53 @@ def measure_in_process(
     return _time_route(router, prompts, top_k, batch)
 
 
-def run_level(url: str, prompts: list[str], concurrency: int, requests: int, top_k: int) -> LevelResult:
-    """Send ``requests`` ``/v1/route`` requests to ``url``, ``concurrency`` at a time; time each one.
+def measure_backends(
+    router: HubRouter,
+    prompts: list[str],
+    top_k: int,
+    backends: Sequence[str],
+    batch: int = 32,
+    cache_dir: str | Path | None = None,
+) -> dict[str, dict[str, float]]:
+    """:func:`measure_in_process` for each of ``backends``, call by call in the same loop (the router switches
+    backend before each call; each ONNX graph is exported or loaded from ``cache_dir`` first).
 
-    Each of ``concurrency`` client threads keeps one HTTP/1.1 connection open (the standard library's
-    ``http.client``: the lightest client, since it shares the machine's cores with the server it measures).
+    Returns:
+        ``{backend: {"single_p50_ms", "single_p99_ms", "batched_prompts_per_s", "batch_size"}}``.
     """
+    for backend in backends:
+        router.set_backend(backend, cache_dir=cache_dir)
+        router.route(prompts[:batch], top_k=top_k)  # warm up
+    single: dict[str, list[float]] = {b: [] for b in backends}
+    for n, prompt in enumerate(prompts):
+        for backend in backends if n % 2 == 0 else list(reversed(backends)):
+            router.set_backend(backend, cache_dir=cache_dir)
+            started = time.perf_counter()
+            router.route(prompt, top_k=top_k)
+            single[backend].append(time.perf_counter() - started)
+    spent = dict.fromkeys(backends, 0.0)
+    for n, start in enumerate(range(0, len(prompts), batch)):
+        for backend in backends if n % 2 == 0 else list(reversed(backends)):
+            router.set_backend(backend, cache_dir=cache_dir)
+            started = time.perf_counter()
+            router.route(prompts[start : start + batch], top_k=top_k, batch_size=batch)
+            spent[backend] += time.perf_counter() - started
+    router.set_backend(backends[0], cache_dir=cache_dir)
+    return {
+        b: {
+            "single_p50_ms": 1000 * statistics.median(single[b]),
+            "single_p99_ms": 1000 * _percentile(single[b], 0.99),
+            "batched_prompts_per_s": len(prompts) / spent[b],
+            "batch_size": float(batch),
+        }
+        for b in backends
+    }
+
+
+def _send(
+    url: str, prompts: list[str], concurrency: int, requests: int, top_k: int
+) -> tuple[list[float], int, float]:
+    """``(latencies, failures, seconds)`` of ``requests`` ``/v1/route`` requests, ``concurrency`` at a time."""
     address = urlsplit(url)
     counter = itertools.count()
     latencies: list[float] = []
@@ -192,11 +243,23 @@ def run_level(url: str, prompts: list[str], concurrency: int, requests: int, top
     started = time.perf_counter()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    return latencies, failures, time.perf_counter() - started
+
+
+def _level(concurrency: int, latencies: list[float], failures: int, seconds: float) -> LevelResult:
     return LevelResult(
-        concurrency, requests, failures, 1000 * statistics.median(latencies), 1000 * _percentile(latencies, 0.99),
-        requests / elapsed,
+        concurrency, len(latencies), failures, 1000 * statistics.median(latencies),
+        1000 * _percentile(latencies, 0.99), len(latencies) / seconds,
     )  # fmt: skip
+
+
+def run_level(url: str, prompts: list[str], concurrency: int, requests: int, top_k: int) -> LevelResult:
+    """Send ``requests`` ``/v1/route`` requests to ``url``, ``concurrency`` at a time; time each one.
+
+    Each of ``concurrency`` client threads keeps one HTTP/1.1 connection open (the standard library's
+    ``http.client``: the lightest client, since it shares the machine's cores with the server it measures).
+    """
+    return _level(concurrency, *_send(url, prompts, concurrency, requests, top_k))
 
 
 def _batch_stats(url: str) -> tuple[float, float]:
@@ -211,25 +274,8 @@ def _batch_stats(url: str) -> tuple[float, float]:
     return values["count"], values["sum"]
 
 
-def _start_server(router_dir: str, port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "hubroute.cli.main", "serve", "--router", router_dir, "--port", str(port),
-               "--log-level", "warning"]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ)
-    )
-    stop = time.monotonic() + 300
-    while time.monotonic() < stop:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"hubroute serve exited: {(process.stderr.read() if process.stderr else b'').decode()}"
-            )
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("hubroute serve did not start within 300 s.")
+def _start_server(router_dir: str, port: int, *extra: str, env: dict[str, str] | None = None) -> ServeProcess:
+    return ServeProcess(["--router", router_dir, *extra], port=port, env=env).launch().wait(300)
 
 
 def run_load_test(
@@ -239,6 +285,9 @@ def run_load_test(
     concurrency: Sequence[int] = (1, 8, 32, 64),
     requests: int = 200,
     top_k: int = 3,
+    shadow: bool = False,
+    rounds: int = 3,
+    backends: Sequence[str] = ("torch",),
 ) -> LoadTestResults:
     """Run the whole load test (see the module docstring).
 
@@ -249,6 +298,13 @@ def run_load_test(
         concurrency: Concurrency levels.
         requests: Requests per level (also the number of distinct prompts).
         top_k: ``top_k`` of every request.
+        shadow: Also measure a second server that shadows every prompt with a candidate (a copy of the
+            router, :mod:`hubroute.serve.shadow`), interleaved with the first: ``rounds`` alternations of each
+            level on each server, latencies pooled per server.
+        rounds: Alternations per level with ``shadow``.
+        backends: Inference backends to compare (the first is the reference; not with ``shadow``); each gets
+            its own server, and the ONNX graphs are cached in a temporary folder for the run. With an
+            ``"onnx"`` backend, its c=32 throughput is checked against the first backend's.
 
     Returns:
         The measurements, with the two checks: c=1 p50 against in-process p50, c=32 throughput against
@@ -257,7 +313,12 @@ def run_load_test(
     Raises:
         FileNotFoundError: no CMRBench files (and no router), or the router folder does not exist.
         RuntimeError: the server did not start.
+        ValueError: an unknown backend, or several backends with ``shadow``.
     """
+    backends = [check_backend(b) for b in dict.fromkeys(backends)] or ["torch"]
+    if shadow and len(backends) > 1:
+        raise ValueError("bench serve compares either a shadow revision or backends, not both in one run.")
+    started = time.perf_counter()
     prompts = cmrbench_prompts(data, requests)
     with tempfile.TemporaryDirectory(prefix="hubroute-bench-serve-") as scratch:
         if router is None:
@@ -269,28 +330,127 @@ def run_load_test(
         else:
             router_dir, name = router, router
         local = HubRouter.from_pretrained(router_dir)
-        in_process = measure_in_process(local, prompts, top_k, batch=32)
+        env = {CACHE_ENV: str(Path(scratch) / "cache")}  # the servers find the graphs exported here
+        if len(backends) > 1:
+            by_backend = measure_backends(
+                local, prompts, top_k, backends, batch=32, cache_dir=Path(env[CACHE_ENV]) / "onnx"
+            )
+            in_process = by_backend[backends[0]]
+        else:
+            in_process = measure_in_process(local, prompts, top_k, batch=32)
         port = free_port()
-        process = _start_server(router_dir, port)
+        process = _start_server(router_dir, port, "--backend", backends[0], env=env)
         url = f"http://127.0.0.1:{port}"
-        levels = []
+        levels: list[LevelResult] = []
+        extra: dict[str, Any] = {}
+        others: dict[str, ServeProcess] = {}
         try:
-            for level in concurrency:
-                batches_before, prompts_before = _batch_stats(url)
-                result = run_level(url, prompts, level, requests, top_k)
-                batches, routed = _batch_stats(url)
-                result.mean_batch_prompts = (routed - prompts_before) / max(batches - batches_before, 1)
-                levels.append(result)
+            for backend in backends[1:]:
+                others[backend] = _start_server(router_dir, free_port(), "--backend", backend, env=env)
+            if len(backends) > 1:
+                urls = {backends[0]: url, **{b: p.url for b, p in others.items()}}
+                for n, level in enumerate(concurrency):
+                    for backend in backends if n % 2 == 0 else list(reversed(backends)):
+                        result = _measured_level(urls[backend], prompts, level, requests, top_k)
+                        result.backend = backend
+                        levels.append(result)
+            elif shadow:
+                extra = _shadow_levels(
+                    router_dir, scratch, url, prompts, concurrency, requests, top_k, rounds
+                )
+                extra["plain_server_peak_mb"] = process.peak_rss_mb() or 0.0
+                levels = extra.pop("plain")
+            else:
+                for level in concurrency:
+                    levels.append(_measured_level(url, prompts, level, requests, top_k))
         finally:
-            process.terminate()
-            process.wait(30)
-    return LoadTestResults(name, local.num_models, len(prompts), top_k, in_process, levels, _checks(in_process, levels),
-                           _machine())  # fmt: skip
+            process.stop(30)
+            for other in others.values():
+                other.stop(30)
+    checks = {**_checks(in_process, levels, backends), **extra.pop("checks", {})}
+    machine = {**_machine(), "wall_s": round(time.perf_counter() - started, 1), "peak_mb": peak_rss_mb()}
+    results = LoadTestResults(
+        name, local.num_models, len(prompts), top_k, in_process, levels, checks, machine
+    )
+    results.shadow = extra
+    if len(backends) > 1:
+        results.in_process_backends = by_backend
+    return results
 
 
-def _checks(in_process: dict[str, float], levels: list[LevelResult]) -> dict[str, Any]:
+def _measured_level(url: str, prompts: list[str], level: int, requests: int, top_k: int) -> LevelResult:
+    """:func:`run_level`, with the mean prompts per encoder pass read from the server's ``/metrics``."""
+    batches_before, prompts_before = _batch_stats(url)
+    result = run_level(url, prompts, level, requests, top_k)
+    batches, routed = _batch_stats(url)
+    result.mean_batch_prompts = (routed - prompts_before) / max(batches - batches_before, 1)
+    return result
+
+
+def _shadow_levels(
+    router_dir: str, scratch: str, url: str, prompts: list[str], concurrency: Sequence[int], requests: int,
+    top_k: int, rounds: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Each level on the plain server and on one shadowing every prompt, alternated ``rounds`` times."""
+    import shutil
+
+    # Another revision of the same cost: a copy (new modification times, so another fingerprint).
+    candidate = shutil.copytree(router_dir, Path(scratch) / "candidate", copy_function=shutil.copyfile)
+    port = free_port()
+    process = _start_server(router_dir, port, "--shadow-revision", str(candidate), "--shadow-sample", "1")
+    shadow_url = f"http://127.0.0.1:{port}"
+    plain, shadowed = [], []
+    try:
+        for level in concurrency:
+            pooled: dict[str, list[Any]] = {"plain": [[], 0, 0.0], "shadow": [[], 0, 0.0]}
+            for _ in range(rounds):
+                for which, target in (("plain", url), ("shadow", shadow_url)):
+                    latencies, failures, seconds = _send(target, prompts, level, requests, top_k)
+                    pooled[which][0] += latencies
+                    pooled[which][1] += failures
+                    pooled[which][2] += seconds
+            plain.append(_level(level, *pooled["plain"]))
+            shadowed.append(_level(level, *pooled["shadow"]))
+        counts = _shadow_counts(shadow_url)
+        counts["shadow_server_peak_mb"] = process.peak_rss_mb() or 0.0
+    finally:
+        process.stop(30)
     checks: dict[str, Any] = {}
-    by_level = {level.concurrency: level for level in levels}
+    for a, b in zip(plain, shadowed):
+        if a.concurrency == 1:
+            ratio = b.p50_ms / a.p50_ms
+            checks["shadow_c1_p50_over_plain_p50"] = {
+                "value": ratio,
+                "target": "<= 1.05",
+                "ok": ratio <= 1.05,
+            }
+    return {"plain": plain, "levels": [asdict(level) for level in shadowed], "rounds": rounds, **counts,
+            "checks": checks}  # fmt: skip
+
+
+def _shadow_counts(url: str) -> dict[str, float]:
+    """Prompts the shadow revision routed, and those it dropped, from the server's ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts = {"shadowed_prompts": 0.0, "dropped_prompts": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "hubroute_shadow_prompts_total":
+                counts["shadowed_prompts"] += sample.value
+            elif sample.name == "hubroute_shadow_dropped_total":
+                counts["dropped_prompts"] += sample.value
+    return counts
+
+
+def _checks(
+    in_process: dict[str, float], levels: list[LevelResult], backends: Sequence[str] = ("torch",)
+) -> dict[str, Any]:
+    checks: dict[str, Any] = {}
+    by_level = {level.concurrency: level for level in levels if level.backend == backends[0]}
+    onnx_32 = [level for level in levels if level.backend == "onnx" and level.concurrency == 32]
+    if backends[0] != "onnx" and onnx_32 and 32 in by_level:
+        ratio = onnx_32[0].requests_per_s / by_level[32].requests_per_s
+        checks[f"c32_rps_onnx_over_{backends[0]}"] = {"value": ratio, "target": ">= 1.6", "ok": ratio >= 1.6}
     if 1 in by_level:
         ratio = by_level[1].p50_ms / in_process["single_p50_ms"]
         checks["c1_p50_over_in_process_p50"] = {"value": ratio, "target": "<= 1.25", "ok": ratio <= 1.25}
@@ -308,25 +468,47 @@ def _machine() -> dict[str, Any]:
 
 
 def format_table(results: LoadTestResults) -> str:
-    """The results as a Markdown table, with the in-process reference and the checks."""
-    ip = results.in_process
+    """The results as a Markdown table, with the in-process reference and the checks (each row names its
+    backend when several backends were compared)."""
+    several = bool(results.in_process_backends)
+    in_process = results.in_process_backends or {"": results.in_process}
     lines = [
         f"router: {results.router}; {results.prompts} prompts, top_k={results.top_k}; "
         f"load average {', '.join(f'{x:.2f}' for x in results.machine.get('loadavg_1_5_15', []))}",
         "",
         "| setting | p50 ms | p99 ms | requests/s | failures | prompts per encoder pass |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
-        f"| in-process route(), one prompt at a time | {ip['single_p50_ms']:.2f} | {ip['single_p99_ms']:.2f} | "
-        f"{1000 / ip['single_p50_ms']:.1f} | 0 | 1 |",
-        f"| in-process route(), batches of {int(ip['batch_size'])} | | | {ip['batched_prompts_per_s']:.1f} | 0 | "
-        f"{int(ip['batch_size'])} |",
     ]
-    for level in results.levels:
+    for backend, ip in in_process.items():
+        on = f", {backend}" if several else ""
+        lines += [
+            f"| in-process route(), one prompt at a time{on} | {ip['single_p50_ms']:.2f} | {ip['single_p99_ms']:.2f} | "
+            f"{1000 / ip['single_p50_ms']:.1f} | 0 | 1 |",
+            f"| in-process route(), batches of {int(ip['batch_size'])}{on} | | | {ip['batched_prompts_per_s']:.1f} | 0 | "
+            f"{int(ip['batch_size'])} |",
+        ]
+    for level in sorted(results.levels, key=lambda level: level.concurrency):
         batch = f"{level.mean_batch_prompts:.1f}" if level.mean_batch_prompts is not None else ""
+        on = f", {level.backend}" if several else ""
         lines.append(
-            f"| /v1/route, concurrency {level.concurrency} | {level.p50_ms:.2f} | {level.p99_ms:.2f} | "
+            f"| /v1/route, concurrency {level.concurrency}{on} | {level.p50_ms:.2f} | {level.p99_ms:.2f} | "
             f"{level.requests_per_s:.1f} | {level.failures} | {batch} |"
         )
+    for level in results.shadow.get("levels", []):
+        lines.append(
+            f"| /v1/route, concurrency {level['concurrency']}, shadowing every prompt | {level['p50_ms']:.2f} | "
+            f"{level['p99_ms']:.2f} | {level['requests_per_s']:.1f} | {level['failures']} | |"
+        )
+    if results.shadow:
+        sh = results.shadow
+        lines.append(
+            f"\nshadow: {sh['rounds']} interleaved rounds per level; {sh['shadowed_prompts']:.0f} prompts shadowed, "
+            f"{sh['dropped_prompts']:.0f} dropped; server peak memory (VmHWM): plain {sh['plain_server_peak_mb']:.0f} "
+            f"MiB, shadowing {sh['shadow_server_peak_mb']:.0f} MiB"
+        )
+    if "wall_s" in results.machine:
+        lines.append(f"wall time {results.machine['wall_s']:.1f} s; bench process peak memory (VmHWM) "
+                     f"{results.machine['peak_mb']:.0f} MiB")  # fmt: skip
     for name, check in results.checks.items():
         lines.append(
             f"\n{name}: {check['value']:.3f} (target {check['target']}): {'ok' if check['ok'] else 'MISSED'}"

@@ -56,6 +56,33 @@ class ServeMetrics:
         self.feedback = Counter("hubroute_feedback", "Feedback rows written.", registry=r)
         self.reloads = Counter("hubroute_reloads", "Router reloads, by outcome.", ["outcome"], registry=r)
         self.models = Gauge("hubroute_registry_models", "Models in the served router's registry.", registry=r)
+        self.revision = Gauge(
+            "hubroute_router_revision_info", "The served revision (commit or folder fingerprint) and the ref it "
+            "follows (1).", ["revision", "ref"], registry=r,
+        )  # fmt: skip
+        self.reload_failed = Gauge(
+            "hubroute_reload_failed_revision_info", "A newer revision that failed to load (1); the previous one "
+            "still serves.", ["revision"], registry=r,
+        )  # fmt: skip
+        self.feedback_refused = Counter(
+            "hubroute_feedback_refused", "Feedback rows refused, by reason.", ["reason"], registry=r
+        )
+        self.feedback_pending = Gauge(
+            "hubroute_feedback_pending_rows",
+            "Feedback rows written locally, not yet committed to the Hub.",
+            registry=r,
+        )
+        self.feedback_commits = Gauge(
+            "hubroute_feedback_commits",
+            "Commits of feedback rows to the Hub, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+
+    def serve_revision(self, revision: str, ref: str | None) -> None:
+        """Report ``revision`` (following ``ref``) as the served one."""
+        self.revision.clear()
+        self.revision.labels(revision, ref or "").set(1)
 
     def observe_batch(self, requests: int, prompts: int, seconds: float) -> None:
         """Record one routing batch."""

@@ -86,7 +86,7 @@ def warm_up(router: HubRouter) -> None:
         router.route("warm up the router", top_k=1)
 
 
-def load_router(source: str, revision: str | None = None) -> LoadedRouter:
+def load_router(source: str, revision: str | None = None, backend: str | None = None) -> LoadedRouter:
     """Load, check and warm up the router at ``source`` (blocking).
 
     A folder is fingerprinted before and after loading, so a folder rewritten meanwhile is not served half-read.
@@ -94,6 +94,7 @@ def load_router(source: str, revision: str | None = None) -> LoadedRouter:
     Args:
         source: A router folder or Hub repo id.
         revision: Hub revision (ignored for a folder).
+        backend: Inference backend (``None``: torch), see :meth:`HubRouter.set_backend`.
 
     Returns:
         The warmed-up router and its revision.
@@ -105,7 +106,7 @@ def load_router(source: str, revision: str | None = None) -> LoadedRouter:
 
     if Path(source).is_dir():
         before = folder_fingerprint(source)
-        router = HubRouter.from_pretrained(source)
+        router = HubRouter.from_pretrained(source, backend=backend or "torch")
         if folder_fingerprint(source) != before:
             raise CheckpointError(
                 f"The router folder {source} changed while it was loading; it will be read again."
@@ -113,7 +114,7 @@ def load_router(source: str, revision: str | None = None) -> LoadedRouter:
         warm_up(router)
         return LoadedRouter(router, before)
     sha = current_revision(source, revision)
-    router = HubRouter.from_pretrained(source, revision=sha)
+    router = HubRouter.from_pretrained(source, revision=sha, backend=backend or "torch")
     warm_up(router)
     return LoadedRouter(router, sha)
 
@@ -132,6 +133,7 @@ class Watcher:
         on_reload: Called with ``"ok"`` or ``"failed"`` after every reload attempt (metrics).
         executor: Where new revisions load (the server passes its routing thread: see :func:`create_app`);
             ``None``: the event loop's default executor.
+        backend: Inference backend of the revisions loaded (``None``: torch).
     """
 
     def __init__(
@@ -142,11 +144,18 @@ class Watcher:
         interval: float,
         on_reload: Callable[[str], None] | None = None,
         executor: Executor | None = None,
+        backend: str | None = None,
     ) -> None:
         self.holder, self.source, self.revision, self.interval = holder, source, revision, interval
+        self.backend = backend
         self.on_reload = on_reload
         self.executor = executor
         self._failed: str | None = None
+
+    @property
+    def failed_revision(self) -> str | None:
+        """The newest revision seen that failed to load (``None`` once a revision loads)."""
+        return self._failed
 
     async def check(self) -> bool:
         """Poll once; return whether a new router was swapped in."""
@@ -159,7 +168,9 @@ class Watcher:
             return False
         try:
             loop = asyncio.get_running_loop()
-            loaded = await loop.run_in_executor(self.executor, load_router, self.source, self.revision)
+            loaded = await loop.run_in_executor(
+                self.executor, load_router, self.source, self.revision, self.backend
+            )
         except Exception as err:  # noqa: BLE001 - a bad revision is logged, the old router keeps serving
             self._failed = seen
             logger.error("Router revision %s of %s failed to load; still serving %s: %s", seen, self.source,

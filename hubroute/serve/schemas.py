@@ -205,9 +205,14 @@ class ModelList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
-    revision: str
+    revision: str = Field(..., description="The served revision: a Hub commit sha or a folder fingerprint.")
     models: int
     reloads: int
+    ref: str | None = Field(default=None, description="The branch or tag followed (--revision), if any.")
+    failed_revision: str | None = Field(
+        default=None, description="A newer revision that failed to load (the served one is kept)."
+    )
+    shadow_revision: str | None = Field(default=None, description="The candidate revision shadowing traffic.")
 
 
 class ErrorBody(BaseModel):

@@ -15,11 +15,12 @@ from ..run.runner import merge_filter, registry_tasks, task_of
 from ..run.tasks import TASKS
 from .batching import MicroBatcher, RouteKey
 from .config import ServeConfig
-from .feedback import FeedbackLog
+from .feedback_hub import FeedbackSink, open_feedback
 from .inference import InferenceBackend
 from .metrics import ServeMetrics
 from .reload import LoadedRouter, RouterHolder
 from .servable import ServableCache, servable_filter
+from .shadow import ShadowEvaluator
 
 __all__ = ["ServeState"]
 
@@ -49,9 +50,12 @@ class ServeState:
         self.holder = RouterHolder(loaded)
         self.metrics = ServeMetrics()
         self.metrics.models.set(loaded.router.num_models)
+        self.metrics.serve_revision(loaded.revision, config.revision)
         self.backend = backend
         self.servable = servable
-        self.feedback = FeedbackLog(config.feedback) if config.feedback else None
+        self.feedback: FeedbackSink | None = open_feedback(config, self.metrics)
+        self.shadow: ShadowEvaluator | None = None
+        self.failed_revision: str | None = None
         self.batcher = MicroBatcher(
             lambda: self.holder.router, max_batch=config.max_batch, max_wait_ms=config.batch_wait_ms,
             on_batch=self.metrics.observe_batch, executor=executor,
@@ -93,6 +97,7 @@ class ServeState:
         }
         self.holder.swap(loaded)
         self.metrics.models.set(loaded.router.num_models)
+        self.metrics.serve_revision(loaded.revision, self.config.revision)
 
     def revision_of(self, router: HubRouter) -> str:
         """The revision ``router`` was loaded from."""
@@ -134,6 +139,9 @@ class ServeState:
             allowed = await self._servable_ids(self.holder.router)
             key = replace(key, filters=servable_filter(key.filters, allowed))
         results, router = await self.batcher.route(prompts, key)
+        revision = self.revision_of(router)
         if count:
             self.metrics.observe_routes(results)
-        return results, self.revision_of(router)
+            if self.shadow is not None:  # off the request path: only queued here
+                self.shadow.offer(prompts, key, results, revision)
+        return results, revision

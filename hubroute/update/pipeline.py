@@ -51,6 +51,7 @@ from .._utils.io import write_json
 from .._utils.levels import SHORT_LEVELS, short_names
 from ..errors import ForgettingGateError
 from ..evaluation.ranking import routing_accuracy
+from ..routing.hub_sharing import move_tag
 from ..routing.registry import model_key
 from ..routing.router import HubRouter
 from ..training import distributed
@@ -62,6 +63,7 @@ from .crawl import CrawlFilters, CrawlResult, CrawlState, HubCrawler, RetryPolic
 from .encodings import EncodingCache, cached_encoder
 from .experience import build_experience, model_records, push_experience, save_experience
 from .feedback import feedback_fingerprints, learned_feedback, read_feedback
+from .feedback_hub import STATE_KEY, is_feedback_repo, repo_feedback
 from .prompts import PromptGenerator, generator_from_spec
 
 if TYPE_CHECKING:
@@ -191,8 +193,9 @@ class UpdateConfig:
         default=None,
         metadata=_help(
             "Learn these feedback files (.jsonl/.csv/.parquet with prompt, model_id[, domain, card_text], "
-            "e.g. hubroute serve --feedback) as the next experience instead of crawling: no --since needed. "
-            "A file already learned (same SHA-256) is skipped."
+            "e.g. hubroute serve --feedback) or Hub dataset repos (ORG/NAME, written by hubroute serve "
+            "--feedback-repo: the rows not learned before) as the next experience instead of crawling: no "
+            "--since needed. A file already learned (same SHA-256) is skipped."
         ),  # fmt: skip
     )
     output: str | None = field(
@@ -201,6 +204,13 @@ class UpdateConfig:
     )
     push: str | None = field(
         default=None, metadata=_help("Push the updated router to this Hub repo (ORG/REPO), tagged.")
+    )
+    candidate_tag: str | None = field(
+        default=None,
+        metadata=_help(
+            "After the push, also point this tag of --push at the new revision, moving it if it exists (e.g. "
+            "'candidate', which hubroute serve --shadow-revision candidate follows; see hubroute promote)."
+        ),
     )
     revision: str | None = field(
         default=None, metadata=_help("Revision of a Hub router (branch, tag or commit).")
@@ -865,6 +875,8 @@ def _save_and_push(
             if output_path is not None:
                 write_json(folder / PENDING_PUSH, {"repo": push, "tag": name, "router": str(output_path)})
             summary.pushed = _push(model, push, name, settings.token, folder)
+            if settings.candidate_tag:  # the revision a fleet shadows before it is promoted
+                move_tag(push, settings.candidate_tag, name, token=settings.token)
             stages.lap("push")
         summary.status = "updated"
     summary.elapsed_s = stages.elapsed()
@@ -904,7 +916,8 @@ def update_from_feedback(
     router: str | HubRouter = loaded if loaded is not None else settings.router
     router_dir, output_path = _destination(router, settings)
     name = settings.experience_name or f"feedback-{datetime.now(timezone.utc):%Y-%m-%d-%H%M%S}"
-    files = feedback_fingerprints(settings.feedback or [])
+    repos = [f for f in settings.feedback or [] if is_feedback_repo(f)]  # ORG/NAME: a fleet's Hub dataset
+    files = feedback_fingerprints([f for f in settings.feedback or [] if f not in repos])
 
     model, source = _load_router(router, settings.revision, settings.token)
     stages.lap("load")
@@ -912,6 +925,10 @@ def update_from_feedback(
     learned = learned_feedback(model)
     for entry in files:
         entry["new"] = entry["sha256"] not in learned
+    repo_entries, repo_states = repo_feedback(
+        repos, model.training_state.get(STATE_KEY) or {}, folder, settings.token
+    )
+    files += repo_entries
     fresh = [entry for entry in files if entry["new"]]
     summary = UpdateSummary(
         status="nothing_new", experience=name, since="", router_source=source, feedback=files,
@@ -939,7 +956,12 @@ def update_from_feedback(
     record = {
         "experience": name,
         "models_added": summary.models_added,
-        "feedback": [{k: entry[k] for k in ("path", "sha256", "rows")} for entry in fresh],
+        "feedback": [
+            {k: entry[k] for k in ("path", "sha256", "rows", "repo", "commit", "file") if k in entry}
+            for entry in fresh
+        ],
     }
+    if repo_states:  # the dataset commit (and rows per part) learned from each repo
+        model.training_state[STATE_KEY] = {**(model.training_state.get(STATE_KEY) or {}), **repo_states}
     _save_and_push(model, summary, record, settings, output_path, folder, stages)
     return summary

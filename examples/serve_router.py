@@ -1,7 +1,8 @@
-"""Serve a router as an OpenAI-compatible endpoint, in-process, against a local fake inference provider.
+"""Serve a router as an OpenAI-compatible endpoint, in-process, against a local fake of the Inference API.
 
 Runs offline on a CPU in about a minute (the bundled all-MiniLM-L6-v2 encoder, an untrained router whose
-model embeddings come from the model cards; the fake provider stands in for Hugging Face Inference Providers):
+model embeddings come from the model cards; the fake stands in for each model's Hugging Face Inference API
+endpoint, `--inference-url-template`, and answers every task in its documented shape):
 
     pip install "hubroute[serve]" openai
     python examples/serve_router.py
@@ -15,7 +16,7 @@ import openai
 
 from hubroute import HubRouter, ModelRecord
 from hubroute.serve import ServeConfig, create_app
-from hubroute.testing.fake_provider import FakeProvider
+from hubroute.testing.fake_inference import FakeInferenceAPI
 from hubroute.testing.server import BackgroundServer
 
 ASR, DET, MT = (
@@ -36,9 +37,9 @@ MODELS = [
 def main() -> None:
     router = HubRouter()
     router.add_models(MODELS)
-    provider = FakeProvider()
-    with provider.serve() as upstream:
-        app = create_app(router, ServeConfig(inference_base_url=upstream.url))
+    fake = FakeInferenceAPI.from_registry(router.registry)
+    with fake.serve() as upstream:
+        app = create_app(router, ServeConfig(inference_url_template=fake.url_template(upstream)))
         with BackgroundServer(app) as server:
             print(f"Serving on {server.url} (OpenAPI page: {server.url}/docs)")
             decision = httpx.post(
@@ -55,16 +56,18 @@ def main() -> None:
             print(
                 "  x-hubroute-model:",
                 raw.headers["x-hubroute-model"],
+                "task:",
+                raw.headers["x-hubroute-task"],
                 "score:",
                 raw.headers["x-hubroute-score"],
             )
 
-            provider.faults[raw.headers["x-hubroute-model"]] = "not_deployed"  # the chosen model goes away
+            fake.down.add(raw.headers["x-hubroute-model"].lower())  # the chosen model goes down
             stream = client.chat.completions.with_raw_response.create(
                 model="hubroute/auto", messages=messages, stream=True
             )
             text = "".join(chunk.choices[0].delta.content or "" for chunk in stream.parse() if chunk.choices)
-            print("\nstreamed after a 404:", text)
+            print("\nstreamed after a 503:", text)
             print("  x-hubroute-fallback:", stream.headers["x-hubroute-fallback"])
             print("  x-hubroute-attempts:", stream.headers["x-hubroute-attempts"])
 

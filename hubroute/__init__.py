@@ -6,7 +6,9 @@ The main entry points:
   ``from_pretrained`` / ``push_to_hub``;
 - :class:`CARvEConfig` and :class:`CARvETrainer` teach a router one experience (new models and prompts)
   with the CARvE objective, replay and anchoring (and, with ``rerank_train``, its :class:`Reranker`: a
-  cross-encoder that re-ranks the router's top candidates against their cards).
+  cross-encoder that re-ranks the router's top candidates against their cards);
+- :class:`Runner` routes a prompt (with its image, audio or table) to a model whose task takes it and runs
+  that model's own ``InferenceClient`` call (:class:`RunConfig`, :class:`RunResult`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from .errors import (
     HubAccessError,
     HubRouteError,
     IncompatibleCheckpointError,
+    InvalidInputError,
     InvalidPromptError,
+    ModelCallError,
+    TaskNotAvailableError,
     UnknownModelError,
 )
 from .routing.config import RouterConfig
@@ -36,14 +41,21 @@ from .routing.results import Explanation, NearestPrompt, RouteResult
 from .routing.router import HubRouter
 
 if TYPE_CHECKING:
+    from .run.runner import RunConfig, Runner, RunResult
     from .training.config import CARvEConfig
     from .training.trainer import CARvETrainer
 
-_LAZY = {"CARvEConfig": "hubroute.training.config", "CARvETrainer": "hubroute.training.trainer"}
+_LAZY = {
+    "CARvEConfig": "hubroute.training.config",
+    "CARvETrainer": "hubroute.training.trainer",
+    "Runner": "hubroute.run.runner",
+    "RunConfig": "hubroute.run.runner",
+    "RunResult": "hubroute.run.runner",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The training stack (transformers' Trainer, accelerate) is only imported when it is used.
+    # The training stack (transformers' Trainer, accelerate) and the runner are only imported when used.
     if name in _LAZY:
         import importlib
 
@@ -67,6 +79,9 @@ __all__ = [
     "DEFAULT_ENCODER",
     "CARvEConfig",
     "CARvETrainer",
+    "Runner",
+    "RunConfig",
+    "RunResult",
     "HubRouteError",
     "InvalidPromptError",
     "UnknownModelError",
@@ -78,4 +93,7 @@ __all__ = [
     "BackendUnavailableError",
     "HubAccessError",
     "ForgettingGateError",
+    "InvalidInputError",
+    "TaskNotAvailableError",
+    "ModelCallError",
 ]

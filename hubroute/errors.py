@@ -19,6 +19,9 @@ __all__ = [
     "DataFormatError",
     "HubAccessError",
     "ForgettingGateError",
+    "InvalidInputError",
+    "TaskNotAvailableError",
+    "ModelCallError",
     "BackendUnavailableError",
 ]
 
@@ -68,6 +71,47 @@ class ForgettingGateError(HubRouteError, RuntimeError):
 class DistributedLaunchError(HubRouteError, RuntimeError):
     """Training was launched in a way that would not train one model across the processes (e.g. several
     processes that each train alone, or a sharding strategy the trainer cannot read parameters through)."""
+
+
+class InvalidInputError(HubRouteError, ValueError):
+    """An image, audio clip or other model input is malformed, of the wrong kind for the task, or too large.
+
+    Args:
+        message: What is wrong and what to send instead.
+        param: The input at fault (``"image"``, ``"messages[0].content[1]"``).
+        too_large: The input is over a size limit (a server answers 413).
+    """
+
+    def __init__(self, message: str, param: str | None = None, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.param = param
+        self.too_large = too_large
+
+
+class TaskNotAvailableError(HubRouteError, LookupError):
+    """No model can run the request: no model of the registry has a task that takes its inputs (the message
+    names the missing tasks), the filters leave none, or the router abstained.
+
+    Args:
+        message: What is missing and what to do.
+        tasks: The tasks that were looked for.
+        reason: ``"task"`` (no model has the task), ``"backend"`` (the backend cannot run it), ``"filters"`` (the
+            filters leave no model) or ``"abstained"`` (no model reached ``min_score``).
+    """
+
+    def __init__(self, message: str, tasks: tuple[str, ...] = (), reason: str = "task") -> None:
+        super().__init__(message)
+        self.tasks = tasks
+        self.reason = reason
+
+
+class ModelCallError(HubRouteError, RuntimeError):
+    """Every model tried failed, or the deadline passed; ``attempts`` says what was tried."""
+
+    def __init__(self, message: str, attempts: list[Any] | None = None, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.attempts = list(attempts or [])
+        self.timed_out = timed_out
 
 
 class BackendUnavailableError(HubRouteError, ImportError):

@@ -162,3 +162,12 @@ def small_bench(cmrbench_dir: Path):
 
 
 # =================================================================================== end model fixtures ==
+
+
+# ======================================================================== fake Inference API fixtures ==
+@pytest.fixture
+def fake(fake_api):
+    """The module's fake Hugging Face Inference API (its ``fake_api`` fixture: ``(FakeInferenceAPI, server)``),
+    with no recorded calls and every model up."""
+    fake_api[0].clear()
+    return fake_api[0]

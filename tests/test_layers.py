@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("hubroute.training",),
     ("hubroute.evaluation",),
     ("hubroute.update",),
+    ("hubroute.run",),  # running the chosen model: each task's InferenceClient call, backends, inputs
     ("hubroute.bench", "hubroute.serve", "hubroute.testing"),
     ("hubroute.cli",),
 ]

@@ -26,12 +26,13 @@ from hubroute.testing.server import BackgroundServer
 
 pytestmark = pytest.mark.timeout(120)
 
-ASR, DET, MT = (
-    "Audio Automatic Speech Recognition",
-    "Computer Vision Object Detection",
-    "Natural Language Processing Translation",
+# Chat models only: --inference-base-url (an OpenAI-compatible server) runs chat completions and nothing else.
+GEN, VLM, CONV = (
+    "Natural Language Processing Text Generation",
+    "Multimodal Image-Text-to-Text",
+    "Natural Language Processing Conversational",
 )
-DOMAINS = [ASR, DET, MT]
+DOMAINS = [GEN, VLM, CONV]
 
 
 def records(prefix: str = "org", count: int = 9) -> list[ModelRecord]:
@@ -123,10 +124,10 @@ def test_route_matches_in_process_route_with_every_option(
     assert [r["model_id"] for r in one["results"][0]] == [r.model_id for r in expected]
     assert one["results"][0][0]["score"] == pytest.approx(expected[0].score, abs=1e-5)
     prompts = ["detect the cars", "translate this sentence"]
-    options = {"top_k": 2, "level": "family", "filters": {"domains": [DET, MT], "exclude_model_ids": "org/model-1"},
+    options = {"top_k": 2, "level": "family", "filters": {"domains": [VLM, CONV], "exclude_model_ids": "org/model-1"},
                "explain": True}  # fmt: skip
     many = client.post("/v1/route", json={"prompt": prompts, **options}).json()
-    local = router.route(prompts, top_k=2, level="family", filters={"domains": [DET, MT],
+    local = router.route(prompts, top_k=2, level="family", filters={"domains": [VLM, CONV],
                          "exclude_model_ids": ["org/model-1"]}, explain=True)  # fmt: skip
     assert [[(r["model_id"], r["group"]) for r in rs] for rs in many["results"]] == [
         [(r.model_id, r.group) for r in rs] for rs in local
@@ -360,14 +361,17 @@ def test_a_registry_model_id_is_called_directly(server: BackgroundServer, fake: 
     assert fake.models_called() == ["org/model-4"]
 
 
-def test_the_hf_token_is_sent_but_never_echoed_or_logged(
+def test_a_custom_inference_url_gets_its_own_key_never_the_hub_token(
     router_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    secret = "hf_serve_secret_token_123"
-    monkeypatch.setenv("HF_TOKEN", secret)
-    guarded = FakeProvider(token=secret, faults={"org/model-0": "not_deployed"})
+    """Issue 30: ``HF_TOKEN`` is for the Hub; an OpenAI-compatible server gets ``--inference-api-key`` (or
+    ``HUBROUTE_INFERENCE_API_KEY``) or no ``Authorization`` header, and no key is ever echoed or logged."""
+    hub_token, key = "hf_serve_secret_token_123", "sk-local-provider-456"
+    monkeypatch.setenv("HF_TOKEN", hub_token)
+    guarded = FakeProvider(token=key, faults={"org/model-0": "not_deployed"})
     caplog.set_level(logging.DEBUG)
-    with guarded.serve() as upstream, serving(str(router_dir), inference_base_url=upstream.url) as srv:
+    with guarded.serve() as upstream, serving(str(router_dir), inference_base_url=upstream.url,
+                                              inference_api_key=key) as srv:  # fmt: skip
         raw = ask(chat_client(srv), "hello", model="org/model-3")
         assert raw.parse().choices[0].message.content.startswith("org/model-3")
         failing = httpx.post(f"{srv.url}/v1/chat/completions", json={"model": "org/model-0",
@@ -380,9 +384,19 @@ def test_the_hf_token_is_sent_but_never_echoed_or_logged(
             str(failing.headers),
             httpx.get(f"{srv.url}/metrics").text,
         ]
-    assert all(r.authorized for r in guarded.requests)
-    assert not any(secret in text for text in seen)
-    assert secret not in caplog.text
+    assert len(guarded.requests) == 2 and all(r.authorized for r in guarded.requests)
+    assert {r.headers.get("authorization") for r in guarded.requests} == {f"Bearer {key}"}
+    monkeypatch.setenv("HUBROUTE_INFERENCE_API_KEY", key)  # the environment variable, when no flag is given
+    with guarded.serve() as upstream, serving(str(router_dir), inference_base_url=upstream.url) as srv:
+        assert ask(chat_client(srv), "hello", model="org/model-3").headers["x-hubroute-fallback"] == "none"
+    monkeypatch.delenv("HUBROUTE_INFERENCE_API_KEY")
+    open_provider = FakeProvider()  # no key at all: no Authorization header (not the Hub token)
+    with open_provider.serve() as upstream, serving(str(router_dir), inference_base_url=upstream.url) as srv:
+        ask(chat_client(srv), "hello", model="org/model-3")
+    assert [r.headers.get("authorization") for r in open_provider.requests] == [None]
+    everything = "".join(map(str, guarded.requests + open_provider.requests)) + "".join(seen)
+    assert hub_token not in everything and key not in "".join(seen)
+    assert hub_token not in caplog.text and key not in caplog.text
 
 
 # ------------------------------------------------------------------------------ models, metrics, servable ----

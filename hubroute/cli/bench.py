@@ -17,7 +17,7 @@ from ..routing.router import RouterConfig
 from ..routing.runtime import BACKENDS
 from ..training import distributed
 from ..training.config import CARvEConfig
-from . import speed, train_scale
+from . import run_models, speed, train_scale
 from .serve import register_bench
 
 __all__ = ["register"]
@@ -126,6 +126,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     speed.register(commands)
     train_scale.register(commands)
     register_bench(commands)
+    run_models.register(commands)
 
 
 def _carve_config(args: argparse.Namespace) -> CARvEConfig:

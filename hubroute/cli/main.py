@@ -11,7 +11,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from .._utils.hub_errors import describe_http_error
 from .._utils.version import __version__
 from ..errors import HubRouteError
-from . import bench, promote, route, serve, train, update
+from . import bench, mcp, promote, route, serve, train, update
 from . import eval as eval_command
 
 __all__ = ["main", "build_parser"]
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     route.register(commands)
     serve.register(commands)
+    mcp.register(commands)
     promote.register(commands)
     bench.register(commands)
     eval_command.register(commands)

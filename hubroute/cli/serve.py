@@ -7,17 +7,19 @@ import logging
 
 from ..routing.runtime import BACKENDS
 
-__all__ = ["register", "register_bench", "run", "run_bench"]
+__all__ = ["register", "register_bench", "add_run_arguments", "run", "run_bench"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``hubroute serve`` to the ``hubroute`` command."""
     parser = subparsers.add_parser(
         "serve",
-        help="Serve a router over HTTP: /v1/route and OpenAI-compatible /v1/chat/completions.",
+        help="Serve a router over HTTP: /v1/route, /v1/run and OpenAI-compatible chat, audio, image and embeddings.",
         description="Serve a router: POST /v1/route, POST /v1/chat/completions (model='hubroute/auto' routes the "
-        "conversation and calls the chosen model), POST /v1/feedback, GET /v1/models, /healthz, /metrics; "
-        "the OpenAPI page is /docs. Needs the serve extra: pip install 'hubroute[serve]'.",
+        "conversation, with its image and audio parts, to a model whose task takes them and runs it), POST /v1/run "
+        "(any Hub task), POST /v1/audio/transcriptions, /v1/audio/speech, /v1/images/generations, /v1/embeddings, "
+        "POST /v1/feedback, GET /v1/models, /healthz, /metrics; the OpenAPI page is /docs. Needs the serve extra: "
+        "pip install 'hubroute[serve]'.",
     )
     parser.add_argument("--router", required=True, help="A router folder or Hub repo id.")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit).")
@@ -33,10 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="OpenAI-compatible server the chosen models run on (default: HF Inference Providers).",
     )
+    add_run_arguments(parser)
     parser.add_argument(
         "--servable-only",
         action="store_true",
-        help="Route only to models an Inference Provider serves (Hub provider mapping, cached).",
+        help="Route only to models an Inference Provider serves live for the task hubroute will call "
+        "(Hub provider mapping, cached).",
     )
     parser.add_argument(
         "--watch",
@@ -79,6 +83,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info).")
     _register_fleet(parser)
     parser.set_defaults(func=run)  # fmt: skip
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of running the chosen models, shared by ``hubroute serve`` and ``hubroute mcp``: the
+    per-model URL template and its key, the tasks and domains allowed, and the limits on image and audio inputs."""
+    parser.add_argument(
+        "--inference-url-template",
+        default=None,
+        metavar="URL",
+        help="Each model's own endpoint, a URL with {model_id} in it, in the Hugging Face Inference API layout "
+        "(dedicated Inference Endpoints, a local server): task calls go to the URL, chat to URL/v1/chat/completions.",
+    )
+    parser.add_argument(
+        "--inference-api-key",
+        default=None,
+        help="Key sent to --inference-url-template / --inference-base-url (default: HUBROUTE_INFERENCE_API_KEY; "
+        "the Hub token HF_TOKEN is only ever sent to Hugging Face endpoints).",
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        metavar="TASK",
+        help="Route and run only models of these tasks (pipeline tags; 'chat' = every chat task).",
+    )
+    parser.add_argument(
+        "--domains",
+        nargs="+",
+        default=None,
+        metavar="DOMAIN",
+        help="Route and run only models of these domains.",
+    )
+    parser.add_argument(
+        "--allow-input-urls",
+        action="store_true",
+        help="Fetch http(s) image and audio URLs given in requests (default: only data URLs and base64).",
+    )
+    parser.add_argument(
+        "--fetch-timeout", type=float, default=10.0, help="Seconds a fetched input may take (default: 10)."
+    )
+    parser.add_argument(
+        "--max-image-bytes", type=int, default=20 * 1024 * 1024, help="Largest image input (default: 20 MiB)."
+    )
+    parser.add_argument(
+        "--max-audio-bytes", type=int, default=25 * 1024 * 1024, help="Largest audio input (default: 25 MiB)."
+    )
 
 
 def _register_fleet(parser: argparse.ArgumentParser) -> None:
@@ -164,6 +214,9 @@ def run(args: argparse.Namespace) -> int:
         router=args.router, revision=args.revision, api_key=args.api_key or os.environ.get("HUBROUTE_API_KEY"),
         inference_base_url=args.inference_base_url, servable_only=args.servable_only, watch=args.watch,
         feedback=args.feedback, deadline=args.deadline, attempt_timeout=args.attempt_timeout, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch,
+        inference_url_template=args.inference_url_template, inference_api_key=args.inference_api_key,
+        tasks=args.tasks, domains=args.domains, allow_input_urls=args.allow_input_urls, fetch_timeout=args.fetch_timeout,
+        max_image_bytes=args.max_image_bytes, max_audio_bytes=args.max_audio_bytes,
         backend=args.backend,
         metrics_key=args.metrics_key or os.environ.get("HUBROUTE_METRICS_KEY"),
         feedback_max_row_bytes=args.feedback_max_row_bytes, feedback_max_bytes=args.feedback_max_bytes,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError, UnknownModelError
-from .taxonomy import domain_key, parent_group
+from .taxonomy import domain_key, parent_group, pipeline_tag_from_domain
 
 __all__ = ["DerivedRegistry", "ModelRecord", "Registry", "model_key"]
 
@@ -39,7 +39,9 @@ class ModelRecord:
         card_text: Cleaned model-card text describing what the model does.
         created_at: Creation time on the Hub, in milliseconds since the Unix epoch.
         experience: Name of the experience that introduced the model.
-        pipeline_tag: Hub pipeline tag (``"zero-shot-image-classification"``), when known.
+        pipeline_tag: Hub pipeline tag (``"zero-shot-image-classification"``): the model's task. When not given,
+            it is derived from ``domain`` (:func:`~hubroute.routing.taxonomy.pipeline_tag_from_domain`), so
+            records made from CMRBench data, and registries saved before the field was filled, know their task.
         library_name: Hub library (``"transformers"``), when known.
         license: Licence identifier, when known.
         tags: Hub tags.
@@ -59,6 +61,8 @@ class ModelRecord:
     def __post_init__(self) -> None:
         if not isinstance(self.model_id, str) or not self.model_id.strip():
             raise ValueError(f"A ModelRecord needs a non-empty string model_id, got {self.model_id!r}.")
+        if self.pipeline_tag is None and isinstance(self.domain, str):
+            self.pipeline_tag = pipeline_tag_from_domain(self.domain)
 
     @property
     def author(self) -> str | None:

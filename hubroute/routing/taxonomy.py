@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 __all__ = [
     "PARENT_GROUPS",
     "domain_key",
     "domain_from_pipeline_tag",
+    "pipeline_tag_from_domain",
     "normalize_model_name",
     "parent_group",
     "FamilyAssigner",
@@ -86,6 +88,13 @@ _PIPELINE_TAG_DOMAINS: dict[str, str] = {
     "robotics": "Reinforcement Learning Robotics",
 }
 
+# CMRBench domain -> Hub pipeline tag: the inverse of the table above, plus the spellings CMRBench's files
+# use besides the taxonomy's ("Multimodal Document Question Answer", "Audio Classification", ...).
+_DOMAIN_PIPELINE_TAGS: dict[str, str] = {
+    " ".join(domain.lower().split()): tag for tag, domain in _PIPELINE_TAG_DOMAINS.items()
+}
+_DOMAIN_TASK_ALIASES: dict[str, str] = {"document question answer": "document-question-answering"}
+
 PARENT_GROUPS: tuple[str, ...] = (
     "natural language processing",
     "computer vision",
@@ -120,6 +129,40 @@ def domain_from_pipeline_tag(pipeline_tag: str | None) -> str:
     if tag in _PIPELINE_TAG_DOMAINS:
         return _PIPELINE_TAG_DOMAINS[tag]
     return "Other " + " ".join(word.capitalize() for word in tag.split("-"))
+
+
+@lru_cache(maxsize=4096)
+def pipeline_tag_from_domain(domain: str | None) -> str | None:
+    """Map a CMRBench domain to its Hub pipeline tag: the inverse of :func:`domain_from_pipeline_tag`.
+
+    ``"Audio Automatic Speech Recognition"`` -> ``"automatic-speech-recognition"``. A domain outside the
+    taxonomy is matched by its task words (``"Multimodal Image-to-Text"`` -> ``"image-to-text"``,
+    ``"Reinforcement Learning"`` -> ``"reinforcement-learning"``), and ``"Other <Task Words>"`` gives back the
+    tag it was made from.
+
+    Args:
+        domain: The domain string (case and spacing are ignored).
+
+    Returns:
+        The pipeline tag, or ``None`` when the domain names no task (``None``, ``""``, ``"Other"``, unknown
+        words).
+    """
+    key = domain_key(domain)
+    if not key:
+        return None
+    if key in _DOMAIN_PIPELINE_TAGS:
+        return _DOMAIN_PIPELINE_TAGS[key]
+    words = key.split()
+    if words[0] == "other" and len(words) > 1:
+        return "-".join(words[1:])
+    for start in range(len(words)):
+        slug = "-".join(words[start:])
+        if slug in _PIPELINE_TAG_DOMAINS:
+            return slug
+        alias = _DOMAIN_TASK_ALIASES.get(" ".join(words[start:]))
+        if alias is not None:
+            return alias
+    return None
 
 
 def parent_group(domain: str | None) -> str:

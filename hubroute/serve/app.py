@@ -48,6 +48,7 @@ from .schemas import (
 from .servable import ServableCache, ServableLookup, hub_servable_lookup
 from .shadow import ShadowEvaluator, ShadowHolder, ShadowMetrics
 from .state import ServeState
+from .tasks_api import add_task_routes
 
 __all__ = ["create_app"]
 
@@ -138,6 +139,8 @@ def create_app(
         os.environ.get("HF_TOKEN"),
         client_factory,
         config.attempt_timeout,
+        url_template=config.inference_url_template,
+        api_key=config.inference_api_key,
     )
     servable = None
     if config.servable_only:
@@ -203,8 +206,9 @@ def create_app(
     app.state.hubroute = state
     install_error_handlers(app)
     _add_routes(app, state)
+    add_task_routes(app, state)
     app.add_middleware(_Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes,
-                       metrics_key=config.metrics_key)  # fmt: skip
+                       metrics_key=config.metrics_key, media_body_bytes=config.max_media_body_bytes)  # fmt: skip
     app.add_middleware(_Metered, state=state)
     return app
 
@@ -213,10 +217,19 @@ class _Guard:
     """ASGI middleware: API key and body size (see :func:`guard_middleware`)."""
 
     def __init__(
-        self, app: Any, api_key: str | None, max_body_bytes: int, metrics_key: str | None = None
+        self,
+        app: Any,
+        api_key: str | None,
+        max_body_bytes: int,
+        metrics_key: str | None = None,
+        media_body_bytes: int | None = None,
     ) -> None:
         self._app = guard_middleware(
-            app, api_key=api_key, max_body_bytes=max_body_bytes, metrics_key=metrics_key
+            app,
+            api_key=api_key,
+            max_body_bytes=max_body_bytes,
+            metrics_key=metrics_key,
+            media_body_bytes=media_body_bytes,
         )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -248,7 +261,8 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
             raise ServeError(400, f"At most {config.max_prompts} prompts per request, got {len(prompts)}.",
                              "too_many_prompts", "prompt")  # fmt: skip
         key = RouteKey(
-            top_k=body.top_k, level=body.level, filters=body.filters.to_route_filter() if body.filters else None,
+            top_k=body.top_k, level=body.level,
+            filters=state.limited(body.filters.to_route_filter() if body.filters else None),
             min_score=body.min_score, on_low_confidence=body.on_low_confidence, explain=body.explain,
         )  # fmt: skip
         results, revision = await state.route(prompts, key)

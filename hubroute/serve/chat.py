@@ -1,9 +1,14 @@
 """``POST /v1/chat/completions``: route the conversation, call the chosen model, fall back on failure.
 
 The routed text is, by default, the last user message (``hubroute.route_on``: ``"all_user"`` joins every user
-message, ``"conversation"`` every message). The candidates are the router's ``fallback_candidates`` best
-models, then the best models of the next families, then of the next domains (the backoff), tried in that
-order within one deadline.
+message, ``"conversation"`` every message). The route is restricted to the tasks that can take what the
+conversation carries (``image_url`` and ``input_audio`` parts, see :mod:`hubroute.serve.content`), that the
+backend runs and that the server allows (``--tasks`` / ``--domains``); ``hubroute.task`` narrows it further.
+The candidates are the router's ``fallback_candidates`` best models, then the best models of the next
+families, then of the next domains (the backoff), tried in that order within one deadline, all within those
+tasks. A chat model gets the conversation; a model of another task gets its own call on the last user
+message's text, image or audio, and its output becomes the assistant message (as text) and
+``hubroute.output`` (as JSON).
 """
 
 from __future__ import annotations
@@ -16,15 +21,31 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from ..errors import InvalidInputError, InvalidPromptError, TaskNotAvailableError
 from ..routing.results import RouteResult
+from ..run.attempts import candidate_ladder
+from ..run.inputs import RunInputs
+from ..run.render import render_text, to_json
+from ..run.runner import plan_tasks, routing_text, task_of
+from ..run.tasks import TASKS
 from .batching import RouteKey
 from .config import AUTO_MODEL
+from .content import chat_inputs
 from .errors import ServeError, error_payload
+from .headers import header_value
 from .inference import Attempt, AttemptsFailed, Candidate, StreamStart
 from .schemas import ChatCompletionRequest, ChatMessage, HubrouteOptions
 from .state import ServeState
 
-__all__ = ["routed_text", "chat_completion"]
+__all__ = [
+    "routed_text",
+    "chat_completion",
+    "decision",
+    "plan_route",
+    "route_candidates",
+    "task_completion",
+    "count_attempts",
+]
 
 _PARAMS = (
     "max_tokens", "temperature", "top_p", "stop", "seed", "frequency_penalty", "presence_penalty", "logprobs",
@@ -65,39 +86,75 @@ def routed_text(messages: list[ChatMessage], route_on: str = "last_user") -> str
     return text
 
 
-def _candidate(result: RouteResult, kind: str) -> Candidate:
-    return Candidate(result.model_id, kind, result.score, result.family, result.domain, result.level)
-
-
-async def _candidates(
-    state: ServeState, text: str, first: list[RouteResult], key: RouteKey
-) -> AsyncIterator[Candidate]:
-    """The chosen model, the next candidates, then the family and domain backoff (routed only when reached)."""
-    seen: set[str] = set()
-    for position, result in enumerate(first):
-        seen.add(result.model_id.lower())
-        yield _candidate(result, "chosen" if position == 0 else "candidate")
-    for level in ("family", "domain"):
-        backoff = RouteKey(top_k=state.config.max_attempts + 1, level=level, filters=key.filters)
-        (results,), _ = await state.route([text], backoff, count=False)
-        for result in results:
-            if result.model_id.lower() not in seen:
-                seen.add(result.model_id.lower())
-                yield _candidate(result, level)
+def _candidate(result: RouteResult, kind: str, task: str | None = None) -> Candidate:
+    return Candidate(result.model_id, kind, result.score, result.family, result.domain, result.level, task)
 
 
 async def _direct(candidate: Candidate) -> AsyncIterator[Candidate]:
     yield candidate
 
 
+def plan_route(
+    state: ServeState,
+    inputs: RunInputs,
+    task: str | list[str] | None = None,
+    filters: Any = None,
+    fixed_tasks: tuple[str, ...] | None = None,
+) -> Any:
+    """The :class:`~hubroute.run.TaskPlan` of a request on this server (its backend, ``--tasks``, ``--domains``).
+
+    Args:
+        state: The server.
+        inputs: The request's inputs.
+        task: The task(s) the request asks for.
+        filters: The request's own route filter.
+        fixed_tasks: The tasks an endpoint produces (``/v1/audio/transcriptions``: speech recognition).
+
+    Raises:
+        ServeError: 400 (an input no asked task takes), 422 (no model has a task that can run it; the message
+            names the task), 400 (a bad filter or task name).
+    """
+    run_config = state.run_config
+    try:
+        return plan_tasks(
+            state.holder.router.registry, inputs.kinds(), task=task or fixed_tasks, backend=state.backend.runner,
+            allowed=run_config.tasks, domains=run_config.domains, filters=filters, describe=inputs.describe(),
+        )  # fmt: skip
+    except InvalidInputError as err:
+        raise ServeError(413 if err.too_large else 400, str(err), "invalid_input", err.param) from None
+    except TaskNotAvailableError as err:
+        raise ServeError(422, str(err), "task_not_available", "hubroute.task") from None
+
+
+async def route_candidates(
+    state: ServeState, text: str, key: RouteKey
+) -> tuple[list[RouteResult], str, AsyncIterator[Candidate]]:
+    """Route ``text`` with ``key`` and the candidates to try (the results, then the family and domain backoff).
+
+    Raises:
+        ServeError: (422) the router abstained, or no model passes the filters.
+    """
+    (results,), revision = await state.route([text], key)
+    if not results:
+        if key.min_score is None:
+            raise ServeError(422, f"No model passes the filters ({key.filters}).", "no_route", "hubroute.filters",
+                             {"x-hubroute-fallback": "none"})  # fmt: skip
+        raise ServeError(422, "The router abstained: no model reached min_score for this request.",
+                         "no_route", "hubroute.min_score", {"x-hubroute-fallback": "none"})  # fmt: skip
+
+    async def backoff(level: str) -> list[RouteResult]:
+        backoff_key = RouteKey(top_k=state.config.max_attempts + 1, level=level, filters=key.filters)
+        (found,), _ = await state.route([text], backoff_key, count=False)
+        return found
+
+    registry = state.holder.router.registry
+    return results, revision, candidate_ladder(results, backoff, lambda m: task_of(registry, m))
+
+
 def _fallback(attempts: list[Attempt], answered: Candidate | None) -> str:
     if answered is None:
         return "failed"
     return "none" if answered.kind in ("chosen", "direct") else answered.kind
-
-
-def _ascii(value: object) -> str:
-    return str(value).encode("ascii", "replace").decode("ascii")
 
 
 def decision(
@@ -120,6 +177,7 @@ def decision(
     fallback = "none" if not attempts else _fallback(attempts, answered)
     body: dict[str, Any] = {
         "model": chosen.model_id if chosen else None,
+        "task": chosen.task if chosen else None,
         "score": chosen.score if chosen else None,
         "family": chosen.family if chosen else None,
         "domain": chosen.domain if chosen else None,
@@ -131,19 +189,20 @@ def decision(
         "revision": revision,
         "route_on": route_on,
     }
-    headers = {"x-hubroute-fallback": fallback, "x-hubroute-revision": _ascii(revision)}
+    headers = {"x-hubroute-fallback": fallback, "x-hubroute-revision": header_value(revision)}
     if chosen is not None:
         headers.update({
-            "x-hubroute-model": _ascii(chosen.model_id),
+            "x-hubroute-model": header_value(chosen.model_id),
+            "x-hubroute-task": header_value(chosen.task or ""),
             "x-hubroute-score": "" if chosen.score is None else f"{chosen.score:.6f}",
-            "x-hubroute-family": _ascii(chosen.family or ""),
-            "x-hubroute-domain": _ascii(chosen.domain or ""),
+            "x-hubroute-family": header_value(chosen.family or ""),
+            "x-hubroute-domain": header_value(chosen.domain or ""),
             "x-hubroute-level": chosen.level,
         })  # fmt: skip
     if body["alternatives"]:
-        headers["x-hubroute-alternatives"] = _ascii(",".join(body["alternatives"]))
+        headers["x-hubroute-alternatives"] = header_value(",".join(body["alternatives"]))
     if attempts:
-        headers["x-hubroute-attempts"] = _ascii(",".join(f"{a.model_id}={a.outcome}" for a in attempts))
+        headers["x-hubroute-attempts"] = header_value(",".join(f"{a.model_id}={a.outcome}" for a in attempts))
     return body, headers
 
 
@@ -154,33 +213,62 @@ def _params(request: ChatCompletionRequest) -> dict[str, Any]:
     return params
 
 
-def _messages(request: ChatCompletionRequest) -> list[dict[str, Any]]:
-    return [m.model_dump(exclude_none=True) for m in request.messages]
-
-
 async def _route(
-    state: ServeState, request: ChatCompletionRequest, options: HubrouteOptions
+    state: ServeState, request: ChatCompletionRequest, options: HubrouteOptions, inputs: RunInputs
 ) -> tuple[str, list[Candidate], RouteKey, str, AsyncIterator[Candidate]]:
     """``(text, routed candidates, key, revision, candidate iterator)`` of a request."""
+    registry = state.holder.router.registry
     if request.model != AUTO_MODEL:
-        record = state.holder.router.registry.get(request.model)
+        record = registry.get(request.model)
         if record is None:
             raise ServeError(404, f"The model {request.model!r} is neither {AUTO_MODEL!r} nor in the router's registry "
                                   "(see GET /v1/models).", "model_not_found", "model")  # fmt: skip
-        direct = Candidate(record.model_id, "direct", None, record.family, record.domain)
+        task = task_of(registry, record.model_id)
+        spec = TASKS.get(task or "")
+        if spec is not None and not spec.accepts(inputs.kinds()):
+            raise ServeError(400, f"The model {record.model_id} is a {task} model: it takes {spec.describe_inputs()}, "
+                                  f"and this conversation carries {inputs.describe()}.", "invalid_input", "model")  # fmt: skip
+        if spec is not None and not state.backend.runner.supports(spec.task):
+            raise ServeError(422, f"The model {record.model_id} is a {task} model, which "
+                                  f"{state.backend.runner.describe()} cannot run.", "task_not_available", "model")  # fmt: skip
+        direct = Candidate(record.model_id, "direct", None, record.family, record.domain, task=task)
         return "", [direct], RouteKey(), state.holder.current.revision, _direct(direct)
-    text = routed_text(request.messages, options.route_on)
+    try:
+        text = routed_text(request.messages, options.route_on)
+    except ServeError:
+        if inputs.image is None and inputs.audio is None:
+            raise
+        text = routing_text(None, inputs)
+    plan = plan_route(
+        state, inputs, options.task, options.filters.to_route_filter() if options.filters else None
+    )
     key = RouteKey(
-        top_k=state.config.fallback_candidates, level=options.level,
-        filters=options.filters.to_route_filter() if options.filters else None, min_score=options.min_score,
-        on_low_confidence=options.on_low_confidence,
+        top_k=state.config.fallback_candidates, level=options.level, filters=plan.filters,
+        min_score=options.min_score, on_low_confidence=options.on_low_confidence,
     )  # fmt: skip
-    (results,), revision = await state.route([text], key)
-    routed = [_candidate(r, "chosen" if i == 0 else "candidate") for i, r in enumerate(results)]
-    if not routed:
-        raise ServeError(422, "The router abstained: no model reached min_score for this conversation.",
-                         "no_route", "hubroute.min_score", {"x-hubroute-fallback": "none"})  # fmt: skip
-    return text, routed, key, revision, _candidates(state, text, results, key)
+    results, revision, candidates = await route_candidates(state, text, key)
+    routed = [
+        _candidate(r, "chosen" if i == 0 else "candidate", task_of(registry, r.model_id))
+        for i, r in enumerate(results)
+    ]
+    return text, routed, key, revision, candidates
+
+
+def task_completion(candidate: Candidate, output: Any) -> dict[str, Any]:
+    """A chat completion whose assistant message is a non-chat model's output, read as text."""
+    text = render_text(TASKS[candidate.task or ""], output)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+        "model": candidate.model_id,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                     "logprobs": None}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }  # fmt: skip
+
+
+def _is_chat(candidate: Candidate) -> bool:
+    spec = TASKS.get(candidate.task or "")
+    return spec is None or spec.chat
 
 
 async def chat_completion(
@@ -189,29 +277,36 @@ async def chat_completion(
     """Answer one chat completion request (see the module docstring).
 
     Raises:
-        ServeError: unknown model (404), nothing to route (400), abstention (422), every model failed (502) or
-            the deadline passed (504).
+        ServeError: unknown model (404), nothing to route or a bad image or audio part (400), a part over its
+            size limit (413), no model for the conversation's inputs or abstention (422), every model failed
+            (502) or the deadline passed (504).
     """
     options = request.hubroute or HubrouteOptions()
     deadline = time.monotonic() + state.config.deadline
-    _, routed, _, revision, candidates = await _route(state, request, options)
+    try:
+        inputs, messages = await chat_inputs(request.messages, state.policy)
+    except InvalidInputError as err:
+        raise ServeError(413 if err.too_large else 400, str(err), "invalid_input", err.param) from None
+    except InvalidPromptError as err:
+        raise ServeError(400, str(err), "invalid_prompt", "messages") from None
+    _, routed, _, revision, candidates = await _route(state, request, options, inputs)
     if options.route_only or route_only_header:
         body, headers = decision(None, routed, [], revision, options.route_on)
         completion = {"id": f"route-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
                       "model": body["model"], "choices": [], "hubroute": body}  # fmt: skip
         return JSONResponse(completion, headers=headers)
-    messages, params = _messages(request), _params(request)
+    params = _params(request)
     try:
         if request.stream:
             start = await state.backend.open_stream(
-                candidates, messages, params, deadline, state.config.max_attempts
+                candidates, messages, params, deadline, state.config.max_attempts, inputs
             )
         else:
             answered, output, attempts = await state.backend.complete(
-                candidates, messages, params, deadline, state.config.max_attempts
+                candidates, messages, params, deadline, state.config.max_attempts, inputs
             )
     except AttemptsFailed as failed:
-        _count_attempts(state, failed.attempts)
+        count_attempts(state, failed.attempts)
         body, headers = decision(None, routed, failed.attempts, revision, options.route_on)
         status = 504 if failed.timed_out else 502
         what = "the deadline passed" if failed.timed_out else "every candidate model failed"
@@ -220,13 +315,16 @@ async def chat_completion(
                          headers=headers) from None  # fmt: skip
     if request.stream:
         return _stream_response(state, start, routed, revision, options.route_on)
-    _count_attempts(state, attempts, answered)
+    count_attempts(state, attempts, answered)
     body, headers = decision(answered, routed, attempts, revision, options.route_on)
+    if not _is_chat(answered):
+        body["output"] = to_json(output)
+        output = task_completion(answered, output)
     output["hubroute"] = body
     return JSONResponse(output, headers=headers)
 
 
-def _count_attempts(state: ServeState, attempts: list[Attempt], answered: Candidate | None = None) -> None:
+def count_attempts(state: ServeState, attempts: list[Attempt], answered: Candidate | None = None) -> None:
     for attempt in attempts:
         state.metrics.attempts.labels(attempt.outcome).inc()
     if answered is not None and answered.kind not in ("chosen", "direct"):
@@ -238,16 +336,31 @@ def _sse(data: Mapping[str, Any] | str) -> bytes:
     return f"data: {payload}\n\n".encode()
 
 
+async def _one(chunk: dict[str, Any]) -> AsyncIterator[Any]:
+    yield chunk
+
+
 def _stream_response(
     state: ServeState, start: StreamStart, routed: list[Candidate], revision: str, route_on: str
 ) -> StreamingResponse:
-    _count_attempts(state, start.attempts, start.candidate)
+    count_attempts(state, start.attempts, start.candidate)
     body, headers = decision(start.candidate, routed, start.attempts, revision, route_on)
+    first = start.first
+    if not _is_chat(start.candidate):  # a model of another task answered in one piece: one chunk, then stop
+        body["output"] = to_json(start.output)
+        message = task_completion(start.candidate, start.output)
+        text = message["choices"][0]["message"]["content"]
+        base = {k: message[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+        first = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": text},
+                                      "finish_reason": None, "logprobs": None}]}  # fmt: skip
+        start.chunks = _one(
+            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}]}
+        )
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            if start.first is not None:
-                yield _sse({**start.first, "hubroute": body})
+            if first is not None:
+                yield _sse({**first, "hubroute": body})
             async for chunk in start.chunks:
                 yield _sse(dict(chunk))
         except Exception as err:  # noqa: BLE001 - a model failing mid-stream ends the stream with an error event
@@ -255,7 +368,8 @@ def _stream_response(
             yield _sse(error_payload(502, f"The model {start.candidate.model_id} failed mid-stream "
                                           f"({type(err).__name__}).", "stream_error"))  # fmt: skip
         finally:
-            await start.client.close()
+            if start.client is not None:
+                await start.client.close()
         yield _sse("[DONE]")
 
     headers = {**headers, "cache-control": "no-cache", "x-accel-buffering": "no"}

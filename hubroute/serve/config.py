@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .._utils.repo_ids import is_repo_id
 from ..routing.runtime import check_backend
+from ..run.runner import RunConfig
 
 __all__ = ["AUTO_MODEL", "ServeConfig"]
 
@@ -73,6 +74,23 @@ class ServeConfig:
         shadow_wait: Longest wait, in seconds, for a shadow batch to fill (the candidate runs once per
             ``shadow_batch`` prompts at low load, rather than between every two requests).
         shadow_memory: Shadowed prompts remembered, so that later feedback on them scores both revisions.
+        inference_url_template: Each model's own endpoint, a URL with ``{model_id}`` in it, in the Hugging Face
+            Inference API layout (dedicated Inference Endpoints, a local server): task calls go to the URL,
+            chat to ``URL/v1/chat/completions``. Exclusive with ``inference_base_url``.
+        inference_api_key: The key sent to ``inference_url_template`` / ``inference_base_url`` (default: the
+            ``HUBROUTE_INFERENCE_API_KEY`` environment variable; none: no ``Authorization`` header). The Hub
+            token (``HF_TOKEN``) goes only to Hugging Face endpoints.
+        tasks: Route and run only models of these tasks (pipeline tags; ``"chat"`` is every chat task), on
+            every endpoint.
+        domains: Route and run only models of these domains, on every endpoint.
+        allow_input_urls: Fetch ``http(s)`` image and audio URLs given in requests (off: only data URLs and
+            base64 are read).
+        fetch_timeout: Seconds such a fetch may take in all.
+        max_image_bytes: Largest image a request may carry (else 413).
+        max_audio_bytes: Largest audio clip a request may carry (else 413).
+        max_media_body_bytes: Largest body of the endpoints that take images and audio
+            (``/v1/chat/completions``, ``/v1/run``, ``/v1/audio/*``, ``/v1/images/*``, ``/v1/embeddings``);
+            other endpoints keep ``max_body_bytes``.
     """
 
     router: str | None = None
@@ -108,6 +126,30 @@ class ServeConfig:
     shadow_batch: int = 8
     shadow_wait: float = 1.0
     shadow_memory: int = 10_000
+    inference_url_template: str | None = None
+    inference_api_key: str | None = None
+    tasks: list[str] | None = None
+    domains: list[str] | None = None
+    allow_input_urls: bool = False
+    fetch_timeout: float = 10.0
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_audio_bytes: int = 25 * 1024 * 1024
+    max_media_body_bytes: int = 40 * 1024 * 1024
+
+    def run_config(self) -> RunConfig:
+        """The :class:`~hubroute.run.RunConfig` of these settings (how the chosen models are run).
+
+        Raises:
+            ValueError: a bad inference URL, task or limit.
+        """
+        return RunConfig(
+            provider=self.inference_provider, inference_url_template=self.inference_url_template,
+            inference_base_url=self.inference_base_url, inference_api_key=self.inference_api_key,
+            tasks=self.tasks, domains=self.domains, deadline=self.deadline, attempt_timeout=self.attempt_timeout,
+            max_attempts=self.max_attempts, fallback_candidates=self.fallback_candidates,
+            max_image_bytes=self.max_image_bytes, max_audio_bytes=self.max_audio_bytes,
+            allow_input_urls=self.allow_input_urls, fetch_timeout=self.fetch_timeout,
+        )  # fmt: skip
 
     def __post_init__(self) -> None:
         positive = {
@@ -117,6 +159,7 @@ class ServeConfig:
             "feedback_max_row_bytes": self.feedback_max_row_bytes, "feedback_max_bytes": self.feedback_max_bytes,
             "feedback_every": self.feedback_every, "feedback_part_bytes": self.feedback_part_bytes,
             "shadow_queue": self.shadow_queue, "shadow_batch": self.shadow_batch, "shadow_memory": self.shadow_memory,
+            "max_media_body_bytes": self.max_media_body_bytes,
         }  # fmt: skip
         for name, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
@@ -137,6 +180,7 @@ class ServeConfig:
             raise ValueError(
                 f"ServeConfig.torch_threads must be a positive integer, got {self.torch_threads!r}."
             )
+        self.run_config()  # checks the inference URLs, the tasks and the media limits
         self._check_fleet()
 
     def _check_fleet(self) -> None:

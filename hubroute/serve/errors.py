@@ -14,7 +14,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import CheckpointError, HubRouteError, InvalidPromptError, UnknownModelError
+from ..errors import (
+    CheckpointError,
+    HubRouteError,
+    InvalidInputError,
+    InvalidPromptError,
+    ModelCallError,
+    TaskNotAvailableError,
+    UnknownModelError,
+)
 
 __all__ = ["ServeError", "error_payload", "error_response", "install_error_handlers", "guard_middleware"]
 
@@ -117,6 +125,19 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid_prompt(request: Request, err: InvalidPromptError) -> JSONResponse:
         return error_response(400, str(err), "invalid_prompt", "prompt")
 
+    @app.exception_handler(InvalidInputError)
+    async def invalid_input(request: Request, err: InvalidInputError) -> JSONResponse:
+        return error_response(413 if err.too_large else 400, str(err), "invalid_input", err.param)
+
+    @app.exception_handler(TaskNotAvailableError)
+    async def task_not_available(request: Request, err: TaskNotAvailableError) -> JSONResponse:
+        code = "no_route" if err.reason in ("abstained", "filters") else "task_not_available"
+        return error_response(422, str(err), code, "task")
+
+    @app.exception_handler(ModelCallError)
+    async def model_call_error(request: Request, err: ModelCallError) -> JSONResponse:
+        return error_response(504 if err.timed_out else 502, str(err), "all_models_failed")
+
     @app.exception_handler(HubRouteError)
     async def hubroute_error(request: Request, err: HubRouteError) -> JSONResponse:
         return error_response(400, str(err), "invalid_request")
@@ -141,24 +162,38 @@ async def _send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+MEDIA_PATHS = ("/v1/chat/completions", "/v1/run", "/v1/audio/", "/v1/images/", "/v1/embeddings")
+"""Endpoints whose bodies carry images or audio (their own, larger, body limit)."""
+
+
 def guard_middleware(
-    app: ASGIApp, *, api_key: str | None, max_body_bytes: int, metrics_key: str | None = None
+    app: ASGIApp,
+    *,
+    api_key: str | None,
+    max_body_bytes: int,
+    metrics_key: str | None = None,
+    media_body_bytes: int | None = None,
 ) -> ASGIApp:
     """Wrap ``app``: check the API key of ``/v1`` requests and the metrics key (else the API key) of
     ``/metrics`` (401), and refuse bodies over ``max_body_bytes`` (413).
 
-    The keys are compared in constant time and never logged or echoed.
+    The keys are compared in constant time and never logged or echoed. ``media_body_bytes`` (default
+    ``max_body_bytes``) is the limit of the endpoints that take images and audio (:data:`MEDIA_PATHS`).
     """
     expected = f"Bearer {api_key}".encode() if api_key else None
     metrics_key = metrics_key or api_key
     expected_metrics = f"Bearer {metrics_key}".encode() if metrics_key else None
+    small_limit = max_body_bytes
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or ())
         path = scope.get("path", "")
+        max_body_bytes = (
+            media_body_bytes if media_body_bytes is not None and path.startswith(MEDIA_PATHS) else small_limit
+        )
+        headers = dict(scope.get("headers") or ())
         wanted = expected if path.startswith("/v1/") else expected_metrics if path == "/metrics" else None
         if wanted is not None:
             given = headers.get(b"authorization", b"")

@@ -133,6 +133,10 @@ class HubrouteOptions(_Strict):
     filters: Filters | None = None
     min_score: float | Literal["calibrated"] | None = None
     on_low_confidence: Literal["abstain", "backoff"] = "abstain"
+    task: str | list[str] | None = Field(
+        default=None,
+        description="Route only to models of this task (pipeline tag), or of one of these; 'chat': chat models.",
+    )
 
 
 class ChatMessage(BaseModel):

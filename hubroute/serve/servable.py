@@ -1,29 +1,51 @@
-"""Which models an Inference Provider serves (``--servable-only``), from the Hub, cached with a TTL."""
+"""Which models an Inference Provider serves (``--servable-only``), from the Hub, cached with a TTL.
+
+A model counts as served when a provider serves it live *for the task hubroute will call*: its provider
+mapping lists that task (``"conversational"`` for chat models, the pipeline tag for the others, see
+:attr:`hubroute.run.tasks.TaskSpec.provider_task`).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 from ..routing.options import RouteFilter
 
-__all__ = ["ServableLookup", "hub_servable_lookup", "is_served", "ServableCache", "servable_filter"]
+__all__ = [
+    "ServableLookup",
+    "hub_servable_lookup",
+    "is_served",
+    "live_tasks",
+    "ServableCache",
+    "servable_filter",
+]
 
 logger = logging.getLogger(__name__)
 
-ServableLookup = Callable[[str], bool]
-"""Returns whether some provider serves a model id (may raise on a Hub failure)."""
+ServableLookup = Callable[[str], "bool | Collection[str]"]
+"""Returns the tasks some provider serves a model id for live (or a bool: served for any task); may raise on a
+Hub failure."""
 
 
-def is_served(info: Any) -> bool:
-    """Whether a Hub ``ModelInfo`` (fetched with ``expand=["inferenceProviderMapping"]``) has a live provider."""
+def live_tasks(info: Any) -> frozenset[str]:
+    """The tasks a Hub ``ModelInfo`` (fetched with ``expand=["inferenceProviderMapping"]``) is served for live
+    (``"*"`` for a live entry that names no task)."""
     mapping = getattr(info, "inference_provider_mapping", None) or []
-    return any(getattr(entry, "status", "live") == "live" for entry in mapping)
+    return frozenset(
+        getattr(entry, "task", None) or "*" for entry in mapping if getattr(entry, "status", "live") == "live"
+    )
+
+
+def is_served(info: Any, task: str | None = None) -> bool:
+    """Whether a Hub ``ModelInfo`` has a live provider (for ``task``, when given)."""
+    tasks = live_tasks(info)
+    return bool(tasks) if task is None else bool(tasks & {task, "*"})
 
 
 def hub_servable_lookup(token: str | None = None) -> ServableLookup:
@@ -33,14 +55,14 @@ def hub_servable_lookup(token: str | None = None) -> ServableLookup:
         token: Hub token (default: ``HF_TOKEN`` / the stored login).
 
     Returns:
-        ``lookup(model_id) -> bool``: whether at least one provider serves the model live.
+        ``lookup(model_id) -> tasks``: the tasks providers serve the model for live.
     """
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
 
-    def lookup(model_id: str) -> bool:
-        return is_served(api.model_info(model_id, expand=["inferenceProviderMapping"]))
+    def lookup(model_id: str) -> frozenset[str]:
+        return live_tasks(api.model_info(model_id, expand=["inferenceProviderMapping"]))
 
     return lookup
 
@@ -61,13 +83,15 @@ class ServableCache:
         self.lookup = lookup
         self.ttl = ttl
         self.workers = workers
-        self._answers: dict[str, tuple[bool, float]] = {}
+        self._answers: dict[str, tuple[bool | frozenset[str], float]] = {}
         self._lock = threading.Lock()
         self._snapshot: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     def _ask(self, model_id: str, now: float) -> None:
+        served: bool | frozenset[str]
         try:
-            served = bool(self.lookup(model_id))
+            answer = self.lookup(model_id)
+            served = answer if isinstance(answer, bool) else frozenset(answer)
         except Exception as err:  # noqa: BLE001 - a Hub failure must never take the server down
             previous = self._answers.get(model_id)
             logger.warning("Servability lookup of %s failed (%s); keeping the last answer.", model_id,
@@ -76,14 +100,31 @@ class ServableCache:
         with self._lock:
             self._answers[model_id] = (served, now + self.ttl)
 
-    def servable(self, model_ids: Sequence[str]) -> tuple[str, ...]:
-        """Return the served ids among ``model_ids`` (in their order), looking up the stale ones (blocking)."""
+    def servable(
+        self, model_ids: Sequence[str], task_of: Callable[[str], str | None] | None = None
+    ) -> tuple[str, ...]:
+        """Return the served ids among ``model_ids`` (in their order), looking up the stale ones (blocking).
+
+        Args:
+            model_ids: The models.
+            task_of: The task each model will be called for (its provider mapping must list it); ``None``:
+                served for any task.
+        """
         now = time.monotonic()
         stale = [m for m in model_ids if self._answers.get(m, (False, -1.0))[1] <= now]
         if stale:
             with ThreadPoolExecutor(max_workers=min(self.workers, len(stale))) as pool:
                 list(pool.map(lambda m: self._ask(m, now), stale))
-        served = tuple(m for m in model_ids if self._answers[m][0])
+
+        def served_for(model_id: str) -> bool:
+            answer = self._answers[model_id][0]
+            if isinstance(answer, bool):
+                return answer
+            if task_of is None or "*" in answer:
+                return bool(answer)
+            return task_of(model_id) in answer
+
+        served = tuple(m for m in model_ids if served_for(m))
         key = tuple(model_ids)
         if self._snapshot is not None and self._snapshot[0] == key and self._snapshot[1] == served:
             return self._snapshot[1]  # the same tuple object: the router's filter-mask cache keeps hitting

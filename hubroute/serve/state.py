@@ -7,8 +7,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+from ..errors import TaskNotAvailableError
+from ..routing.options import RouteFilter
 from ..routing.results import RouteResult
 from ..routing.router import HubRouter
+from ..run.runner import merge_filter, registry_tasks, task_of
+from ..run.tasks import TASKS
 from .batching import MicroBatcher, RouteKey
 from .config import ServeConfig
 from .feedback_hub import FeedbackSink, open_feedback
@@ -41,6 +45,8 @@ class ServeState:
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.config = config
+        self.run_config = config.run_config()
+        self.policy = self.run_config.media_policy(allow_paths=False)
         self.holder = RouterHolder(loaded)
         self.metrics = ServeMetrics()
         self.metrics.models.set(loaded.router.num_models)
@@ -56,6 +62,27 @@ class ServeState:
         )  # fmt: skip
         self._revisions: dict[int, str] = {id(loaded.router): loaded.revision}
         self._servable_snapshot: tuple[tuple[int, int], tuple[str, ...], float] | None = None
+
+    def limited(self, route_filter: RouteFilter | None) -> RouteFilter | None:
+        """``route_filter`` narrowed to the tasks and domains the server allows (``--tasks`` / ``--domains``).
+
+        Raises:
+            TaskNotAvailableError: the filter asks for tasks no model of the registry has (the message names them).
+        """
+        tasks, domains = self.run_config.tasks, self.run_config.domains
+        if tasks or domains:
+            route_filter = merge_filter(route_filter, pipeline_tags=tuple(tasks) if tasks else None,
+                                        domains=tuple(domains) if domains else None)  # fmt: skip
+        if route_filter is not None and route_filter.pipeline_tags is not None:
+            present = registry_tasks(self.holder.router.registry)
+            if not any(tag.lower() in present for tag in route_filter.pipeline_tags):
+                known = ", ".join(sorted(t for t in present if t)) or "none"
+                raise TaskNotAvailableError(
+                    f"No model in the router's registry has the task {' or '.join(route_filter.pipeline_tags)}; "
+                    f"the registry's tasks are: {known}.",
+                    tuple(route_filter.pipeline_tags),
+                )
+        return route_filter
 
     @property
     def current(self) -> LoadedRouter:
@@ -82,7 +109,13 @@ class ServeState:
         snapshot = self._servable_snapshot
         if snapshot is not None and snapshot[0] == key and snapshot[2] > time.monotonic():
             return snapshot[1]
-        ids = await asyncio.to_thread(self.servable.servable, router.registry.model_ids)
+        registry = router.registry
+
+        def provider_task(model_id: str) -> str | None:
+            spec = TASKS.get(task_of(registry, model_id) or "")
+            return spec.provider_task if spec is not None else None
+
+        ids = await asyncio.to_thread(self.servable.servable, registry.model_ids, provider_task)
         self._servable_snapshot = (key, ids, time.monotonic() + self.config.servable_ttl)
         return ids
 

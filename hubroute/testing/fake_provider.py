@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .server import BackgroundServer
 
-__all__ = ["FAULTS", "FakeProvider", "ProviderRequest"]
+__all__ = ["FAULTS", "FakeProvider", "ProviderRequest", "chat_completion_body"]
 
 FAULTS = ("not_deployed", "unavailable", "bad_request", "slow", "mid_stream")
 
@@ -46,6 +46,8 @@ class ProviderRequest:
     stream: bool
     authorized: bool
     body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    """The request's headers (lower-case names), to check which credentials reached the provider."""
 
 
 class FakeProvider:
@@ -92,7 +94,8 @@ class FakeProvider:
             model, stream = str(body.get("model")), bool(body.get("stream"))
             authorized = self.token is None or request.headers.get("authorization") == f"Bearer {self.token}"
             with self._lock:
-                self.requests.append(ProviderRequest(model, stream, authorized, body))
+                headers = {k.lower(): v for k, v in request.headers.items()}
+                self.requests.append(ProviderRequest(model, stream, authorized, body, headers))
             if not authorized:
                 return JSONResponse({"error": "Invalid credentials"}, status_code=401)
             fault = self.faults.get(model)
@@ -109,7 +112,7 @@ class FakeProvider:
                 return StreamingResponse(
                     self._chunks(model, text, fault == "mid_stream"), media_type="text/event-stream"
                 )
-            return JSONResponse(_completion(model, text))
+            return JSONResponse(chat_completion_body(model, text))
 
         @app.get("/v1/models")
         async def models() -> dict[str, Any]:
@@ -141,7 +144,8 @@ def _event(ident: str, created: int, model: str, delta: dict[str, Any], finish: 
     return f"data: {json.dumps(chunk)}\n\n".encode()
 
 
-def _completion(model: str, text: str) -> dict[str, Any]:
+def chat_completion_body(model: str, text: str) -> dict[str, Any]:
+    """An OpenAI chat completion whose assistant message is ``text``, from ``model``."""
     words = len(text.split())
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion", "created": int(time.time()),

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from hubroute.routing.taxonomy import _PIPELINE_TAG_DOMAINS, domain_key
+from hubroute.routing.taxonomy import pipeline_tag_from_domain
 
 __all__ = [
     "SeedModel",
@@ -44,29 +44,14 @@ __all__ = [
 
 LICENSES = ("apache-2.0", "mit", "cc-by-4.0", "openrail", "llama3.1", "other")
 VALID_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-_DOMAIN_TAGS = {domain_key(domain): tag for tag, domain in _PIPELINE_TAG_DOMAINS.items()}
-_KNOWN_TAGS = set(_PIPELINE_TAG_DOMAINS)
 
 
 def _hash(text: str) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
 
 
-def pipeline_tag_for_domain(domain: str | None) -> str | None:
-    """The Hub pipeline tag of a CMRBench domain (``"Audio Text-to-Speech"`` -> ``"text-to-speech"``).
-
-    Domains outside the taxonomy are matched by their task words (``"Multimodal Image-to-Text"`` ->
-    ``"image-to-text"``); ``None`` when nothing matches.
-    """
-    key = domain_key(domain)
-    if key in _DOMAIN_TAGS:
-        return _DOMAIN_TAGS[key]
-    words = key.split()
-    for start in range(len(words)):
-        slug = "-".join(words[start:])
-        if slug in _KNOWN_TAGS:
-            return slug
-    return None
+pipeline_tag_for_domain = pipeline_tag_from_domain
+"""The Hub pipeline tag of a CMRBench domain (the taxonomy's mapping, :func:`pipeline_tag_from_domain`)."""
 
 
 @dataclass

@@ -240,6 +240,7 @@ def test_another_routers_weights_with_this_training_state_are_refused(saved, tin
     for name in ("model.safetensors", "registry.json"):
         (saved / name).write_bytes((tmp_path / "other" / name).read_bytes())
     _resign(saved, "model.safetensors", "registry.json")
+    _write_config(saved, {**_config(saved), "num_models": 2})
     with pytest.raises(
         CheckpointError,
         match=r"training_state.json of .*'replay' example 0 cites model 'openai/whisper-small', which is not in registry.json",
@@ -328,22 +329,27 @@ _KILLING_SAVES = textwrap.dedent(
     import json, os, shutil, signal, sys
     from pathlib import Path
 
+    import hubroute._utils.io as io
     from hubroute import HubRouter, ModelRecord
 
     root, start = Path(sys.argv[1]), sys.argv[2]
     old = HubRouter.from_pretrained(root / "base")
     new = HubRouter.from_pretrained(root / "base")
     new.add_models([ModelRecord("new/model", card_text="A new model.")])
-    real_replace, real_symlink = os.replace, os.symlink
+    STEPS = [(os, "replace"), (os, "rename"), (os, "unlink"), (os, "symlink"), (shutil, "rmtree"), (io, "_exchange")]
+    real = {(module.__name__, name): getattr(module, name) for module, name in STEPS}
     outcomes = []
-    for kill_at in range(1, 40):
+    for kill_at in range(1, 60):
         target = root / str(kill_at) / "r"
-        if start == "linked":
+        if start == "linked":  # as hubroute < 0.x saved routers: a link to a hidden version, and a lock file
+            target.parent.mkdir(parents=True)
+            shutil.copytree(root / "base", target.parent / ".r.v-0123456789ab")
+            os.symlink(".r.v-0123456789ab", target)
+            (target.parent / "r.lock").touch()
+        else:
             old.save_pretrained(target)
-        else:  # a plain folder, as older hubroutes wrote
-            shutil.copytree(root / "base", target)
         pid = os.fork()
-        if pid == 0:  # the saving process, killed at its kill_at-th os.replace / os.symlink
+        if pid == 0:  # the saving process, killed at its kill_at-th rename / unlink / rmtree / swap
             calls = 0
 
             def killing(function):
@@ -355,7 +361,10 @@ _KILLING_SAVES = textwrap.dedent(
                     return function(*args, **kwargs)
                 return call
 
-            os.replace, os.symlink = killing(real_replace), killing(real_symlink)
+            for module, name in STEPS:
+                setattr(module, name, killing(real[module.__name__, name]))
+            if start == "no-exchange":  # a system without renameat2(RENAME_EXCHANGE)
+                io._exchange = killing(lambda first, second: False)
             new.save_pretrained(target)
             os._exit(0)
         _, status = os.waitpid(pid, 0)
@@ -365,9 +374,9 @@ _KILLING_SAVES = textwrap.dedent(
         except Exception as err:
             loaded = f"{type(err).__name__}: {err}"
         old.save_pretrained(target)  # the next save cleans up what the killed one left
-        parent = target.parent
-        left = sorted(p.name for p in parent.iterdir() if p.name not in ("r", "r.lock", os.readlink(target)))
+        left = sorted(p.name for p in target.parent.iterdir() if p.name != "r")
         outcomes.append({"kill_at": kill_at, "killed": killed, "loaded": loaded, "left": left,
+                         "plain": target.is_dir() and not target.is_symlink(),
                          "after": HubRouter.from_pretrained(target).num_models})
         if not killed:
             break
@@ -384,32 +393,42 @@ def _env() -> dict[str, str]:
 def _python(script: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
     env = _env()
     return subprocess.run(
-        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300, **kwargs
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=600, **kwargs
     )
 
 
 def _assert_clean(parent: Path, name: str = "r") -> None:
-    """Beside the router: its link, its lock, the current version and at most the one it replaced."""
-    current = os.readlink(parent / name)
-    others = sorted(p.name for p in parent.iterdir() if p.name not in (name, f"{name}.lock", current))
-    assert len(others) <= 1 and all(o.startswith(f".{name}.v-") for o in others), others
+    """The router is a plain folder with nothing beside it: no link, lock file, hidden version or leftover."""
+    assert (parent / name).is_dir() and not (parent / name).is_symlink()
+    assert sorted(p.name for p in parent.iterdir()) == [name]
 
 
-@pytest.mark.parametrize("start", ["linked", "plain folder of an older hubroute"])
+@pytest.mark.parametrize("start", ["plain", "linked", "no-exchange"])
 def test_a_save_killed_at_any_step_never_loses_the_router(router, tmp_path, start):
     # One process loads the routers once, then forks a saving process per kill point: it is SIGKILLed at its
-    # n-th os.replace / os.symlink, and the forking process loads the path and saves again (cleanup).
+    # n-th rename / unlink / rmtree / atomic swap, and the forking process loads the path and saves again
+    # (cleanup). Starts: a plain folder; a link to a hidden version with a lock file, as older hubroutes saved;
+    # a plain folder on a system that cannot swap two paths atomically (two renames).
     router.save_pretrained(tmp_path / "base")
-    done = _python(_KILLING_SAVES, str(tmp_path), start.split()[0])
+    done = _python(_KILLING_SAVES, str(tmp_path), start)
     assert done.returncode == 0, done.stderr[-3000:]
     outcomes = json.loads(done.stdout.strip().splitlines()[-1])
     for outcome in outcomes:
         assert outcome["loaded"] in (3, 4), outcome  # the old router or the new one, never none
-        assert outcome["after"] == 3, outcome
-        assert len(outcome["left"]) <= 1 and all(n.startswith(".r.v-") for n in outcome["left"]), outcome
+        assert outcome["after"] == 3 and outcome["plain"] and outcome["left"] == [], outcome
     assert all(o["killed"] for o in outcomes[:-1]) and not outcomes[-1]["killed"]
     assert outcomes[-1]["loaded"] == 4 and {o["loaded"] for o in outcomes} == {3, 4}
     assert len(outcomes) >= 4  # kill points before, at and after the swap
+
+
+def test_a_saved_router_is_a_plain_folder_that_copies_with_cp(router, tmp_path):
+    target = tmp_path / "r"
+    router.save_pretrained(target)
+    router.save_pretrained(target)
+    _assert_clean(tmp_path)
+    assert not [p for p in target.rglob("*") if p.is_symlink() or p.name.endswith(".lock")]
+    subprocess.run(["cp", "-r", str(target), str(tmp_path / "copy")], check=True)  # no -L needed
+    assert HubRouter.from_pretrained(tmp_path / "copy").num_models == 3
 
 
 def test_leftovers_of_an_older_hubroutes_interrupted_swap_are_recovered(router, tmp_path):
@@ -422,7 +441,6 @@ def test_leftovers_of_an_older_hubroutes_interrupted_swap_are_recovered(router, 
     assert not (parent / "r").exists()
     assert HubRouter.from_pretrained(parent / "r").num_models == 3
     router.save_pretrained(parent / "r")
-    assert not list(parent.glob(".r.staging-*")) and not list(parent.glob(".r.replaced-*"))
     _assert_clean(parent)
 
 

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["COMPRESSED_KINDS", "INDEX_KINDS", "IndexSpec", "ScoringIndex", "default_refine"]
+__all__ = ["COMPRESSED_KINDS", "INDEX_KINDS", "IndexCheck", "IndexSpec", "ScoringIndex", "default_refine"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,77 @@ Progress = Callable[[str, int, int], None]
 Rows = Callable[[np.ndarray], np.ndarray]
 """Row source of exact vectors: ``rows(ids)`` returns the ``[len(ids), dim]`` L2-normalised float32 vectors of
 the ids (used to refine compressed candidates with exact cosines)."""
+
+
+VECTOR_TOLERANCE = 1e-6
+"""Largest difference allowed between a stored float vector of a loaded index and its normalised row."""
+CODE_TOLERANCE = 1e-4
+"""Compressed kinds: how much farther (L2) a stored code may decode from its row than the code the index's
+own quantiser gives that row (they are the same code but for floating-point ties)."""
+CELL_TOLERANCE = 1e-5
+"""How much closer (inner product) another cell's centroid may be to a sampled vector than its own cell's."""
+ASSIGNMENT_SAMPLE = 4_096
+"""Vectors whose cell assignment :meth:`ScoringIndex.verify` checks (spread over the ids)."""
+_MAX_HNSW_LEVELS = 64
+_VERIFY_CHUNK = 65_536
+
+
+@dataclass
+class IndexCheck:
+    """What :meth:`ScoringIndex.verify` checked, and the largest differences it found (within tolerance).
+
+    Attributes:
+        kind: The index kind.
+        size: Vectors checked (all of them).
+        max_vector_error: Largest absolute difference of a stored float vector from its row.
+        max_code_error: Compressed kinds: largest L2 distance of a decoded code from its row.
+        codes_differing: Compressed kinds: codes that differ from the quantiser's own code of their row.
+        code_gap: Compressed kinds: largest extra distance of such a code (at most :data:`CODE_TOLERANCE`).
+        cells_checked: IVF kinds: vectors whose cell assignment was checked.
+        cell_gap: IVF kinds: largest score by which another centroid beat a vector's own cell.
+    """
+
+    kind: str
+    size: int
+    max_vector_error: float = 0.0
+    max_code_error: float = 0.0
+    codes_differing: int = 0
+    code_gap: float = 0.0
+    cells_checked: int = 0
+    cell_gap: float = 0.0
+
+
+def _finite(values: np.ndarray, what: str) -> None:
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"its {what} hold NaN or infinite values")
+
+
+def _compare_vectors(stored: np.ndarray, exact: np.ndarray, check: IndexCheck, where: str) -> None:
+    """Raise unless ``stored`` equals ``exact`` within :data:`VECTOR_TOLERANCE` (NaN never does)."""
+    if not len(stored):
+        return
+    error = float(np.max(np.abs(stored - exact)))
+    if not error <= VECTOR_TOLERANCE:  # also catches NaN
+        raise ValueError(
+            f"the vectors stored in {where} are not the normalised model embeddings (they differ by {error:.3g})"
+        )
+    check.max_vector_error = max(check.max_vector_error, error)
+
+
+def _verify_flat(flat: Any, rows: Rows, size: int, dim: int, check: IndexCheck) -> None:
+    """Compare the vectors of a flat storage with the rows, a chunk at a time."""
+    import faiss
+
+    if int(flat.ntotal) != size or int(flat.d) != dim:
+        raise ValueError(
+            f"its storage holds {int(flat.ntotal)} vectors of size {int(flat.d)}, not {size} of {dim}"
+        )
+    if size == 0:
+        return
+    vectors = faiss.rev_swig_ptr(flat.get_xb(), size * dim).reshape(size, dim)
+    for start in range(0, size, _VERIFY_CHUNK):
+        ids = np.arange(start, min(start + _VERIFY_CHUNK, size))
+        _compare_vectors(vectors[start : start + len(ids)], rows(ids), check, f"rows {start}-{ids[-1]}")
 
 
 def _as_float32(matrix: np.ndarray) -> np.ndarray:
@@ -667,6 +738,204 @@ class ScoringIndex:
                 self._flat_vectors = flat
         self.size += len(new_ids)
         return True
+
+    # -- verification --------------------------------------------------------------------------------------
+    def verify(self, rows: Rows, size: int, dim: int, *, sample: int = ASSIGNMENT_SAMPLE) -> IndexCheck:
+        """Check that the index holds exactly the vectors of ``rows`` and nothing else, before it serves.
+
+        A loaded index is bytes written by whoever published the router; only the model embeddings are
+        checked against the router's manifest and values. This ties the index to them:
+
+        - its shape: ``size`` vectors of ``dim`` floats, the cells, sub-quantisers and graph degree its spec
+          names, the inner-product metric;
+        - every number it holds (cell centroids, quantiser tables, vectors) is finite;
+        - ids: every id in ``[0, size)`` appears exactly once (in one cell of an IVF kind; HNSW graph links
+          point at stored vectors or nowhere, the entry point and levels are consistent);
+        - vectors: a stored float vector (``"exact"``, ``"ivf"``, ``"hnsw"``) equals the normalised row within
+          :data:`VECTOR_TOLERANCE`; a compressed code (``"ivfpq"``, ``"sq8"``) decodes to a vector at most
+          :data:`CODE_TOLERANCE` farther from the row than the code the index's own quantiser gives the row
+          (the same code, bar floating-point ties);
+        - cells: ``sample`` rows spread over the ids (all of them below that) lie in their nearest cell.
+
+        Args:
+            rows: The row source (``rows(ids)``: ``[len(ids), dim]`` normalised float32 rows).
+            size: The number of models the index must hold.
+            dim: Their dimension.
+            sample: Rows whose cell assignment is checked.
+
+        Returns:
+            What was checked, with the largest differences found.
+
+        Raises:
+            ValueError: naming the first problem found.
+        """
+        import faiss
+
+        index = self._index
+        if int(index.ntotal) != size or int(index.d) != dim:
+            raise ValueError(
+                f"it holds {int(index.ntotal)} vectors of size {int(index.d)}, not {size} of size {dim}"
+            )
+        if getattr(index, "metric_type", None) != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError("its metric is not the inner product")
+        check = IndexCheck(kind=self.kind, size=size)
+        if self._flat is not None:
+            if self.kind == "hnsw":
+                self._verify_graph(index.hnsw, size)
+            _verify_flat(self._flat, rows, size, dim, check)
+        else:
+            self._verify_ivf(rows, size, dim, sample, check)
+        return check
+
+    def _verify_graph(self, hnsw: Any, size: int) -> None:
+        """HNSW links in range and levels consistent (the vectors are checked as a flat index)."""
+        import faiss
+
+        if hnsw.nb_neighbors(0) != 2 * self.spec.hnsw_m:
+            raise ValueError(
+                f"its graph has {hnsw.nb_neighbors(0)} links per node, not the {2 * self.spec.hnsw_m} of "
+                f"hnsw_m={self.spec.hnsw_m}"
+            )
+        levels = faiss.vector_to_array(hnsw.levels).astype(np.int64)
+        offsets = faiss.vector_to_array(hnsw.offsets).astype(np.int64)
+        cumulative = faiss.vector_to_array(hnsw.cum_nneighbor_per_level).astype(np.int64)
+        if len(levels) != size or len(offsets) != size + 1:
+            raise ValueError("its graph does not have one node per vector")
+        if size == 0:
+            return
+        if levels.min() < 1 or levels.max() >= len(cumulative) or levels.max() > _MAX_HNSW_LEVELS:
+            raise ValueError("its graph has node levels out of range")
+        if offsets[0] != 0 or not np.array_equal(np.diff(offsets), cumulative[levels]):
+            raise ValueError("its graph's link offsets do not match the node levels")
+        entry, top = int(hnsw.entry_point), int(hnsw.max_level)
+        if not (0 <= entry < size) or top != int(levels.max()) - 1 or levels[entry] - 1 != top:
+            raise ValueError("its graph's entry point is not a node of the top level")
+        neighbours = faiss.vector_to_array(hnsw.neighbors)
+        if len(neighbours) != offsets[-1] or (
+            len(neighbours) and (neighbours.min() < -1 or neighbours.max() >= size)
+        ):
+            raise ValueError(f"its graph links point outside the {size} stored vectors")
+
+    def _verify_ivf(self, rows: Rows, size: int, dim: int, sample: int, check: IndexCheck) -> None:
+        """Cells, ids, stored vectors or codes of an IVF kind, one cell at a time."""
+        import faiss
+
+        index = self._index
+        nlist = int(index.nlist)
+        if nlist != self.spec.cells_for(size):
+            raise ValueError(
+                f"it has {nlist} cells, not the {self.spec.cells_for(size)} its spec gives {size} models"
+            )
+        quantizer = faiss.downcast_index(index.quantizer)
+        if (
+            not isinstance(quantizer, faiss.IndexFlat)
+            or int(quantizer.ntotal) != nlist
+            or int(quantizer.d) != dim
+        ):
+            raise ValueError("its cell centroids are not a flat table of one vector per cell")
+        centroids = faiss.rev_swig_ptr(quantizer.get_xb(), nlist * dim).reshape(nlist, dim)
+        _finite(centroids, "cell centroids")
+        decode = self._decoder(index, dim)
+        invlists = index.invlists
+        cell_of = np.full(size, -1, dtype=np.int32)
+        total = 0
+        for cell in range(nlist):
+            count = int(invlists.list_size(cell))
+            total += count
+            if total > size:
+                raise ValueError(f"its cells hold more than the {size} vectors")
+            if count == 0:
+                continue
+            ids = faiss.rev_swig_ptr(invlists.get_ids(cell), count).astype(np.int64)
+            codes = faiss.rev_swig_ptr(invlists.get_codes(cell), count * int(index.code_size))
+            codes = codes.reshape(count, -1)
+            if ids.min() < 0 or ids.max() >= size:
+                raise ValueError(f"cell {cell} holds ids outside [0, {size})")
+            order = np.argsort(ids, kind="stable")
+            ids, codes = ids[order], codes[order]
+            if np.any(ids[1:] == ids[:-1]) or np.any(cell_of[ids] >= 0):
+                raise ValueError(f"cell {cell} holds an id that is stored more than once")
+            cell_of[ids] = cell
+            decode(cell, ids, codes, centroids[cell], rows(ids), check)
+        if total != size:
+            raise ValueError(f"its cells hold {total} vectors, not {size}")
+        picked = np.unique(np.linspace(0, max(size - 1, 0), num=min(sample, size)).astype(np.int64))
+        for start in range(0, len(picked), ROWS_CHUNK):
+            ids = picked[start : start + ROWS_CHUNK]
+            scores = rows(ids) @ centroids.T
+            own = scores[np.arange(len(ids)), cell_of[ids]]
+            gap = float(np.max(scores.max(axis=1) - own))
+            check.cell_gap = max(check.cell_gap, gap)
+            if not gap <= CELL_TOLERANCE:
+                raise ValueError("some vectors are stored in a cell other than their nearest one")
+        check.cells_checked = len(picked)
+
+    def _decoder(self, index: Any, dim: int) -> Callable[..., None]:
+        """``decode(cell, ids, codes, centroid, exact, check)`` comparing one cell's codes with its rows."""
+        import faiss
+
+        if self.kind == "ivf":
+
+            def flat(
+                cell: int,
+                ids: np.ndarray,
+                codes: np.ndarray,
+                centroid: Any,
+                exact: np.ndarray,
+                check: IndexCheck,
+            ) -> None:
+                vectors = np.ascontiguousarray(codes).view(np.float32).reshape(len(ids), dim)
+                _compare_vectors(vectors, exact, check, f"cell {cell}")
+
+            return flat
+        if not index.by_residual:
+            raise ValueError("its codes are not residuals of their cell, as hubroute builds them")
+        quantiser: Any
+        if self.kind == "ivfpq":
+            quantiser = index.pq
+            if int(quantiser.M) != self.spec.pq_m or int(quantiser.nbits) != 8:
+                raise ValueError(
+                    f"its product quantiser has {int(quantiser.M)} sub-quantisers of {int(quantiser.nbits)} bits, "
+                    f"not {self.spec.pq_m} of 8"
+                )
+            _finite(faiss.vector_to_array(quantiser.centroids), "quantiser tables")
+        else:
+            quantiser = index.sq
+            if int(quantiser.qtype) != int(faiss.ScalarQuantizer.QT_8bit):
+                raise ValueError("its scalar quantiser is not the 8-bit one")
+            _finite(faiss.vector_to_array(quantiser.trained), "quantiser tables")
+
+        def compressed(
+            cell: int,
+            ids: np.ndarray,
+            codes: np.ndarray,
+            centroid: np.ndarray,
+            exact: np.ndarray,
+            check: IndexCheck,
+        ) -> None:
+            codes = np.ascontiguousarray(codes)
+            residuals = np.ascontiguousarray(exact - centroid)
+            stored = np.linalg.norm(quantiser.decode(codes) + centroid - exact, axis=1)
+            fresh_codes = quantiser.compute_codes(residuals)
+            differ = np.flatnonzero(np.any(fresh_codes != codes, axis=1))
+            check.codes_differing += len(differ)
+            check.max_code_error = max(check.max_code_error, float(stored.max()) if len(stored) else 0.0)
+            if len(differ):
+                fresh = np.linalg.norm(
+                    quantiser.decode(fresh_codes[differ]) + centroid - exact[differ], axis=1
+                )
+                gap = float(np.max(stored[differ] - fresh))
+                check.code_gap = max(check.code_gap, gap)
+                if not gap <= CODE_TOLERANCE:
+                    worst = int(ids[differ][np.argmax(stored[differ] - fresh)])
+                    raise ValueError(
+                        f"the code of model {worst} (cell {cell}) decodes {gap:.3g} farther from its embedding than "
+                        f"its own quantiser's code does (tolerance {CODE_TOLERANCE})"
+                    )
+            if not np.all(np.isfinite(stored)):
+                raise ValueError(f"cell {cell} holds codes that decode to NaN or infinite values")
+
+        return compressed
 
     # -- serialisation -------------------------------------------------------------------------------------
     def to_bytes(self) -> np.ndarray:

@@ -263,7 +263,8 @@ def test_mismatched_files_are_detected(saved, router, tmp_path):
     (saved / "registry.json").write_text((tmp_path / "bigger" / "registry.json").read_text())
     config = json.loads((saved / "config.json").read_text())
     bigger = json.loads((tmp_path / "bigger" / "config.json").read_text())
-    config["checksums"]["registry.json"] = bigger["checksums"]["registry.json"]  # re-signed, as a forger would
+    # re-signed, as a forger would
+    config["checksums"]["registry.json"] = bigger["checksums"]["registry.json"]
     (saved / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="different checkpoints"):
         HubRouter.from_pretrained(saved)

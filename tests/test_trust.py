@@ -640,3 +640,49 @@ def test_train_checks_the_data_file_and_the_output_before_training(tmp_path, cap
         err = capsys.readouterr().err
         assert err.startswith("hubroute: error:") and str(output) in err and what in err, err
     assert (tmp_path / "file").read_text() == "precious"
+
+
+# -- Hub answers that are not JSON / UTF-8 ---------------------------------------------------------------------
+def test_a_corrupted_hub_answer_while_loading_names_the_repo_and_endpoint(
+    hub, make_repo_id, fresh_cache, saved
+):
+    from hubroute import HubAccessError
+
+    repo_id = make_repo_id("flipped")
+    HubRouter.from_pretrained(saved).push_to_hub(repo_id, token=hub.write_token)
+    hub.inject(r"/api/models/.*/(revision|tree|paths-info)/", status=None, corrupt=True, times=20)
+    with pytest.raises(HubAccessError) as info:
+        HubRouter.from_pretrained(repo_id)
+    message = str(info.value)
+    assert repo_id in message and "/api/models/" in message and "not valid" in message, message
+
+
+def test_a_push_whose_commit_landed_says_so_when_the_answer_is_corrupted(hub, make_repo_id, saved):
+    from huggingface_hub import HfApi
+
+    from hubroute import HubAccessError
+
+    repo_id = make_repo_id("landed")
+    router = HubRouter.from_pretrained(saved)
+    hub.inject(r"/api/models/.*/commit/", status=None, corrupt=True, method="POST")
+    with pytest.raises(HubAccessError) as info:
+        router.push_to_hub(repo_id, token=hub.write_token)
+    head = HfApi(token=hub.write_token).repo_info(repo_id).sha
+    message = str(info.value)
+    assert "committed" in message and head in message and repo_id in message, message
+    assert hub.write_token not in message
+    assert HubRouter.from_pretrained(repo_id).num_models == 3  # the commit did land
+
+
+def test_a_corrupted_model_listing_ends_the_crawl_with_a_hub_error(hub, tmp_path):
+    from hubroute import HubAccessError
+    from hubroute.update.crawl import crawl_hub
+
+    hub.add_repo(
+        "someone/model-a", files={"README.md": "---\npipeline_tag: text-classification\n---\nA model."}
+    )
+    hub.inject(r"^/api/models$", status=None, corrupt=True, times=50)
+    with pytest.raises(HubAccessError) as info:
+        crawl_hub(since="2000-01-01", state_path=tmp_path / "state.jsonl")
+    message = str(info.value)
+    assert "/api/models" in message and "not valid" in message, message

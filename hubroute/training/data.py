@@ -84,7 +84,6 @@ def load_experience_file(path: str | Path) -> Any:
         DataFormatError: unsupported format, malformed content (naming the file and the line or row), or
             missing ``prompt`` / ``model_id`` values.
     """
-    from datasets import Dataset
 
     path = Path(path)
     if not path.is_file():

@@ -818,18 +818,25 @@ def test_a_verified_compressed_index_loads_and_routes_as_saved(compressed_router
         assert check.code_gap <= 1e-4 and check.cells_checked == 4096 and check.size == 10_000
 
 
-def test_a_huge_size_field_in_an_index_file_is_a_checkpoint_error(router, tmp_path):
-    # Below 9,984 models a compressed kind saves a flat index in index.faiss; its vector count sits 8 bytes
-    # before the floats at the end of the file.
-    router = HubRouter.from_pretrained(_save(router, tmp_path, index_kind="sq8"))
-    folder = tmp_path / "r"
-    data = bytearray((folder / "index.faiss").read_bytes())
-    floats = 4 * router.num_models * router.embedding_dim
-    data[len(data) - floats - 8 : len(data) - floats] = (1 << 60).to_bytes(8, "little")
-    (folder / "index.faiss").write_bytes(bytes(data))
-    _resign(folder, "index.faiss")
+def test_a_huge_size_field_in_an_index_is_a_checkpoint_error(tiny_config, tmp_path):
+    # An IVF index's inverted lists start with their sizes; one of 3 GiB vectors made FAISS's reader raise a
+    # bare MemoryError.
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    router = _clustered_router(tiny_config, 600, index_kind="ivf")
+    folder = _save(router, tmp_path)
+    nlist = router._scoring_index().nlist
+    path = folder / "index.safetensors"
+    with safe_open(str(path), framework="numpy") as handle:
+        metadata, data = handle.metadata(), bytearray(handle.get_tensor("index").tobytes())
+    last_size = data.find(b"ilar") + 32 + 8 * (nlist - 1)  # "ilar", nlist, code size, "full", count, sizes
+    data[last_size : last_size + 8] = (3 << 30).to_bytes(8, "little")
+    save_file({"index": np.frombuffer(bytes(data), dtype=np.uint8)}, str(path), metadata=metadata)
+    _resign(folder, "index.safetensors")
     with pytest.raises(
-        CheckpointError, match=r"index.faiss of .*: .*corrupt|index.faiss of .*not a readable"
+        CheckpointError, match=r"index.safetensors of .*: it declares more data than can be allocated"
     ):
         HubRouter.from_pretrained(folder)
 
@@ -879,7 +886,11 @@ def _link_past_the_end(index):
         ("ivf", _shift_an_id, r"cell \d+ holds ids outside"),
         ("hnsw", _nan_vector, r"vectors stored in rows 0-\d+ are not the normalised model embeddings"),
         ("hnsw", _foreign_vector, r"vectors stored in rows 0-\d+ are not the normalised model embeddings"),
-        ("hnsw", _link_past_the_end, r"graph links point outside the \d+ stored vectors|faiss::validate_HNSW.*out of range"),
+        (
+            "hnsw",
+            _link_past_the_end,
+            r"graph links point outside the \d+ stored vectors|faiss::validate_HNSW.*out of range",
+        ),
     ],
 )
 def test_a_forged_index_safetensors_is_refused_on_load(tiny_config, tmp_path, kind, attack, message):

@@ -1244,3 +1244,33 @@ def test_an_unusable_created_at_names_file_line_and_field(tmp_path, value, suffi
         DataFormatError, match=rf"data.{suffix}, line \d: 'created_at' must be milliseconds since the epoch"
     ):
         load_experience_file(path)
+
+
+def test_the_load_time_bench_times_the_load_and_the_index_check(tiny_config, tmp_path):
+    from hubroute.bench.load_time import format_load_table, run_load_benchmark
+
+    base = _clustered_router(tiny_config, 600, index_kind="ivf")
+    results = run_load_benchmark(base, [600, 2_000], rounds=2, folder=tmp_path, threads=None)
+    small, large = results["saved"]
+    assert small["index"] == large["index"] == "ivf" and large["models"] == 2_000
+    for entry in results["saved"]:
+        assert len(entry["loads_s"]) == len(entry["checks_s"]) == 2
+        assert 0 < entry["check_s"] < entry["load_s"] and entry["check"]["size"] == entry["models"]
+    table = format_load_table(results)
+    assert "| 2,000 | ivf |" in table and "peak RSS" in table
+
+
+def test_an_index_grown_in_place_still_verifies(tiny_config, tmp_path):
+    import numpy as np
+
+    router = _clustered_router(tiny_config, 3_000, index_kind="ivf")
+    router.build_index()
+    grown = _clustered_router(tiny_config, 3_500, seed=1)
+    router.registry.extend(list(grown.registry)[3_000:])
+    router.append_embeddings(grown.model_embeddings.detach()[3_000:])
+    with torch.no_grad():
+        router.model_embeddings[:10] = grown.model_embeddings.detach()[:10]  # rows moved by training
+    index = router.update_index(np.arange(10))
+    assert index.size == 3_500 and index.nlist == router.index_spec().cells_for(3_000)  # as trained
+    loaded = HubRouter.from_pretrained(_save(router, tmp_path))
+    assert loaded._index is not None and loaded._index.size == 3_500

@@ -746,8 +746,8 @@ class ScoringIndex:
         A loaded index is bytes written by whoever published the router; only the model embeddings are
         checked against the router's manifest and values. This ties the index to them:
 
-        - its shape: ``size`` vectors of ``dim`` floats, the cells, sub-quantisers and graph degree its spec
-          names, the inner-product metric;
+        - its shape: ``size`` vectors of ``dim`` floats, the sub-quantisers and graph degree its spec names (and
+          its cells, when the spec sets them; at most one a vector), the inner-product metric;
         - every number it holds (cell centroids, quantiser tables, vectors) is finite;
         - ids: every id in ``[0, size)`` appears exactly once (in one cell of an IVF kind; HNSW graph links
           point at stored vectors or nowhere, the entry point and levels are consistent);
@@ -822,10 +822,9 @@ class ScoringIndex:
 
         index = self._index
         nlist = int(index.nlist)
-        if nlist != self.spec.cells_for(size):
-            raise ValueError(
-                f"it has {nlist} cells, not the {self.spec.cells_for(size)} its spec gives {size} models"
-            )
+        # An index grown in place (update()) keeps the cells it was trained with, so only a set nlist is exact.
+        if not 1 <= nlist <= max(size, 1) or (self.spec.nlist is not None and nlist != self.spec.nlist):
+            raise ValueError(f"it has {nlist} cells, which its spec and {size} models do not allow")
         quantizer = faiss.downcast_index(index.quantizer)
         if (
             not isinstance(quantizer, faiss.IndexFlat)

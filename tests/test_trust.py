@@ -787,6 +787,7 @@ def compressed_routers(tiny_encoder_path, tmp_path_factory) -> dict[str, Path]:
         (_nan_centroid, r"cell centroids hold NaN"),
         (_scramble_codes, r"decodes .* farther from its embedding than its own quantiser's code"),
     ],
+    ids=["id-past-the-registry", "NaN-centroid", "random-codes"],
 )
 def test_a_forged_compressed_index_is_refused_on_load(compressed_routers, tmp_path, kind, attack, message):
     folder = tmp_path / "r"
@@ -892,6 +893,7 @@ def _link_past_the_end(index):
             r"graph links point outside the \d+ stored vectors|faiss::validate_HNSW.*out of range",
         ),
     ],
+    ids=["ivf-NaN", "ivf-foreign", "ivf-id-past", "hnsw-NaN", "hnsw-foreign", "hnsw-link-past"],
 )
 def test_a_forged_index_safetensors_is_refused_on_load(tiny_config, tmp_path, kind, attack, message):
     router = _clustered_router(tiny_config, 600, index_kind=kind)

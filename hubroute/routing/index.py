@@ -84,7 +84,8 @@ own quantiser gives that row (they are the same code but for floating-point ties
 CELL_TOLERANCE = 1e-5
 """How much closer (inner product) another cell's centroid may be to a sampled vector than its own cell's."""
 ASSIGNMENT_SAMPLE = 4_096
-"""Vectors whose cell assignment :meth:`ScoringIndex.verify` checks (spread over the ids)."""
+"""Vectors whose cell assignment :meth:`ScoringIndex.verify` checks (spread over the ids); compressed kinds also
+re-encode these and as many of the codes that decode farthest from their rows."""
 _MAX_HNSW_LEVELS = 64
 _VERIFY_CHUNK = 65_536
 
@@ -98,7 +99,8 @@ class IndexCheck:
         size: Vectors checked (all of them).
         max_vector_error: Largest absolute difference of a stored float vector from its row.
         max_code_error: Compressed kinds: largest L2 distance of a decoded code from its row.
-        codes_differing: Compressed kinds: codes that differ from the quantiser's own code of their row.
+        codes_reencoded: Compressed kinds: rows re-encoded (the worst-decoded codes and a spread sample).
+        codes_differing: Compressed kinds: codes among those that differ from the quantiser's own code of their row.
         code_gap: Compressed kinds: largest extra distance of such a code (at most :data:`CODE_TOLERANCE`).
         cells_checked: IVF kinds: vectors whose cell assignment was checked.
         cell_gap: IVF kinds: largest score by which another centroid beat a vector's own cell.
@@ -108,6 +110,7 @@ class IndexCheck:
     size: int
     max_vector_error: float = 0.0
     max_code_error: float = 0.0
+    codes_reencoded: int = 0
     codes_differing: int = 0
     code_gap: float = 0.0
     cells_checked: int = 0
@@ -280,6 +283,59 @@ def _sorted_top(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.nda
         np.take_along_axis(scores, order, axis=1).astype(np.float32),
         np.take_along_axis(ids, order, axis=1).astype(np.int64),
     )
+
+
+class _Codec:
+    """The compressed codes of an IVF-PQ or IVF-SQ8 index, as :meth:`ScoringIndex.verify` checks them: how far
+    each decodes from its row, and how much farther than the code the index's own quantiser gives the row.
+
+    Raises:
+        ValueError: the quantiser is not the one hubroute builds, or its tables are not finite.
+    """
+
+    def __init__(self, index: Any, kind: str, spec: IndexSpec) -> None:
+        import faiss
+
+        if not index.by_residual:
+            raise ValueError("its codes are not residuals of their cell, as hubroute builds them")
+        if kind == "ivfpq":
+            self.quantiser = index.pq
+            if int(self.quantiser.M) != spec.pq_m or int(self.quantiser.nbits) != 8:
+                raise ValueError(
+                    f"its product quantiser has {int(self.quantiser.M)} sub-quantisers of "
+                    f"{int(self.quantiser.nbits)} bits, not {spec.pq_m} of 8"
+                )
+            _finite(faiss.vector_to_array(self.quantiser.centroids), "quantiser tables")
+        else:
+            self.quantiser = index.sq
+            if int(self.quantiser.qtype) != int(faiss.ScalarQuantizer.QT_8bit):
+                raise ValueError("its scalar quantiser is not the 8-bit one")
+            _finite(faiss.vector_to_array(self.quantiser.trained), "quantiser tables")
+
+    def errors(self, codes: np.ndarray, centroid: np.ndarray, exact: np.ndarray, cell: int) -> np.ndarray:
+        """L2 distance of each decoded code from its row (every code of a cell).
+
+        Raises:
+            ValueError: a code decodes to NaN or infinity.
+        """
+        difference = self.quantiser.decode(
+            np.ascontiguousarray(codes)
+        )  # decoded residuals, then minus the row's
+        difference -= exact
+        difference += centroid
+        errors = np.sqrt(np.einsum("ij,ij->i", difference, difference))
+        if not np.all(np.isfinite(errors)):
+            raise ValueError(f"cell {cell} holds codes that decode to NaN or infinite values")
+        return errors
+
+    def gaps(self, codes: np.ndarray, centroid: np.ndarray, exact: np.ndarray) -> tuple[np.ndarray, int]:
+        """How much farther each stored code decodes from its row than the quantiser's own code of that row,
+        and how many of the codes differ from it."""
+        codes = np.ascontiguousarray(codes)
+        fresh = self.quantiser.compute_codes(np.ascontiguousarray(exact - centroid))
+        stored_error = np.linalg.norm(self.quantiser.decode(codes) + centroid - exact, axis=1)
+        fresh_error = np.linalg.norm(self.quantiser.decode(fresh) + centroid - exact, axis=1)
+        return stored_error - fresh_error, int(np.count_nonzero(np.any(fresh != codes, axis=1)))
 
 
 class ScoringIndex:
@@ -752,9 +808,12 @@ class ScoringIndex:
         - ids: every id in ``[0, size)`` appears exactly once (in one cell of an IVF kind; HNSW graph links
           point at stored vectors or nowhere, the entry point and levels are consistent);
         - vectors: a stored float vector (``"exact"``, ``"ivf"``, ``"hnsw"``) equals the normalised row within
-          :data:`VECTOR_TOLERANCE`; a compressed code (``"ivfpq"``, ``"sq8"``) decodes to a vector at most
-          :data:`CODE_TOLERANCE` farther from the row than the code the index's own quantiser gives the row
-          (the same code, bar floating-point ties);
+          :data:`VECTOR_TOLERANCE`;
+        - compressed codes (``"ivfpq"``, ``"sq8"``): every code is decoded and its distance to its row measured
+          (finite); the ``sample`` codes that decode farthest, and ``sample`` spread over the ids, are re-encoded
+          with the index's own quantiser and must decode at most :data:`CODE_TOLERANCE` farther than its code
+          (the same code, bar floating-point ties). So every code decodes as close to its row as a code the
+          quantiser itself chose: random or foreign codes decode far, and are among those re-encoded;
         - cells: ``sample`` rows spread over the ids (all of them below that) lie in their nearest cell.
 
         Args:
@@ -834,31 +893,38 @@ class ScoringIndex:
             raise ValueError("its cell centroids are not a flat table of one vector per cell")
         centroids = faiss.rev_swig_ptr(quantizer.get_xb(), nlist * dim).reshape(nlist, dim)
         _finite(centroids, "cell centroids")
-        decode = self._decoder(index, dim)
-        invlists = index.invlists
+        codec = None if self.kind == "ivf" else _Codec(index, self.kind, self.spec)
         cell_of = np.full(size, -1, dtype=np.int32)
+        offset_of = np.zeros(size, dtype=np.int32)
+        errors = np.zeros(size, dtype=np.float32)
         total = 0
         for cell in range(nlist):
-            count = int(invlists.list_size(cell))
+            count = int(index.invlists.list_size(cell))
             total += count
             if total > size:
                 raise ValueError(f"its cells hold more than the {size} vectors")
             if count == 0:
                 continue
-            ids = faiss.rev_swig_ptr(invlists.get_ids(cell), count).astype(np.int64)
-            codes = faiss.rev_swig_ptr(invlists.get_codes(cell), count * int(index.code_size))
-            codes = codes.reshape(count, -1)
+            ids, codes = self._cell(cell, count)
             if ids.min() < 0 or ids.max() >= size:
                 raise ValueError(f"cell {cell} holds ids outside [0, {size})")
             order = np.argsort(ids, kind="stable")
-            ids, codes = ids[order], codes[order]
+            ids = ids[order]
             if np.any(ids[1:] == ids[:-1]) or np.any(cell_of[ids] >= 0):
                 raise ValueError(f"cell {cell} holds an id that is stored more than once")
-            cell_of[ids] = cell
-            decode(cell, ids, codes, centroids[cell], rows(ids), check)
+            cell_of[ids], offset_of[ids] = cell, order
+            if codec is None:
+                vectors = np.ascontiguousarray(codes[order]).view(np.float32).reshape(count, dim)
+                _compare_vectors(vectors, rows(ids), check, f"cell {cell}")
+            else:
+                errors[ids] = codec.errors(codes[order], centroids[cell], rows(ids), cell)
         if total != size:
             raise ValueError(f"its cells hold {total} vectors, not {size}")
         picked = np.unique(np.linspace(0, max(size - 1, 0), num=min(sample, size)).astype(np.int64))
+        if codec is not None and size:
+            check.max_code_error = float(errors.max())
+            worst = np.argpartition(-errors, min(sample, size) - 1)[: min(sample, size)]
+            self._verify_codes(codec, np.union1d(worst, picked), cell_of, offset_of, centroids, rows, check)
         for start in range(0, len(picked), ROWS_CHUNK):
             ids = picked[start : start + ROWS_CHUNK]
             scores = rows(ids) @ centroids.T
@@ -869,72 +935,40 @@ class ScoringIndex:
                 raise ValueError("some vectors are stored in a cell other than their nearest one")
         check.cells_checked = len(picked)
 
-    def _decoder(self, index: Any, dim: int) -> Callable[..., None]:
-        """``decode(cell, ids, codes, centroid, exact, check)`` comparing one cell's codes with its rows."""
+    def _cell(self, cell: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ids (a copy) and codes (a view, ``[count, code_size]``) of one cell."""
         import faiss
 
-        if self.kind == "ivf":
+        invlists = self._index.invlists
+        ids = faiss.rev_swig_ptr(invlists.get_ids(cell), count).astype(np.int64)
+        codes = faiss.rev_swig_ptr(invlists.get_codes(cell), count * int(self._index.code_size))
+        return ids, codes.reshape(count, -1)
 
-            def flat(
-                cell: int,
-                ids: np.ndarray,
-                codes: np.ndarray,
-                centroid: Any,
-                exact: np.ndarray,
-                check: IndexCheck,
-            ) -> None:
-                vectors = np.ascontiguousarray(codes).view(np.float32).reshape(len(ids), dim)
-                _compare_vectors(vectors, exact, check, f"cell {cell}")
-
-            return flat
-        if not index.by_residual:
-            raise ValueError("its codes are not residuals of their cell, as hubroute builds them")
-        quantiser: Any
-        if self.kind == "ivfpq":
-            quantiser = index.pq
-            if int(quantiser.M) != self.spec.pq_m or int(quantiser.nbits) != 8:
+    def _verify_codes(
+        self,
+        codec: _Codec,
+        ids: np.ndarray,
+        cell_of: np.ndarray,
+        offset_of: np.ndarray,
+        centroids: np.ndarray,
+        rows: Rows,
+        check: IndexCheck,
+    ) -> None:
+        """Re-encode the rows of ``ids`` (the worst-decoded codes and a spread sample) and require each stored
+        code to decode as close to its row as the quantiser's own code does."""
+        check.codes_reencoded = len(ids)
+        for cell in np.unique(cell_of[ids]):
+            members = ids[cell_of[ids] == cell]
+            _, codes = self._cell(int(cell), int(self._index.invlists.list_size(int(cell))))
+            gaps, differing = codec.gaps(codes[offset_of[members]], centroids[cell], rows(members))
+            check.codes_differing += differing
+            worst = int(np.argmax(gaps))
+            check.code_gap = max(check.code_gap, float(gaps[worst]))
+            if not gaps[worst] <= CODE_TOLERANCE:
                 raise ValueError(
-                    f"its product quantiser has {int(quantiser.M)} sub-quantisers of {int(quantiser.nbits)} bits, "
-                    f"not {self.spec.pq_m} of 8"
+                    f"the code of model {int(members[worst])} (cell {int(cell)}) decodes {float(gaps[worst]):.3g} "
+                    f"farther from its embedding than its own quantiser's code does (tolerance {CODE_TOLERANCE})"
                 )
-            _finite(faiss.vector_to_array(quantiser.centroids), "quantiser tables")
-        else:
-            quantiser = index.sq
-            if int(quantiser.qtype) != int(faiss.ScalarQuantizer.QT_8bit):
-                raise ValueError("its scalar quantiser is not the 8-bit one")
-            _finite(faiss.vector_to_array(quantiser.trained), "quantiser tables")
-
-        def compressed(
-            cell: int,
-            ids: np.ndarray,
-            codes: np.ndarray,
-            centroid: np.ndarray,
-            exact: np.ndarray,
-            check: IndexCheck,
-        ) -> None:
-            codes = np.ascontiguousarray(codes)
-            residuals = np.ascontiguousarray(exact - centroid)
-            stored = np.linalg.norm(quantiser.decode(codes) + centroid - exact, axis=1)
-            fresh_codes = quantiser.compute_codes(residuals)
-            differ = np.flatnonzero(np.any(fresh_codes != codes, axis=1))
-            check.codes_differing += len(differ)
-            check.max_code_error = max(check.max_code_error, float(stored.max()) if len(stored) else 0.0)
-            if len(differ):
-                fresh = np.linalg.norm(
-                    quantiser.decode(fresh_codes[differ]) + centroid - exact[differ], axis=1
-                )
-                gap = float(np.max(stored[differ] - fresh))
-                check.code_gap = max(check.code_gap, gap)
-                if not gap <= CODE_TOLERANCE:
-                    worst = int(ids[differ][np.argmax(stored[differ] - fresh)])
-                    raise ValueError(
-                        f"the code of model {worst} (cell {cell}) decodes {gap:.3g} farther from its embedding than "
-                        f"its own quantiser's code does (tolerance {CODE_TOLERANCE})"
-                    )
-            if not np.all(np.isfinite(stored)):
-                raise ValueError(f"cell {cell} holds codes that decode to NaN or infinite values")
-
-        return compressed
 
     # -- serialisation -------------------------------------------------------------------------------------
     def to_bytes(self) -> np.ndarray:

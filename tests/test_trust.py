@@ -445,6 +445,26 @@ def test_leftovers_of_an_older_hubroutes_interrupted_swap_are_recovered(router, 
     _assert_clean(parent)
 
 
+def test_a_save_after_one_that_died_between_two_renames_keeps_the_last_router(router, tmp_path, monkeypatch):
+    # Where paths cannot be swapped atomically, a save renames the router aside (.r.old-*) then the new one in;
+    # killed between the two, the next save must not delete the last router before its own is in place.
+    router.save_pretrained(tmp_path / "base")
+    parent = tmp_path / "p"
+    parent.mkdir()
+    shutil.copytree(tmp_path / "base", parent / ".r.old-0123456789ab")
+    shutil.copytree(tmp_path / "base", parent / ".r.staging-half")
+    (parent / ".r.staging-half" / "registry.json").unlink()  # the new one, half written
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr("hubroute.routing.serialization.write_json", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        router.save_pretrained(parent / "r")
+    assert HubRouter.from_pretrained(parent / "r").num_models == 3
+    _assert_clean(parent)
+
+
 _READER = textwrap.dedent(
     """
     import json, sys, time

@@ -284,6 +284,8 @@ def swapped_directory(
             raise FileExistsError(
                 f"{target} exists and is not a {kind}; refusing to replace it. Choose a new or empty folder."
             )
+        if not target.exists() and not target.is_symlink():
+            _restore(target, replaceable)  # the last router, if a save died between its two renames
         _clean(target)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
         try:
@@ -309,6 +311,30 @@ def swapped_directory(
                 _remove(staging)
 
 
+def _restore(target: Path, is_complete: Callable[[Path], bool]) -> Path | None:
+    """Under the parent's lock, with ``target`` missing: rename the newest complete leftover back to ``target``.
+
+    Returns:
+        ``target`` once restored, the leftover itself when it cannot be moved, ``None`` when there is none.
+    """
+    complete = [
+        path
+        for infix in ("old", "v", "replaced")
+        for path in _leftovers(target, infix)
+        if path.is_dir() and not path.is_symlink() and is_complete(path)
+    ]
+    if not complete:
+        return None
+    best = max(complete, key=lambda p: (p / "config.json").stat().st_mtime_ns)
+    try:
+        os.rename(best, target)
+        _fsync_directory(target.parent)
+    except OSError:
+        return best
+    logger.warning("Recovered %s from an interrupted save (%s).", target, best.name)
+    return target
+
+
 def recover_directory(target: Path, is_complete: Callable[[Path], bool]) -> Path:
     """Return ``target``, first putting back the last complete folder when a save was interrupted while
     ``target`` was missing: between the two renames of a system that cannot swap atomically
@@ -320,24 +346,13 @@ def recover_directory(target: Path, is_complete: Callable[[Path], bool]) -> Path
     target = Path(target)
     if target.exists() or target.is_symlink() or not target.parent.is_dir():
         return target
-    candidates = [_leftovers(target, infix) for infix in ("old", "v", "replaced")]
-    if not any(candidates):
+    if not any(_leftovers(target, infix) for infix in ("old", "v", "replaced")):
         return target
     lock = folder_lock(target.parent) if os.access(target.parent, os.W_OK) else contextlib.nullcontext()
     with lock:
         if target.exists():  # a save was running: it finished
             return target
-        complete = [p for group in candidates for p in group if p.exists() and is_complete(p)]
-        if not complete:
-            return target
-        best = max(complete, key=lambda p: (p / "config.json").stat().st_mtime_ns)
-        try:
-            os.rename(best, target)
-            _fsync_directory(target.parent)
-        except OSError:
-            return best
-        logger.warning("Recovered %s from an interrupted save (%s).", target, best.name)
-        return target
+        return _restore(target, is_complete) or target
 
 
 def _same_folder(target: Path, opened: os.stat_result) -> bool:

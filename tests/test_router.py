@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -188,12 +187,10 @@ def test_save_then_load_gives_identical_scores(router, tmp_path):
 
 
 def _leftovers(parent: Path, name: str = "r") -> list[str]:
-    """What lies beside the router ``parent / name`` besides the router itself: its link, the version it
-    points to, the version the last save replaced (kept for readers still reading it) and its lock file."""
-    current = os.readlink(parent / name)
-    kept = {name, f"{name}.lock", current}
-    versions = [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.v-") and p.name != current]
-    return sorted(p.name for p in parent.iterdir() if p.name not in kept and p.name not in versions[:1])
+    """What lies beside the router ``parent / name`` besides the router itself (a plain folder): nothing should
+    (no staging or old folder, no lock file, no hidden version)."""
+    assert (parent / name).is_dir() and not (parent / name).is_symlink()
+    return sorted(p.name for p in parent.iterdir() if p.name != name)
 
 
 def test_saving_replaces_an_old_router_atomically(router, tmp_path):
@@ -265,7 +262,9 @@ def test_mismatched_files_are_detected(saved, router, tmp_path):
     router.save_pretrained(tmp_path / "bigger")
     (saved / "registry.json").write_text((tmp_path / "bigger" / "registry.json").read_text())
     config = json.loads((saved / "config.json").read_text())
-    config["checksums"].pop("registry.json")
+    bigger = json.loads((tmp_path / "bigger" / "config.json").read_text())
+    # re-signed, as a forger would
+    config["checksums"]["registry.json"] = bigger["checksums"]["registry.json"]
     (saved / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="different checkpoints"):
         HubRouter.from_pretrained(saved)

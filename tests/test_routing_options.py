@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from hubroute import CheckpointError, HubRouter, ModelRecord, UnknownModelError
+from hubroute._utils.io import sha256_file
 from hubroute.routing.index import IndexSpec, ScoringIndex
 from hubroute.routing.options import (
     RouteFilter,
@@ -601,14 +602,18 @@ def test_an_index_built_for_other_embeddings_is_refused(ivf_router, tmp_path):
     config = json.loads((tmp_path / "b" / "config.json").read_text())
     with pytest.raises(CheckpointError, match="checksum"):
         HubRouter.from_pretrained(tmp_path / "b")
-    config["checksums"].pop("index.safetensors")
+    config["checksums"]["index.safetensors"] = sha256_file(tmp_path / "b" / "index.safetensors")  # re-signed
     (tmp_path / "b" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="built for other model embeddings"):
         HubRouter.from_pretrained(tmp_path / "b")
     (tmp_path / "b" / "index.safetensors").write_bytes(b"not safetensors")
+    config["checksums"]["index.safetensors"] = sha256_file(tmp_path / "b" / "index.safetensors")
+    (tmp_path / "b" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="not a readable hubroute index"):
         HubRouter.from_pretrained(tmp_path / "b")
     (tmp_path / "b" / "index.safetensors").unlink()
+    config["checksums"].pop("index.safetensors")
+    (tmp_path / "b" / "config.json").write_text(json.dumps(config))
     assert HubRouter.from_pretrained(tmp_path / "b").route(PROMPTS[0])  # rebuilt lazily
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -531,7 +532,7 @@ def test_a_revision_that_fails_to_load_keeps_the_old_router_serving(
         assert metrics(srv)["hubroute_reloads_total{outcome=failed}"] == 1
         reply = httpx.post(f"{srv.url}/v1/route", json={"prompt": "transcribe"})
         assert reply.status_code == 200 and reply.json()["revision"] == before
-        folder.unlink()  # a saved router is a link to its current version: removing the link removes it
+        shutil.rmtree(folder)  # the router is deleted
         threading.Event().wait(0.3)  # a missing folder is not a new revision
         assert httpx.post(f"{srv.url}/v1/route", json={"prompt": "transcribe"}).json()["revision"] == before
 

@@ -7,6 +7,7 @@ training-data errors that name the file and line.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -240,6 +241,7 @@ def test_another_routers_weights_with_this_training_state_are_refused(saved, tin
     for name in ("model.safetensors", "registry.json"):
         (saved / name).write_bytes((tmp_path / "other" / name).read_bytes())
     _resign(saved, "model.safetensors", "registry.json")
+    _write_config(saved, {**_config(saved), "num_models": 2})
     with pytest.raises(
         CheckpointError,
         match=r"training_state.json of .*'replay' example 0 cites model 'openai/whisper-small', which is not in registry.json",
@@ -328,22 +330,27 @@ _KILLING_SAVES = textwrap.dedent(
     import json, os, shutil, signal, sys
     from pathlib import Path
 
+    import hubroute._utils.io as io
     from hubroute import HubRouter, ModelRecord
 
     root, start = Path(sys.argv[1]), sys.argv[2]
     old = HubRouter.from_pretrained(root / "base")
     new = HubRouter.from_pretrained(root / "base")
     new.add_models([ModelRecord("new/model", card_text="A new model.")])
-    real_replace, real_symlink = os.replace, os.symlink
+    STEPS = [(os, "replace"), (os, "rename"), (os, "unlink"), (os, "symlink"), (shutil, "rmtree"), (io, "_exchange")]
+    real = {(module.__name__, name): getattr(module, name) for module, name in STEPS}
     outcomes = []
-    for kill_at in range(1, 40):
+    for kill_at in range(1, 60):
         target = root / str(kill_at) / "r"
-        if start == "linked":
+        if start == "linked":  # as hubroute < 0.x saved routers: a link to a hidden version, and a lock file
+            target.parent.mkdir(parents=True)
+            shutil.copytree(root / "base", target.parent / ".r.v-0123456789ab")
+            os.symlink(".r.v-0123456789ab", target)
+            (target.parent / "r.lock").touch()
+        else:
             old.save_pretrained(target)
-        else:  # a plain folder, as older hubroutes wrote
-            shutil.copytree(root / "base", target)
         pid = os.fork()
-        if pid == 0:  # the saving process, killed at its kill_at-th os.replace / os.symlink
+        if pid == 0:  # the saving process, killed at its kill_at-th rename / unlink / rmtree / swap
             calls = 0
 
             def killing(function):
@@ -355,7 +362,10 @@ _KILLING_SAVES = textwrap.dedent(
                     return function(*args, **kwargs)
                 return call
 
-            os.replace, os.symlink = killing(real_replace), killing(real_symlink)
+            for module, name in STEPS:
+                setattr(module, name, killing(real[module.__name__, name]))
+            if start == "no-exchange":  # a system without renameat2(RENAME_EXCHANGE)
+                io._exchange = killing(lambda first, second: False)
             new.save_pretrained(target)
             os._exit(0)
         _, status = os.waitpid(pid, 0)
@@ -365,9 +375,9 @@ _KILLING_SAVES = textwrap.dedent(
         except Exception as err:
             loaded = f"{type(err).__name__}: {err}"
         old.save_pretrained(target)  # the next save cleans up what the killed one left
-        parent = target.parent
-        left = sorted(p.name for p in parent.iterdir() if p.name not in ("r", "r.lock", os.readlink(target)))
+        left = sorted(p.name for p in target.parent.iterdir() if p.name != "r")
         outcomes.append({"kill_at": kill_at, "killed": killed, "loaded": loaded, "left": left,
+                         "plain": target.is_dir() and not target.is_symlink(),
                          "after": HubRouter.from_pretrained(target).num_models})
         if not killed:
             break
@@ -384,32 +394,42 @@ def _env() -> dict[str, str]:
 def _python(script: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
     env = _env()
     return subprocess.run(
-        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300, **kwargs
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=600, **kwargs
     )
 
 
 def _assert_clean(parent: Path, name: str = "r") -> None:
-    """Beside the router: its link, its lock, the current version and at most the one it replaced."""
-    current = os.readlink(parent / name)
-    others = sorted(p.name for p in parent.iterdir() if p.name not in (name, f"{name}.lock", current))
-    assert len(others) <= 1 and all(o.startswith(f".{name}.v-") for o in others), others
+    """The router is a plain folder with nothing beside it: no link, lock file, hidden version or leftover."""
+    assert (parent / name).is_dir() and not (parent / name).is_symlink()
+    assert sorted(p.name for p in parent.iterdir()) == [name]
 
 
-@pytest.mark.parametrize("start", ["linked", "plain folder of an older hubroute"])
+@pytest.mark.parametrize("start", ["plain", "linked", "no-exchange"])
 def test_a_save_killed_at_any_step_never_loses_the_router(router, tmp_path, start):
     # One process loads the routers once, then forks a saving process per kill point: it is SIGKILLed at its
-    # n-th os.replace / os.symlink, and the forking process loads the path and saves again (cleanup).
+    # n-th rename / unlink / rmtree / atomic swap, and the forking process loads the path and saves again
+    # (cleanup). Starts: a plain folder; a link to a hidden version with a lock file, as older hubroutes saved;
+    # a plain folder on a system that cannot swap two paths atomically (two renames).
     router.save_pretrained(tmp_path / "base")
-    done = _python(_KILLING_SAVES, str(tmp_path), start.split()[0])
+    done = _python(_KILLING_SAVES, str(tmp_path), start)
     assert done.returncode == 0, done.stderr[-3000:]
     outcomes = json.loads(done.stdout.strip().splitlines()[-1])
     for outcome in outcomes:
         assert outcome["loaded"] in (3, 4), outcome  # the old router or the new one, never none
-        assert outcome["after"] == 3, outcome
-        assert len(outcome["left"]) <= 1 and all(n.startswith(".r.v-") for n in outcome["left"]), outcome
+        assert outcome["after"] == 3 and outcome["plain"] and outcome["left"] == [], outcome
     assert all(o["killed"] for o in outcomes[:-1]) and not outcomes[-1]["killed"]
     assert outcomes[-1]["loaded"] == 4 and {o["loaded"] for o in outcomes} == {3, 4}
     assert len(outcomes) >= 4  # kill points before, at and after the swap
+
+
+def test_a_saved_router_is_a_plain_folder_that_copies_with_cp(router, tmp_path):
+    target = tmp_path / "r"
+    router.save_pretrained(target)
+    router.save_pretrained(target)
+    _assert_clean(tmp_path)
+    assert not [p for p in target.rglob("*") if p.is_symlink() or p.name.endswith(".lock")]
+    subprocess.run(["cp", "-r", str(target), str(tmp_path / "copy")], check=True)  # no -L needed
+    assert HubRouter.from_pretrained(tmp_path / "copy").num_models == 3
 
 
 def test_leftovers_of_an_older_hubroutes_interrupted_swap_are_recovered(router, tmp_path):
@@ -422,7 +442,26 @@ def test_leftovers_of_an_older_hubroutes_interrupted_swap_are_recovered(router, 
     assert not (parent / "r").exists()
     assert HubRouter.from_pretrained(parent / "r").num_models == 3
     router.save_pretrained(parent / "r")
-    assert not list(parent.glob(".r.staging-*")) and not list(parent.glob(".r.replaced-*"))
+    _assert_clean(parent)
+
+
+def test_a_save_after_one_that_died_between_two_renames_keeps_the_last_router(router, tmp_path, monkeypatch):
+    # Where paths cannot be swapped atomically, a save renames the router aside (.r.old-*) then the new one in;
+    # killed between the two, the next save must not delete the last router before its own is in place.
+    router.save_pretrained(tmp_path / "base")
+    parent = tmp_path / "p"
+    parent.mkdir()
+    shutil.copytree(tmp_path / "base", parent / ".r.old-0123456789ab")
+    shutil.copytree(tmp_path / "base", parent / ".r.staging-half")
+    (parent / ".r.staging-half" / "registry.json").unlink()  # the new one, half written
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr("hubroute.routing.serialization.write_json", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        router.save_pretrained(parent / "r")
+    assert HubRouter.from_pretrained(parent / "r").num_models == 3
     _assert_clean(parent)
 
 
@@ -622,3 +661,638 @@ def test_train_checks_the_data_file_and_the_output_before_training(tmp_path, cap
         err = capsys.readouterr().err
         assert err.startswith("hubroute: error:") and str(output) in err and what in err, err
     assert (tmp_path / "file").read_text() == "precious"
+
+
+# -- Hub answers that are not JSON / UTF-8 ---------------------------------------------------------------------
+def test_a_corrupted_hub_answer_while_loading_names_the_repo_and_endpoint(
+    hub, make_repo_id, fresh_cache, saved
+):
+    from hubroute import HubAccessError
+
+    repo_id = make_repo_id("flipped")
+    HubRouter.from_pretrained(saved).push_to_hub(repo_id, token=hub.write_token)
+    hub.inject(r"/api/models/.*/(revision|tree|paths-info)/", status=None, corrupt=True, times=20)
+    with pytest.raises(HubAccessError) as info:
+        HubRouter.from_pretrained(repo_id)
+    message = str(info.value)
+    assert repo_id in message and "/api/models/" in message and "not valid" in message, message
+
+
+def test_a_push_whose_commit_landed_says_so_when_the_answer_is_corrupted(hub, make_repo_id, saved):
+    from huggingface_hub import HfApi
+
+    from hubroute import HubAccessError
+
+    repo_id = make_repo_id("landed")
+    router = HubRouter.from_pretrained(saved)
+    hub.inject(r"/api/models/.*/commit/", status=None, corrupt=True, method="POST")
+    with pytest.raises(HubAccessError) as info:
+        router.push_to_hub(repo_id, token=hub.write_token)
+    head = HfApi(token=hub.write_token).repo_info(repo_id).sha
+    message = str(info.value)
+    assert "committed" in message and head in message and repo_id in message, message
+    assert hub.write_token not in message
+    assert HubRouter.from_pretrained(repo_id).num_models == 3  # the commit did land
+
+
+def test_a_corrupted_model_listing_ends_the_crawl_with_a_hub_error(hub, tmp_path):
+    from hubroute import HubAccessError
+    from hubroute.update.crawl import crawl_hub
+
+    hub.add_repo(
+        "someone/model-a", files={"README.md": "---\npipeline_tag: text-classification\n---\nA model."}
+    )
+    hub.inject(r"^/api/models$", status=None, corrupt=True, times=50)
+    with pytest.raises(HubAccessError) as info:
+        crawl_hub(since="2000-01-01", state_path=tmp_path / "state.jsonl")
+    message = str(info.value)
+    assert "/api/models" in message and "not valid" in message, message
+
+
+# -- issue 30, item 2: a saved index is verified against the embeddings --------------------------------------
+def _clustered_router(config, size: int, seed: int = 0, **changes) -> HubRouter:
+    """A router of ``size`` models whose embeddings are noisy copies of 40 centres (no encoding needed)."""
+    import math
+
+    import numpy as np
+
+    router = HubRouter(dataclasses.replace(config, **changes))
+    dim = router.embedding_dim
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, dim)).astype(np.float32)
+    rows = centres[rng.integers(0, 40, size)] + 0.4 * rng.standard_normal((size, dim)).astype(
+        np.float32
+    ) / math.sqrt(dim)
+    router.registry.extend([ModelRecord(f"org/model-{i:05d}") for i in range(size)])
+    router.append_embeddings(torch.from_numpy(rows / np.linalg.norm(rows, axis=1, keepdims=True)))
+    return router.eval()
+
+
+def _edit_faiss(folder: Path, name: str, edit) -> None:
+    """Read the saved FAISS index, apply ``edit(index)``, write it back and re-sign it (a forger's edit)."""
+    import faiss
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    if name == "index.faiss":
+        index = faiss.read_index(str(folder / name))
+        edit(index)
+        faiss.write_index(index, str(folder / name))
+    else:
+        from safetensors import safe_open
+
+        with safe_open(str(folder / name), framework="numpy") as handle:
+            metadata = handle.metadata()
+        index = faiss.deserialize_index(load_file(str(folder / name))["index"])
+        edit(index)
+        save_file({"index": np.asarray(faiss.serialize_index(index))}, str(folder / name), metadata=metadata)
+    _resign(folder, name)
+
+
+def _ivf_lists(index):
+    """``[(cell, ids view, codes view)]`` of an IVF index: writable numpy views into the index's memory."""
+    import faiss
+
+    out = []
+    for cell in range(index.nlist):
+        count = index.invlists.list_size(cell)
+        if count:
+            ids = faiss.rev_swig_ptr(index.invlists.get_ids(cell), count)
+            codes = faiss.rev_swig_ptr(index.invlists.get_codes(cell), count * index.code_size)
+            out.append((cell, ids, codes))
+    return out
+
+
+def _shift_an_id(index):
+    _, ids, _ = _ivf_lists(index)[0]
+    ids[0] += index.ntotal  # an id past the registry
+
+
+def _nan_centroid(index):
+    import faiss
+
+    quantizer = faiss.downcast_index(index.quantizer)
+    faiss.rev_swig_ptr(quantizer.get_xb(), quantizer.ntotal * quantizer.d)[:3] = float("nan")
+
+
+def _scramble_codes(index):
+    import numpy as np
+
+    for _, _, codes in _ivf_lists(index)[:3]:
+        codes[:] = np.random.default_rng(0).integers(0, 256, len(codes), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def compressed_routers(tiny_encoder_path, tmp_path_factory) -> dict[str, Path]:
+    """Saved routers of 10,000 models with an IVF-PQ and an IVF-SQ8 index (FAISS files), and a second IVF-PQ
+    router of other models (its index is foreign to the first)."""
+    from hubroute import EncoderConfig, RouterConfig
+
+    config = RouterConfig(encoder=EncoderConfig(str(tiny_encoder_path), max_length=64), pq_m=8)
+    root = tmp_path_factory.mktemp("compressed")
+    folders = {}
+    for name, kind, seed in (("ivfpq", "ivfpq", 0), ("sq8", "sq8", 0), ("foreign", "ivfpq", 1)):
+        router = _clustered_router(config, 10_000, seed, index_kind=kind)
+        router.build_index()
+        router.save_pretrained(root / name)
+        folders[name] = root / name
+    return folders
+
+
+@pytest.mark.parametrize("kind", ["ivfpq", "sq8"])
+@pytest.mark.parametrize(
+    ("attack", "message"),
+    [
+        (_shift_an_id, r"cell \d+ holds ids outside \[0, 10000\)"),
+        (_nan_centroid, r"cell centroids hold NaN"),
+        (_scramble_codes, r"decodes .* farther from its embedding than its own quantiser's code"),
+    ],
+    ids=["id-past-the-registry", "NaN-centroid", "random-codes"],
+)
+def test_a_forged_compressed_index_is_refused_on_load(compressed_routers, tmp_path, kind, attack, message):
+    folder = tmp_path / "r"
+    shutil.copytree(compressed_routers[kind], folder)
+    _edit_faiss(folder, "index.faiss", attack)
+    with pytest.raises(
+        CheckpointError,
+        match=rf"index.faiss of .* is not an index of the model embeddings in model.safetensors: .*{message}.*Delete index.faiss and index.json",
+    ):
+        HubRouter.from_pretrained(folder)
+
+
+def test_another_routers_compressed_index_is_refused_even_with_this_routers_description(
+    compressed_routers, tmp_path
+):
+    folder = tmp_path / "r"
+    shutil.copytree(compressed_routers["ivfpq"], folder)
+    shutil.copy(compressed_routers["foreign"] / "index.faiss", folder / "index.faiss")
+    _resign(folder, "index.faiss")  # index.json still describes (and hashes) this router's embeddings
+    with pytest.raises(CheckpointError, match=r"index.faiss of .* is not an index of the model embeddings"):
+        HubRouter.from_pretrained(folder)
+
+
+def test_a_verified_compressed_index_loads_and_routes_as_saved(compressed_routers):
+    for kind in ("ivfpq", "sq8"):
+        router = HubRouter.from_pretrained(compressed_routers[kind])
+        assert router._index is not None and router._index.kind == kind  # the saved index, checked, is used
+        check = router._index.verify(router._exact_rows, router.num_models, router.embedding_dim)
+        assert check.code_gap <= 1e-4 and check.cells_checked == 4096 and check.size == 10_000
+
+
+def test_a_huge_size_field_in_an_index_is_a_checkpoint_error(tiny_config, tmp_path):
+    # An IVF index's inverted lists start with their sizes; one of 3 GiB vectors made FAISS's reader raise a
+    # bare MemoryError.
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    router = _clustered_router(tiny_config, 600, index_kind="ivf")
+    folder = _save(router, tmp_path)
+    nlist = router._scoring_index().nlist
+    path = folder / "index.safetensors"
+    with safe_open(str(path), framework="numpy") as handle:
+        metadata, data = handle.metadata(), bytearray(handle.get_tensor("index").tobytes())
+    last_size = data.find(b"ilar") + 32 + 8 * (nlist - 1)  # "ilar", nlist, code size, "full", count, sizes
+    data[last_size : last_size + 8] = (3 << 30).to_bytes(8, "little")
+    save_file({"index": np.frombuffer(bytes(data), dtype=np.uint8)}, str(path), metadata=metadata)
+    _resign(folder, "index.safetensors")
+    with pytest.raises(
+        CheckpointError, match=r"index.safetensors of .*: it declares more data than can be allocated"
+    ):
+        HubRouter.from_pretrained(folder)
+
+
+def _save(router: HubRouter, tmp_path: Path, **changes) -> Path:
+    router.config = dataclasses.replace(router.config, **changes)
+    router.encoder.fine_tuned = True
+    router.save_pretrained(tmp_path / "r")
+    return tmp_path / "r"
+
+
+def _nan_vector(index):
+    import faiss
+
+    flat = faiss.downcast_index(index.storage) if hasattr(index, "storage") else None
+    if flat is not None:  # HNSW: its flat storage
+        faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d)[5] = float("nan")
+    else:  # IVF-Flat: the codes are the float vectors
+        _, _, codes = _ivf_lists(index)[0]
+        codes.view("float32")[0] = float("nan")
+
+
+def _foreign_vector(index):
+    import faiss
+
+    flat = faiss.downcast_index(index.storage) if hasattr(index, "storage") else None
+    if flat is not None:
+        faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d)[: flat.d] *= -1.0
+    else:
+        _, _, codes = _ivf_lists(index)[0]
+        codes.view("float32")[: index.d] *= -1.0
+
+
+def _link_past_the_end(index):
+    import faiss
+
+    neighbours = faiss.vector_to_array(index.hnsw.neighbors)
+    neighbours[0] = index.ntotal + 5
+    faiss.copy_array_to_vector(neighbours, index.hnsw.neighbors)
+
+
+@pytest.mark.parametrize(
+    ("kind", "attack", "message"),
+    [
+        ("ivf", _nan_vector, r"vectors stored in cell \d+ are not the normalised model embeddings"),
+        ("ivf", _foreign_vector, r"vectors stored in cell \d+ are not the normalised model embeddings"),
+        ("ivf", _shift_an_id, r"cell \d+ holds ids outside"),
+        ("hnsw", _nan_vector, r"vectors stored in rows 0-\d+ are not the normalised model embeddings"),
+        ("hnsw", _foreign_vector, r"vectors stored in rows 0-\d+ are not the normalised model embeddings"),
+        (
+            "hnsw",
+            _link_past_the_end,
+            r"graph links point outside the \d+ stored vectors|faiss::validate_HNSW.*out of range",
+        ),
+    ],
+    ids=["ivf-NaN", "ivf-foreign", "ivf-id-past", "hnsw-NaN", "hnsw-foreign", "hnsw-link-past"],
+)
+def test_a_forged_index_safetensors_is_refused_on_load(tiny_config, tmp_path, kind, attack, message):
+    router = _clustered_router(tiny_config, 600, index_kind=kind)
+    folder = _save(router, tmp_path)
+    _edit_faiss(folder, "index.safetensors", attack)
+    with pytest.raises(
+        CheckpointError,
+        match=rf"index.safetensors of .*: .*({message})",
+    ):
+        HubRouter.from_pretrained(folder)
+    assert HubRouter.from_pretrained(_save(router, tmp_path)).route("x", top_k=3)  # the unedited one loads
+
+
+# -- issue 30, item 3: every file the loader reads is in the manifest ------------------------------------------
+@pytest.mark.parametrize(
+    "name",
+    [
+        "model.safetensors",
+        "registry.json",
+        "training_state.json",
+        "calibration.json",
+        "index.faiss",
+        "index.json",
+    ],
+)
+def test_a_file_the_loader_reads_must_be_listed(router, tmp_path, name):
+    if name == "calibration.json":
+        router.calibrate(["transcribe this podcast"], ["openai/whisper-small"], coverage=1.0)
+    folder = _save(router, tmp_path, index_kind="sq8" if name.startswith("index") else "auto")
+    assert (folder / name).is_file()
+    config = _config(folder)
+    del config["checksums"][name]
+    _write_config(folder, config)
+    with pytest.raises(CheckpointError, match=rf"{name} of .* is not listed in the checksums of config.json"):
+        HubRouter.from_pretrained(folder)
+
+
+def test_negated_weights_with_their_checksum_removed_are_refused(saved):
+    _rewrite_weights(saved, lambda t: t["model_embeddings"].neg_())
+    config = _config(saved)
+    del config["checksums"]["model.safetensors"]
+    _write_config(saved, config)
+    with pytest.raises(CheckpointError, match="model.safetensors of .* is not listed"):
+        HubRouter.from_pretrained(saved)
+
+
+def test_a_router_listing_nothing_is_refused(saved):
+    config = _config(saved)
+    config["checksums"] = {}
+    _write_config(saved, config)
+    with pytest.raises(
+        CheckpointError,
+        match=r"config.json of .* lists no checksums, but the folder holds files the loader reads \(model.safetensors, registry.json",
+    ):
+        HubRouter.from_pretrained(saved)
+
+
+def test_a_symlinked_folder_inside_the_encoder_is_refused(saved, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "tokenizer_config.json").write_text("{}")
+    (saved / "encoder" / "model" / "extra").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(CheckpointError, match=r"encoder/model/extra of .* is a symbolic link to a folder"):
+        HubRouter.from_pretrained(saved)
+
+
+def test_files_the_loader_never_reads_are_left_alone(saved):
+    # A file another tool keeps beside the router (an ONNX export, a Trainer's optimizer state) is never
+    # opened, so it needs no checksum; the loader reads the router's own files only.
+    (saved / "encoder.onnx").write_bytes(b"not a model hubroute reads")
+    (saved / "optimizer.pt").write_bytes(b"never unpickled")
+    assert HubRouter.from_pretrained(saved).num_models == 3
+
+
+# -- issue 30, item 5: every value read from a router folder is bounded and checked at load --------------------
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _set_deep_info(folder: Path) -> None:
+    text = (folder / "config.json").read_text()
+    (folder / "config.json").write_text(text[:-1] + f', "deep": {_deep(100_000)}}}')
+
+
+def _set_deep_registry(folder: Path) -> None:
+    (folder / "registry.json").write_text(_deep(100_000))
+    _resign(folder, "registry.json")
+
+
+def _set_registry_field(field: str, value):
+    def edit(folder: Path) -> None:
+        _edit_json(folder, "registry.json", lambda r: r[0].update({field: value}))
+
+    return edit
+
+
+def _set_router_field(field: str, value):
+    def edit(folder: Path) -> None:
+        config = _config(folder)
+        config["router"][field] = value
+        _write_config(folder, config)
+
+    return edit
+
+
+def _int8_weights(folder: Path) -> None:
+    _rewrite_weights(folder, lambda t: t.update(model_embeddings=t["model_embeddings"].to(torch.int8)))
+
+
+def _flat_embeddings(folder: Path) -> None:
+    _rewrite_weights(folder, lambda t: t.update(model_embeddings=t["model_embeddings"].reshape(-1)))
+
+
+def _mismatched_encoder_config(folder: Path) -> None:
+    _edit_json(folder, "encoder/model/config.json", lambda c: c.update(hidden_size=c["hidden_size"] * 2))
+
+
+def _pooling_mode_false(folder: Path) -> None:
+    name = "encoder/model/1_Pooling/config.json"
+    _edit_json(
+        folder,
+        name,
+        lambda c: (
+            [c.pop(k) for k in list(c) if k.startswith("pooling_mode")] and c.update(pooling_mode=False)
+        ),
+    )
+
+
+def _checksum_key(key: str):
+    def edit(folder: Path) -> None:
+        config = _config(folder)
+        config["checksums"][key] = "0" * 64
+        _write_config(folder, config)
+
+    return edit
+
+
+def _calibration(thresholds: str):
+    def edit(folder: Path) -> None:
+        (folder / "calibration.json").write_text(
+            f'{{"thresholds": {thresholds}, "coverage": 1.0, "num_prompts": 1, "precision": {{}}, "answered": {{}}}}'
+        )
+        _resign(folder, "calibration.json")
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_set_deep_info, r"config.json of .* is not valid JSON \(it nests arrays or objects deeper than"),
+        (
+            _set_deep_registry,
+            r"registry.json of .* is not valid JSON \(it nests arrays or objects deeper than",
+        ),
+        (
+            _set_registry_field("created_at", 10**30),
+            r"registry.json of .*: entry 0 .* field 'created_at' must be milliseconds since the epoch between 0 and",
+        ),
+        (
+            _int8_weights,
+            r"model.safetensors of .*: tensor 'model_embeddings' holds int8 values; it must be floating point",
+        ),
+        (
+            _flat_embeddings,
+            r"model.safetensors of .*: tensor 'model_embeddings' has shape \(\d+,\), not \[any x any\]",
+        ),
+        (
+            _mismatched_encoder_config,
+            r"The encoder in encoder/model/ of .* could not be loaded \(.*\): its JSON configs",
+        ),
+        (_pooling_mode_false, r"The encoder in encoder/model/ of .* could not be loaded"),
+        (
+            _checksum_key("model\x00.safetensors"),
+            r"config.json of .* lists a checksum for .*, which holds a control character",
+        ),
+        (
+            _checksum_key("x" * 10_000),
+            r"config.json of .* lists a checksum for 'xxx.*\(10000 characters\): a path longer than",
+        ),
+        (
+            _set_router_field("hnsw_m", 1),
+            r"config.json of .*: 'router.hnsw_m' must be an integer from 2 to 512, got 1",
+        ),
+        (
+            _set_router_field("domain_prior", 1e308),
+            r"config.json of .* describes an invalid router: RouterConfig.domain_prior must be a number from 0 \(off\) to 1000",
+        ),
+        (
+            _set_router_field("rerank_weight", 1e308),
+            r"config.json of .* describes an invalid router: RouterConfig.rerank_weight must be a number from 0 to 1000",
+        ),
+        (
+            _set_router_field("level_candidates", 10**12),
+            r"config.json of .*: 'router.level_candidates' must be an integer from 1 to 100000",
+        ),
+        (
+            _calibration('{"model": NaN, "family": null, "domain": null}'),
+            r"calibration.json of .* is not a valid calibration \(NaN is not a number JSON allows",
+        ),
+        (
+            _calibration('{"model": 1.5, "family": null, "domain": null}'),
+            r"calibration.json of .*: thresholds\['model'\] must be null or a finite score of at most 1, got 1.5",
+        ),
+    ],
+    ids=[
+        "deep-config",
+        "deep-registry",
+        "created_at-1e30",
+        "int8-tensor",
+        "1-D-embeddings",
+        "encoder-config-sizes",
+        "pooling_mode-false",
+        "NUL-checksum-key",
+        "huge-checksum-key",
+        "hnsw_m-1",
+        "domain_prior-1e308",
+        "rerank_weight-1e308",
+        "level_candidates-1e12",
+        "calibration-NaN",
+        "calibration-above-1",
+    ],
+)
+def test_malformed_signed_values_are_checkpoint_errors_naming_file_and_field(saved, edit, message):
+    edit(saved)
+    with pytest.raises(CheckpointError, match=message):
+        HubRouter.from_pretrained(saved)
+
+
+@pytest.fixture
+def saved_with_reranker(router, tiny_encoder_path, tmp_path) -> Path:
+    from hubroute.routing.rerank import Reranker
+
+    router.reranker = Reranker(str(tiny_encoder_path), max_length=48)
+    router.config = dataclasses.replace(router.config, rerank_top_k=2)
+    router.save_pretrained(tmp_path / "r")
+    return tmp_path / "r"
+
+
+def test_a_reranker_config_that_does_not_fit_its_weights_is_a_checkpoint_error(saved_with_reranker):
+    _edit_json(
+        saved_with_reranker, "reranker/config.json", lambda c: c.update(hidden_size=c["hidden_size"] * 2)
+    )
+    with pytest.raises(CheckpointError, match=r"The re-ranker in reranker/ of .* could not be loaded"):
+        HubRouter.from_pretrained(saved_with_reranker)
+
+
+def test_a_reranker_max_length_beyond_its_positions_is_refused_at_load(saved_with_reranker):
+    config = _config(saved_with_reranker)
+    config["reranker"]["max_length"] = 10_000  # the tiny model has 128 positions (MiniLM: 512)
+    _write_config(saved_with_reranker, config)
+    with pytest.raises(
+        CheckpointError, match=r"config.json of .*: Reranker max_length is 10000, but .* at most 128 tokens"
+    ):
+        HubRouter.from_pretrained(saved_with_reranker)
+
+
+# -- issue 30, item 4 (registry side): model ids are validated where they enter -------------------------------
+BAD_IDS = ["evil/model\r\nX-Injected: 1", "evil/\x00model", "a" * 300, "two//slashes", "evil/model\u2028"]
+
+
+@pytest.mark.parametrize(
+    "model_id", BAD_IDS, ids=["CRLF", "NUL", "300-chars", "bad-grammar", "line-separator"]
+)
+def test_bad_model_ids_are_refused_in_training_files(tmp_path, model_id):
+    from hubroute import DataFormatError
+    from hubroute.training.data import load_experience_file
+
+    path = tmp_path / "data.jsonl"
+    rows = [{"prompt": "a", "model_id": "good/model"}, {"prompt": "b", "model_id": model_id}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DataFormatError, match=r"data.jsonl, line 2: 'model_id' .*"):
+        load_experience_file(path)
+
+
+@pytest.mark.parametrize(
+    "model_id", BAD_IDS, ids=["CRLF", "NUL", "300-chars", "bad-grammar", "line-separator"]
+)
+def test_bad_model_ids_are_refused_by_add_models_and_in_a_saved_registry(router, saved, model_id):
+    with pytest.raises(ValueError, match="model_id"):
+        router.add_models([ModelRecord(model_id, card_text="x")])
+    record = ModelRecord("fine/model")
+    record.model_id = model_id  # changed after it was built
+    with pytest.raises(ValueError, match="nothing was added"):
+        router.add_models([record])
+    assert router.num_models == 3
+    _edit_json(saved, "registry.json", lambda r: r[1].update(model_id=model_id))
+    with pytest.raises(CheckpointError, match=r"registry.json of .*: entry 1 field 'model_id'"):
+        HubRouter.from_pretrained(saved)
+
+
+def test_ids_that_are_not_hub_ids_but_printable_stay_accepted(router):
+    # CMRBench names a few targets that are not Hub repos, e.g. "RandomForestRegressor()"; an id without a
+    # "/" only has to be printable text.
+    assert router.add_models(
+        [ModelRecord("RandomForestRegressor(max_depth=10)", card_text="x"), ModelRecord("gpt2")]
+    )
+
+
+# -- issue 30, item 7: every row's columns are read ------------------------------------------------------------
+def test_a_column_missing_from_the_first_line_is_read_from_the_others(tmp_path):
+    from hubroute.training.data import load_experience_file, records_from_rows
+
+    path = tmp_path / "data.jsonl"
+    rows = [
+        {"prompt": "transcribe this", "model_id": "openai/whisper-small"},
+        {"prompt": "find the cats", "model_id": "facebook/detr-resnet-50", "domain": "CV Detection",
+         "card_text": "Finds objects.", "license": "apache-2.0", "created_at": 1_700_000_000_000},
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = load_experience_file(path)
+    assert dataset["card_text"] == [None, "Finds objects."] and dataset["created_at"] == [
+        None,
+        1_700_000_000_000,
+    ]
+    detr = {r.model_id: r for r in records_from_rows(dataset)}["facebook/detr-resnet-50"]
+    assert (detr.domain, detr.card_text, detr.license) == ("CV Detection", "Finds objects.", "apache-2.0")
+
+
+def test_feedback_reads_the_card_a_later_line_carries(tmp_path, router):
+    from hubroute.update.feedback import read_feedback
+
+    path = tmp_path / "feedback.jsonl"
+    rows = [
+        {"prompt": "transcribe this", "model_id": "openai/whisper-small"},
+        {
+            "prompt": "new thing",
+            "model_id": "new/model",
+            "card_text": "Does a new thing.",
+            "domain": "NLP New",
+        },
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset, counts = read_feedback([path], router.registry)
+    assert counts == [2] and dataset["card_text"][1] == "Does a new thing."
+
+
+@pytest.mark.parametrize(("value", "suffix"), [(10**30, "jsonl"), (-5, "jsonl"), (10**30, "csv")])
+def test_an_unusable_created_at_names_file_line_and_field(tmp_path, value, suffix):
+    from hubroute import DataFormatError
+    from hubroute.training.data import load_experience_file
+
+    path = tmp_path / f"data.{suffix}"
+    if suffix == "csv":
+        path.write_text(f"prompt,model_id,created_at\na,m,1\nb,m,{value}\n")
+    else:
+        rows = [{"prompt": "a", "model_id": "m"}, {"prompt": "b", "model_id": "m", "created_at": value}]
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(
+        DataFormatError, match=rf"data.{suffix}, line \d: 'created_at' must be milliseconds since the epoch"
+    ):
+        load_experience_file(path)
+
+
+def test_the_load_time_bench_times_the_load_and_the_index_check(tiny_config, tmp_path):
+    from hubroute.bench.load_time import format_load_table, run_load_benchmark
+
+    base = _clustered_router(tiny_config, 600, index_kind="ivf")
+    results = run_load_benchmark(base, [600, 2_000], rounds=2, folder=tmp_path, threads=None)
+    small, large = results["saved"]
+    assert small["index"] == large["index"] == "ivf" and large["models"] == 2_000
+    for entry in results["saved"]:
+        assert len(entry["loads_s"]) == len(entry["checks_s"]) == 2
+        assert 0 < entry["check_s"] < entry["load_s"] and entry["check"]["size"] == entry["models"]
+    table = format_load_table(results)
+    assert "| 2,000 | ivf |" in table and "peak RSS" in table
+
+
+def test_an_index_grown_in_place_still_verifies(tiny_config, tmp_path):
+    import numpy as np
+
+    router = _clustered_router(tiny_config, 3_000, index_kind="ivf")
+    router.build_index()
+    grown = _clustered_router(tiny_config, 3_500, seed=1)
+    router.registry.extend(list(grown.registry)[3_000:])
+    router.append_embeddings(grown.model_embeddings.detach()[3_000:])
+    with torch.no_grad():
+        router.model_embeddings[:10] = grown.model_embeddings.detach()[:10]  # rows moved by training
+    index = router.update_index(np.arange(10))
+    assert index.size == 3_500 and index.nlist == router.index_spec().cells_for(3_000)  # as trained
+    loaded = HubRouter.from_pretrained(_save(router, tmp_path))
+    assert loaded._index is not None and loaded._index.size == 3_500

@@ -18,7 +18,7 @@ from ..errors import (
     IncompatibleCheckpointError,
 )
 
-__all__ = ["describe_repo", "describe_http_error", "hub_errors", "http_status"]
+__all__ = ["bad_answer", "describe_repo", "describe_http_error", "hub_errors", "http_status"]
 
 
 def describe_repo(repo_id: str, revision: str | None = None, repo_type: str = "model") -> str:
@@ -114,6 +114,50 @@ def _network_error(err: BaseException, what: str, *, write: bool, repo_id: str) 
     return HubAccessError(describe_http_error(err, what, write=write, repo_id=repo_id))
 
 
+def _answered_request(err: BaseException) -> str | None:
+    """``"GET /api/models/..."``: the request whose answer the client was reading when ``err`` was raised
+    (the HTTP response object in the innermost frame of its traceback that holds one), if any."""
+    import httpx2
+
+    found = None
+    tb = err.__traceback__
+    while tb is not None:  # outermost to innermost: keep the innermost
+        for name in ("self", "response", "r"):
+            value = tb.tb_frame.f_locals.get(name)
+            if isinstance(value, httpx2.Response):
+                found = value
+                break
+        tb = tb.tb_next
+    if found is None:
+        return None
+    try:
+        return f"{found.request.method} {found.request.url.path}"
+    except RuntimeError:  # a response built without its request
+        return None
+
+
+def bad_answer(err: BaseException) -> str | None:
+    """Describe a Hub answer that is not valid UTF-8 or JSON (``err`` a decoding error raised while the client
+    read it), naming the request; ``None`` for any other error.
+
+    Args:
+        err: The exception.
+
+    Returns:
+        E.g. ``"the Hub's answer to GET /api/models is not valid UTF-8 (byte 0xff at 281)"``.
+    """
+    import json
+
+    if isinstance(err, UnicodeDecodeError):
+        what = f"valid UTF-8 (byte 0x{err.object[err.start]:02x} at {err.start})"
+    elif isinstance(err, json.JSONDecodeError):
+        what = f"valid JSON ({err.msg} at {err.pos})"
+    else:
+        return None
+    request = _answered_request(err)
+    return f"the Hub's answer{f' to {request}' if request else ''} is not {what}"
+
+
 def _repo_file(err: Any) -> str:
     """The repo path of the file a ``/resolve/<revision>/<path>`` request was for (else its last segment)."""
     path = str(err.response.url.path)
@@ -145,7 +189,8 @@ def hub_errors(
         CheckpointNotFoundError: missing repo or revision, an invalid repo id, or nothing (complete) cached
             while offline.
         IncompatibleCheckpointError: the repo exists but holds no hubroute router.
-        HubAccessError: gated/private without access, 401/403, 412, 429, 5xx, timeouts and network failures.
+        HubAccessError: gated/private without access, 401/403, 412, 429, 5xx, timeouts and network failures,
+            and answers that are not valid UTF-8 or JSON (naming the request).
     """
     import httpx2
     from huggingface_hub import errors as hf
@@ -198,9 +243,18 @@ def hub_errors(
     except (hf.HfHubHTTPError, httpx2.TransportError) as err:
         raise _network_error(err, what, write=write, repo_id=repo_id) from err
     except ValueError as err:  # "Force download failed due to the above error.", raised from the HTTP error
+        if isinstance(err, HubRouteError):  # our own errors (CheckpointError...) pass through
+            raise
+        damaged = bad_answer(err)
+        if damaged is not None:
+            landed = (
+                " Check the repo's history before pushing again: the change may have landed." if write else ""
+            )
+            raise HubAccessError(
+                f"A request for {what} failed: {damaged}. A proxy or the network damaged it, or the Hub failed; "
+                f"retry.{landed}"
+            ) from err
         cause = _network_cause(err)
-        if cause is None or isinstance(
-            err, HubRouteError
-        ):  # our own errors (CheckpointError...) pass through
+        if cause is None:
             raise
         raise _network_error(cause, what, write=write, repo_id=repo_id) from err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import FrozenInstanceError, asdict, dataclass, field, fields
 from typing import Any
@@ -11,6 +10,13 @@ from .._utils.validation import check_scalar_fields
 from .encoder import EncoderConfig
 
 __all__ = ["RouterConfig"]
+
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-4, 100.0
+"""Range of ``RouterConfig.temperature``: scores are cosines, so a temperature outside it turns every softmax
+into an argmax (or a uniform draw) and makes log-sum-exps overflow."""
+MAX_WEIGHT = 1000.0
+"""Largest ``domain_prior`` / ``rerank_weight``: beyond it one term swamps the others entirely (and 1e308
+overflows float32 scores to infinity)."""
 
 
 @dataclass
@@ -89,18 +95,23 @@ class RouterConfig:
 
     def __post_init__(self) -> None:
         check_scalar_fields(self)
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise ValueError(f"RouterConfig.temperature must be a positive number, got {self.temperature}.")
-        if not (self.domain_prior >= 0 and math.isfinite(self.domain_prior)):
+        if not (MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE):
             raise ValueError(
-                f"RouterConfig.domain_prior must be a number >= 0 (0: off), got {self.domain_prior}."
+                f"RouterConfig.temperature must be a number from {MIN_TEMPERATURE} to {MAX_TEMPERATURE}, got "
+                f"{self.temperature}."
+            )
+        if not (0 <= self.domain_prior <= MAX_WEIGHT):
+            raise ValueError(
+                f"RouterConfig.domain_prior must be a number from 0 (off) to {MAX_WEIGHT}, got {self.domain_prior}."
             )
         if self.rerank_top_k < 0:
             raise ValueError(
                 f"RouterConfig.rerank_top_k must be an integer >= 0 (0: off), got {self.rerank_top_k}."
             )
-        if not (self.rerank_weight >= 0 and math.isfinite(self.rerank_weight)):
-            raise ValueError(f"RouterConfig.rerank_weight must be a number >= 0, got {self.rerank_weight}.")
+        if not (0 <= self.rerank_weight <= MAX_WEIGHT):
+            raise ValueError(
+                f"RouterConfig.rerank_weight must be a number from 0 to {MAX_WEIGHT}, got {self.rerank_weight}."
+            )
         object.__setattr__(self, "_built", True)
 
     def __setattr__(self, name: str, value: Any) -> None:

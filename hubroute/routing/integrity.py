@@ -1,35 +1,43 @@
-"""What a router folder must satisfy before any of it is used: a full checksum manifest, safetensors only, and
-values that make sense together.
+"""What a router folder must satisfy before any of it is used: a complete checksum manifest, safetensors only,
+and values that make sense together.
 
 Every check raises a :class:`~hubroute.errors.CheckpointError` naming the file (and the field or tensor) at
 fault, so a hand-edited, truncated, mixed-up or hostile folder is refused on load instead of routing wrongly.
 
-- **Manifest.** ``config.json``'s ``checksums`` lists *every* file of the folder by its path relative to the
-  folder (``encoder/model/1_Pooling/config.json`` included), except two: ``config.json`` itself, which holds
-  the manifest, and the top-level ``README.md``, the model card, which the Hub may rewrite. Keys must be
-  normalised relative paths (no ``..``, not absolute) and must not lead out of the folder through a
-  symlink; a file under ``encoder/`` that the manifest does not list is refused, since the encoder's loaders
-  read whatever files they find there.
+- **Manifest.** ``config.json``'s ``checksums`` must list *every file the loader reads* by its path relative
+  to the folder: the top-level router files it reads by name (``model.safetensors``, ``registry.json``, and
+  the training state, index and calibration files when present) and every file under ``encoder/`` and
+  ``reranker/``, whose loaders read whatever they find there. Each listed file must match. Other files are
+  never opened, so they are neither required nor refused (``README.md``, the model card the Hub may
+  rewrite; a Trainer's ``optimizer.pt``; a cache another tool keeps beside the router). Keys must be short,
+  normalised relative paths (no ``..``, not absolute, no control characters) and must not lead out of the
+  folder through a symlink; a symlinked folder inside ``encoder/`` or ``reranker/`` (or either of them as a
+  link) is refused, since its files would escape the walk that requires them to be listed.
 - **No pickle.** Router files are read with safetensors and JSON only: a ``.bin`` / ``.pt`` / ``.pkl`` file
   in ``encoder/`` (where transformers, sentence-transformers or peft could pick it up) is refused before any
-  loader could unpickle it, with how to convert it. hubroute reads the top-level files by name only, so a
-  Trainer checkpoint's ``optimizer.pt`` or ``rng_state.pth`` beside the router files is never opened.
-- **Values.** Tensors are finite; ``format_version`` is a positive integer; the registry's fields have their
-  types; routing settings are known values; the training state cites registered models only and its EWC
-  tensors are shaped like the parameters they belong to.
+  loader could unpickle it, with how to convert it.
+- **Values.** Tensors are floating point, finite and shaped as the architecture says; JSON files are bounded
+  in size and depth (:mod:`hubroute._utils.limits`); ``format_version`` is a positive integer; the
+  registry's fields have their types, model ids their grammar (:func:`hubroute._utils.repo_ids.model_id_problem`)
+  and dates their range; routing settings are known values within bounds; calibration thresholds are
+  finite and reachable; the training state cites registered models only and its EWC tensors are shaped like
+  the parameters they belong to.
 """
 
 from __future__ import annotations
 
 import math
 import posixpath
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 
 from .._utils.io import sha256_file
+from .._utils.limits import check_created_at
+from .._utils.repo_ids import model_id_problem
 from ..errors import CheckpointError, InvalidPromptError
 from .index import INDEX_KINDS
 from .registry import model_key
@@ -46,6 +54,9 @@ __all__ = [
     "check_format_version",
     "check_registry_data",
     "check_router_settings",
+    "check_weights",
+    "check_info",
+    "check_calibration",
     "check_training_state",
     "check_prompt_text",
     "position_limit",
@@ -68,9 +79,18 @@ _LOADED_DIRS = (_ENCODER_DIR, _RERANKER_DIR)
 """Sub-folders whose files loaders read by discovery: every one must be listed, none may be a pickle."""
 _STRING_FIELDS = ("family", "domain", "card_text", "experience", "pipeline_tag", "library_name", "license")
 _EWC_PARAMETERS = ("projection.weight", "model_embeddings")
+_EXAMPLE_FIELDS = ("prompt", "model_id", "domain", "experience")
+MAX_TEXT = 1_000_000
+"""Longest text field read from a router file (a card text, a prompt): a million characters."""
+MAX_TAGS = 10_000
+"""Most tags a registry record may carry."""
 
 
 # -- manifest ------------------------------------------------------------------------------------------------
+MAX_KEY_LENGTH = 1024
+"""Longest checksum key (a relative path) accepted; each of its parts is at most 255 bytes, as file systems allow."""
+
+
 def build_manifest(folder: Path) -> dict[str, str]:
     """Return ``{relative path: sha256}`` of every file of the router ``folder`` but the top-level
     ``config.json`` (it holds the manifest) and ``README.md`` (the model card, which the Hub may rewrite)."""
@@ -94,7 +114,20 @@ def _containment_root(folder: Path) -> Path:
 def _checked_key(key: Any, where: str, remedy: str) -> str:
     if not isinstance(key, str) or not key:
         raise CheckpointError(
-            f"{_CONFIG} of {where} lists a checksum for {key!r}, which is not a file path. {remedy}"
+            f"{_CONFIG} of {where} lists a checksum for {key!r:.80}, which is not a file path. {remedy}"
+        )
+    shown = repr(key) if len(key) <= 120 else f"{key[:60]!r}... ({len(key)} characters)"
+    if len(key) > MAX_KEY_LENGTH or any(
+        len(part.encode("utf-8", "replace")) > 255 for part in key.split("/")
+    ):
+        raise CheckpointError(
+            f"{_CONFIG} of {where} lists a checksum for {shown}: a path longer than file systems allow "
+            f"({MAX_KEY_LENGTH} characters, 255 bytes a part); it is refused. {remedy}"
+        )
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in key):
+        raise CheckpointError(
+            f"{_CONFIG} of {where} lists a checksum for {shown}, which holds a control character (NUL, a line "
+            f"break...) or a lone surrogate: it is not a file path; it is refused. {remedy}"
         )
     if (
         PurePosixPath(key).is_absolute()
@@ -104,7 +137,7 @@ def _checked_key(key: Any, where: str, remedy: str) -> str:
         or key.split("/", 1)[0] == ".."
     ):
         raise CheckpointError(
-            f"{_CONFIG} of {where} lists a checksum for {key!r}: checksum keys must be normalised paths "
+            f"{_CONFIG} of {where} lists a checksum for {shown}: checksum keys must be normalised paths "
             f"relative to the router folder (no '..', not absolute); this one is refused. {remedy}"
         )
     return key
@@ -112,8 +145,9 @@ def _checked_key(key: Any, where: str, remedy: str) -> str:
 
 def _verify_manifest(folder: Path, checksums: Mapping[str, Any], where: str, remedy: str) -> None:
     root = _containment_root(folder)
+    for key in checksums:
+        _checked_key(key, where, remedy)
     for key, expected in checksums.items():
-        key = _checked_key(key, where, remedy)
         path = folder / key
         if not path.resolve().is_relative_to(root):
             raise CheckpointError(
@@ -128,21 +162,60 @@ def _verify_manifest(folder: Path, checksums: Mapping[str, Any], where: str, rem
             )
 
 
-def _check_encoder_files(folder: Path, checksums: Mapping[str, Any], where: str, remedy: str) -> None:
-    for sub in _LOADED_DIRS:
-        part = "encoder" if sub == _ENCODER_DIR else "re-ranker"
-        for path in sorted((folder / sub).rglob("*")):
+def _walk(folder: Path, sub: str, where: str, remedy: str) -> list[Path]:
+    """Every path under ``folder / sub``, refusing a symbolic link to a folder (``sub`` itself included):
+    its files would escape this walk, and so the rule that every file there is listed."""
+    top = folder / sub
+    if top.is_symlink() and top.is_dir():
+        raise CheckpointError(
+            f"{sub}/ of {where} is a symbolic link to a folder: the folders the loaders read must be real "
+            f"folders inside the router, so that every file in them is verified. {remedy}"
+        )
+    found = sorted(top.rglob("*"))
+    for path in found:
+        if path.is_symlink() and path.is_dir():
             key = path.relative_to(folder).as_posix()
-            if path.is_file() and key not in checksums:
-                raise CheckpointError(
-                    f"{key} of {where} is not listed in the checksums of {_CONFIG}: every file of the {part} "
-                    f"is verified before the {part} is loaded. Delete the file, or save the router again with "
-                    f"this hubroute. {remedy}"
-                )
+            raise CheckpointError(
+                f"{key} of {where} is a symbolic link to a folder: the folders the loaders read must be real "
+                f"folders inside the router, so that every file in them is verified. {remedy}"
+            )
+    return found
 
 
-def _check_no_pickle(folder: Path, where: str) -> None:
-    for path in sorted(p for sub in _LOADED_DIRS for p in (folder / sub).rglob("*")):
+def _check_listed(
+    folder: Path, checksums: Mapping[str, Any], read_files: Sequence[str], where: str, remedy: str
+) -> None:
+    """Every file the loader would read is in the manifest: the top-level ``read_files`` present and every
+    file under the folders read by discovery."""
+    present = [name for name in read_files if (folder / name).exists() or (folder / name).is_symlink()]
+    for sub in _LOADED_DIRS:
+        present += [
+            p.relative_to(folder).as_posix() for p in _walk(folder, sub, where, remedy) if not p.is_dir()
+        ]
+    missing = [key for key in present if key not in checksums]
+    if not missing:
+        return
+    if not checksums:
+        raise CheckpointError(
+            f"{_CONFIG} of {where} lists no checksums, but the folder holds files the loader reads "
+            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): every one of them must be listed and "
+            f"match, so the router is refused. {remedy}"
+        )
+    key = missing[0]
+    part = "re-ranker" if key.startswith(f"{_RERANKER_DIR}/") else "encoder" if "/" in key else "router"
+    fix = (
+        "Delete the file if it does not belong to the router; otherwise the folder is damaged. "
+        if "/" in key
+        else ""
+    )
+    raise CheckpointError(
+        f"{key} of {where} is not listed in the checksums of {_CONFIG}: every file of the {part} that the "
+        f"loader reads must be listed and match, so an unlisted one is refused. {fix}{remedy}"
+    )
+
+
+def _check_no_pickle(folder: Path, where: str, remedy: str) -> None:
+    for path in sorted(p for sub in _LOADED_DIRS for p in _walk(folder, sub, where, remedy)):
         if path.suffix.lower() not in PICKLE_SUFFIXES or not path.is_file():
             continue
         key = path.relative_to(folder).as_posix()
@@ -166,7 +239,7 @@ def _check_encoder_weights(folder: Path, entry: Mapping[str, Any], where: str, r
         return
     if weights not in ("model", "adapter"):
         raise CheckpointError(
-            f"{_CONFIG} of {where}: 'encoder.weights' must be null, 'model' or 'adapter', got {weights!r}. "
+            f"{_CONFIG} of {where}: 'encoder.weights' must be null, 'model' or 'adapter', got {weights!r:.80}. "
             f"{remedy}"
         )
     sub = folder / _ENCODER_DIR / weights
@@ -178,17 +251,28 @@ def _check_encoder_weights(folder: Path, entry: Mapping[str, Any], where: str, r
         )
 
 
-def check_folder(folder: Path, config: Mapping[str, Any], where: str, remedy: str) -> None:
-    """Check a router folder's files before reading any: no pickle, the manifest's keys and checksums, every
-    encoder file listed, the encoder's weights in safetensors.
+def check_folder(
+    folder: Path, config: Mapping[str, Any], where: str, remedy: str, read_files: Sequence[str] = ()
+) -> None:
+    """Check a router folder's files before reading any: no symlinked folder or pickle where loaders look,
+    the manifest's keys and checksums, every file the loader reads listed, the encoder's weights in
+    safetensors.
+
+    Args:
+        folder: The router folder.
+        config: Its parsed ``config.json``.
+        where: How messages name the router.
+        remedy: What messages advise.
+        read_files: The top-level files the loader reads by name when they are present (besides everything
+            under ``encoder/`` and ``reranker/``).
 
     Raises:
         CheckpointError: naming the file at fault.
     """
     checksums = config.get("checksums") or {}
-    _check_no_pickle(folder, where)
+    _check_no_pickle(folder, where, remedy)
     _verify_manifest(folder, checksums, where, remedy)
-    _check_encoder_files(folder, checksums, where, remedy)
+    _check_listed(folder, checksums, read_files, where, remedy)
     _check_encoder_weights(folder, config.get("encoder") or {}, where, remedy)
 
 
@@ -215,6 +299,11 @@ def _check_text(value: Any, file: str, field: str, where: str, remedy: str, opti
         raise CheckpointError(
             f"{file} of {where}: {field} must be a string{' or null' if optional else ''}, got "
             f"{type(value).__name__} ({value!r:.60}). {remedy}"
+        )
+    if len(value) > MAX_TEXT:
+        raise CheckpointError(
+            f"{file} of {where}: {field} is {len(value):,} characters long, more than the {MAX_TEXT:,} allowed. "
+            f"{remedy}"
         )
     try:
         value.encode("utf-8")
@@ -248,6 +337,11 @@ def check_registry_data(data: Any, where: str, remedy: str) -> None:
         assert isinstance(model_id, str)  # _check_text refused anything else
         if not model_id.strip():
             raise CheckpointError(f"{_REGISTRY} of {where}: {entry} has an empty 'model_id'. {remedy}")
+        problem = model_id_problem(model_id)
+        if problem is not None:
+            raise CheckpointError(
+                f"{_REGISTRY} of {where}: {entry} field 'model_id' ({model_id!r:.120}) {problem}. {remedy}"
+            )
         key = model_key(model_id)
         if key in seen:
             raise CheckpointError(
@@ -256,30 +350,51 @@ def check_registry_data(data: Any, where: str, remedy: str) -> None:
         seen[key] = position
         for field in _STRING_FIELDS:
             _check_text(item.get(field), _REGISTRY, f"{entry} ({model_id}) field {field!r}", where, remedy)
-        created = item.get("created_at")
-        if created is not None and (isinstance(created, bool) or not isinstance(created, int)):
+        problem = check_created_at(item.get("created_at"))
+        if problem is not None:
             raise CheckpointError(
-                f"{_REGISTRY} of {where}: {entry} ({model_id}) field 'created_at' must be an integer "
-                f"(milliseconds since the epoch) or null, got {created!r}. {remedy}"
+                f"{_REGISTRY} of {where}: {entry} ({model_id}) field 'created_at' {problem}. {remedy}"
             )
         tags = item.get("tags", [])
-        if not isinstance(tags, list):
+        if not isinstance(tags, list) or len(tags) > MAX_TAGS:
+            got = type(tags).__name__ if not isinstance(tags, list) else f"{len(tags)} tags"
             raise CheckpointError(
-                f"{_REGISTRY} of {where}: {entry} ({model_id}) field 'tags' must be a list of strings, got "
-                f"{type(tags).__name__}. {remedy}"
+                f"{_REGISTRY} of {where}: {entry} ({model_id}) field 'tags' must be a list of at most {MAX_TAGS} "
+                f"strings, got {got}. {remedy}"
             )
         for tag in tags:
             _check_text(tag, _REGISTRY, f"{entry} ({model_id}) field 'tags'", where, remedy, optional=False)
 
 
-_POSITIVE_INTS = (
-    "ann_threshold", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "level_top_models",
-    "level_candidates", "pq_m",
-)  # fmt: skip
+_INT_BOUNDS = {
+    "ann_threshold": (1, 1 << 40),
+    "hnsw_m": (2, 512),
+    "hnsw_ef_construction": (1, 100_000),
+    "hnsw_ef_search": (1, 100_000),
+    "level_top_models": (1, 100_000),
+    "level_candidates": (1, 100_000),
+    "pq_m": (1, 4096),
+    "filter_exact_below": (0, 1 << 40),
+    "rerank_top_k": (0, 10_000),
+}
+"""Routing settings read from ``config.json`` and the values they may take (a larger one only makes
+searches slower or allocate more, up to running out of memory)."""
+_OPTIONAL_INT_BOUNDS = {
+    "ivf_nlist": (1, 1 << 32),
+    "ivf_nprobe": (1, 1 << 32),
+    "refine_candidates": (1, 1 << 32),
+}
 
 
-def check_router_settings(settings: Any, where: str, remedy: str) -> None:
-    """Check the routing settings of a loaded :class:`RouterConfig` that its own checks leave to use time.
+def check_router_settings(settings: Any, where: str, remedy: str, embedding_dim: int | None = None) -> None:
+    """Check the routing settings of a loaded :class:`RouterConfig` that its own checks leave to use time:
+    known kinds, integers within bounds, an index spec that can be built.
+
+    Args:
+        settings: The loaded config.
+        where: How messages name the router.
+        remedy: What messages advise.
+        embedding_dim: The router's embedding size (``pq_m`` must divide it for an ``"ivfpq"`` index).
 
     Raises:
         CheckpointError: naming ``config.json`` and the field (``router.index_kind``...).
@@ -287,24 +402,136 @@ def check_router_settings(settings: Any, where: str, remedy: str) -> None:
 
     def fail(field: str, expected: str, value: Any) -> None:
         raise CheckpointError(
-            f"{_CONFIG} of {where}: 'router.{field}' must be {expected}, got {value!r}. {remedy}"
+            f"{_CONFIG} of {where}: 'router.{field}' must be {expected}, got {value!r:.80}. {remedy}"
         )
 
     if settings.index_kind not in ("auto", *INDEX_KINDS):
         fail("index_kind", f"'auto' or one of {list(INDEX_KINDS)}", settings.index_kind)
     if settings.level_aggregation not in ("lse", "max"):
         fail("level_aggregation", "'lse' or 'max'", settings.level_aggregation)
-    for field in _POSITIVE_INTS:
-        if getattr(settings, field) < 1:
-            fail(field, "a positive integer", getattr(settings, field))
-    for field in ("ivf_nlist", "ivf_nprobe", "refine_candidates"):
+    for field, (low, high) in _INT_BOUNDS.items():
+        if not low <= getattr(settings, field) <= high:
+            fail(field, f"an integer from {low} to {high}", getattr(settings, field))
+    for field, (low, high) in _OPTIONAL_INT_BOUNDS.items():
         value = getattr(settings, field)
-        if value is not None and value < 1:
-            fail(field, "a positive integer or null", value)
-    if settings.filter_exact_below < 0:
-        fail("filter_exact_below", "an integer >= 0", settings.filter_exact_below)
-    if not (math.isfinite(settings.card_weight) and settings.card_weight >= 0):
-        fail("card_weight", "a number >= 0", settings.card_weight)
+        if value is not None and not low <= value <= high:
+            fail(field, f"null or an integer from {low} to {high}", value)
+    if not (math.isfinite(settings.card_weight) and 0 <= settings.card_weight <= 1000):
+        fail("card_weight", "a number from 0 to 1000", settings.card_weight)
+    if settings.embedding_dim is not None and not 1 <= settings.embedding_dim <= 65_536:
+        fail("embedding_dim", "null or an integer from 1 to 65536", settings.embedding_dim)
+    if settings.index_kind == "ivfpq" and embedding_dim and embedding_dim % settings.pq_m:
+        fail("pq_m", f"a divisor of the embedding size {embedding_dim} (index_kind 'ivfpq')", settings.pq_m)
+
+
+def check_weights(
+    tensors: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int | None, ...]], file: str, where: str,
+    remedy: str,
+) -> None:  # fmt: skip
+    """Check that the named tensors exist, are floating point, finite, and have the expected shapes.
+
+    Args:
+        tensors: The file's tensors.
+        shapes: Name -> expected shape, ``None`` for a dimension that may be any size.
+        file: The file, for messages.
+        where: How messages name the router.
+        remedy: What messages advise.
+
+    Raises:
+        CheckpointError: naming the file and the tensor.
+    """
+    for name, shape in shapes.items():
+        tensor = tensors.get(name)
+        if tensor is None:
+            raise CheckpointError(
+                f"{file} of {where} has no tensor {name!r}; it is not a hubroute router file. {remedy}"
+            )
+        if not tensor.is_floating_point():
+            raise CheckpointError(
+                f"{file} of {where}: tensor {name!r} holds {str(tensor.dtype).replace('torch.', '')} values; it must "
+                f"be floating point (hubroute saves float32). {remedy}"
+            )
+        got = tuple(tensor.shape)
+        if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
+            wanted = " x ".join("any" if e is None else str(e) for e in shape)
+            raise CheckpointError(
+                f"{file} of {where}: tensor {name!r} has shape {got}, not [{wanted}]: the files come from "
+                f"different checkpoints or architectures. {remedy}"
+            )
+    check_finite(tensors, file, where, remedy)
+
+
+_INFO_LISTS = {"experiences": str, "updates": dict, "reranker": dict}
+
+
+def check_info(info: Any, where: str, remedy: str) -> None:
+    """Check the fields of ``config.json``'s ``info`` that hubroute reads back: ``experiences`` a list of
+    names, ``updates`` and ``reranker`` lists of records, ``license`` a string, ``datasets`` a string or a
+    list of strings, ``evaluation`` an object.
+
+    Raises:
+        CheckpointError: naming ``config.json`` and the field.
+    """
+
+    def fail(field: str, expected: str) -> None:
+        raise CheckpointError(f"{_CONFIG} of {where}: 'info.{field}' must be {expected}. {remedy}")
+
+    for field, kind in _INFO_LISTS.items():
+        value = info.get(field)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, kind) for v in value)):
+            fail(field, f"a list of {'strings' if kind is str else 'objects'}")
+    if not isinstance(info.get("license") or "", str):
+        fail("license", "a string")
+    datasets = info.get("datasets")
+    if (
+        datasets is not None
+        and not isinstance(datasets, str)
+        and (not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets))
+    ):
+        fail("datasets", "a string or a list of strings")
+    if not isinstance(info.get("evaluation") or {}, dict):
+        fail("evaluation", "an object")
+
+
+def check_calibration(calibration: Any, settings: Any, file: str, where: str, remedy: str) -> None:
+    """Check a loaded :class:`~hubroute.routing.options.Calibration` against the router's settings: each
+    threshold is finite and no higher than a score the level can reach (a cosine at most 1 for models; a
+    family's or domain's log-sum-exp of its ``level_top_models`` best at most ``1 + T log n``), and the
+    fitted statistics are fractions.
+
+    Raises:
+        CheckpointError: naming ``file`` (``calibration.json``) and the field.
+    """
+
+    def fail(field: str, expected: str, value: Any) -> None:
+        raise CheckpointError(
+            f"{file} of {where}: {field} must be {expected}, got {value!r:.80}: it was not fitted on this "
+            f"router. Calibrate it again (HubRouter.calibrate) or delete {file}. {remedy}"
+        )
+
+    group_top = 1.0 + settings.temperature * math.log(settings.level_top_models)
+    for level, value in calibration.thresholds.items():
+        top = 1.0 if level == "model" else (group_top if settings.level_aggregation == "lse" else 1.0)
+        if value is not None and not (math.isfinite(value) and value <= top + 1e-6):
+            fail(f"thresholds[{level!r}]", f"null or a finite score of at most {top:.4g}", value)
+    for field in ("target_precision", "coverage"):
+        value = getattr(calibration, field)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1
+        ):
+            fail(field, "null or a number in (0, 1]", value)
+    count = calibration.num_prompts
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        fail("num_prompts", "an integer >= 0", count)
+    for field in ("precision", "answered"):
+        values = getattr(calibration, field)
+        if not isinstance(values, dict):
+            fail(field, "an object", values)
+        for level, value in values.items():
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1
+            ):
+                fail(f"{field}[{level!r}]", "null or a number from 0 to 1", value)
 
 
 def _check_examples(rows: Any, key: str, registry: Any, where: str, remedy: str) -> None:
@@ -318,7 +545,15 @@ def _check_examples(rows: Any, key: str, registry: Any, where: str, remedy: str)
         field = f"{key!r} example {position}"
         if not isinstance(row, dict):
             raise CheckpointError(f"{_STATE_JSON} of {where}: {field} must be a JSON object. {remedy}")
+        unknown = sorted(set(row) - set(_EXAMPLE_FIELDS))
+        if unknown:
+            raise CheckpointError(
+                f"{_STATE_JSON} of {where}: {field} has unknown fields {unknown[:5]!r:.200}; an example holds "
+                f"{list(_EXAMPLE_FIELDS)}. {remedy}"
+            )
         _check_text(row.get("prompt"), _STATE_JSON, f"{field} field 'prompt'", where, remedy, optional=False)
+        for name in ("domain", "experience"):
+            _check_text(row.get(name), _STATE_JSON, f"{field} field {name!r}", where, remedy)
         model_id = row.get("model_id")
         _check_text(model_id, _STATE_JSON, f"{field} field 'model_id'", where, remedy, optional=False)
         if model_id not in registry:

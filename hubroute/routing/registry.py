@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._utils.repo_ids import model_id_problem
 from ..errors import CheckpointError, UnknownModelError
 from .taxonomy import domain_key, parent_group, pipeline_tag_from_domain
 
@@ -59,8 +60,12 @@ class ModelRecord:
     tags: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model_id, str) or not self.model_id.strip():
-            raise ValueError(f"A ModelRecord needs a non-empty string model_id, got {self.model_id!r}.")
+        problem = model_id_problem(self.model_id)
+        if problem is not None:
+            raise ValueError(
+                f"A ModelRecord needs a non-empty string model_id of printable text (a Hub id such as "
+                f"'org/name'): {self.model_id!r:.120} {problem}."
+            )
         if self.pipeline_tag is None and isinstance(self.domain, str):
             self.pipeline_tag = pipeline_tag_from_domain(self.domain)
 
@@ -181,6 +186,7 @@ class Registry:
 
         Raises:
             TypeError: ``records`` is not an iterable of :class:`ModelRecord`.
+            ValueError: a record's model id is not a valid one (see :func:`~hubroute._utils.repo_ids.model_id_problem`).
         """
         if isinstance(records, (ModelRecord, str)) or not isinstance(records, Iterable):
             raise TypeError(f"Pass a list of ModelRecord objects, not a {type(records).__name__}.")
@@ -191,6 +197,9 @@ class Registry:
                     f"Registry entries must be ModelRecord objects, got {type(record).__name__} ({record!r}); "
                     "e.g. ModelRecord('org/model', domain=..., card_text=...)."
                 )
+            problem = model_id_problem(record.model_id)  # the record may have been changed since it was built
+            if problem is not None:
+                raise ValueError(f"Model id {record.model_id!r:.120} {problem}; nothing was added.")
             key = model_key(record.model_id)
             if key not in self._index and key not in fresh:
                 fresh[key] = record

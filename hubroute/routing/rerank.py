@@ -26,6 +26,7 @@ from torch import nn
 
 from .._utils.validation import check_batch_size
 from .encoder import DEFAULT_ENCODER, bundled_encoder_path
+from .integrity import position_limit
 from .runtime import BackendModule, Backends, GraphSource, graph_description, merged_copy
 
 __all__ = ["DEFAULT_RERANK_TOP_K", "RERANKER_DIR", "Reranker", "fuse_scores"]
@@ -117,6 +118,12 @@ class Reranker(BackendModule):
             model = _load_cross_encoder(source, max_length, num_labels=1)
         self.model = model
         self._backends = Backends(self, self.graph_source)
+        limit = position_limit(getattr(self.backbone, "config", None))
+        if limit is not None and max_length > limit:
+            raise ValueError(
+                f"Reranker max_length is {max_length}, but its model {str(base)!r} takes at most {limit} tokens "
+                f"(max_position_embeddings of its config): use max_length <= {limit}."
+            )
 
     @property
     def backbone(self) -> nn.Module:
@@ -224,11 +231,25 @@ class Reranker(BackendModule):
         """Rebuild a re-ranker saved by :meth:`save` from ``folder`` and its config ``entry``.
 
         Raises:
-            ValueError: ``entry`` holds an invalid ``max_length``.
-            OSError: the folder's model cannot be loaded.
+            ValueError: ``entry`` holds an invalid ``max_length`` or ``base`` (before anything is loaded), or a
+                ``max_length`` beyond the model's positions.
+            Exception: whatever transformers / sentence-transformers raise on files that do not fit together.
+        """
+        max_length, base = cls.check_entry(entry)
+        model = _load_cross_encoder(folder, max_length, num_labels=None)
+        return cls(base, max_length, model=model)
+
+    @staticmethod
+    def check_entry(entry: dict[str, Any]) -> tuple[int, str]:
+        """Return the ``(max_length, base)`` of a saved re-ranker's config entry.
+
+        Raises:
+            ValueError: ``max_length`` is not a positive integer, or ``base`` not a string.
         """
         max_length = entry.get("max_length", 128)
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"reranker.max_length must be a positive integer, got {max_length!r}.")
-        model = _load_cross_encoder(folder, max_length, num_labels=None)
-        return cls(str(entry.get("base") or DEFAULT_ENCODER), max_length, model=model)
+            raise ValueError(f"reranker.max_length must be a positive integer, got {max_length!r:.40}.")
+        base = entry.get("base") or DEFAULT_ENCODER
+        if not isinstance(base, str) or len(base) > 1000:
+            raise ValueError(f"reranker.base must be a model id or path, got {base!r:.80}.")
+        return max_length, base

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._utils.io import atomic_directory, directory_lock
+from .._utils.io import atomic_directory, lock_file
 from ..errors import BackendUnavailableError
 
 __all__ = [
@@ -356,7 +356,7 @@ def _prepared(
     key = _graph_key(source, weights, variant)
     folder = _entry_folder(cache, source.kind, variant, key)
     cache.mkdir(parents=True, exist_ok=True)
-    with directory_lock(folder):
+    with lock_file(folder.with_name(f"{folder.name}.lock")):
         repaired = None
         if folder.exists():
             try:

@@ -24,12 +24,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 import torch
 
+from .._utils import limits
 from .._utils.io import read_swapped, recover_directory, swapped_directory, write_json
 from .._utils.version import __version__
 from ..errors import CheckpointError, CheckpointNotFoundError, IncompatibleCheckpointError
@@ -81,10 +83,10 @@ def _is_router_folder(folder: Path) -> bool:
 def atomic_router_folder(target: Path) -> Iterator[Path]:
     """Yield a staging folder that replaces the router folder ``target`` once the block completes.
 
-    ``target`` becomes a symbolic link to a hidden versioned sibling (``.<name>.v-<id>``), swapped atomically,
-    under a lock on ``<target>.lock``: see :func:`hubroute._utils.io.swapped_directory`. A crash at any step
-    leaves the old or the new router at ``target``; delete a router with its link, its ``.<name>.v-*``
-    siblings and its lock file.
+    ``target`` stays a plain folder: the staging folder beside it is swapped with it in one atomic step and
+    the old one deleted, writers taking turns on a lock of the parent folder (see
+    :func:`hubroute._utils.io.swapped_directory`). A crash at any step leaves the old or the new router at
+    ``target``; nothing else is left beside it (``cp -r``, ``rm -r`` and ``du`` see one folder).
 
     Raises:
         FileExistsError: ``target`` is a file, or a non-empty folder that is not a hubroute router.
@@ -114,8 +116,8 @@ def recover_router_folder(path: Path) -> Path:
 
 
 def read_router_folder(cls: type[_RouterT], path: Path) -> _RouterT:
-    """:func:`read_router` of a local folder, every file from the one version ``path`` points to (read again
-    if a concurrent save swaps it meanwhile); messages name ``path``."""
+    """:func:`read_router` of a local folder, every file from the one save the folder held when it was opened
+    (read again if a concurrent save replaced it meanwhile); messages name ``path``."""
     return read_swapped(path, lambda folder: read_router(cls, folder, str(path)))
 
 
@@ -224,8 +226,14 @@ def _read_index(router: HubRouter, folder: Path, where: str, remedy: str) -> Non
         with safe_open(str(path), framework="numpy") as handle:
             metadata = handle.metadata() or {}
             data = handle.get_tensor("index")
-        spec = IndexSpec.from_dict(json.loads(metadata["spec"]))
-        size, dim, digest = int(metadata["num_models"]), int(metadata["dim"]), metadata["embeddings_sha256"]
+        if data.dtype != np.uint8 or data.ndim != 1:
+            raise ValueError(f"tensor 'index' must be 1-D uint8, got {data.dtype} of shape {data.shape}")
+        spec = IndexSpec.from_dict(limits.loads_json(metadata["spec"]))
+        size, dim, digest = (
+            int(metadata["num_models"]),
+            int(metadata["dim"]),
+            str(metadata["embeddings_sha256"]),
+        )
     except Exception as err:  # safetensors, JSON and missing keys all mean a damaged file
         raise CheckpointError(
             f"{INDEX_FILE} of {where} is not a readable hubroute index ({err}). {remedy}"
@@ -233,11 +241,9 @@ def _read_index(router: HubRouter, folder: Path, where: str, remedy: str) -> Non
     _check_built_from(router, (size, dim, digest), INDEX_FILE, INDEX_FILE, where)
     try:
         index = ScoringIndex.from_bytes(data, spec)
-    except ValueError as err:
-        raise CheckpointError(f"{INDEX_FILE} of {where}: {err} {remedy}") from err
-    if index.size != size or index.dim != dim:
-        raise CheckpointError(f"{INDEX_FILE} of {where} holds {index.size} vectors, not {size}. {remedy}")
-    router._adopt_index(index)
+    except (ValueError, MemoryError, RuntimeError) as err:
+        raise CheckpointError(f"{INDEX_FILE} of {where}: {_reason(err)} {remedy}") from err
+    _verify_and_adopt(router, index, INDEX_FILE, INDEX_FILE, where)
 
 
 def _read_faiss_index(router: HubRouter, folder: Path, where: str, remedy: str) -> None:
@@ -248,41 +254,79 @@ def _read_faiss_index(router: HubRouter, folder: Path, where: str, remedy: str) 
         CheckpointError: the files are unreadable, or were built for other model embeddings.
     """
     try:
-        meta = json.loads((folder / FAISS_INDEX_META).read_text(encoding="utf-8"))
+        meta = limits.read_json(folder / FAISS_INDEX_META, limits.SMALL_JSON_BYTES)
         spec = IndexSpec.from_dict(meta["spec"])
         size, dim, digest = int(meta["num_models"]), int(meta["dim"]), str(meta["embeddings_sha256"])
     except Exception as err:  # JSON, missing keys and bad values all mean a damaged file
         raise CheckpointError(
-            f"{FAISS_INDEX_META} of {where} is not a readable hubroute index description ({err}). {remedy}"
+            f"{FAISS_INDEX_META} of {where} is not a readable hubroute index description ({_reason(err)}). {remedy}"
         ) from err
     if not (folder / FAISS_INDEX_FILE).is_file():
         raise CheckpointError(
             f"{FAISS_INDEX_FILE} is missing from {where}, though {FAISS_INDEX_META} describes it. {remedy}"
         )
-    _check_built_from(
-        router, (size, dim, digest), FAISS_INDEX_FILE, f"{FAISS_INDEX_FILE} and {FAISS_INDEX_META}", where
-    )
+    files = f"{FAISS_INDEX_FILE} and {FAISS_INDEX_META}"
+    _check_built_from(router, (size, dim, digest), FAISS_INDEX_FILE, files, where)
     try:
         index = ScoringIndex.load(folder / FAISS_INDEX_FILE, spec, mmap=True)
-    except ValueError as err:
-        raise CheckpointError(f"{FAISS_INDEX_FILE} of {where}: {err} {remedy}") from err
-    if index.size != size or index.dim != dim:
-        raise CheckpointError(
-            f"{FAISS_INDEX_FILE} of {where} holds {index.size} vectors, not {size}. {remedy}"
-        )
+    except (ValueError, MemoryError, RuntimeError) as err:
+        raise CheckpointError(f"{FAISS_INDEX_FILE} of {where}: {_reason(err)} {remedy}") from err
+    _verify_and_adopt(router, index, FAISS_INDEX_FILE, files, where)
+
+
+def _reason(err: BaseException) -> str:
+    """A one-line account of a reader's failure (a bare ``MemoryError`` says nothing by itself)."""
+    if isinstance(err, MemoryError):
+        return "it declares more data than can be allocated: it is corrupt"
+    return str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+
+
+def _verify_and_adopt(router: HubRouter, index: ScoringIndex, name: str, files: str, where: str) -> None:
+    """Check a loaded ``index`` against the router's embeddings (:meth:`ScoringIndex.verify`), then use it.
+
+    An index built with other settings than the router's config is not used (the router builds its own), so
+    it is not checked either.
+
+    Raises:
+        CheckpointError: the index does not hold exactly the router's normalised model embeddings.
+    """
+    if index.spec == router.index_spec():
+        try:
+            index.verify(router._exact_rows, router.num_models, router.embedding_dim)
+        except ValueError as err:
+            raise CheckpointError(
+                f"{name} of {where} is not an index of the model embeddings in {WEIGHTS_FILE}: {err}. Delete "
+                f"{files} (the router then builds its index from {WEIGHTS_FILE}) or save the router again."
+            ) from err
     router._adopt_index(index)
 
 
 def _read_calibration(router: HubRouter, folder: Path, where: str, remedy: str) -> None:
+    """Load ``calibration.json`` into ``router`` after checking its values against the router's settings.
 
+    Raises:
+        CheckpointError: the file is not a calibration of this router.
+    """
     try:
-        router.calibration = Calibration.from_dict(
-            json.loads((folder / CALIBRATION_FILE).read_text(encoding="utf-8"))
-        )
-    except ValueError as err:
+        data = limits.read_json(folder / CALIBRATION_FILE, limits.SMALL_JSON_BYTES)
+        calibration = Calibration.from_dict(data)
+    except (OSError, ValueError, TypeError) as err:
         raise CheckpointError(
-            f"{CALIBRATION_FILE} of {where} is not a valid calibration ({err}). {remedy}"
+            f"{CALIBRATION_FILE} of {where} is not a valid calibration ({_reason(err)}). {remedy}"
         ) from err
+    integrity.check_calibration(calibration, router.config, CALIBRATION_FILE, where, remedy)
+    router.calibration = calibration
+
+
+def _loader_failure(part: str, sub: str, err: BaseException, where: str, remedy: str) -> CheckpointError:
+    """A :class:`CheckpointError` for a transformers / sentence-transformers / peft load that failed on files
+    the manifest vouched for: they are damaged or do not fit together (a config whose sizes differ from the
+    weights, an unknown pooling mode...)."""
+    return CheckpointError(
+        f"The {part} in {sub}/ of {where} could not be loaded ({type(err).__name__}: {_reason(err)}): its JSON "
+        f"configs (config.json, 1_Pooling/config.json, adapter_config.json...) do not fit its weights, or a file "
+        f"is damaged. {remedy}"
+    )
 
 
 def _read_reranker(router: HubRouter, folder: Path, entry: dict[str, Any], where: str, remedy: str) -> None:
@@ -298,9 +342,17 @@ def _read_reranker(router: HubRouter, folder: Path, entry: dict[str, Any], where
             f"re-ranker. {remedy}"
         )
     try:
+        Reranker.check_entry(entry)
+    except ValueError as err:
+        raise CheckpointError(f"{CONFIG_FILE} of {where}: {_reason(err)} {remedy}") from err
+    try:
         router.reranker = Reranker.load(sub, entry)
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"The re-ranker of {where} could not be loaded ({err}). {remedy}") from err
+    except ValueError as err:
+        if str(err).startswith("Reranker max_length"):  # the entry's max_length against the model's positions
+            raise CheckpointError(f"{CONFIG_FILE} of {where}: {_reason(err)} {remedy}") from err
+        raise _loader_failure("re-ranker", RERANKER_DIR, err, where, remedy) from err
+    except Exception as err:  # transformers, sentence-transformers and JSON raise many kinds
+        raise _loader_failure("re-ranker", RERANKER_DIR, err, where, remedy) from err
     integrity.check_finite(dict(router.reranker.backbone.state_dict()), f"{RERANKER_DIR}/", where, remedy)
 
 
@@ -322,7 +374,7 @@ def read_config(folder: Path, where: str | None = None, remedy: str = LOCAL_REME
     Raises:
         CheckpointNotFoundError: ``config.json`` is missing.
         IncompatibleCheckpointError: not a hubroute router, or written in a newer format.
-        CheckpointError: ``config.json`` is not valid JSON or has no format version.
+        CheckpointError: ``config.json`` is not valid JSON (or too large or deep) or has no format version.
     """
     where = where or str(folder)
     path = folder / CONFIG_FILE
@@ -332,10 +384,10 @@ def read_config(folder: Path, where: str | None = None, remedy: str = LOCAL_REME
             "HubRouter.save_pretrained() or a Hub repo pushed with push_to_hub()."
         )
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = limits.read_json(path, limits.CONFIG_JSON_BYTES)
     except (OSError, ValueError) as err:
         raise CheckpointError(
-            f"{CONFIG_FILE} of {where} is not valid JSON ({err}): it is corrupt. {remedy}"
+            f"{CONFIG_FILE} of {where} is not valid JSON ({_reason(err)}): it is corrupt. {remedy}"
         ) from err
     if not isinstance(config, dict) or config.get("library_name") != LIBRARY_NAME:
         raise IncompatibleCheckpointError(
@@ -351,12 +403,18 @@ def read_config(folder: Path, where: str | None = None, remedy: str = LOCAL_REME
     version = config.get("format_version")
     if not integrity.check_format_version(version):
         raise CheckpointError(
-            f"{CONFIG_FILE} of {where} has no integer 'format_version' >= 1 (got {version!r}): it is corrupt. {remedy}"
+            f"{CONFIG_FILE} of {where} has no integer 'format_version' >= 1 (got {version!r:.40}): it is corrupt. {remedy}"
         )
     if version > FORMAT_VERSION:
         raise IncompatibleCheckpointError(
-            f"{_capitalized(where)} was written in router format {version} by hubroute {config.get('hubroute_version')}, "
-            f"newer than this hubroute (format {FORMAT_VERSION}). Upgrade: pip install -U hubroute"
+            f"{_capitalized(where)} was written in router format {version} by hubroute "
+            f"{str(config.get('hubroute_version'))[:40]}, newer than this hubroute (format {FORMAT_VERSION}). "
+            "Upgrade: pip install -U hubroute"
+        )
+    count = config.get("num_models")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise CheckpointError(
+            f"{CONFIG_FILE} of {where}: 'num_models' must be an integer >= 0, got {count!r:.40}. {remedy}"
         )
     return config
 
@@ -370,16 +428,79 @@ def _load_safetensors(path: Path, where: str, remedy: str) -> dict[str, torch.Te
         tensors = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for every kind of damage
         raise CheckpointError(
-            f"{path.name} of {where} is not a readable safetensors file ({err}). {remedy}"
+            f"{path.name} of {where} is not a readable safetensors file ({_reason(err)}). {remedy}"
         ) from err
     integrity.check_finite(tensors, path.name, where, remedy)
     return tensors
+
+
+READ_FILES = (
+    WEIGHTS_FILE, REGISTRY_FILE, STATE_JSON_FILE, STATE_TENSORS_FILE, INDEX_FILE, FAISS_INDEX_FILE,
+    FAISS_INDEX_META, CALIBRATION_FILE,
+)  # fmt: skip
+"""The top-level files :func:`read_router` reads by name (when present; the first two always are): each must be
+listed in the manifest. Everything under ``encoder/`` and ``reranker/`` is read by discovery, so must be too."""
+REGISTRY_BYTES_PER_MODEL = 1 << 20
+"""``registry.json`` may hold at most this many bytes a model (a record's text fields are bounded too)."""
+
+
+def _read_registry(folder: Path, num_models: int, where: str, remedy: str) -> Registry:
+    """Read ``registry.json`` (at most :data:`REGISTRY_BYTES_PER_MODEL` a model) and check every record.
+
+    Raises:
+        CheckpointError: the file is missing, too large, not JSON, or a record is malformed.
+    """
+    path = folder / REGISTRY_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{REGISTRY_FILE} is missing from {where}: the router is incomplete. {remedy}")
+    try:
+        data = limits.read_json(path, (num_models + 1) * REGISTRY_BYTES_PER_MODEL, max_depth=None)
+    except (OSError, ValueError, MemoryError) as err:
+        raise CheckpointError(
+            f"{REGISTRY_FILE} of {where} is not valid JSON ({_reason(err)}). {remedy}"
+        ) from err
+    integrity.check_registry_data(data, where, remedy)
+    return Registry.from_list(data)
+
+
+def _read_state(router: HubRouter, folder: Path, listed: Container[str], where: str, remedy: str) -> None:
+    """Read the continual-learning state (``training_state.json`` / ``.safetensors``, when the manifest
+    ``listed`` holds them) into ``router``.
+
+    Raises:
+        CheckpointError: a file is malformed or does not fit the router.
+    """
+    if STATE_JSON_FILE in listed:
+        try:
+            state = limits.read_json(folder / STATE_JSON_FILE, None)
+        except (OSError, ValueError, MemoryError) as err:
+            raise CheckpointError(
+                f"{STATE_JSON_FILE} of {where} is not valid JSON ({_reason(err)}). {remedy}"
+            ) from err
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{STATE_JSON_FILE} of {where} must hold a JSON object. {remedy}")
+        router.training_state = state
+    if STATE_TENSORS_FILE in listed:
+        tensors = _load_safetensors(folder / STATE_TENSORS_FILE, where, remedy)
+        integrity.check_weights(
+            tensors,
+            {name: (None,) * t.ndim for name, t in tensors.items()},
+            STATE_TENSORS_FILE,
+            where,
+            remedy,
+        )
+        router.training_tensors = tensors
+    integrity.check_training_state(router, where, remedy)
 
 
 def read_router(
     cls: type[_RouterT], folder: Path, where: str | None = None, remedy: str = LOCAL_REMEDY
 ) -> _RouterT:
     """Load and verify a router written by :func:`write_router`.
+
+    Every file read is first verified against the manifest (:func:`integrity.check_folder`), then every value
+    read is checked (types, ranges, shapes, finiteness; see :mod:`hubroute.routing.integrity`), and a saved
+    index is checked against the embeddings (:meth:`~hubroute.routing.index.ScoringIndex.verify`).
 
     Args:
         cls: The router class to build.
@@ -397,40 +518,51 @@ def read_router(
 
     where = where or str(folder)
     config = read_config(folder, where, remedy)
-    integrity.check_folder(folder, config, where, remedy)
-    try:
-        registry_data = json.loads((folder / REGISTRY_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise CheckpointError(
-            f"{REGISTRY_FILE} is missing from {where}: the router is incomplete. {remedy}"
-        ) from err
-    except ValueError as err:
-        raise CheckpointError(f"{REGISTRY_FILE} of {where} is not valid JSON ({err}). {remedy}") from err
-    integrity.check_registry_data(registry_data, where, remedy)
-    registry = Registry.from_list(registry_data)
+    integrity.check_folder(folder, config, where, remedy, READ_FILES)
     weights = _load_safetensors(folder / WEIGHTS_FILE, where, remedy)
-    for name in ("projection.weight", "model_embeddings"):
-        if name not in weights:
-            raise CheckpointError(
-                f"{WEIGHTS_FILE} of {where} has no tensor {name!r}; it is not a hubroute router file."
-            )
-
+    integrity.check_weights(
+        weights,
+        {"projection.weight": (None, None), "model_embeddings": (None, None)},
+        WEIGHTS_FILE,
+        where,
+        remedy,
+    )
+    projection, embeddings = weights["projection.weight"].float(), weights["model_embeddings"].float()
+    registry = _read_registry(folder, int(embeddings.shape[0]), where, remedy)
+    integrity.check_info(config.get("info") or {}, where, remedy)
+    encoder_entry = config.get("encoder") or {}
     try:
         router_config = RouterConfig.from_dict(config.get("router") or {})
-        encoder = PromptEncoder.load(folder / ENCODER_DIR, config.get("encoder") or {})
     except (TypeError, ValueError) as err:
         raise CheckpointError(
             f"{CONFIG_FILE} of {where} describes an invalid router: {err} {remedy}"
         ) from err
+    integrity.check_router_settings(router_config, where, remedy, embedding_dim=int(projection.shape[0]))
+    try:
+        encoder = PromptEncoder.load(folder / ENCODER_DIR, encoder_entry)
+    except (TypeError, ValueError) as err:
+        if encoder_entry.get("weights") is None or "EncoderConfig" in str(err):
+            raise CheckpointError(
+                f"{CONFIG_FILE} of {where} describes an invalid router: {err} {remedy}"
+            ) from err
+        raise _loader_failure(
+            "encoder", f"{ENCODER_DIR}/{encoder_entry['weights']}", err, where, remedy
+        ) from err
     except OSError as err:
+        if encoder_entry.get("weights") is not None:
+            raise _loader_failure(
+                "encoder", f"{ENCODER_DIR}/{encoder_entry['weights']}", err, where, remedy
+            ) from err
         raise CheckpointError(
             f"The encoder of {where} could not be loaded ({err}). A router trained on a local encoder folder "
             "needs that folder at the same path, unless its encoder was saved with it (fine-tuned or LoRA)."
         ) from err
-    integrity.check_router_settings(router_config, where, remedy)
+    except Exception as err:  # transformers, sentence-transformers, peft and JSON raise many kinds
+        raise _loader_failure(
+            "encoder", f"{ENCODER_DIR}/{encoder_entry.get('weights')}", err, where, remedy
+        ) from err
     router = cls(router_config, encoder=encoder)
     router.registry = registry
-    projection, embeddings = weights["projection.weight"], weights["model_embeddings"]
     if tuple(projection.shape) != tuple(router.projection.weight.shape):
         raise CheckpointError(
             f"Projection shape {tuple(projection.shape)} in {WEIGHTS_FILE} of {where} does not fit the encoder "
@@ -442,27 +574,23 @@ def read_router(
             f"but {REGISTRY_FILE} lists {len(registry)} models of size {router.embedding_dim}: the files come "
             "from different checkpoints."
         )
+    count = config.get("num_models")
+    if count is not None and count != len(registry):
+        raise CheckpointError(
+            f"{CONFIG_FILE} of {where} says the router has {count} models, but {REGISTRY_FILE} lists "
+            f"{len(registry)}: the files come from different checkpoints. {remedy}"
+        )
     with torch.no_grad():
         router.projection.weight.copy_(projection)
     router.model_embeddings = torch.nn.Parameter(embeddings.clone())
     router.info = dict(config.get("info") or {})
-    if (folder / STATE_JSON_FILE).is_file():
-        try:
-            router.training_state = json.loads((folder / STATE_JSON_FILE).read_text(encoding="utf-8"))
-        except ValueError as err:
-            raise CheckpointError(
-                f"{STATE_JSON_FILE} of {where} is not valid JSON ({err}). {remedy}"
-            ) from err
-        if not isinstance(router.training_state, dict):
-            raise CheckpointError(f"{STATE_JSON_FILE} of {where} must hold a JSON object. {remedy}")
-    if (folder / STATE_TENSORS_FILE).is_file():
-        router.training_tensors = _load_safetensors(folder / STATE_TENSORS_FILE, where, remedy)
-    integrity.check_training_state(router, where, remedy)
-    if (folder / INDEX_FILE).is_file():
+    listed = config.get("checksums") or {}  # check_folder made it the set of files present that are read
+    _read_state(router, folder, listed, where, remedy)
+    if INDEX_FILE in listed:
         _read_index(router, folder, where, remedy)
-    if (folder / FAISS_INDEX_META).is_file() or (folder / FAISS_INDEX_FILE).is_file():
+    if FAISS_INDEX_META in listed or FAISS_INDEX_FILE in listed:
         _read_faiss_index(router, folder, where, remedy)
-    if (folder / CALIBRATION_FILE).is_file():
+    if CALIBRATION_FILE in listed:
         _read_calibration(router, folder, where, remedy)
     if config.get("reranker"):
         _read_reranker(router, folder, config["reranker"], where, remedy)

@@ -232,7 +232,8 @@ class User:
 
 @dataclass
 class Fault:
-    """An injected failure: the next ``times`` matching requests sleep ``delay`` and/or answer ``status``."""
+    """An injected failure: the next ``times`` matching requests sleep ``delay`` and/or answer ``status``, or
+    (``corrupt``) answer normally with one byte of the body flipped to ``0xff`` (not UTF-8, not JSON)."""
 
     pattern: re.Pattern[str]
     status: int | None
@@ -240,6 +241,7 @@ class Fault:
     headers: dict[str, str]
     delay: float
     method: str | None
+    corrupt: bool = False
 
 
 @dataclass(frozen=True)
@@ -1121,6 +1123,10 @@ class Handler(BaseHTTPRequestHandler):
             reply = json_reply({"error": f"Injected fault ({fault.status})"}, fault.status, fault.headers)
         else:
             reply = self._answer(path, query, body)
+            if fault is not None and fault.corrupt and reply.body:
+                flipped = bytearray(reply.body)
+                flipped[len(flipped) // 2] = 0xFF
+                reply = replace(reply, body=bytes(flipped))
         log.append(RequestRecord(self.command, path, query, reply.status))
         self._send(reply)
 
@@ -1380,13 +1386,15 @@ class LocalHub:
         headers: Mapping[str, str] | None = None,
         delay: float = 0.0,
         method: str | None = None,
+        corrupt: bool = False,
     ) -> None:
         """Make the next ``times`` requests whose raw URL path matches ``path_regex`` (``re.search``) fail.
 
         Each sleeps ``delay`` seconds first, then answers ``status`` with ``headers`` (``status=None``: answer
-        normally after the delay). Faults are consumed in the order they were injected.
+        normally after the delay; with ``corrupt``, with the byte in the middle of the body flipped to
+        ``0xff``, as a damaged proxy would). Faults are consumed in the order they were injected.
         """
-        fault = Fault(re.compile(path_regex), status, times, dict(headers or {}), delay, method)
+        fault = Fault(re.compile(path_regex), status, times, dict(headers or {}), delay, method, corrupt)
         with self._faults_lock:
             self._faults.append(fault)
 

@@ -7,6 +7,11 @@ An experience is a :class:`datasets.Dataset` with one routed prompt per row:
 | ``prompt`` | yes | the user prompt |
 | ``model_id`` | yes | the Hub model that should serve it |
 | ``domain``, ``family``, ``card_text``, ``created_at``, ``pipeline_tag``, ``library_name``, ``license`` | no | metadata of the model, read from its first row |
+
+A file's columns are the union of every row's keys (a row that lacks one has ``null`` there), so a column
+missing from the first line is still read from the lines that carry it. Every row is checked: a model id must
+be printable text (and a valid Hub id when written ``namespace/name``), ``created_at`` milliseconds since the
+epoch before the year 10000; an error names the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._utils.limits import check_created_at
+from .._utils.repo_ids import model_id_problem
 from ..errors import DataFormatError
 from ..routing.encoder import PromptEncoder
 from ..routing.registry import ModelRecord, Registry
@@ -77,16 +84,15 @@ def load_experience_file(path: str | Path) -> Any:
         DataFormatError: unsupported format, malformed content (naming the file and the line or row), or
             missing ``prompt`` / ``model_id`` values.
     """
-    from datasets import Dataset
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Data file {path} does not exist.")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        dataset = Dataset.from_list(_checked_records(path, read_jsonl(path), "line"))
+        dataset = _dataset(_checked_records(path, read_jsonl(path), "line"))
     elif suffix == ".csv":
-        dataset = Dataset.from_list(_checked_records(path, _read_csv(path), "line"))
+        dataset = _dataset(_checked_records(path, _read_csv(path), "line"))
     elif suffix == ".parquet":
         dataset = _read_parquet(path)
     else:
@@ -95,6 +101,15 @@ def load_experience_file(path: str | Path) -> Any:
         )
     check_experience(dataset, name=str(path))
     return dataset
+
+
+def _dataset(records: list[dict[str, Any]]) -> Any:
+    """A :class:`datasets.Dataset` with a column for every key of *any* record (``None`` where a record lacks
+    it): ``Dataset.from_list`` would keep the first record's keys only, dropping a column that line 1 lacks."""
+    from datasets import Dataset
+
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    return Dataset.from_dict({column: [record.get(column) for record in records] for column in columns})
 
 
 _JSON_KINDS = {
@@ -134,14 +149,15 @@ def _checked_records(
         where = f"{path}, {unit} {number}"
         for column in REQUIRED_COLUMNS:
             _check_string(record.get(column), where, column, required=True)
+        problem = model_id_problem(record["model_id"])
+        if problem is not None:
+            raise DataFormatError(f"{where}: 'model_id' ({record['model_id']!r:.120}) {problem}.")
         for column in _RECORD_COLUMNS:
             value = record.get(column)
             if column == "created_at":
-                if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                    raise DataFormatError(
-                        f"{where}: 'created_at' must be an integer (milliseconds since the epoch) or null, "
-                        f"got {value!r:.80}."
-                    )
+                problem = check_created_at(value)
+                if problem is not None:
+                    raise DataFormatError(f"{where}: 'created_at' {problem}.")
             else:
                 _check_string(value, where, column, required=False)
         for column, value in record.items():
@@ -253,6 +269,15 @@ def check_experience(dataset: Any, name: str = "train_dataset") -> None:
     for column in REQUIRED_COLUMNS:
         for row, value in enumerate(dataset[column]):
             _check_string(value, f"{name} row {row}", column, required=True)
+    for row, model_id in enumerate(dataset["model_id"]):
+        problem = model_id_problem(model_id)
+        if problem is not None:
+            raise DataFormatError(f"{name} row {row}: 'model_id' ({model_id!r:.120}) {problem}.")
+    if "created_at" in columns:
+        for row, value in enumerate(dataset["created_at"]):
+            problem = check_created_at(value)
+            if problem is not None:
+                raise DataFormatError(f"{name} row {row}: 'created_at' {problem}.")
 
 
 def records_from_rows(dataset: Any) -> list[ModelRecord]:

@@ -53,7 +53,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .._utils.hub_errors import describe_http_error, http_status
+from .._utils.hub_errors import bad_answer, describe_http_error, http_status
 from .._utils.jsonl import AppendLog, read_jsonl, rewrite_jsonl
 from .._utils.retry import RETRY_STATUSES, RetryAborted, RetryPolicy, hub_request
 from ..errors import HubAccessError
@@ -981,11 +981,12 @@ class HubCrawler:
 
 
 def _is_transient(err: BaseException) -> bool:
-    """Whether a listing error is worth restarting the listing for (429, 5xx, timeouts, network)."""
+    """Whether a listing error is worth restarting the listing for (429, 5xx, timeouts, network, an answer
+    damaged on the way: not UTF-8 or not JSON)."""
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError
 
-    if isinstance(err, httpx2.TransportError):
+    if isinstance(err, httpx2.TransportError) or bad_answer(err) is not None:
         return True
     if isinstance(err, HfHubHTTPError):
         status = getattr(err.response, "status_code", None)
@@ -995,7 +996,7 @@ def _is_transient(err: BaseException) -> bool:
 
 def _describe(err: BaseException) -> str:
     status = getattr(getattr(err, "response", None), "status_code", None)
-    return f"HTTP {status}" if status else type(err).__name__
+    return f"HTTP {status}" if status else bad_answer(err) or type(err).__name__
 
 
 def crawl_hub(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from pathlib import Path
 
 from .._utils.io import write_json
+from ..bench.cells import state_folder
 from ..bench.cmrbench import load_cmrbench
 from ..bench.crawl import CrawlBenchSettings, format_crawl_table, run_crawl_bench
 from ..bench.publish import publish_cmrbench
@@ -16,7 +18,8 @@ from ..routing.encoder import EncoderConfig
 from ..routing.router import RouterConfig
 from ..training import distributed
 from ..training.config import CARvEConfig
-from . import speed, train_scale
+from ..training.progress import quiet_libraries
+from . import memory, speed, train_scale
 from .serve import register_bench
 
 __all__ = ["register"]
@@ -62,6 +65,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="Test on a development split carved out of the training files instead of eval (for tuning).",
     )
+    cmr.add_argument(
+        "--restart",
+        action="store_true",
+        help="Discard the finished cells that a stopped run with this --output kept (in OUTPUT's folder, "
+        "NAME.partial) instead of continuing from them.",
+    )
+    _progress_flag(cmr)
     cmr.set_defaults(func=run_cmrbench_command)
 
     publish = commands.add_parser(
@@ -115,7 +125,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     speed.register(commands)
     train_scale.register(commands)
+    memory.register(commands)
     register_bench(commands)
+
+
+def _progress_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-progress",
+        "--no_progress",
+        dest="show_progress",
+        action="store_false",
+        help="Quiet: no progress bars or lines (transformers', datasets' and huggingface_hub's included), only "
+        "the results.",
+    )
 
 
 def _carve_config(args: argparse.Namespace) -> CARvEConfig:
@@ -132,22 +154,31 @@ def _carve_config(args: argparse.Namespace) -> CARvEConfig:
 def run_cmrbench_command(args: argparse.Namespace) -> int:
 
     logging.getLogger("hubroute").setLevel(logging.INFO)
+    if not args.show_progress:
+        quiet_libraries()
     bench = load_cmrbench(args.data, experiences=args.experiences)
     if args.dev:
         bench = bench.development_split()
     router_config = RouterConfig(encoder=EncoderConfig(args.encoder)) if args.encoder else None
+    config = _carve_config(args)
+    config.disable_tqdm = not args.show_progress
+    output = Path(args.output)
     results = run_cmrbench(
         bench,
         methods=args.methods or METHODS,
         seeds=args.seeds,
-        config=_carve_config(args),
+        config=config,
         router_config=router_config,
+        show_progress=args.show_progress,
+        # a multi-process launch keeps no cells (its processes would have to resume alike)
+        state_dir=state_folder(output) if distributed.num_processes() == 1 else None,
+        restart=args.restart,
     )
     print(format_table(results))
     if not distributed.is_main_process():  # under a multi-process launch, the main process writes
         return 0
-    output = Path(args.output)
     write_json(output, results)
+    shutil.rmtree(state_folder(output), ignore_errors=True)  # its cells are in the results now
     print(f"\nWrote {output}")
 
     report = write_report(

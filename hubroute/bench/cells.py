@@ -118,8 +118,6 @@ class CellStore:
                 )
         else:
             write_json(run_file, {"format": _FORMAT, "settings": self.settings})
-        self.reused = 0
-        """Cells read back from a stopped run (by :meth:`get`)."""
 
     @staticmethod
     def _name(method: str, seed: int, t: int) -> str:
@@ -139,7 +137,6 @@ class CellStore:
         path = self.folder / "cells" / f"{self._name(method, seed, t)}.json"
         if not path.is_file():
             return None
-        self.reused += 1
         return dict(json.loads(path.read_text(encoding="utf-8")))
 
     def put(self, method: str, seed: int, t: int, cell: dict[str, Any]) -> None:

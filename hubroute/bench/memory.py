@@ -17,6 +17,7 @@ children's temp dir.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -118,6 +119,8 @@ def _child_env(tmp: Path) -> dict[str, str]:
 def _run_child(command: list[str], env: dict[str, str], log: Log) -> None:
     log("$ " + " ".join(command[1:]))
     code = subprocess.run(command, env=env, check=False).returncode
+    with contextlib.suppress(OSError):
+        Path(env["TMPDIR"]).rmdir()  # when the child left it empty
     if code != 0:
         raise RuntimeError(f"The benchmark child failed (exit status {code}): {' '.join(command[1:])}")
 
@@ -131,7 +134,7 @@ def _comparable(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def _leftovers(tmp: Path) -> list[str]:
-    return sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*"))
+    return sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*")) if tmp.exists() else []
 
 
 def _kill_test(
@@ -162,6 +165,11 @@ def _kill_test(
         raise RuntimeError("The run to kill ended before the kill; use a shorter kill_delay_s.")
     child.send_signal(signal.SIGKILL)
     child.wait()
+    next_cell = cells / f"carve.seed{settings.seed}.{settings.kill_after}.json"
+    if next_cell.exists():
+        raise RuntimeError(
+            f"Experience {settings.kill_after + 1} had finished at the kill; use a shorter kill_delay_s."
+        )
     kept = {p.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted(cells.glob("*.json"))}
     left_after_kill = _leftovers(tmp)
     log(

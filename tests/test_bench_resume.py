@@ -96,3 +96,36 @@ def test_the_bench_command_keeps_cells_until_its_results_are_written(tmp_path, s
     assert cli([*argv, "--restart"]) == 0
     assert json.loads(output.read_text())["bm25"]["matrices"] == first["bm25"]["matrices"]
     assert not state.exists()
+
+
+@pytest.mark.slow
+def test_bench_memory_runs_each_recipe_in_its_own_process_and_kills_one(
+    tmp_path, small_cmrbench_dir, tiny_encoder_path, capsys
+):
+    config = tmp_path / "small.yaml"
+    config.write_text("per_device_train_batch_size: 16\n")
+    output = tmp_path / "memory"
+    argv = ["bench", "memory", "--data", str(small_cmrbench_dir), "--experiences", "apibench-hf", "mllm",
+            "--encoder", str(tiny_encoder_path), "--config", str(config), "--step-batches", "2", "--kill-after", "1",
+            "--kill-delay", "0", "--output-dir", str(output), "--no-progress"]  # fmt: skip
+    assert cli(argv) == 0
+    table = capsys.readouterr().out
+    results = json.loads((output / "memory.json").read_text())
+    assert list(results["recipes"]) == ["unchunked", "default", "quick"]
+    for name, recipe in results["recipes"].items():
+        assert recipe["peak_rss_mb"] > 0 and f"| {name} |" in table
+    assert results["recipes"]["unchunked"]["changes"] == {"encoder_chunk_size": 0}
+    assert results["recipes"]["quick"]["encoder_step_s"] is None  # the encoder never trains
+    steps = results["steps"]
+    assert steps["chunk_sizes"] == [0, 8] and steps["batches"] == 2 and len(steps["seconds"]["8"]) == 2
+    kill = results["kill"]
+    assert kill["cells_kept"] == ["carve.seed0.0.json"] and kill["cells_reused"] == kill["cells_kept"]
+    checks = results["checks"]
+    assert checks["killed run: results equal the uninterrupted run's"] is True
+    assert checks["killed run: temp dir clean"] is True and not kill["state_left"]
+    assert "default - unchunked M-Acc" in checks and "step time ratio, interleaved (median)" in checks
+    assert sorted(p.name for p in output.iterdir() if p.is_dir() and p.name.startswith("tmp")) == []
+
+    # A rerun reuses every recipe's results.
+    assert cli([a for a in argv if a not in ("--kill-after", "1", "--kill-delay", "0")]) == 0
+    assert "reusing" in capsys.readouterr().err

@@ -66,6 +66,7 @@ class MemoryBenchSettings:
         dev: Test on the development split (``--dev``).
         experiences: Subset of experiences (default: all four).
         config: YAML file of :class:`~hubroute.CARvEConfig` fields under every recipe (e.g. smaller settings).
+        encoder: Encoder of the routers (default: the bundled MiniLM).
         step_batches: Training batches timed under each chunked/unchunked recipe (0: skip the step timing).
         kill_after: Kill a rerun of the default recipe during experience ``kill_after + 1`` and rerun it
             (``None``: no kill test).
@@ -80,6 +81,7 @@ class MemoryBenchSettings:
     dev: bool = True
     experiences: Sequence[str] | None = None
     config: str | None = None
+    encoder: str | None = None
     step_batches: int = 8
     kill_after: int | None = None
     kill_delay_s: float = 30.0
@@ -105,6 +107,8 @@ def _cmrbench_command(settings: MemoryBenchSettings, config: Path, output: Path)
         command.append("--dev")
     if settings.experiences:
         command += ["--experiences", *settings.experiences]
+    if settings.encoder:
+        command += ["--encoder", settings.encoder]
     if not settings.show_progress:
         command.append("--no-progress")
     return command
@@ -201,6 +205,7 @@ def time_steps(
     dev: bool = True,
     seed: int = 0,
     experience: str | None = None,
+    encoder: str | None = None,
 ) -> dict[str, Any]:
     """Time the forward and backward pass of the same training batches under each chunk size, interleaved.
 
@@ -216,6 +221,7 @@ def time_steps(
         dev: Train on the development split's training rows.
         seed: Training seed.
         experience: The experience (default: the first).
+        encoder: Encoder of the router (default: the bundled MiniLM).
 
     Returns:
         ``{"chunk_sizes", "seconds": {size: [per batch]}, "mean_s": {size: ...}, "ratio_to_first": {size:
@@ -223,7 +229,8 @@ def time_steps(
     """
     import tempfile
 
-    from ..routing.router import HubRouter
+    from ..routing.encoder import EncoderConfig
+    from ..routing.router import HubRouter, RouterConfig
     from ..training.trainer import CARvETrainer
     from .cmrbench import load_cmrbench
 
@@ -233,7 +240,11 @@ def time_steps(
     first = bench[0]
     with tempfile.TemporaryDirectory(prefix="hubroute-steps-") as work:
         args = CARvEConfig(**{**config, "seed": seed, "disable_tqdm": True, "output_dir": work})
-        router = HubRouter()
+        router = (
+            HubRouter(RouterConfig(encoder=EncoderConfig(encoder, max_length=_max_length(encoder))))
+            if encoder
+            else HubRouter()
+        )
         trainer = CARvETrainer(model=router, args=args, train_dataset=first.train, experience=first.name)
         router.train()
         seconds: dict[int, list[float]] = {c: [] for c in chunk_sizes}
@@ -262,6 +273,12 @@ def time_steps(
         },
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def _max_length(encoder: str) -> int:
+    from ..routing.encoder import encoder_token_limit
+
+    return min(256, encoder_token_limit(encoder) or 256)
 
 
 def run_memory_bench(settings: MemoryBenchSettings, log: Log = _log) -> dict[str, Any]:
@@ -313,6 +330,7 @@ def run_memory_bench(settings: MemoryBenchSettings, log: Log = _log) -> dict[str
                 "data": settings.data, "config": base, "batches": settings.step_batches, "dev": settings.dev,
                 "seed": settings.seed, "chunk_sizes": [0, int(base.get("encoder_chunk_size", _DEFAULT_CHUNK))],
                 "experience": settings.experiences[0] if settings.experiences else None,
+                "encoder": settings.encoder,
             }  # fmt: skip
             code = (
                 "import json, sys; from hubroute.bench.memory import time_steps; "

@@ -14,7 +14,7 @@ from ..bench.crawl import CrawlBenchSettings, format_crawl_table, run_crawl_benc
 from ..bench.publish import publish_cmrbench
 from ..bench.report import write_report
 from ..bench.runner import METHODS, format_table, load_results, merge_results, run_cmrbench
-from ..routing.encoder import EncoderConfig
+from ..routing.encoder import EncoderConfig, encoder_token_limit
 from ..routing.router import RouterConfig
 from ..training import distributed
 from ..training.config import CARvEConfig
@@ -159,7 +159,10 @@ def run_cmrbench_command(args: argparse.Namespace) -> int:
     bench = load_cmrbench(args.data, experiences=args.experiences)
     if args.dev:
         bench = bench.development_split()
-    router_config = RouterConfig(encoder=EncoderConfig(args.encoder)) if args.encoder else None
+    router_config = None
+    if args.encoder:  # prompts of 256 tokens, or fewer when the encoder takes fewer
+        max_length = min(256, encoder_token_limit(args.encoder) or 256)
+        router_config = RouterConfig(encoder=EncoderConfig(args.encoder, max_length=max_length))
     config = _carve_config(args)
     config.disable_tqdm = not args.show_progress
     output = Path(args.output)

@@ -39,6 +39,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--config", default=None, help="YAML file of CARvEConfig fields applied under every recipe."
     )
+    parser.add_argument("--encoder", default=None, help="Encoder model id or path (default: bundled MiniLM).")
     parser.add_argument(
         "--step-batches",
         type=int,
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         dev=not args.eval_split,
         experiences=args.experiences,
         config=args.config,
+        encoder=args.encoder,
         step_batches=args.step_batches,
         kill_after=args.kill_after,
         kill_delay_s=args.kill_delay,

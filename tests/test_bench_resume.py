@@ -86,7 +86,8 @@ def test_the_bench_command_keeps_cells_until_its_results_are_written(tmp_path, s
             "--methods", "bm25", "--output", str(output), "--no-progress"]  # fmt: skip
     assert cli(argv) == 0
     first = json.loads(output.read_text())
-    assert first["bm25"]["peak_rss_mb"] > 0 and "| bm25 |" in capsys.readouterr().out
+    quiet = capsys.readouterr()
+    assert first["bm25"]["peak_rss_mb"] > 0 and "| bm25 |" in quiet.out and quiet.err == ""
     assert not state.exists()  # removed once the results were written
 
     # A folder of another run's cells is refused, naming the fix; --restart discards it.

@@ -155,8 +155,11 @@ class _Run:
         """What the progress bars call experience ``t`` of this run."""
         return f"{self.method} seed {self.seed} · experience {t + 1}/{len(self.bench)} {self.bench[t].name}"
 
-    def evaluate(self, after: int, ranker: Ranker, upto: int) -> None:
-        for j in range(upto + 1):
+    def evaluate(self, after: int, ranker: Ranker, upto: int, show: bool = False) -> None:
+        tests = range(upto + 1)
+        for j in tqdm(
+            tests, desc=f"{self.label(after)}: testing", unit="test set", leave=False, disable=not show
+        ):
             test = self.bench[j].test
             predicted = ranker(test["prompt"])
             self.matrix.record(
@@ -283,7 +286,7 @@ class _Run:
             )  # fmt: skip
             trainer.train()
             trained = time.perf_counter()
-            self.evaluate(n - 1, router_ranker(router), n - 1)
+            self.evaluate(n - 1, router_ranker(router), n - 1, show=not progress.disable)
             self.times.append(
                 {"train_s": trained - start, "eval_s": time.perf_counter() - trained, **trainer.step_stats()}
             )
@@ -336,7 +339,7 @@ class _Run:
                         {"train_s": trained - start - rerank_s, "eval_s": plain_eval_s, **steps}
                     )
             else:
-                self.evaluate(t, router_ranker(router), t)
+                self.evaluate(t, router_ranker(router), t, show=not progress.disable)
                 self.times.append(
                     {"train_s": trained - start, "eval_s": time.perf_counter() - trained, **steps}
                 )
@@ -362,7 +365,7 @@ class _Run:
                 progress.update(1)
                 continue
             indexed = time.perf_counter()
-            self.evaluate(t, ranker, t)
+            self.evaluate(t, ranker, t, show=not progress.disable)
             self.times.append({"train_s": indexed - start, "eval_s": time.perf_counter() - indexed})
             self.keep(t)
             progress.update(1)

@@ -322,8 +322,12 @@ class CARvETrainer(Trainer):
             pooled = self.features[idx]
         else:
             prompts = self.train_dataset["prompt"]
+            show = distributed.is_main_process() and not self.args.disable_tqdm
             pooled = router.encoder.encode(
-                [prompts[int(i)] for i in idx], batch_size=self.args.encode_batch_size
+                [prompts[int(i)] for i in idx],
+                batch_size=self.args.encode_batch_size,
+                show_progress=show
+                and f"Mining hard negatives: encoding {len(idx)} prompts of {self.experience}",
             )
         weight = router.projection.weight.detach().float().cpu()
         return torch.nn.functional.normalize(pooled @ weight.T, dim=-1)

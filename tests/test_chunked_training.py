@@ -163,3 +163,25 @@ def test_chunk_size_from_python_yaml_and_the_command_line(tmp_path):
         ["--data", "d.jsonl", "--output", "r", "--config", str(yaml), "--encoder_chunk_size", "0"]
     )
     assert parsed.encoder_chunk_size == 0
+
+
+def test_the_quick_recipe_from_python_and_the_command_line(tmp_path):
+    from hubroute.cli.train import _recipe_defaults, make_parser
+
+    quick = CARvEConfig.from_recipe("quick", seed=3)
+    assert (quick.encoder_mode, quick.seed) == ("frozen", 3)
+    with pytest.raises(ValueError, match="Unknown recipe 'fast'"):
+        CARvEConfig.from_recipe("fast")
+
+    def parse(*argv: str) -> CARvEConfig:
+        parser = make_parser()
+        argv = ("--data", "d.jsonl", "--output", "r", *argv)
+        _recipe_defaults(parser, list(argv))
+        return parser.parse_args_and_config(list(argv))[1]
+
+    assert parse().encoder_mode == "full"
+    assert parse("--recipe", "quick").encoder_mode == "frozen"
+    yaml = tmp_path / "quick.yaml"
+    yaml.write_text("num_train_epochs: 7\n")
+    config = parse("--recipe", "quick", "--config", str(yaml), "--encoder_mode", "lora")
+    assert (config.encoder_mode, config.num_train_epochs) == ("lora", 7.0)  # flags, then the file, win

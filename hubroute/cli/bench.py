@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from pathlib import Path
 
 from .._utils.io import write_json
+from ..bench.cells import state_folder
 from ..bench.cmrbench import load_cmrbench
 from ..bench.crawl import CrawlBenchSettings, format_crawl_table, run_crawl_bench
 from ..bench.publish import publish_cmrbench
 from ..bench.report import write_report
 from ..bench.runner import METHODS, format_table, load_results, merge_results, run_cmrbench
-from ..routing.encoder import EncoderConfig
+from ..routing.encoder import EncoderConfig, encoder_token_limit
 from ..routing.router import RouterConfig
 from ..routing.runtime import BACKENDS
 from ..training import distributed
 from ..training.config import CARvEConfig
-from . import run_models, speed, train_scale
+from ..training.progress import quiet_libraries
+from . import memory, run_models, speed, train_scale
 from .serve import register_bench
 
 __all__ = ["register"]
@@ -72,6 +75,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "'<method>@<backend>' rows from the same trained routers, with the share of prompts whose top-5 agrees), "
         "e.g. --backends torch onnx onnx-int8.",
     )
+    cmr.add_argument(
+        "--restart",
+        action="store_true",
+        help="Discard the finished cells that a stopped run with this --output kept (in OUTPUT's folder, "
+        "NAME.partial) instead of continuing from them.",
+    )
+    _progress_flag(cmr)
     cmr.set_defaults(func=run_cmrbench_command)
 
     publish = commands.add_parser(
@@ -125,8 +135,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     speed.register(commands)
     train_scale.register(commands)
+    memory.register(commands)
     register_bench(commands)
     run_models.register(commands)
+
+
+def _progress_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-progress",
+        "--no_progress",
+        dest="show_progress",
+        action="store_false",
+        help="Quiet: no progress bars or lines (transformers', datasets' and huggingface_hub's included), only "
+        "the results.",
+    )
 
 
 def _carve_config(args: argparse.Namespace) -> CARvEConfig:
@@ -143,23 +165,35 @@ def _carve_config(args: argparse.Namespace) -> CARvEConfig:
 def run_cmrbench_command(args: argparse.Namespace) -> int:
 
     logging.getLogger("hubroute").setLevel(logging.INFO)
+    if not args.show_progress:
+        quiet_libraries()
     bench = load_cmrbench(args.data, experiences=args.experiences)
     if args.dev:
         bench = bench.development_split()
-    router_config = RouterConfig(encoder=EncoderConfig(args.encoder)) if args.encoder else None
+    router_config = None
+    if args.encoder:  # prompts of 256 tokens, or fewer when the encoder takes fewer
+        max_length = min(256, encoder_token_limit(args.encoder) or 256)
+        router_config = RouterConfig(encoder=EncoderConfig(args.encoder, max_length=max_length))
+    config = _carve_config(args)
+    config.disable_tqdm = not args.show_progress
+    output = Path(args.output)
     results = run_cmrbench(
         bench,
         methods=args.methods or METHODS,
         seeds=args.seeds,
-        config=_carve_config(args),
+        config=config,
         router_config=router_config,
         backends=args.backends,
+        show_progress=args.show_progress,
+        # a multi-process launch keeps no cells (its processes would have to resume alike)
+        state_dir=state_folder(output) if distributed.num_processes() == 1 else None,
+        restart=args.restart,
     )
     print(format_table(results))
     if not distributed.is_main_process():  # under a multi-process launch, the main process writes
         return 0
-    output = Path(args.output)
     write_json(output, results)
+    shutil.rmtree(state_folder(output), ignore_errors=True)  # its cells are in the results now
     print(f"\nWrote {output}")
 
     report = write_report(

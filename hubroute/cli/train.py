@@ -11,8 +11,9 @@ from ..bench.cmrbench import load_cmrbench
 from ..routing.encoder import DEFAULT_ENCODER, EncoderConfig, encoder_token_limit
 from ..routing.router import HubRouter, RouterConfig
 from ..routing.serialization import check_router_target
-from ..training.config import CARvEConfig
+from ..training.config import RECIPES, CARvEConfig
 from ..training.data import DATA_SUFFIXES, load_experience_file
+from ..training.progress import quiet_libraries
 from ..training.trainer import CARvETrainer
 
 __all__ = ["TrainScriptArguments", "make_parser", "run"]
@@ -42,6 +43,15 @@ class TrainScriptArguments:
     )
     embedding_dim: int | None = field(default=None, metadata={"help": "Embedding size of a new router."})
     temperature: float = field(default=0.08, metadata={"help": "Softmax temperature of a new router."})
+    recipe: str = field(
+        default="default",
+        metadata={
+            "help": "Training recipe whose settings replace the defaults (a --config file and flags still win): "
+            "'default', or 'quick' (frozen encoder, only the projection and model embeddings train: a first "
+            "router in minutes and little memory; see docs/guides/train-recipes.md).",
+            "choices": sorted(RECIPES),
+        },
+    )
     max_length: int | None = field(
         default=None,
         metadata={
@@ -51,10 +61,23 @@ class TrainScriptArguments:
 
 
 def make_parser(prog: str = "hubroute train") -> Any:
+    import argparse
+
     from trl import TrlParser
 
     # The ignore: transformers types DataClassType as NewType("DataClassType", Any), which no class matches.
-    return TrlParser([TrainScriptArguments, CARvEConfig], prog=prog)  # type: ignore[list-item]
+    parser = TrlParser([TrainScriptArguments, CARvEConfig], prog=prog)  # type: ignore[list-item]
+    parser.add_argument(
+        "--no-progress",
+        "--no_progress",
+        dest="disable_tqdm",
+        action="store_const",
+        const=True,
+        default=argparse.SUPPRESS,
+        help="Quiet: no progress bars or lines (transformers', datasets' and huggingface_hub's included), only "
+        "what was trained and saved (same as --disable_tqdm true).",
+    )
+    return parser
 
 
 def _experiences(script: TrainScriptArguments) -> list[tuple[str, Any]]:
@@ -66,11 +89,25 @@ def _experiences(script: TrainScriptArguments) -> list[tuple[str, Any]]:
     return [(e.name, e.train) for e in bench]
 
 
+def _recipe_defaults(parser: Any, argv: list[str]) -> None:
+    """Make the ``--recipe`` named in ``argv`` the parser's defaults (under --config and the flags)."""
+    import argparse
+
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--recipe", default="default", choices=sorted(RECIPES))
+    known, _ = first.parse_known_args(argv)
+    parser.set_defaults(**RECIPES[known.recipe])
+
+
 def run(argv: list[str]) -> int:
     """Parse ``argv`` and train; return the exit code."""
-    script, config = make_parser().parse_args_and_config(argv)
+    parser = make_parser()
+    _recipe_defaults(parser, argv)
+    script, config = parser.parse_args_and_config(argv)
     from transformers import set_seed
 
+    if config.disable_tqdm:
+        quiet_libraries()
     check_router_target(Path(script.output))  # before any training: --output must be writable as a router
     experiences = _experiences(script)
     set_seed(config.seed)  # the new router's projection is drawn before the trainer seeds anything
@@ -85,9 +122,12 @@ def run(argv: list[str]) -> int:
         router = HubRouter(
             RouterConfig(encoder, embedding_dim=script.embedding_dim, temperature=script.temperature)
         )
-    for name, data in experiences:
-        print(f"Experience {name}: {len(data)} examples")
-        trainer = CARvETrainer(model=router, args=config, train_dataset=data, experience=name)
+    for i, (name, data) in enumerate(experiences, start=1):
+        print(f"Experience {i}/{len(experiences)} {name}: {len(data)} examples")
+        trainer = CARvETrainer(
+            model=router, args=config, train_dataset=data, experience=name,
+            progress=f"experience {i}/{len(experiences)} {name}",
+        )  # fmt: skip
         trainer.train()
         if trainer.is_world_process_zero():  # under a multi-process launch, the main process writes
             trainer.accelerator.unwrap_model(trainer.model).save_pretrained(script.output)

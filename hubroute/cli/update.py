@@ -23,6 +23,7 @@ from trl import TrlParser
 from .._utils.io import write_json
 from ..errors import ForgettingGateError
 from ..training import distributed
+from ..training.progress import quiet_libraries
 from ..update.pipeline import UpdateConfig, UpdateSummary, update_router
 
 __all__ = ["UpdateScriptArguments", "make_parser", "parse_update_args", "run", "EXIT_REFUSED"]
@@ -50,15 +51,23 @@ def make_parser(prog: str = "hubroute update") -> TrlParser:
     ``--no-progress`` and ``--config``."""
     # The ignore: transformers types DataClassType as NewType("DataClassType", Any), which no class matches.
     parser = TrlParser([UpdateConfig, UpdateScriptArguments], prog=prog, description=DESCRIPTION)  # type: ignore[list-item]
-    for action in parser._actions:
+    for action in list(parser._actions):
         if action.dest == "training":  # a mapping: JSON on the command line
             action.type = json.loads
+        if action.dest == "show_progress":  # one progress flag, below, not --show_progress/--no_show_progress
+            parser._remove_action(action)
+            for group in parser._action_groups:
+                if action in group._group_actions:
+                    group._group_actions.remove(action)
+            for option in action.option_strings:
+                parser._option_string_actions.pop(option, None)
     parser.add_argument(
         "--no-progress",
         "--no_progress",
         dest="show_progress",
         action="store_false",
-        help="Hide progress bars.",
+        help="Quiet: no progress bars or lines (transformers', datasets' and huggingface_hub's included), only "
+        "the summary.",
     )
     parser.add_argument(
         "--config", default=None, help="YAML file: update options, and CARvEConfig fields overriding the "
@@ -120,6 +129,8 @@ def run(argv: list[str]) -> int:
     """Run ``hubroute update``; return 0 when saved (or nothing new), 3 when the forgetting gate refused."""
     config, script = parse_update_args(argv)
     logging.getLogger("hubroute").setLevel(logging.INFO)
+    if not config.show_progress:
+        quiet_libraries()
     try:
         summary = update_router(config)
     except ForgettingGateError as err:

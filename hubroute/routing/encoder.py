@@ -16,7 +16,7 @@ torch, or an ONNX Runtime graph exported here, see :mod:`hubroute.routing.runtim
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -264,18 +264,35 @@ class PromptEncoder(BackendModule):
         limit = max_length * _CHARS_PER_TOKEN_BOUND
         return self.model.preprocess([p[:limit] for p in prompts], max_length=max_length)
 
-    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Return pooled prompt vectors ``[batch, dim]`` for tokenised ``features``."""
+    def forward(self, features: dict[str, torch.Tensor], chunk_size: int | None = None) -> torch.Tensor:
+        """Return pooled prompt vectors ``[batch, dim]`` for tokenised ``features``.
+
+        Args:
+            features: Tokenised texts (:meth:`tokenize`).
+            chunk_size: With gradients on and more texts than this, encode them ``chunk_size`` at a time
+                without keeping their activations, and recompute each chunk's activations when the backward
+                pass reaches it (gradient caching; see :func:`chunked_forward`): the same outputs and
+                gradients, with peak memory set by the chunk instead of the batch. ``None`` or ``0``: the
+                whole batch at once.
+        """
+        if chunk_size and torch.is_grad_enabled():
+            return chunked_forward(self._pooled, features, chunk_size)
+        return self._pooled(features)
+
+    def _pooled(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(features)["sentence_embedding"]
 
     @torch.no_grad()
-    def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> torch.Tensor:
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 64, show_progress: bool | str = False
+    ) -> torch.Tensor:
         """Encode texts into pooled vectors ``[n, dim]`` (float32, on CPU), in length-sorted batches.
 
         Args:
             texts: The texts to encode.
             batch_size: Texts per forward pass.
-            show_progress: Show a progress bar.
+            show_progress: Show a progress bar; a string is its title, saying what is encoded (default
+                ``"Encoding N texts"``).
 
         Raises:
             ValueError: ``batch_size`` is not a positive integer.
@@ -290,7 +307,8 @@ class PromptEncoder(BackendModule):
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = torch.empty(len(texts), self.dim)
         starts = range(0, len(texts), batch_size)
-        for start in tqdm(starts, desc="Encoding", disable=not show_progress, unit="batch"):
+        title = show_progress if isinstance(show_progress, str) else f"Encoding {len(texts)} texts"
+        for start in tqdm(starts, desc=title, disable=not show_progress, unit="batch", leave=False):
             idx = order[start : start + batch_size]
             features = self.tokenize([texts[i] for i in idx])
             features = {
@@ -384,6 +402,74 @@ class PromptEncoder(BackendModule):
             encoder._load_lora(folder / "adapter")
             encoder.config = replace(encoder.config, lora=config.lora)
         return encoder
+
+
+def chunked_forward(
+    fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], features: dict[str, torch.Tensor], chunk_size: int
+) -> torch.Tensor:
+    """``fn(features)``, computed ``chunk_size`` rows at a time with each chunk's activations recomputed in the
+    backward pass: gradient caching for a batch of tokenised texts.
+
+    Each chunk runs under :func:`torch.utils.checkpoint.checkpoint` (non-reentrant): its forward keeps no
+    activations, only the ``[chunk, dim]`` output; when the backward pass reaches that output the chunk is
+    run again with its graph, from the same random state (so dropout draws the same masks), and back-propagated
+    at once. The loss is computed once, on the whole batch's outputs, so the objective and its gradients are
+    those of the unchunked batch; only one chunk's activations are alive at a time.
+
+    The rows are chunked longest first (the outputs come back in the batch's order) and each chunk is cut to its
+    own longest text: right-padding columns, which change no output, are dropped, so chunks of short texts cost
+    little (a padded batch of CMRBench prompts holds 1.5 to 3 times the tokens its texts have).
+
+    Args:
+        fn: Maps tokenised features ``{name: [rows, length]}`` to ``[rows, dim]``.
+        features: The batch's tokenised texts.
+        chunk_size: Rows per chunk (at least 1).
+
+    Returns:
+        ``[batch, dim]``, as ``fn(features)``.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    mask = features.get("attention_mask")
+    rows = next(v for v in features.values() if isinstance(v, torch.Tensor)).shape[0]
+    if rows <= chunk_size:
+        return fn(features)
+    padded = isinstance(mask, torch.Tensor) and mask.dim() == 2
+    order = None
+    if padded:
+        assert isinstance(mask, torch.Tensor)
+        order = torch.argsort(mask.sum(dim=1), descending=True, stable=True)
+        features = {k: _rows(v, rows, order) for k, v in features.items()}
+        mask = features["attention_mask"]
+    outputs = []
+    for start in range(0, rows, chunk_size):
+        end = min(start + chunk_size, rows)
+        chunk = {k: v[start:end] if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        if padded:
+            assert isinstance(mask, torch.Tensor)
+            used = mask[start:end].any(dim=0).nonzero()
+            width = int(used.max()) + 1 if len(used) else 1
+            if width < mask.shape[1]:  # right padding beyond the chunk's longest text
+                chunk = {k: _narrow(v, mask.shape[1], width) for k, v in chunk.items()}
+        outputs.append(checkpoint(fn, chunk, use_reentrant=False))
+    pooled = torch.cat(outputs)
+    if order is None:
+        return pooled
+    return pooled.index_select(0, torch.argsort(order).to(pooled.device))
+
+
+def _rows(value: Any, rows: int, order: torch.Tensor) -> Any:
+    """``value``'s rows in ``order`` for a tensor of ``rows`` rows, else ``value`` unchanged."""
+    if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == rows:
+        return value.index_select(0, order.to(value.device))
+    return value
+
+
+def _narrow(value: Any, length: int, width: int) -> Any:
+    """``value[:, :width]`` for a ``[rows, length]`` tensor of token columns, else ``value`` unchanged."""
+    if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == length:
+        return value[:, :width]
+    return value
 
 
 def encoder_token_limit(name_or_path: str, revision: str | None = None) -> int | None:

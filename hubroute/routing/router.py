@@ -260,6 +260,7 @@ class HubRouter(
         features: dict[str, torch.Tensor] | None = None,
         pooled: torch.Tensor | None = None,
         model_rows: torch.Tensor | None = None,
+        chunk_size: int | None = None,
     ) -> RouterOutput:
         """Return normalised prompt vectors and model embeddings (the inputs of every score).
 
@@ -269,19 +270,23 @@ class HubRouter(
             model_rows: Embedding rows to normalise and return instead of the whole table (row-sparse
                 training passes the rows of a batch's candidate sets, so a step never touches the whole
                 registry).
+            chunk_size: Encode ``features`` this many texts at a time, recomputing each chunk's activations in
+                the backward pass (same gradients, memory bounded by the chunk; see
+                :meth:`PromptEncoder.forward`). ``None``: the whole batch at once.
         """
         if pooled is None:
             if features is None:
                 raise ValueError("forward() needs tokenised `features` or encoder outputs `pooled`.")
-            pooled = self.encoder(features)
+            pooled = self.encoder(features, chunk_size=chunk_size)
         embeddings = self.normalized_embeddings() if model_rows is None else F.normalize(model_rows, dim=-1)
         return RouterOutput(self.project(pooled), embeddings)
 
     @torch.no_grad()
     def embed_prompts(
-        self, prompts: Sequence[str], batch_size: int = 64, show_progress: bool = False
+        self, prompts: Sequence[str], batch_size: int = 64, show_progress: bool | str = False
     ) -> np.ndarray:
-        """Return ``[n, embedding_dim]`` normalised prompt vectors (float32)."""
+        """Return ``[n, embedding_dim]`` normalised prompt vectors (float32); ``show_progress`` as for
+        :meth:`PromptEncoder.encode`."""
         pooled = self.encoder.encode(list(prompts), batch_size=batch_size, show_progress=show_progress)
         weight = self.projection.weight.detach().float().cpu()
         return F.normalize(pooled @ weight.T, dim=-1).numpy()
@@ -1052,7 +1057,8 @@ class HubRouter(
             return []
         texts = [_prompts_of(prompts, r.model_id) for r in new_records]
         flat = [p for group in texts for p in group]
-        vectors = torch.from_numpy(self.embed_prompts(flat, show_progress=show_progress)) if flat else None
+        title = show_progress and f"Encoding {len(flat)} example prompts of {len(new_records)} new models"
+        vectors = torch.from_numpy(self.embed_prompts(flat, show_progress=title)) if flat else None
         per_model: list[torch.Tensor | None] = []
         start = 0
         for group in texts:  # a non-empty group makes `flat` non-empty, so `vectors` is set
@@ -1129,7 +1135,11 @@ class HubRouter(
         if neighbors < 0 or neighbor_weight < 0:
             raise ValueError("neighbors and neighbor_weight must not be negative.")
         cards = torch.from_numpy(
-            self.embed_prompts([r.document() for r in records], batch_size=32, show_progress=show_progress)
+            self.embed_prompts(
+                [r.document() for r in records],
+                batch_size=32,
+                show_progress=show_progress and f"Encoding the cards of {len(records)} new models",
+            )
         )
         rows = cards.clone()
         for j, vectors in enumerate(prompt_vectors or ()):

@@ -180,7 +180,8 @@ def cold_start(
         router.encoder,
         prompts,
         batch_size=args.encode_batch_size,
-        show_progress=not args.disable_tqdm,
+        show_progress=not args.disable_tqdm
+        and f"Encoding {len(kept)} prompts of {name}" + (f" and {len(replay)} replayed" if replay else ""),
         what="encode prompts",
     )
     records, ids = _register_new_models(router, kept, features, args, name)

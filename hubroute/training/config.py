@@ -8,14 +8,29 @@ command line alike (``hubroute train --config carve.yaml --num_train_epochs 2``)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from transformers import TrainingArguments
 
 from .._utils.validation import check_scalar_fields
 from .distributed import needs_cpu_ddp
 
-__all__ = ["CARvEConfig"]
+__all__ = ["CARvEConfig", "RECIPES"]
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "quick": {"encoder_mode": "frozen", "num_train_epochs": 3.0},
+}
+"""Named training recipes: the :class:`CARvEConfig` fields each changes from the defaults.
+
+- ``"default"``: the CMRBench recipe (MiniLM fine-tuned with the card loss, gradient caching in chunks of
+  ``encoder_chunk_size`` texts);
+- ``"quick"``: a first router in minutes: the encoder stays frozen (its outputs are computed once per
+  experience and cached), only the projection and the model embeddings train, for 3 epochs. See
+  docs/guides/train-recipes.md for each recipe's time, memory and accuracy on CMRBench.
+
+``CARvEConfig.from_recipe("quick", seed=1)``, ``hubroute train --recipe quick``.
+"""
 
 _SWITCHES = {
     "true": "on",
@@ -111,6 +126,14 @@ class CARvEConfig(TrainingArguments):
             embeddings of its `init_neighbors` most similar old models, weight `init_neighbor_weight` (see
             `HubRouter.initial_embeddings`). `hubroute update` sets them to its `--neighbors`, so training
             starts from the cold-start rows; the CMRBench recipe leaves new rows to their own prompts.
+        encoder_chunk_size (`int`, defaults to `8`):
+            Texts (prompts, and the card loss's cards) per encoder pass while the encoder trains. A batch is
+            encoded in chunks of this many texts with gradient caching: each chunk's activations are dropped
+            after its forward pass and recomputed, from the same random state, when the backward pass reaches
+            it (:func:`hubroute.routing.encoder.chunked_forward`). The objective and its gradients are those
+            of the whole batch; peak memory follows the chunk, not the batch. `0` encodes the whole batch at
+            once (the recipe before chunking: fastest per step when memory allows, about 10 GB of peak memory
+            for batches of 64 prompts of 256 tokens with MiniLM). See docs/guides/train-recipes.md.
         encode_batch_size (`int`, defaults to `64`):
             Batch size of the no-grad encoding passes (row initialisation, caching, mining).
         sparse_embeddings (`str`, defaults to `"auto"`):
@@ -260,6 +283,13 @@ class CARvEConfig(TrainingArguments):
         default=0, metadata={"help": "Old models blended into a new model's initial row."}
     )
     init_neighbor_weight: float = field(default=0.5, metadata={"help": "Weight of that blend."})
+    encoder_chunk_size: int = field(
+        default=8,
+        metadata={
+            "help": "Texts per encoder pass while the encoder trains (gradient caching: same gradients, memory "
+            "bounded by the chunk); 0 encodes the whole batch at once."
+        },
+    )
     encode_batch_size: int = field(default=64, metadata={"help": "Batch size of no-grad encoding passes."})
     sparse_embeddings: Literal["auto", "on", "off"] = field(
         default="auto",
@@ -319,6 +349,17 @@ class CARvEConfig(TrainingArguments):
         default=0.1, metadata={"help": "Share of prompts held out of the re-ranker to pick its weight."}
     )
 
+    @classmethod
+    def from_recipe(cls, name: str, **changes: Any) -> CARvEConfig:
+        """The config of a named recipe (:data:`RECIPES`), with ``changes`` on top.
+
+        Raises:
+            ValueError: ``name`` is not a recipe.
+        """
+        if name not in RECIPES:
+            raise ValueError(f"Unknown recipe {name!r}; choose from {sorted(RECIPES)}.")
+        return cls(**{**RECIPES[name], **changes})
+
     def __post_init__(self) -> None:
         if needs_cpu_ddp(self.use_cpu):
             self.use_cpu = (
@@ -370,6 +411,7 @@ class CARvEConfig(TrainingArguments):
                 "replay_max_per_model, encode_batch_size, card_max_length and lora_r must be at least 1",
             ),
             (self.replay_min_per_domain >= 0, "replay_min_per_domain must not be negative"),
+            (self.encoder_chunk_size >= 0, "encoder_chunk_size must be 0 (whole batch) or a positive count"),
             (
                 self.encoder_mode in ("frozen", "lora", "full"),
                 "encoder_mode must be 'frozen', 'lora' or 'full'",

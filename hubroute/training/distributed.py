@@ -235,7 +235,7 @@ def encode(
     encode_fn: Any,
     texts: Sequence[str],
     batch_size: int = 64,
-    show_progress: bool = False,
+    show_progress: bool | str = False,
     what: str = "encode",
 ) -> torch.Tensor:
     """Encode ``texts`` with every process encoding its share, and return all vectors on every process.
@@ -248,7 +248,7 @@ def encode(
     """
     fn = getattr(encode_fn, "encode", encode_fn)
     texts = list(texts)
-    show = show_progress and is_main_process()
+    show = show_progress if is_main_process() else False
     return map_rows(
         lambda idx: fn([texts[i] for i in idx], batch_size=batch_size, show_progress=show), len(texts), what
     )

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import Trainer, TrainerCallback, set_seed
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, set_seed
 
 from ..routing.router import HubRouter
 from ..routing.serialization import write_router
@@ -42,6 +42,7 @@ from .cold_start import REPLAY_STATE_KEY, ColdStart, cold_start, split_holdout
 from .config import CARvEConfig
 from .data import CARvECollator, records_from_rows
 from .losses import CandidateContrastiveLoss, EmbeddingAnchorLoss, EWCPenalty, ProjectionAnchorLoss
+from .progress import TrainingProgress
 from .rerank import train_reranker
 from .sparse import SparseRows
 
@@ -153,6 +154,9 @@ class CARvETrainer(Trainer):
         free_models: Old models whose embedding rows the phase-1 embedding anchor leaves free (every other
             old row stays anchored): the models a feedback experience corrects (``hubroute update
             --feedback``), which the anchor would otherwise hold where they routed wrongly.
+        progress: What this training is, as its progress bar and log lines name it (e.g. ``"carve seed 0 ·
+            experience 2/4 mllm"``); default ``"experience <name>"``. The bar (steps, rate, ETA, current loss,
+            phase) and the metric lines are shown unless ``args.disable_tqdm``.
         **kwargs: Passed to :class:`transformers.Trainer`.
 
     Raises:
@@ -174,6 +178,7 @@ class CARvETrainer(Trainer):
         callbacks: list[TrainerCallback] | None = None,
         cold: ColdStart | None = None,
         free_models: list[str] | None = None,
+        progress: str | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, HubRouter):
@@ -251,6 +256,14 @@ class CARvETrainer(Trainer):
         torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
             model, ["model_embeddings"] if self.sparse else []
         )
+        self._last_loss: torch.Tensor | None = None
+        self.progress = TrainingProgress(
+            progress or f"experience {self.experience}",
+            show=not args.disable_tqdm,
+            loss=lambda: None if self._last_loss is None else float(self._last_loss),
+            phase=lambda: None if not self.phase1_steps else ("phase 1" if self.in_phase1() else "phase 2"),
+        )
+        """The progress bar and metric lines; its ``step_times`` are the seconds of each optimizer step."""
         callbacks = [*(callbacks or []), _PhaseAndMiningCallback(self)]
         super().__init__(
             model=model,
@@ -265,6 +278,10 @@ class CARvETrainer(Trainer):
             callbacks=callbacks,
             **kwargs,
         )
+        # The Trainer's own bar (no title, no loss) and dictionaries of strings give way to self.progress.
+        self.remove_callback(ProgressCallback)
+        self.remove_callback(PrinterCallback)
+        self.add_callback(self.progress)
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _load_ewc(self, router: HubRouter) -> EWCPenalty | None:
@@ -280,6 +297,19 @@ class CARvETrainer(Trainer):
         """Whether the current step belongs to phase 1 (encoder frozen, anchors on)."""
         return self.state.global_step < self.phase1_steps
 
+    def step_stats(self) -> dict[str, float]:
+        """How many optimizer steps the last :meth:`train` took and their seconds (forward, backward, optimizer;
+        not the mining and encoding between them), in all and for the steps where the encoder trained:
+        ``{"steps", "step_s", "encoder_steps", "encoder_step_s"}``."""
+        times = self.progress.step_times
+        encoder = [] if self.args.encoder_mode == "frozen" else times[self.phase1_steps :]
+        return {
+            "steps": len(times),
+            "step_s": float(sum(times)),
+            "encoder_steps": len(encoder),
+            "encoder_step_s": float(sum(encoder)),
+        }
+
     def uses_cached_features(self) -> bool:
         """Whether the encoder is frozen at this step, so its cached outputs stand in for it."""
         return self.args.encoder_mode == "frozen" or self.in_phase1()
@@ -292,8 +322,12 @@ class CARvETrainer(Trainer):
             pooled = self.features[idx]
         else:
             prompts = self.train_dataset["prompt"]
+            show = distributed.is_main_process() and not self.args.disable_tqdm
             pooled = router.encoder.encode(
-                [prompts[int(i)] for i in idx], batch_size=self.args.encode_batch_size
+                [prompts[int(i)] for i in idx],
+                batch_size=self.args.encode_batch_size,
+                show_progress=show
+                and f"Mining hard negatives: encoding {len(idx)} prompts of {self.experience}",
             )
         weight = router.projection.weight.detach().float().cpu()
         return torch.nn.functional.normalize(pooled @ weight.T, dim=-1)
@@ -419,7 +453,9 @@ class CARvETrainer(Trainer):
             pooled = self.features[inputs["index"].cpu()].to(inputs["candidates"].device, dtype)
             outputs = model(pooled=pooled, model_rows=rows)
         else:
-            outputs = model(features=inputs["features"], model_rows=rows)
+            outputs = model(
+                features=inputs["features"], model_rows=rows, chunk_size=self.args.encoder_chunk_size
+            )
         queries, embeddings = outputs
         weights = None
         if phase1 and self.args.replay_loss_weight != 1.0:
@@ -436,11 +472,14 @@ class CARvETrainer(Trainer):
             loss = loss + self._regularisers(embeddings, ids, rows)
         elif self.args.card_loss_weight > 0 and not self.uses_cached_features():
             no_rows = None if rows is None else rows[:0]  # skip normalising the table for the cards' pass
-            cards = model(features=inputs["card_features"], model_rows=no_rows).prompt_embeddings
+            cards = model(
+                features=inputs["card_features"], model_rows=no_rows, chunk_size=self.args.encoder_chunk_size
+            ).prompt_embeddings
             logits = queries @ cards.T / self.args.card_temperature
             loss = loss + self.args.card_loss_weight * torch.nn.functional.cross_entropy(
                 logits.float(), inputs["card_targets"]
             )
+        self._last_loss = loss.detach()
         return (loss, outputs) if return_outputs else loss
 
     def _regularisers(

@@ -813,7 +813,7 @@ def _learn_behind_the_gate(
 
     trainer = CARvETrainer(
         model=model, args=args, train_dataset=experience, experience=summary.experience, cold=cold,
-        free_models=list(free_models),
+        free_models=list(free_models), progress=f"update: learning {summary.experience}",
     )  # fmt: skip
     trainer.train()
     model.eval()

@@ -26,28 +26,50 @@ from .errors import (
     InvalidPromptError,
     UnknownModelError,
 )
-from .routing.config import RouterConfig
-from .routing.encoder import DEFAULT_ENCODER, EncoderConfig
-from .routing.options import Calibration, RouteFilter
-from .routing.registry import ModelRecord, Registry
-from .routing.rerank import Reranker
-from .routing.results import Explanation, NearestPrompt, RouteResult
-from .routing.router import HubRouter
 
 if TYPE_CHECKING:
+    from .routing.config import RouterConfig
+    from .routing.encoder import DEFAULT_ENCODER, EncoderConfig
+    from .routing.options import Calibration, RouteFilter
+    from .routing.registry import ModelRecord, Registry
+    from .routing.rerank import Reranker
+    from .routing.results import Explanation, NearestPrompt, RouteResult
+    from .routing.router import HubRouter
     from .training.config import CARvEConfig
     from .training.trainer import CARvETrainer
 
-_LAZY = {"CARvEConfig": "hubroute.training.config", "CARvETrainer": "hubroute.training.trainer"}
+# torch, transformers and the training stack are imported when a name that needs them is first used, so that
+# `import hubroute` (and `hubroute --help`) stays fast.
+_LAZY = {
+    "RouterConfig": "hubroute.routing.config",
+    "DEFAULT_ENCODER": "hubroute.routing.encoder",
+    "EncoderConfig": "hubroute.routing.encoder",
+    "Calibration": "hubroute.routing.options",
+    "RouteFilter": "hubroute.routing.options",
+    "ModelRecord": "hubroute.routing.registry",
+    "Registry": "hubroute.routing.registry",
+    "Reranker": "hubroute.routing.rerank",
+    "Explanation": "hubroute.routing.results",
+    "NearestPrompt": "hubroute.routing.results",
+    "RouteResult": "hubroute.routing.results",
+    "HubRouter": "hubroute.routing.router",
+    "CARvEConfig": "hubroute.training.config",
+    "CARvETrainer": "hubroute.training.trainer",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The training stack (transformers' Trainer, accelerate) is only imported when it is used.
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'hubroute' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .._utils.hub_errors import describe_repo, hub_errors
 from ..errors import CheckpointNotFoundError, DataFormatError
 from ..training.data import read_jsonl
+from .names import EXPERIENCES
 
 if TYPE_CHECKING:
     from datasets import DatasetDict, Features
@@ -41,7 +42,6 @@ __all__ = [
     "strip_instruction_prefix",
 ]
 
-EXPERIENCES: tuple[str, ...] = ("apibench-hf", "mllm", "hugging-bench-1", "hugging-bench-2")
 TRAIN_SPLIT, TEST_SPLIT = "val", "eval"
 HUB_SPLITS: dict[str, str] = {"train": TRAIN_SPLIT, "test": TEST_SPLIT}
 """Hub split name -> CMRBench file split: the public protocol trains on ``val`` and tests on ``eval``."""

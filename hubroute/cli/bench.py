@@ -5,36 +5,34 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
-from .._utils.io import write_json
-from ..bench.cmrbench import load_cmrbench
-from ..bench.crawl import CrawlBenchSettings, format_crawl_table, run_crawl_bench
-from ..bench.publish import publish_cmrbench
-from ..bench.report import write_report
-from ..bench.runner import METHODS, format_table, load_results, merge_results, run_cmrbench
-from ..routing.encoder import EncoderConfig
-from ..routing.router import RouterConfig
-from ..training import distributed
-from ..training.config import CARvEConfig
+from ..bench.names import ALL_METHODS, CMRBENCH_REPO, EXPERIENCES, METHODS
 from . import speed, train_scale
+from ._args import check_file_argument, positive_int
+from ._data import DATA_HELP, check_bench_source, load_bench_source
 from .serve import register_bench
 
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="Run benchmarks.", description="Benchmarks.")
+    parser = subparsers.add_parser(
+        "bench",
+        help="Run benchmarks (CMRBench, speed, training at scale, crawl, serve).",
+        description=f"Benchmarks. CMRBench's experiences, in order: {', '.join(EXPERIENCES)}. Its methods: "
+        f"{', '.join(ALL_METHODS)}. Run `hubroute bench BENCHMARK --help` for one benchmark's flags.",
+    )
     commands = parser.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
 
     cmr = commands.add_parser(
         "cmrbench",
         help="CMRBench, public protocol: every method, accuracy matrices, forgetting.",
         description="Train and test each method on CMRBench's four experiences in order (train on val, "
-        "test on eval), then print a table and write JSON.",
+        "test on eval), then print a table and write JSON. "
+        f"Methods: {', '.join(ALL_METHODS)}. Experiences: {', '.join(EXPERIENCES)}.",
     )
-    cmr.add_argument(
-        "--data", required=True, help="CMRBench folder (e.g. ../shared/cmrbench) or Hub dataset repo."
-    )
+    cmr.add_argument("--data", default=CMRBENCH_REPO, help=DATA_HELP)
     cmr.add_argument("--output", default="results/cmrbench.json", help="JSON results file.")
     cmr.add_argument(
         "--report-dir",
@@ -45,8 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--methods",
         nargs="+",
         default=None,
-        help="Methods to run (default: all but carve+rerank, which is run when named; beside carve, the two "
-        "share each seed's training).",
+        choices=ALL_METHODS,
+        metavar="METHOD",
+        help=f"Methods to run, of {', '.join(ALL_METHODS)} (default: all but carve+rerank, which is run when "
+        "named; beside carve, the two share each seed's training).",
     )
     cmr.add_argument("--seeds", nargs="+", type=int, default=[0], help="Seeds (results are averaged).")
     cmr.add_argument(
@@ -55,7 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmr.add_argument("--config", default=None, help="YAML file with CARvEConfig fields for the carve recipe.")
     cmr.add_argument("--encoder", default=None, help="Encoder model id or path (default: bundled MiniLM).")
     cmr.add_argument(
-        "--experiences", nargs="+", default=None, help="Subset of experiences (default: all four)."
+        "--experiences",
+        nargs="+",
+        default=None,
+        choices=EXPERIENCES,
+        metavar="EXPERIENCE",
+        help=f"Subset of experiences, of {', '.join(EXPERIENCES)} (default: all four).",
     )
     cmr.add_argument(
         "--dev",
@@ -72,11 +77,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     publish.add_argument("--data", required=True, help="CMRBench folder (e.g. ../shared/cmrbench).")
     publish.add_argument(
-        "--repo", required=True, help="Dataset repo id, e.g. ORG/cmrbench (created if needed)."
+        "--repo",
+        required=True,
+        help=f"Dataset repo id, e.g. ORG/cmrbench, created if needed ({CMRBENCH_REPO} is the one `--data` reads "
+        "by default).",
     )
     publish.add_argument("--private", action="store_true", help="Create the repo private.")
     publish.add_argument(
-        "--experiences", nargs="+", default=None, help="Subset of experiences (default: all four)."
+        "--experiences",
+        nargs="+",
+        default=None,
+        choices=EXPERIENCES,
+        metavar="EXPERIENCE",
+        help=f"Subset of experiences, of {', '.join(EXPERIENCES)} (default: all four).",
     )
     publish.set_defaults(func=run_publish_command)
 
@@ -102,8 +115,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "SIGKILL the crawl once F of the models are recorded, rerun it to the end, and report how many times "
         "each card was fetched. Prints a Markdown table and writes JSON.",
     )
-    crawl.add_argument("--models", type=int, default=100_000, help="Generated model repos to crawl.")
-    crawl.add_argument("--workers", type=int, default=8, help="Cards fetched in parallel.")
+    crawl.add_argument("--models", type=positive_int, default=100_000, help="Generated model repos to crawl.")
+    crawl.add_argument("--workers", type=positive_int, default=8, help="Cards fetched in parallel.")
     crawl.add_argument(
         "--kill-at", type=float, default=None, help="Kill the crawl at this share of models, then rerun it."
     )
@@ -118,8 +131,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     register_bench(commands)
 
 
-def _carve_config(args: argparse.Namespace) -> CARvEConfig:
+def _carve_config(args: argparse.Namespace) -> Any:
     from trl import TrlParser
+
+    from ..training.config import CARvEConfig
 
     argv = ["--config", args.config] if args.config else []
     # The ignore: transformers types DataClassType as NewType("DataClassType", Any), which no class matches.
@@ -130,9 +145,19 @@ def _carve_config(args: argparse.Namespace) -> CARvEConfig:
 
 
 def run_cmrbench_command(args: argparse.Namespace) -> int:
+    from .._utils.io import write_json
+    from ..bench.report import write_report
+    from ..bench.runner import format_table, run_cmrbench
+    from ..routing.encoder import EncoderConfig
+    from ..routing.router import RouterConfig
+    from ..training import distributed
 
+    check_bench_source("--data", args.data)
+    check_file_argument("--config", args.config)
+    if args.replay is not None and not 0 <= args.replay <= 1:
+        raise ValueError(f"--replay must be a fraction within [0, 1], got {args.replay}.")
     logging.getLogger("hubroute").setLevel(logging.INFO)
-    bench = load_cmrbench(args.data, experiences=args.experiences)
+    bench = load_bench_source("--data", args.data, args.experiences)
     if args.dev:
         bench = bench.development_split()
     router_config = RouterConfig(encoder=EncoderConfig(args.encoder)) if args.encoder else None
@@ -161,7 +186,12 @@ def run_cmrbench_command(args: argparse.Namespace) -> int:
 
 
 def run_merge_command(args: argparse.Namespace) -> int:
+    from .._utils.io import write_json
+    from ..bench.report import write_report
+    from ..bench.runner import format_table, load_results, merge_results
 
+    for path in args.results:
+        check_file_argument("results", path)
     results = merge_results(*(load_results(path) for path in args.results))
     print(format_table(results))
     output = Path(args.output)
@@ -172,7 +202,11 @@ def run_merge_command(args: argparse.Namespace) -> int:
 
 
 def run_crawl_command(args: argparse.Namespace) -> int:
+    from .._utils.io import write_json
+    from ..bench.crawl import CrawlBenchSettings, format_crawl_table, run_crawl_bench
 
+    if args.kill_at is not None and not 0 < args.kill_at < 1:
+        raise ValueError(f"--kill-at must be a fraction within (0, 1), got {args.kill_at}.")
     settings = CrawlBenchSettings(
         models=args.models, workers=args.workers, kill_at=args.kill_at, workdir=args.workdir
     )
@@ -185,7 +219,9 @@ def run_crawl_command(args: argparse.Namespace) -> int:
 
 
 def run_publish_command(args: argparse.Namespace) -> int:
+    from ..bench.publish import publish_cmrbench
 
+    check_bench_source("--data", args.data)
     result = publish_cmrbench(args.data, args.repo, experiences=args.experiences, private=args.private)
     for config, splits in result.rows.items():
         print(f"{config}: " + ", ".join(f"{split} {rows}" for split, rows in splits.items()))

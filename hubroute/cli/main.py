@@ -1,26 +1,37 @@
-"""The ``hubroute`` command: thin wrappers that parse arguments, call the library and print."""
+"""The ``hubroute`` command: thin wrappers that parse arguments, call the library and print.
+
+Every command module registers its flags without importing torch, transformers or datasets (they are
+imported when a command runs), so ``hubroute --help`` and every ``--help`` answer at once. Every failure ends
+with one line, ``hubroute: error: ...``, and a non-zero exit code, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-import yaml
-from huggingface_hub.errors import HfHubHTTPError
-
-from .._utils.hub_errors import describe_http_error
 from .._utils.version import __version__
-from ..errors import HubRouteError
-from . import bench, route, serve, train, update
-from . import eval as eval_command
+from ._args import HelpFormatter, accept_both_spellings
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXIT_ERROR", "EXIT_INTERRUPTED"]
+
+EXIT_ERROR = 2
+"""Exit code of a command that failed (bad arguments, files, Hub errors)."""
+EXIT_INTERRUPTED = 130
+"""Exit code of a command stopped with Ctrl-C."""
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``hubroute`` parser and its subcommands (``train`` and ``update`` parse their own flags)."""
+    from . import bench, push, route, serve
+    from . import eval as eval_command
+
     parser = argparse.ArgumentParser(
         prog="hubroute",
         description="Route prompts to the right Hugging Face model, and keep learning as the Hub grows.",
+        epilog="Every flag takes dashes or underscores alike (--top-k, --top_k). Run `hubroute COMMAND --help` "
+        "for a command's flags.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"hubroute {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -36,36 +47,97 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     route.register(commands)
+    push.register(commands)
     serve.register(commands)
     bench.register(commands)
     eval_command.register(commands)
-    return parser
+    return accept_both_spellings(parser)
+
+
+def _message(err: BaseException) -> str:
+    """One line for an error: its own message (a ``KeyError``'s without quotes), else its type."""
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def _run(argv: list[str]) -> int:
+    if argv and argv[0] == "train":
+        from . import train
+
+        return train.run(argv[1:])
+    if argv and argv[0] == "update":
+        from . import update
+
+        return update.run(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (errors print one clear line, not a traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "train":
-            return train.run(argv[1:])
-        if argv and argv[0] == "update":
-            return update.run(argv[1:])
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if not getattr(args, "func", None):
-            parser.print_help()
-            return 0
-        return int(args.func(args) or 0)
-    except (HubRouteError, FileNotFoundError, FileExistsError, KeyError, ValueError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("hubroute: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # every failure the command can name: one line, never a traceback
+        message = _describe(err)
+        if message is None:
+            raise
         print(f"hubroute: error: {message}", file=sys.stderr)
-        return 2
-    except yaml.YAMLError as err:  # the message names the file, line and column
-        print(f"hubroute: error: invalid YAML config: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    except HfHubHTTPError as err:  # a Hub failure the library did not translate: still one line, with the fix
-        print(f"hubroute: error: {describe_http_error(err, 'a Hub request')}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+
+
+def _describe(err: Exception) -> str | None:
+    """The line to print for ``err``, or ``None`` for an error that is a bug (its traceback is kept).
+
+    hubroute's own errors (and those it wraps) and errors of the user's input or environment (files, YAML,
+    arguments, the Hub, the network, a missing extra) are described; anything else is a bug and re-raised.
+    """
+    import yaml
+
+    from ..errors import HubRouteError
+
+    if isinstance(err, yaml.YAMLError):  # the message names the file, line and column
+        return f"invalid YAML config: {_message(err)}"
+    if isinstance(err, ModuleNotFoundError):
+        from .._utils.install import install_command
+
+        extra = f" (`hubroute serve` needs the serve extra: {install_command('serve')})" if err.name in _SERVE_MODULES else ""
+        return f"{_message(err)}{extra}"
+    hub = _hub_error(err)
+    if hub is not None:
+        return hub
+    if isinstance(err, (HubRouteError, OSError, KeyError, ValueError, RecursionError, OverflowError)):
+        return _message(err)
+    return None
+
+
+_SERVE_MODULES = {"fastapi", "starlette", "uvicorn", "pydantic", "prometheus_client", "httpx"}
+
+
+def _hub_error(err: Exception) -> str | None:
+    """A Hub client or network failure the library did not translate, as one line with the fix."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    from .._utils.hub_errors import describe_http_error, describe_network_error
+
+    if isinstance(err, HfHubHTTPError):
+        return describe_http_error(err, "a Hub request")
+    if isinstance(err, OfflineModeIsEnabled):
+        return describe_network_error(err, "a Hub request")
+    import httpx2
+
+    if isinstance(err, httpx2.TransportError):
+        return describe_network_error(err, "a Hub request")
+    return None
 
 
 if __name__ == "__main__":

@@ -6,23 +6,13 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from .._utils.io import write_json
-from ..bench.speed import (
-    SpeedSettings,
-    bench_router,
-    cmrbench_prompts,
-    format_rerank_speed,
-    format_speed_table,
-    load_prompts,
-    run_rerank_speed,
-    run_speed_benchmark,
-    set_threads,
-)
+from ..bench.names import CMRBENCH_REPO
 from ..routing.index import INDEX_KINDS
+from ._data import DATA_HELP, bench_errors, check_bench_source
 
 __all__ = ["register", "run"]
 
-DEFAULT_DATA = "../shared/cmrbench"
+DEFAULT_DATA = CMRBENCH_REPO
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -41,7 +31,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="Router folder or Hub repo id (default: build one from CMRBench cards).",
     )
     parser.add_argument(
-        "--data", default=DEFAULT_DATA, help="CMRBench folder, for prompts and the default router."
+        "--data", default=DEFAULT_DATA, help=f"For prompts and the default router. {DATA_HELP}"
     )
     parser.add_argument(
         "--prompts",
@@ -133,7 +123,20 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark from parsed arguments; print the table and write the JSON."""
+    from .._utils.io import write_json
+    from ..bench.speed import (
+        SpeedSettings,
+        bench_router,
+        cmrbench_prompts,
+        format_rerank_speed,
+        format_speed_table,
+        load_prompts,
+        run_rerank_speed,
+        run_speed_benchmark,
+        set_threads,
+    )
 
+    check_bench_source("--data", args.data)
     settings = SpeedSettings(
         registry_sizes=args.registry_sizes,
         num_prompts=args.num_prompts,
@@ -150,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
         build_threads=args.build_threads,
     )
     set_threads(settings.threads)
-    router = bench_router(args.router, args.data, args.save_router)
+    with bench_errors("--data", args.data):
+        router = bench_router(args.router, args.data, args.save_router)
     if args.nprobe is not None:
         router.config = dataclasses.replace(router.config, ivf_nprobe=args.nprobe)
     if args.ef_search is not None:
@@ -159,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
         router.config = dataclasses.replace(router.config, pq_m=args.pq_m)
     if args.refine_candidates is not None:
         router.config = dataclasses.replace(router.config, refine_candidates=args.refine_candidates)
-    prompts = load_prompts(args.prompts) if args.prompts else cmrbench_prompts(args.data)
+    with bench_errors("--data", args.data):
+        prompts = load_prompts(args.prompts) if args.prompts else cmrbench_prompts(args.data)
     if args.rerank:
         rerank = run_rerank_speed(
             router,

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from .._utils.io import read_swapped, recover_directory, swapped_directory, write_json
+from .._utils.install import install_command
 from .._utils.version import __version__
 from ..errors import CheckpointError, CheckpointNotFoundError, IncompatibleCheckpointError
 from . import integrity
@@ -356,7 +357,7 @@ def read_config(folder: Path, where: str | None = None, remedy: str = LOCAL_REME
     if version > FORMAT_VERSION:
         raise IncompatibleCheckpointError(
             f"{_capitalized(where)} was written in router format {version} by hubroute {config.get('hubroute_version')}, "
-            f"newer than this hubroute (format {FORMAT_VERSION}). Upgrade: pip install -U hubroute"
+            f"newer than this hubroute (format {FORMAT_VERSION}). Upgrade: {install_command()} -U"
         )
     return config
 

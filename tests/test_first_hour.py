@@ -237,3 +237,42 @@ def test_train_push_to_hub_pushes_the_router(
     assert HubRouter.from_pretrained(repo_id).num_models == 8
     with pytest.raises(ValueError, match="does not push"):
         CARvETrainer(model=HubRouter.from_pretrained(tmp_path / "r"), args=CARvEConfig(push_to_hub=True))
+
+
+# ------------------------------------------------------------------------------------------------- the data
+@pytest.mark.slow
+def test_cmrbench_comes_from_the_hub_repo_by_default_and_offline_names_data_path(
+    hub: SessionHub, cmrbench_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from huggingface_hub import constants
+
+    from hubroute.bench.names import CMRBENCH_REPO
+
+    # `hubroute bench publish` puts the files where `--data` looks by default (the local Hub stands in)
+    monkeypatch.setenv("HF_TOKEN", hub.write_token)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_IMPLICIT_TOKEN", False)
+    publish = [
+        "bench",
+        "publish",
+        "--data",
+        str(cmrbench_dir),
+        "--repo",
+        CMRBENCH_REPO,
+        "--experiences",
+        "mllm",
+    ]
+    assert main(publish) == 0
+    run = ["bench", "cmrbench", "--methods", "bm25", "--experiences", "mllm"]
+    assert main([*run, "--output", str(tmp_path / "hub" / "r.json")]) == 0
+    assert main([*run, "--data", str(cmrbench_dir), "--output", str(tmp_path / "local" / "r.json")]) == 0
+    from_hub, from_files = (json.loads((tmp_path / f / "r.json").read_text()) for f in ("hub", "local"))
+    assert from_hub["bm25"]["M_acc"] == from_files["bm25"]["M_acc"] > 0
+    assert CMRBENCH_REPO in capsys.readouterr().out  # the report names where the data came from
+
+    # offline, what was downloaded once is read from the cache; what was not fails naming --data PATH
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert main([*run, "--output", str(tmp_path / "offline" / "r.json")]) == 0
+    capsys.readouterr()
+    code = main(["bench", "cmrbench", "--methods", "bm25", "--experiences", "apibench-hf"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--data PATH" in err and "HF_HUB_OFFLINE" in err and CMRBENCH_REPO in err, err

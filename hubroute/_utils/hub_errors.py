@@ -22,6 +22,7 @@ __all__ = [
     "describe_repo",
     "describe_http_error",
     "describe_network_error",
+    "check_hub_reachable",
     "hub_errors",
     "http_status",
     "is_name_resolution_error",
@@ -134,6 +135,42 @@ def is_name_resolution_error(err: BaseException) -> bool:
             return True
         current, seen = current.__cause__ or current.__context__, seen + 1
     return False
+
+
+def check_hub_reachable(what: str, endpoint: str | None = None, *, offline_ok: bool = False) -> None:
+    """Fail at once when the Hub cannot be reached, instead of after the clients' retries (about 20 s per call
+    when no DNS answers).
+
+    Args:
+        what: How to name what needed the Hub, e.g. ``"the dataset repo 'a/b'"``.
+        endpoint: The Hub endpoint (default: ``HF_ENDPOINT``).
+        offline_ok: Whether offline mode is fine (the caller then reads the cache): only the DNS is checked,
+            and only when online.
+
+    Raises:
+        HubAccessError: offline mode is on (unless ``offline_ok``), or the endpoint's host name does not resolve
+            (no network, no DNS); the message says what to do.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        if offline_ok:
+            return
+        raise HubAccessError(f"HF_HUB_OFFLINE is set, so {what} cannot reach the Hub. {OFFLINE_FIX}")
+    url = urlsplit(endpoint or constants.ENDPOINT)
+    if not url.hostname:
+        raise HubAccessError(f"The Hub endpoint {url.geturl()!r} names no host; check HF_ENDPOINT.")
+    try:
+        socket.getaddrinfo(url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    except OSError as err:  # socket.gaierror
+        raise HubAccessError(
+            f"Could not reach the Hub for {what}: the host {url.hostname} of {url.geturl()} could not be resolved "
+            f"({err}): no network or no DNS. Check the connection and HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to "
+            "work from local folders and the cache."
+        ) from err
 
 
 def describe_network_error(err: BaseException, what: str, *, write: bool = False) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._utils.hub_errors import check_hub_reachable
 from .._utils.repo_ids import is_repo_id
 from ..bench.names import CMRBENCH_REPO
 from ..errors import CheckpointNotFoundError, HubAccessError
@@ -35,17 +36,17 @@ DATA_HELP = (
     f"{CMRBENCH_REPO}, downloaded and cached on first use)."
 )
 WHERE_FROM = (
-    f"CMRBench's public files (COLLAGE Lab, MIT licence) are published as the Hub dataset repo {CMRBENCH_REPO}: "
-    "run once where the Hub is reachable (the download is cached and then works offline), or pass a folder "
-    "holding the files (processed/cleaned-<experience>-{val,eval}.json; `hubroute bench publish --data FOLDER "
-    "--repo ORG/NAME` publishes such a folder)"
+    "a folder holding CMRBench's public files (processed/cleaned-<experience>-{val,eval}.json; COLLAGE Lab, MIT "
+    f"licence), or run once where the Hub is reachable: {CMRBENCH_REPO} is then cached and later runs work offline"
 )
 
 
 def offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` (or ``HF_DATASETS_OFFLINE``) forbids Hub downloads."""
-    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-               for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))  # fmt: skip
+    """Whether offline mode (``HF_HUB_OFFLINE``, or ``HF_DATASETS_OFFLINE`` for datasets) forbids downloads."""
+    from huggingface_hub import constants
+
+    datasets_offline = os.environ.get("HF_DATASETS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return constants.is_offline_mode() or datasets_offline
 
 
 def check_bench_source(flag: str, source: str) -> None:
@@ -58,9 +59,14 @@ def check_bench_source(flag: str, source: str) -> None:
     path = Path(source)
     if path.is_file():
         raise NotADirectoryError(f"{flag} {source} is a file; CMRBench is a folder (or a Hub dataset repo).")
-    if path.is_dir() or is_repo_id(source):
+    if path.is_dir():
         return
-    raise FileNotFoundError(f"{flag} {source}: no such folder, and not a Hub dataset repo id. {WHERE_FROM}.")
+    if not is_repo_id(source):
+        raise FileNotFoundError(
+            f"{flag} {source}: no such folder, and not a Hub dataset repo id. Pass {flag} PATH with {WHERE_FROM}."
+        )
+    with bench_errors(flag, source):  # no DNS: fail now, not after the download's retries
+        check_hub_reachable(f"the dataset repo '{source}'", offline_ok=True)
 
 
 @contextlib.contextmanager
@@ -78,10 +84,10 @@ def bench_errors(flag: str, source: str) -> Iterator[None]:
         if Path(source).is_dir() or not is_repo_id(source):
             raise
         cls = HubAccessError if isinstance(err, HubAccessError) else CheckpointNotFoundError
-        mode = " (HF_HUB_OFFLINE is set and it is not in the cache)" if offline() else ""
+        reason = "HF_HUB_OFFLINE is set and it is not in the local cache." if offline() else str(err)
         raise cls(
-            f"Could not load CMRBench from the Hub dataset repo '{source}'{mode}: {err} Pass {flag} PATH with a "
-            f"local copy instead. {WHERE_FROM}."
+            f"Could not load CMRBench from the Hub dataset repo '{source}': {reason} Pass {flag} PATH with "
+            f"{WHERE_FROM}."
         ) from err
 
 
@@ -120,3 +126,4 @@ def check_router_source(flag: str, source: str | None) -> None:
         raise CheckpointNotFoundError(
             f"{flag} {source}: no router folder there, and not a Hub repo id (ORG/NAME)."
         )
+    check_hub_reachable(f"the model repo '{source}'", offline_ok=True)  # offline, the cache is read

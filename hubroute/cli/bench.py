@@ -145,6 +145,10 @@ def _carve_config(args: argparse.Namespace) -> Any:
 
 
 def run_cmrbench_command(args: argparse.Namespace) -> int:
+    check_bench_source("--data", args.data)  # before anything is imported or loaded
+    check_file_argument("--config", args.config)
+    if args.replay is not None and not 0 <= args.replay <= 1:
+        raise ValueError(f"--replay must be a fraction within [0, 1], got {args.replay}.")
     from .._utils.io import write_json
     from ..bench.report import write_report
     from ..bench.runner import format_table, run_cmrbench
@@ -152,10 +156,6 @@ def run_cmrbench_command(args: argparse.Namespace) -> int:
     from ..routing.router import RouterConfig
     from ..training import distributed
 
-    check_bench_source("--data", args.data)
-    check_file_argument("--config", args.config)
-    if args.replay is not None and not 0 <= args.replay <= 1:
-        raise ValueError(f"--replay must be a fraction within [0, 1], got {args.replay}.")
     logging.getLogger("hubroute").setLevel(logging.INFO)
     bench = load_bench_source("--data", args.data, args.experiences)
     if args.dev:
@@ -219,9 +219,10 @@ def run_crawl_command(args: argparse.Namespace) -> int:
 
 
 def run_publish_command(args: argparse.Namespace) -> int:
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(f"--data {args.data}: no such folder; publish takes the folder of CMRBench's files.")
     from ..bench.publish import publish_cmrbench
 
-    check_bench_source("--data", args.data)
     result = publish_cmrbench(args.data, args.repo, experiences=args.experiences, private=args.private)
     for config, splits in result.rows.items():
         print(f"{config}: " + ", ".join(f"{split} {rows}" for split, rows in splits.items()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,8 +75,8 @@ def default_output(router_ref: str, local: bool) -> Path:
     """Where the report goes without ``--output``: ``ROUTER.eval`` beside a router folder, ``NAME.eval`` in the
     current folder for a Hub repo."""
     if local:
-        folder = Path(router_ref)
-        return folder.with_name(f"{folder.resolve().name}.eval")
+        folder = Path(os.path.abspath(router_ref))  # not resolved: a router folder may be a link to a version
+        return folder.with_name(f"{folder.name}.eval")
     return Path(f"{router_ref.rstrip('/').rsplit('/', 1)[-1]}.eval")
 
 
@@ -172,11 +173,7 @@ def _push_hint(router_ref: str, report_json: Path) -> str:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
-    from ..bench.report import evaluate_router, router_evaluation, write_report
-    from ..bench.runner import format_table
-    from ..routing.router import HubRouter
-
-    check_router_source("--router", args.router)
+    check_router_source("--router", args.router)  # before anything is imported or loaded
     check_bench_source("--bench", args.bench)
     if args.experiences:
         choose_experiences_names(args.experiences)
@@ -184,6 +181,10 @@ def run_eval_command(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else default_output(args.router, local)
     if output.exists() and not output.is_dir():
         raise NotADirectoryError(f"--output {output} is a file; the report is a folder.")
+    from ..bench.report import evaluate_router, router_evaluation, write_report
+    from ..bench.runner import format_table
+    from ..routing.router import HubRouter
+
     logging.getLogger("hubroute").setLevel(logging.INFO)
     router = HubRouter.from_pretrained(args.router, revision=None if local else args.revision)
     names = choose_experiences(router, args.experiences)

@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ._args import positive_int
+from ._data import check_router_source
 
 if TYPE_CHECKING:
     from ..routing.results import Explanation
@@ -129,15 +130,14 @@ def _argv_text(prompt: str, position: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..routing.options import RouteFilter
-    from ..routing.router import HubRouter
-    from ._data import check_router_source
-
     args.prompts = [_argv_text(p, i) for i, p in enumerate(args.prompts)]
-    check_router_source("--router", args.router)
+    check_router_source("--router", args.router)  # before anything is imported or loaded
     min_score = _min_score(args.min_score)
     if args.domain_prior is not None and not 0 <= args.domain_prior < math.inf:
         raise ValueError(f"--domain-prior: the domain prior needs weight >= 0, got {args.domain_prior}.")
+    from ..routing.options import RouteFilter
+    from ..routing.router import HubRouter
+
     router = HubRouter.from_pretrained(args.router, revision=args.revision)
     if args.domain_prior is not None:
         router.config = dataclasses.replace(router.config, domain_prior=args.domain_prior)

@@ -123,6 +123,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark from parsed arguments; print the table and write the JSON."""
+    check_bench_source("--data", args.data)  # before anything is imported or loaded
     from .._utils.io import write_json
     from ..bench.speed import (
         SpeedSettings,
@@ -136,7 +137,6 @@ def run(args: argparse.Namespace) -> int:
         set_threads,
     )
 
-    check_bench_source("--data", args.data)
     settings = SpeedSettings(
         registry_sizes=args.registry_sizes,
         num_prompts=args.num_prompts,

@@ -72,11 +72,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark from parsed arguments; print the table and write the JSON."""
+    check_bench_source("--data", args.data)  # before anything is imported or loaded
     from .._utils.io import write_json
     from ..bench.speed import bench_router
     from ..bench.train_scale import TrainScaleSettings, format_train_scale_table, run_train_scale_benchmark
 
-    check_bench_source("--data", args.data)
     settings = TrainScaleSettings(
         registry_sizes=args.registry_sizes,
         steps=args.steps,

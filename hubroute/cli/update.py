@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .._utils.hub_errors import check_hub_reachable
 from ..update.config import UpdateConfig
 from ._args import HelpFormatter, add_dataclass_arguments, check_file_argument, dataclass_help, wants_help
 from ._data import check_router_source
@@ -157,6 +158,8 @@ def run(argv: list[str]) -> int:
     check_file_argument("--summary", script.summary, must_exist=False)
     for path in config.gate_data or []:
         check_file_argument("--gate-data", path)
+    if config.since is not None:  # a crawl needs the Hub: say so now, not after loading the router
+        check_hub_reachable("the crawl of --since (`--feedback FILE` learns without one)", config.endpoint)
     from ..errors import ForgettingGateError
     from ..update.pipeline import update_router
 

@@ -57,7 +57,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .._utils.hub_errors import OFFLINE_FIX, describe_http_error, http_status, is_name_resolution_error
+from .._utils.hub_errors import (
+    OFFLINE_FIX,
+    check_hub_reachable,
+    describe_http_error,
+    http_status,
+    is_name_resolution_error,
+)
 from .._utils.jsonl import AppendLog, read_jsonl, rewrite_jsonl
 from .._utils.retry import RETRY_STATUSES, RetryAborted, RetryPolicy, hub_request
 from ..errors import HubAccessError
@@ -675,11 +681,8 @@ class HubCrawler:
 
         Raises:
             HubAccessError: offline mode is on, or the endpoint's host cannot be resolved (no network, no DNS);
-                the message says what to do.
+                the message says what to do (the crawl state is kept for the next run).
         """
-        import socket
-        from urllib.parse import urlsplit
-
         from huggingface_hub import constants
 
         if constants.is_offline_mode():
@@ -687,17 +690,7 @@ class HubCrawler:
                 f"Crawling the Hub needs the network, and HF_HUB_OFFLINE is set. {OFFLINE_FIX} (`hubroute update "
                 "--feedback FILE` learns feedback rows without a crawl.)"
             )
-        url = urlsplit(self.endpoint)
-        if not url.hostname:
-            raise HubAccessError(f"The Hub endpoint {self.endpoint!r} names no host; check HF_ENDPOINT.")
-        try:
-            socket.getaddrinfo(url.hostname, url.port or (443 if url.scheme == "https" else 80))
-        except OSError as err:  # socket.gaierror: retrying within seconds would not help
-            raise HubAccessError(
-                f"Could not reach the Hub to crawl it: the host {url.hostname} of {self.endpoint} could not be "
-                f"resolved ({err}): no network or no DNS. Check the connection and HF_ENDPOINT, then run again "
-                "(the crawl state is kept)."
-            ) from err
+        check_hub_reachable("the crawl", self.endpoint)
 
     # -- state ---------------------------------------------------------------------------------------------
     def load_state(self) -> tuple[CrawlState, bool]:

@@ -276,3 +276,29 @@ def test_cmrbench_comes_from_the_hub_repo_by_default_and_offline_names_data_path
     code = main(["bench", "cmrbench", "--methods", "bm25", "--experiences", "apibench-hf"])
     err = capsys.readouterr().err
     assert code == 2 and "--data PATH" in err and "HF_HUB_OFFLINE" in err and CMRBENCH_REPO in err, err
+
+
+# ------------------------------------------------------------------------------------------ update's targets
+def test_the_crawl_skips_routers_and_models_without_a_task_and_says_why(
+    hub: SessionHub, tmp_path: Path
+) -> None:
+    from hubroute.testing.hub_seed import SeedModel
+    from hubroute.update.crawl import HubCrawler
+
+    now = 1_767_000_000_000
+    card = "A model that does useful things with text and images for many people. " * 2
+    seed_hub(
+        hub,
+        [
+            SeedModel(f"{hub.user}/translator", now, None, card, pipeline_tag="translation"),
+            SeedModel(f"{hub.user}/a-router", now + 1, None, card, library_name="hubroute", tags=["hubroute"]),
+            SeedModel(f"{hub.user}/tagged-router", now + 2, None, card, pipeline_tag="text-classification",
+                      tags=["hubroute", "model-routing"]),
+            SeedModel(f"{hub.user}/lora-weights", now + 3, None, card),  # no pipeline tag: no task to route to
+        ],
+    )  # fmt: skip
+    result = HubCrawler("2025-12-01", state_path=tmp_path / "state.jsonl", show_progress=False).crawl()
+    assert [m.model_id for m in result.records] == [f"{hub.user}/translator"]
+    assert result.skipped == {"hubroute_router": 2, "no_task": 1}
+    assert "Skipped 3 (2 hubroute routers (never routing targets), 1 no pipeline tag" in result.describe()
+    assert hub.count(r"/a-router/resolve/") == 0  # skipped from the listing, no card fetched

@@ -11,8 +11,9 @@ The main entry points:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._utils.lazy import lazy_attributes
 from ._utils.version import __version__
 from .errors import (
     CheckpointError,
@@ -41,31 +42,22 @@ if TYPE_CHECKING:
 # torch, transformers and the training stack are imported when a name that needs them is first used, so that
 # `import hubroute` (and `hubroute --help`) stays fast.
 _LAZY = {
-    "RouterConfig": "hubroute.routing.config",
-    "DEFAULT_ENCODER": "hubroute.routing.encoder",
-    "EncoderConfig": "hubroute.routing.encoder",
-    "Calibration": "hubroute.routing.options",
-    "RouteFilter": "hubroute.routing.options",
-    "ModelRecord": "hubroute.routing.registry",
-    "Registry": "hubroute.routing.registry",
-    "Reranker": "hubroute.routing.rerank",
-    "Explanation": "hubroute.routing.results",
-    "NearestPrompt": "hubroute.routing.results",
-    "RouteResult": "hubroute.routing.results",
-    "HubRouter": "hubroute.routing.router",
-    "CARvEConfig": "hubroute.training.config",
-    "CARvETrainer": "hubroute.training.trainer",
+    "RouterConfig": ".routing.config",
+    "DEFAULT_ENCODER": ".routing.encoder",
+    "EncoderConfig": ".routing.encoder",
+    "Calibration": ".routing.options",
+    "RouteFilter": ".routing.options",
+    "ModelRecord": ".routing.registry",
+    "Registry": ".routing.registry",
+    "Reranker": ".routing.rerank",
+    "Explanation": ".routing.results",
+    "NearestPrompt": ".routing.results",
+    "RouteResult": ".routing.results",
+    "HubRouter": ".routing.router",
+    "CARvEConfig": ".training.config",
+    "CARvETrainer": ".training.trainer",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'hubroute' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:

@@ -4,13 +4,11 @@ said once, and every bad argument refused with one line and a non-zero code befo
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 

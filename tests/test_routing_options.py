@@ -454,7 +454,9 @@ def test_explain_gives_level_scores_nearest_prompts_and_card_sentence(router):
         card = router.registry.get(result.model_id).card_text
         assert explanation.card_sentence and explanation.card_sentence in card
         assert -1.0 <= explanation.card_sentence_score <= 1.0 + 1e-6
-    whisper = router.route(PROMPTS[0], top_k=1, explain=True, filters=RouteFilter(model_ids=["openai/whisper-small"]))
+    whisper = router.route(
+        PROMPTS[0], top_k=1, explain=True, filters=RouteFilter(model_ids=["openai/whisper-small"])
+    )
     assert [n.prompt for n in whisper[0].explanation.nearest_prompts] == ["speech to text for my voice memo"]
     assert whisper[0].to_dict()["explanation"]["nearest_prompts"][0]["model_id"] == "openai/whisper-small"
     family = router.route(PROMPTS[1], level="family", explain=True)

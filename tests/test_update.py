@@ -339,7 +339,9 @@ def test_update_crawls_cold_starts_trains_saves_and_pushes_a_tag(
     assert again.status == "nothing_new" and again.models_added == 0 and "train" not in again.timings
     # the pushed router repo is crawled, but skipped as a hubroute router (never a routing target)
     assert again.crawl["new"] == 0 and again.crawl["skipped"] == {"hubroute_router": 1}
-    assert again.models_known == len(public) and "1 hubroute routers (never routing targets)" in again.format()
+    assert (
+        again.models_known == len(public) and "1 hubroute routers (never routing targets)" in again.format()
+    )
     assert digest(old_router) == before
 
 

@@ -6,22 +6,14 @@ without ``datasets`` and torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._utils.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .cmrbench import CMRBench, Experience, load_cmrbench
 
-_LAZY = {"CMRBench": "cmrbench", "Experience": "cmrbench", "load_cmrbench": "cmrbench"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+_LAZY = {"CMRBench": ".cmrbench", "Experience": ".cmrbench", "load_cmrbench": ".cmrbench"}
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = ["CMRBench", "Experience", "load_cmrbench"]

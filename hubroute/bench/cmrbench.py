@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._utils.hub_errors import OFFLINE_FIX, check_hub_reachable, describe_network_error, describe_repo, hub_errors
+from .._utils.hub_errors import (
+    OFFLINE_FIX,
+    check_hub_reachable,
+    describe_network_error,
+    describe_repo,
+    hub_errors,
+)
 from ..errors import CheckpointNotFoundError, DataFormatError, HubAccessError
 from ..training.data import read_jsonl
 from .names import EXPERIENCES

@@ -33,7 +33,6 @@ __all__ = [
     "add_dataclass_arguments",
     "port",
     "positive_int",
-    "non_negative_int",
     "check_file_argument",
     "check_writable_file",
     "wants_help",
@@ -287,21 +286,6 @@ def positive_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {number}")
-    return number
-
-
-def non_negative_int(value: str) -> int:
-    """An ``argparse`` type: an integer of at least 0.
-
-    Raises:
-        argparse.ArgumentTypeError: anything else.
-    """
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {number}")
     return number
 
 

@@ -54,14 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     cmr.add_argument("--config", default=None, help="YAML file with CARvEConfig fields for the carve recipe.")
     cmr.add_argument("--encoder", default=None, help="Encoder model id or path (default: bundled MiniLM).")
-    cmr.add_argument(
-        "--experiences",
-        nargs="+",
-        default=None,
-        choices=EXPERIENCES,
-        metavar="EXPERIENCE",
-        help=f"Subset of experiences, of {', '.join(EXPERIENCES)} (default: all four).",
-    )
+    _experiences_argument(cmr)
     cmr.add_argument(
         "--dev",
         action="store_true",
@@ -83,14 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "by default).",
     )
     publish.add_argument("--private", action="store_true", help="Create the repo private.")
-    publish.add_argument(
-        "--experiences",
-        nargs="+",
-        default=None,
-        choices=EXPERIENCES,
-        metavar="EXPERIENCE",
-        help=f"Subset of experiences, of {', '.join(EXPERIENCES)} (default: all four).",
-    )
+    _experiences_argument(publish)
     publish.set_defaults(func=run_publish_command)
 
     merge = commands.add_parser(
@@ -129,6 +115,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     speed.register(commands)
     train_scale.register(commands)
     register_bench(commands)
+
+
+def _experiences_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--experiences",
+        nargs="+",
+        default=None,
+        choices=EXPERIENCES,
+        metavar="EXPERIENCE",
+        help=f"Subset of experiences, of {', '.join(EXPERIENCES)} (default: all four).",
+    )
 
 
 def _carve_config(args: argparse.Namespace) -> Any:
@@ -220,7 +217,9 @@ def run_crawl_command(args: argparse.Namespace) -> int:
 
 def run_publish_command(args: argparse.Namespace) -> int:
     if not Path(args.data).is_dir():
-        raise FileNotFoundError(f"--data {args.data}: no such folder; publish takes the folder of CMRBench's files.")
+        raise FileNotFoundError(
+            f"--data {args.data}: no such folder; publish takes the folder of CMRBench's files."
+        )
     from ..bench.publish import publish_cmrbench
 
     result = publish_cmrbench(args.data, args.repo, experiences=args.experiences, private=args.private)

@@ -110,7 +110,11 @@ def _describe(err: Exception) -> str | None:
     if isinstance(err, ModuleNotFoundError):
         from .._utils.install import install_command
 
-        extra = f" (`hubroute serve` needs the serve extra: {install_command('serve')})" if err.name in _SERVE_MODULES else ""
+        extra = (
+            f" (`hubroute serve` needs the serve extra: {install_command('serve')})"
+            if err.name in _SERVE_MODULES
+            else ""
+        )
         return f"{_message(err)}{extra}"
     hub = _hub_error(err)
     if hub is not None:

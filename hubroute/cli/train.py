@@ -30,6 +30,7 @@ DEFAULT_ENCODER = "bundled:all-MiniLM-L6-v2"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 """Data file suffixes (:data:`hubroute.training.data.DATA_SUFFIXES`; a test keeps them equal)."""
 
+USAGE = "hubroute train --output DIR [--data CMRBENCH|FILE] [--router ROUTER] [options] (--help: the options)"
 DESCRIPTION = (
     "Train a router with CARvE, one experience after the other: the CMRBench experiences (--data, from the Hub "
     "or a folder) or one data file, starting from a new router or continuing --router, saving to --output after "
@@ -134,7 +135,7 @@ def print_help(full: bool = False) -> None:
     )
     parser = dataclass_help(
         "hubroute train", DESCRIPTION, _help_groups(), epilog=None if full else epilog,
-        usage="hubroute train --output DIR [--data CMRBENCH|FILE] [--router ROUTER] [options]",
+        usage=USAGE,
     )  # fmt: skip
     if full:
         shown = {a.dest for a in parser._actions}
@@ -158,9 +159,9 @@ def make_parser(prog: str = "hubroute train") -> Any:
 
     from ..training.config import CARvEConfig
 
-    # The ignore: transformers types DataClassType as NewType("DataClassType", Any), which no class matches.
-    parser = TrlParser([TrainScriptArguments, CARvEConfig], prog=prog, formatter_class=HelpFormatter)  # type: ignore[list-item]
-    return parser
+    # Typed Any: transformers types DataClassType as NewType("DataClassType", Any), which no class matches.
+    dataclasses: list[Any] = [TrainScriptArguments, CARvEConfig]
+    return TrlParser(dataclasses, prog=prog, usage=USAGE, formatter_class=HelpFormatter)
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["UpdateScriptArguments", "make_parser", "parse_update_args", "print_help", "run", "EXIT_REFUSED"]
 
 EXIT_REFUSED = 3
+USAGE = "hubroute update --router ROUTER (--since DATE | --feedback FILE ...) [options] (--help: the options)"
 DESCRIPTION = (
     "Crawl the models created on the Hub since --since, write training prompts from their cards, make them "
     "routable at once (cold start), learn them with replay and anchors, and save/push the router only if no "
@@ -71,7 +72,9 @@ def make_parser(prog: str = "hubroute update") -> TrlParser:
 
     # Typed Any: transformers types DataClassType as NewType("DataClassType", Any), which no class matches.
     dataclasses: list[Any] = [UpdateConfig, UpdateScriptArguments]
-    parser = TrlParser(dataclasses, prog=prog, description=DESCRIPTION, formatter_class=HelpFormatter)
+    parser = TrlParser(
+        dataclasses, prog=prog, usage=USAGE, description=DESCRIPTION, formatter_class=HelpFormatter
+    )
     for action in parser._actions:
         if action.dest == "training":  # a mapping: JSON on the command line
             action.type = json.loads
@@ -89,7 +92,7 @@ def print_help() -> None:
     the training stack)."""
     dataclass_help(
         "hubroute update", DESCRIPTION, [("update options", UpdateConfig), ("the command", _script_flags)],
-        usage="hubroute update --router ROUTER (--since DATE | --feedback FILE ...) [options]",
+        usage=USAGE,
         epilog="Each flag also takes underscores (--max_forgetting).",
     ).print_help()  # fmt: skip
 

@@ -6,7 +6,9 @@ this package (the registry, the taxonomy, the index kinds) does not load the enc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._utils.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .config import RouterConfig
@@ -18,29 +20,19 @@ if TYPE_CHECKING:
     from .router import HubRouter
 
 _LAZY = {
-    "DEFAULT_ENCODER": "encoder",
-    "EncoderConfig": "encoder",
-    "PromptEncoder": "encoder",
-    "ScoringIndex": "index",
-    "ModelRecord": "registry",
-    "Registry": "registry",
-    "model_key": "registry",
-    "RouteResult": "results",
-    "Reranker": "rerank",
-    "HubRouter": "router",
-    "RouterConfig": "config",
+    "DEFAULT_ENCODER": ".encoder",
+    "EncoderConfig": ".encoder",
+    "PromptEncoder": ".encoder",
+    "ScoringIndex": ".index",
+    "ModelRecord": ".registry",
+    "Registry": ".registry",
+    "model_key": ".registry",
+    "RouteResult": ".results",
+    "Reranker": ".rerank",
+    "HubRouter": ".router",
+    "RouterConfig": ".config",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
     "DEFAULT_ENCODER",

@@ -826,7 +826,9 @@ class HubRouter(
             cards[model_idx] = (sentences, self._encode_queries(sentences))
         return cards[model_idx]
 
-    def _nearest_prompts(self, vector: np.ndarray, model_idx: int, count: int = 3) -> tuple[NearestPrompt, ...]:
+    def _nearest_prompts(
+        self, vector: np.ndarray, model_idx: int, count: int = 3
+    ) -> tuple[NearestPrompt, ...]:
         """The training prompts of model ``model_idx`` kept with the router (its replay coreset) nearest to the
         prompt ``vector``, best first: the evidence that this model serves prompts like it."""
         entries, vectors, by_model = self._replay_vectors()

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from .._utils.io import read_swapped, recover_directory, swapped_directory, write_json
 from .._utils.install import install_command
+from .._utils.io import read_swapped, recover_directory, swapped_directory, write_json
 from .._utils.version import __version__
 from ..errors import CheckpointError, CheckpointNotFoundError, IncompatibleCheckpointError
 from . import integrity

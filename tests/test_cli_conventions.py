@@ -217,3 +217,17 @@ def test_a_name_that_does_not_resolve_fails_within_seconds(tmp_path, capsys) -> 
     err = _fails(capsys, ["update", "--router", str(tmp_path), "--since", "2026-01", "--endpoint",
                           "http://no-such-host.invalid"], "could not be resolved", "no-such-host.invalid")  # fmt: skip
     assert time.perf_counter() - started < 5 and "Retry" not in err
+
+
+def test_a_broken_router_is_one_line_at_the_cli(tmp_path, tiny_config, capsys) -> None:
+    from hubroute import HubRouter, ModelRecord
+
+    router = HubRouter(tiny_config)
+    router.add_models([ModelRecord("openai/whisper-small"), ModelRecord("facebook/detr-resnet-50")])
+    router.save_pretrained(tmp_path / "r")
+    assert main(["route", "transcribe this", "--router", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    (tmp_path / "r" / "registry.json").write_text("{not json", encoding="utf-8")
+    _fails(capsys, ["route", "transcribe this", "--router", str(tmp_path / "r")], "registry.json")
+    (tmp_path / "r" / "config.json").write_text("[" * 100_000, encoding="utf-8")
+    _fails(capsys, ["route", "transcribe this", "--router", str(tmp_path / "r")])

@@ -119,6 +119,7 @@ def test_a_router_trained_with_defaults_passes_two_updates_and_a_forgetting_upda
     router = Path(shutil.copytree(default_router, tmp_path / "router"))
     trained = HubRouter.from_pretrained(router)
     assert trained.training_state["holdout"], "the default recipe keeps held-out prompts for the gate"
+    assert repr(trained).startswith("HubRouter(encoder='fine-tuned from ")  # the encoder really inside
 
     # The Hub's newest CMRBench models arrive in batches of 12: the newest, then the 12 before them, ...
     models = sorted(cmrbench_models(cmrbench_dir, ["hugging-bench-2"]), key=lambda m: -m.created_at)[:36]

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._utils.hub_errors import check_hub_reachable
-from .._utils.repo_ids import is_repo_id
 from ..bench.names import CMRBENCH_REPO
 from ..errors import CheckpointNotFoundError, HubAccessError
 
@@ -56,6 +55,8 @@ def check_bench_source(flag: str, source: str) -> None:
         FileNotFoundError: neither (the message names ``flag`` and where the files come from).
         NotADirectoryError: a file where a folder is expected.
     """
+    from .._utils.repo_ids import is_repo_id  # huggingface_hub: imported when a command runs, not for --help
+
     path = Path(source)
     if path.is_file():
         raise NotADirectoryError(f"{flag} {source} is a file; CMRBench is a folder (or a Hub dataset repo).")
@@ -78,6 +79,8 @@ def bench_errors(flag: str, source: str) -> Iterator[None]:
         HubAccessError: the Hub could not be reached, or refused the download.
         CheckpointNotFoundError: no such dataset repo (or it is private).
     """
+    from .._utils.repo_ids import is_repo_id
+
     try:
         yield
     except (HubAccessError, CheckpointNotFoundError) as err:
@@ -116,6 +119,8 @@ def check_router_source(flag: str, source: str | None) -> None:
     Raises:
         CheckpointNotFoundError: neither.
     """
+    from .._utils.repo_ids import is_repo_id
+
     if source is None:
         return
     if Path(source).is_dir():

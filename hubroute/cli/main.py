@@ -13,7 +13,7 @@ import sys
 from .._utils.version import __version__
 from ._args import HelpFormatter, accept_both_spellings
 
-__all__ = ["main", "build_parser", "EXIT_ERROR", "EXIT_INTERRUPTED"]
+__all__ = ["main", "build_parser", "COMMANDS", "EXIT_ERROR", "EXIT_INTERRUPTED"]
 
 EXIT_ERROR = 2
 """Exit code of a command that failed (bad arguments, files, Hub errors)."""
@@ -21,11 +21,34 @@ EXIT_INTERRUPTED = 130
 """Exit code of a command stopped with Ctrl-C."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``hubroute`` parser and its subcommands (``train`` and ``update`` parse their own flags)."""
-    from . import bench, push, route, serve
-    from . import eval as eval_command
+COMMANDS: dict[str, str] = {
+    "train": "Train a router on one experience or a sequence (CARvE). See `hubroute train --help`.",
+    "update": "Crawl Hub models created since a date and teach them to a router (with a forgetting gate). "
+    "See `hubroute update --help`.",
+    "route": "Route prompts to Hub models with a saved router.",
+    "push": "Push a saved router to a Hub repo (weights, registry, replay state and model card, one commit).",
+    "serve": "Serve a router over HTTP: /v1/route and OpenAI-compatible /v1/chat/completions.",
+    "bench": "Run benchmarks (CMRBench, speed, training at scale, crawl, serve).",
+    "eval": "Evaluate a saved router on CMRBench: report.md, report.json, plots (model-card results on request).",
+}
+"""Each command and its line in ``hubroute --help``."""
 
+
+def _register(commands: argparse._SubParsersAction, name: str) -> None:
+    """Add the command ``name`` with all its flags (its module is imported now)."""
+    import importlib
+
+    module = importlib.import_module(f".{name}", __package__)
+    module.register(commands)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``hubroute`` parser.
+
+    Args:
+        only: Build this command's flags only (the others are listed, without their flags); default: every
+            command's. ``train`` and ``update`` parse their own flags either way.
+    """
     parser = argparse.ArgumentParser(
         prog="hubroute",
         description="Route prompts to the right Hugging Face model, and keep learning as the Hub grows.",
@@ -35,22 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hubroute {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser(
-        "train",
-        help="Train a router on one experience or a sequence (CARvE). See `hubroute train --help`.",
-        add_help=False,
-    )
-    commands.add_parser(
-        "update",
-        help="Crawl Hub models created since a date and teach them to a router (with a forgetting gate). "
-        "See `hubroute update --help`.",
-        add_help=False,
-    )
-    route.register(commands)
-    push.register(commands)
-    serve.register(commands)
-    bench.register(commands)
-    eval_command.register(commands)
+    for name, help_text in COMMANDS.items():
+        if name in ("train", "update") or (only is not None and name != only):
+            commands.add_parser(name, help=help_text, add_help=False)
+        else:
+            _register(commands, name)
     return accept_both_spellings(parser)
 
 
@@ -71,7 +83,8 @@ def _run(argv: list[str]) -> int:
         from . import update
 
         return update.run(argv[1:])
-    parser = build_parser()
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    parser = build_parser(only=command if command in COMMANDS else "")  # only the command asked for
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from .._utils.repo_ids import is_repo_id
 from ._data import check_router_source, offline
 
 __all__ = ["register", "run"]
@@ -50,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the router folder and push it; print the commit URL."""
     from pathlib import Path
 
+    from .._utils.repo_ids import is_repo_id
     from ..errors import CheckpointNotFoundError, HubAccessError
 
     check_router_source("ROUTER", args.router)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._utils.repo_ids import is_repo_id
 from ..bench.names import CMRBENCH_REPO, EXPERIENCES
 from ..training.arguments import TRAINER_DEFAULTS, CARvEArguments
 from ._args import HelpFormatter, check_file_argument, dataclass_help, wants_help
@@ -175,6 +174,8 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
 
 def _check_push(config: Any) -> None:
     """Check ``--push-to-hub`` before training: a repo id to push to, and a token to push with."""
+    from .._utils.repo_ids import is_repo_id
+
     if not config.push_to_hub:
         return
     if not config.hub_model_id:
@@ -200,6 +201,8 @@ def _check_encoder(name: str) -> None:
         FileNotFoundError: not the bundled encoder, not a folder and not a Hub model id.
         HubAccessError: a Hub model id while offline that is not in the cache.
     """
+    from .._utils.repo_ids import is_repo_id
+
     if name == DEFAULT_ENCODER or Path(name).expanduser().is_dir():
         return
     if Path(name).expanduser().exists() or not is_repo_id(name):

@@ -18,10 +18,9 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .crawl import CrawlFilters
-
 if TYPE_CHECKING:
     from ..training.config import CARvEConfig
+    from .crawl import CrawlFilters
 
 __all__ = ["UpdateConfig", "UPDATE_RECIPE", "FEEDBACK_RECIPE", "update_config", "feedback_config"]
 
@@ -256,6 +255,8 @@ class UpdateConfig:
         Raises:
             ValueError: a negative minimum, or ``max_models < 1``.
         """
+        from .crawl import CrawlFilters  # numpy and the registry load when a crawl is set up, not for --help
+
         return CrawlFilters(
             pipeline_tags=list(self.pipeline_tags), libraries=list(self.libraries), authors=list(self.authors),
             min_downloads=self.min_downloads, min_likes=self.min_likes, max_models=self.max_models,

@@ -114,8 +114,13 @@ def default_router(
 
 @pytest.mark.slow
 def test_a_router_trained_with_defaults_passes_two_updates_and_a_forgetting_update_is_refused(
-    hub: SessionHub, cmrbench_dir: Path, default_router: Path, tmp_path: Path, capsys
+    hub: SessionHub, cmrbench_dir: Path, default_router: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the update's Trainer folder would be made
     router = Path(shutil.copytree(default_router, tmp_path / "router"))
     trained = HubRouter.from_pretrained(router)
     assert trained.training_state["holdout"], "the default recipe keeps held-out prompts for the gate"
@@ -138,6 +143,7 @@ def test_a_router_trained_with_defaults_passes_two_updates_and_a_forgetting_upda
         )
         assert "allowed (limit+noise)" in out and "forgetting gate (max 1 points per level" in out
     assert HubRouter.from_pretrained(router).num_models == trained.num_models + 24
+    assert list(scratch.iterdir()) == []  # no empty Trainer folder left in the temporary folder
 
     # An update that forgets (no anchors, no replay, a high learning rate, many epochs) is refused.
     config = tmp_path / "forgetful.yaml"

@@ -307,7 +307,7 @@ def check_file_argument(flag: str, path: str | os.PathLike[str] | None, *, must_
     if target.is_dir():
         raise IsADirectoryError(f"{flag} {path} is a folder; pass a file.")
     if must_exist and not target.is_file():
-        raise FileNotFoundError(f"{flag} {path}: no such file.")
+        raise FileNotFoundError(f"{flag} {path} does not exist.")
 
 
 def check_writable_file(flag: str, path: str | os.PathLike[str] | None) -> None:

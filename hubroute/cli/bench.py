@@ -216,10 +216,6 @@ def run_crawl_command(args: argparse.Namespace) -> int:
 
 
 def run_publish_command(args: argparse.Namespace) -> int:
-    if not Path(args.data).is_dir():
-        raise FileNotFoundError(
-            f"--data {args.data}: no such folder; publish takes the folder of CMRBench's files."
-        )
     from ..bench.publish import publish_cmrbench
 
     result = publish_cmrbench(args.data, args.repo, experiences=args.experiences, private=args.private)

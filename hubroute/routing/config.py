@@ -54,7 +54,7 @@ class RouterConfig:
             score becomes its cosine plus ``domain_prior * (G_d - max G)``, where ``G_d`` is the log-sum-exp at
             ``temperature`` of the ``level_candidates`` best scores of models in its domain. It lowers the
             models of domains that trail the prompt's leading one, so a lone stray match loses to a cluster
-            of the right domain (chosen on a development split of CMRBench; see the README). ``0`` ranks by
+            of the right domain (chosen on a development split of CMRBench; docs: Benchmarks, CMRBench). ``0`` ranks by
             cosine alone.
         rerank_top_k: How many of the router's best candidates its re-ranker (a cross-encoder over the
             prompt and each candidate's card, :mod:`hubroute.routing.rerank`) re-scores by default in

@@ -393,8 +393,8 @@ class ScoringIndex:
 
         On registries of fine-tunes clustered around base models, the best model hides among many near-equal
         copies, so the number of vectors scanned, not of cells, is what keeps recall@1 against exact search
-        close to 1 as the registry grows (``hubroute bench speed`` measures it; README, "Speed at any registry
-        size").
+        close to 1 as the registry grows (``hubroute bench speed`` measures it; docs: Benchmarks, Routing
+        speed).
         """
         if self.kind not in _IVF_KINDS:
             return 0

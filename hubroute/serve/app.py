@@ -1,7 +1,9 @@
 """`create_app`: the FastAPI app of ``hubroute serve`` (OpenAPI page at ``/docs``, schema at ``/openapi.json``).
 
 FastAPI on Starlette, served by uvicorn: a maintained ASGI stack whose pydantic models validate every request
-(``extra="forbid"`` refuses unknown options) and document the API with no extra code.
+(``extra="forbid"`` refuses unknown options) and document the API with no extra code. The app is built by
+``fastapi_offline.FastAPIOffline``, FastAPI's self-hosting recipe for the docs pages packaged: ``/docs`` and
+``/redoc`` load their JavaScript and CSS from the server itself, not from a CDN, so they work offline.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi_offline import FastAPIOffline
 from huggingface_hub import AsyncInferenceClient
 
 from .._utils.version import __version__
@@ -135,7 +138,7 @@ def create_app(
                 watcher_task.cancel()
             await state.batcher.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="hubroute",
         version=__version__,
         description="Route prompts to the right Hugging Face model; OpenAI-compatible chat completions on the "

@@ -46,8 +46,14 @@ class CARvEConfig(CARvEArguments, TrainingArguments):
             Learning rate of the projection.
         embedding_learning_rate (`float`, defaults to `1e-3`):
             Learning rate of the model embeddings.
-        lora_r, lora_alpha, lora_dropout, lora_target_modules:
-            The LoRA adapter, when `encoder_mode="lora"` (target modules default to peft's choice).
+        lora_r (`int`):
+            Rank of the LoRA adapter, when `encoder_mode="lora"`.
+        lora_alpha (`int`):
+            Scaling of the LoRA adapter.
+        lora_dropout (`float`):
+            Dropout of the LoRA adapter.
+        lora_target_modules (`list[str]`, *optional*):
+            Modules the LoRA adapter wraps (default: peft's choice for the encoder's architecture).
         num_candidates (`int`, defaults to `64`):
             Size of each example's candidate set (the gold included).
         num_hard_negatives (`int`, defaults to `5`):
@@ -87,7 +93,7 @@ class CARvEConfig(CARvEArguments, TrainingArguments):
             document (id, domain, card text) among the cards of the batch's gold models, while the encoder
             trains (not in phase 1). It teaches the encoder to match requests to model descriptions, which also
             helps models seen only through their cards. On by default because it raised accuracy and lowered
-            forgetting on CMRBench's development split (README, "Benchmark: CMRBench"); it costs about one more
+            forgetting on CMRBench's development split (docs: Benchmarks, CMRBench); it costs about one more
             forward/backward pass per batch, so set 0 to train faster.
         card_max_length (`int`, defaults to `128`), card_temperature (`float`, defaults to `0.05`):
             Card truncation (tokens) and temperature of that loss.
@@ -97,7 +103,7 @@ class CARvEConfig(CARvEArguments, TrainingArguments):
             `drift_ridge`) on the experience's prompts encoded before and after training, and applied to
             those embeddings, so scores of old routes are preserved although the encoder moved.
             Off by default: on CMRBench's development split it lowered domain accuracy and added forgetting
-            (README, "Benchmark: CMRBench").
+            (docs: Benchmarks, CMRBench).
         drift_ridge (`float`, defaults to `0.1`):
             Ridge penalty of that map (towards the identity).
         init_neighbors (`int`, defaults to `0`), init_neighbor_weight (`float`, defaults to `0.5`):
@@ -139,8 +145,9 @@ class CARvEConfig(CARvEArguments, TrainingArguments):
             After the router's training on each experience, also train its re-ranker, a cross-encoder that
             re-scores the router's top `rerank_top_k` candidates against their cards
             (:mod:`hubroute.training.rerank`); the router then re-ranks by default (`route(rerank=None)`).
-        rerank_model (`str`, defaults to `"bundled:all-MiniLM-L6-v2"`):
-            The checkpoint a new re-ranker starts from (a BERT-style model; it gets a fresh one-logit head).
+        rerank_model (`str`, defaults to `DEFAULT_ENCODER`):
+            The checkpoint a new re-ranker starts from (a BERT-style model; it gets a fresh one-logit head); the
+            default is the bundled all-MiniLM-L6-v2 (`"bundled:all-MiniLM-L6-v2"`).
         rerank_top_k (`int`, defaults to `10`):
             Candidates re-ranked per prompt at route time, and the pool hard negatives come from.
         rerank_negatives (`int`, defaults to `5`):

@@ -13,7 +13,7 @@ router's own best candidates:
   experience on, a distillation term on the replayed groups: the KL divergence from the previous re-ranker's
   softmax over the group to the new one's (weight ``rerank_distill_weight``), so old routes are not forgotten;
 - **fusion weight**: ``router.config.rerank_weight`` becomes ``args.rerank_weight``, the weight ``w`` of
-  ``router_score + w * rerank_score`` (chosen on CMRBench's development split, README). With
+  ``router_score + w * rerank_score`` (chosen on CMRBench's development split; docs: Benchmarks, Two-stage routing). With
   ``rerank_weight=None`` a share of the experience's prompts (``rerank_holdout_fraction``, at most 200) is
   kept out of the re-ranker's training and the weight of :data:`WEIGHT_GRID` with the best top-1 accuracy on
   them is taken instead. The router did train on those prompts, so it is nearly always right there and the

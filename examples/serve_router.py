@@ -3,7 +3,7 @@
 Runs offline on a CPU in about a minute (the bundled all-MiniLM-L6-v2 encoder, an untrained router whose
 model embeddings come from the model cards; the fake provider stands in for Hugging Face Inference Providers):
 
-    pip install "hubroute[serve]" openai
+    pip install -e ".[serve]" openai      # in a clone (hubroute is installed from its repository)
     python examples/serve_router.py
 
 Against the real Inference Providers, run `HF_TOKEN=hf_... hubroute serve --router DIR` instead and point any

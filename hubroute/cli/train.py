@@ -18,7 +18,7 @@ from typing import Any
 from ..bench.names import CMRBENCH_REPO, EXPERIENCES
 from ..training.arguments import TRAINER_DEFAULTS, CARvEArguments
 from ._args import HelpFormatter, check_file_argument, dataclass_help, wants_help
-from ._data import DATA_HELP, check_bench_source, check_router_source, load_bench_source, offline
+from ._data import check_bench_source, check_router_source, load_bench_source, offline
 
 __all__ = ["TrainScriptArguments", "make_parser", "print_help", "run"]
 
@@ -29,11 +29,10 @@ DEFAULT_ENCODER = "bundled:all-MiniLM-L6-v2"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 """Data file suffixes (:data:`hubroute.training.data.DATA_SUFFIXES`; a test keeps them equal)."""
 
-USAGE = "hubroute train --output DIR [--data CMRBENCH|FILE] [--router ROUTER] [options] (--help: the options)"
+USAGE = "hubroute train --output DIR [--data DATA] [--router ROUTER] [options]"
 DESCRIPTION = (
-    "Train a router with CARvE, one experience after the other: the CMRBench experiences (--data, from the Hub "
-    "or a folder) or one data file, starting from a new router or continuing --router, saving to --output after "
-    "each experience (and pushing it with --push-to-hub --hub-model-id ORG/NAME)."
+    "Train a router with CARvE on CMRBench's experiences (--data: the Hub or a folder) or one data file, saving "
+    "it to --output after each experience."
 )
 
 
@@ -41,12 +40,12 @@ DESCRIPTION = (
 class TrainScriptArguments:
     """What to train on and where the router goes (the training recipe itself is :class:`CARvEConfig`)."""
 
-    output: str = field(metadata={"help": "Folder the trained router is saved to (after every experience)."})
+    output: str = field(metadata={"help": "Folder the router is saved to, after each experience."})
     data: str = field(
         default=CMRBENCH_REPO,
         metadata={
-            "help": f"{DATA_HELP} Or one data file (.jsonl/.json/.csv/.parquet) with 'prompt' and 'model_id' "
-            "columns."
+            "help": f"CMRBench: a folder or a Hub dataset repo (default: {CMRBENCH_REPO}); or one .jsonl, .json, "
+            ".csv or .parquet file with prompt and model_id columns."
         },
     )
     experiences: list[str] | None = field(
@@ -60,17 +59,15 @@ class TrainScriptArguments:
     )
     encoder: str = field(
         default=DEFAULT_ENCODER,
-        metadata={"help": "Encoder of a new router: a sentence-transformers model id or folder."},
+        metadata={"help": "Encoder of a new router: a model id or folder (default: the bundled MiniLM)."},
     )
     embedding_dim: int | None = field(
         default=None, metadata={"help": "Embedding size of a new router (default: the encoder's)."}
     )
-    temperature: float = field(default=0.08, metadata={"help": "Softmax temperature of a new router."})
+    temperature: float = field(default=0.08, metadata={"help": "Temperature of a new router."})
     max_length: int | None = field(
         default=None,
-        metadata={
-            "help": "Prompt truncation (tokens) of a new router (default: 256, or the encoder's limit if lower)."
-        },
+        metadata={"help": "Prompt tokens of a new router (default: 256, or the encoder's limit)."},
     )
 
     def __post_init__(self) -> None:

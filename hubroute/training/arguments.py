@@ -20,151 +20,117 @@ class CARvEArguments:
 
     # -- overridden TrainingArguments defaults ------------------------------------------------------------
     output_dir: str | None = field(default="runs/carve", metadata={"help": "Where Trainer checkpoints go."})
-    learning_rate: float = field(default=2e-5, metadata={"help": "Learning rate of the encoder weights."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "Encoder learning rate."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs per experience."})
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Examples per step and device."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay of the encoder weights."})
-    warmup_steps: float = field(default=10, metadata={"help": "Linear warm-up steps (or ratio if < 1)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (encoder)."})
+    warmup_steps: float = field(default=10, metadata={"help": "Warm-up steps (or ratio if < 1)."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    save_strategy: str = field(
-        default="no", metadata={"help": "Trainer checkpoints: 'no', 'steps' or 'epoch'."}
-    )
+    save_strategy: str = field(default="no", metadata={"help": "Checkpoints: no, steps or epoch."})
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Experiment trackers."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collator's columns."})
     train_sampling_strategy: str = field(
         default="group_by_length",
         metadata={
-            "help": "Sampler: 'group_by_length' (default: batches of similar prompt lengths, less padding), "
-            "'random', 'sequential' or 'batch_rebalance'.",
+            "help": "Batch sampler.",
             "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
         },
     )
 
     # -- CARvE ---------------------------------------------------------------------------------------------
     encoder_mode: Literal["frozen", "lora", "full"] = field(
-        default="full", metadata={"help": "How the encoder learns: frozen, lora or full."}
+        default="full", metadata={"help": "How the encoder learns."}
     )
-    head_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the projection."})
-    embedding_learning_rate: float = field(
-        default=1e-3, metadata={"help": "Learning rate of the model embeddings."}
-    )
+    head_learning_rate: float = field(default=1e-3, metadata={"help": "Projection learning rate."})
+    embedding_learning_rate: float = field(default=1e-3, metadata={"help": "Model-embedding learning rate."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] | None = field(
         default=None,
-        metadata={"help": "Modules that get LoRA adapters (default: peft's choice for the model)."},
+        metadata={"help": "Modules that get LoRA adapters (default: peft's)."},
     )
     num_candidates: int = field(default=64, metadata={"help": "Candidate set size, gold included."})
-    num_hard_negatives: int = field(default=5, metadata={"help": "Mined hard negatives per candidate set."})
-    num_group_negatives: int = field(default=48, metadata={"help": "Same-parent-group negatives per set."})
+    num_hard_negatives: int = field(default=5, metadata={"help": "Mined hard negatives per set."})
+    num_group_negatives: int = field(default=48, metadata={"help": "Same-group negatives per set."})
     num_far_negatives: int = field(default=10, metadata={"help": "Other-domain negatives per set."})
     hard_negative_pool: int = field(default=50, metadata={"help": "Mined negatives kept per example."})
-    soft_target_eps: float = field(
-        default=0.02, metadata={"help": "Soft-target mass on same-domain neighbours."}
-    )
-    phase1_fraction: float = field(
-        default=0.4, metadata={"help": "Share of steps in phase 1 (experience 2+)."}
-    )
-    embedding_anchor_weight: float = field(
-        default=1e4, metadata={"help": "Embedding anchor weight (phase 1)."}
-    )
-    projection_anchor_weight: float = field(
-        default=5e4, metadata={"help": "Projection anchor weight (phase 1)."}
-    )
-    replay_fraction: float = field(
-        default=0.1, metadata={"help": "Share of each experience kept for replay."}
-    )
+    soft_target_eps: float = field(default=0.02, metadata={"help": "Soft-target mass on neighbours."})
+    phase1_fraction: float = field(default=0.4, metadata={"help": "Share of steps in phase 1."})
+    embedding_anchor_weight: float = field(default=1e4, metadata={"help": "Embedding anchor (phase 1)."})
+    projection_anchor_weight: float = field(default=5e4, metadata={"help": "Projection anchor (phase 1)."})
+    replay_fraction: float = field(default=0.1, metadata={"help": "Share of experience replayed."})
     replay_strategy: Literal["coreset", "random", "none"] = field(
-        default="coreset", metadata={"help": "Replay selection: coreset, random or none."}
+        default="coreset", metadata={"help": "Replay selection."}
     )
-    replay_max_per_model: int = field(
-        default=3, metadata={"help": "Coreset: prompts kept per model at most."}
-    )
-    replay_min_per_domain: int = field(default=5, metadata={"help": "Coreset: minimum quota per domain."})
-    replay_loss_weight: float = field(
-        default=1.0, metadata={"help": "Loss weight of replayed examples in phase 1."}
-    )
-    ewc_weight: float = field(default=0.0, metadata={"help": "Online EWC weight (0 disables EWC)."})
-    ewc_gamma: float = field(default=0.9, metadata={"help": "Online EWC decay of older Fisher estimates."})
+    replay_max_per_model: int = field(default=3, metadata={"help": "Coreset: most prompts per model."})
+    replay_min_per_domain: int = field(default=5, metadata={"help": "Coreset: quota per domain."})
+    replay_loss_weight: float = field(default=1.0, metadata={"help": "Replay loss weight (phase 1)."})
+    ewc_weight: float = field(default=0.0, metadata={"help": "Online EWC weight (0: off)."})
+    ewc_gamma: float = field(default=0.9, metadata={"help": "Online EWC decay."})
     card_loss_weight: float = field(
         default=1.0,
-        metadata={"help": "Weight of the prompt-to-card contrastive loss while the encoder trains."},
+        metadata={"help": "Prompt-to-card loss weight."},
     )
-    card_max_length: int = field(
-        default=128, metadata={"help": "Tokens of a model card used by the card loss."}
-    )
-    card_temperature: float = field(default=0.05, metadata={"help": "Temperature of the card loss."})
+    card_max_length: int = field(default=128, metadata={"help": "Card tokens in the card loss."})
+    card_temperature: float = field(default=0.05, metadata={"help": "Card loss temperature."})
     drift_compensation: bool = field(
         default=False,
-        metadata={"help": "Re-align old model embeddings with the updated prompt space after training."},
+        metadata={"help": "Re-align old rows after training."},
     )
-    drift_ridge: float = field(default=0.1, metadata={"help": "Ridge penalty of the drift-compensation map."})
-    init_neighbors: int = field(
-        default=0, metadata={"help": "Old models blended into a new model's initial row."}
-    )
+    drift_ridge: float = field(default=0.1, metadata={"help": "Drift-compensation ridge."})
+    init_neighbors: int = field(default=0, metadata={"help": "Old models blended into new rows."})
     init_neighbor_weight: float = field(default=0.5, metadata={"help": "Weight of that blend."})
-    encode_batch_size: int = field(default=64, metadata={"help": "Batch size of no-grad encoding passes."})
+    encode_batch_size: int = field(default=64, metadata={"help": "Batch of no-grad encoding passes."})
     sparse_embeddings: Literal["auto", "on", "off"] = field(
         default="auto",
         metadata={
-            "help": "Row-sparse embedding training: auto (from sparse_threshold models), on or off.",
+            "help": "Row-sparse embedding updates.",
             "choices": ["auto", "on", "off"],
         },
     )
     sparse_threshold: int = field(
         default=50_000,
-        metadata={"help": "Registry size from which the 'auto' large-registry settings apply."},
+        metadata={"help": "Models from which 'auto' is large."},
     )
     anchor_scope: Literal["auto", "all_old", "touched"] = field(
         default="auto",
         metadata={
-            "help": "Embedding anchor over all old models or the batch's touched ones (auto: touched when sparse).",
+            "help": "Anchor all old models or touched.",
             "choices": ["auto", "all_old", "touched"],
         },
     )
     hard_negative_mining: Literal["auto", "dense", "index"] = field(
         default="auto",
         metadata={
-            "help": "Mine hard negatives densely or through the FAISS index (auto: index when sparse).",
+            "help": "Mine densely or via the index.",
             "choices": ["auto", "dense", "index"],
         },
     )
     holdout_fraction: float = field(
         default=0.05,
-        metadata={
-            "help": "Share of each experience held out of training (at most one prompt per model), on which "
-            "`hubroute update`'s forgetting gate measures old experiences. (default: 0.05; 0 trains on all)"
-        },
+        metadata={"help": "Held out for update's gate (0: none)."},
     )
 
-    rerank_train: bool = field(
-        default=False, metadata={"help": "Also train a cross-encoder re-ranker after each experience."}
-    )
+    rerank_train: bool = field(default=False, metadata={"help": "Also train a re-ranker."})
     rerank_model: str = field(
-        default="bundled:all-MiniLM-L6-v2", metadata={"help": "Checkpoint a new re-ranker starts from."}
+        default="bundled:all-MiniLM-L6-v2", metadata={"help": "Re-ranker's starting checkpoint."}
     )
     rerank_top_k: int = field(default=10, metadata={"help": "Candidates re-ranked per prompt."})
-    rerank_negatives: int = field(default=5, metadata={"help": "Hard negatives per re-ranker group."})
-    rerank_max_pairs: int = field(default=2400, metadata={"help": "Re-ranker pairs per experience at most."})
-    rerank_epochs: float = field(default=1.0, metadata={"help": "Re-ranker passes per experience."})
-    rerank_lr: float = field(default=5e-5, metadata={"help": "Learning rate of the re-ranker's body."})
-    rerank_head_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the re-ranker's head."})
-    rerank_train_layers: int = field(
-        default=2, metadata={"help": "Top cross-encoder layers that train (-1: all)."}
-    )
-    rerank_batch_groups: int = field(default=8, metadata={"help": "Re-ranker groups per step."})
+    rerank_negatives: int = field(default=5, metadata={"help": "Hard negatives per group."})
+    rerank_max_pairs: int = field(default=2400, metadata={"help": "Pairs per experience at most."})
+    rerank_epochs: float = field(default=1.0, metadata={"help": "Passes per experience."})
+    rerank_lr: float = field(default=5e-5, metadata={"help": "Re-ranker body learning rate."})
+    rerank_head_lr: float = field(default=1e-3, metadata={"help": "Re-ranker head learning rate."})
+    rerank_train_layers: int = field(default=2, metadata={"help": "Top layers that train (-1: all)."})
+    rerank_batch_groups: int = field(default=8, metadata={"help": "Groups per step."})
     rerank_max_length: int = field(default=128, metadata={"help": "Tokens of a re-ranker pair."})
-    rerank_distill_weight: float = field(
-        default=1.0, metadata={"help": "Distillation weight towards the previous re-ranker on replay."}
-    )
+    rerank_distill_weight: float = field(default=1.0, metadata={"help": "Distillation towards the last one."})
     rerank_weight: float | None = field(
         default=0.05,
-        metadata={"help": "Fusion weight of the re-ranker (None: picked on held-out prompts)."},
+        metadata={"help": "Fusion weight (None: picked)."},
     )
-    rerank_holdout_fraction: float = field(
-        default=0.1, metadata={"help": "Share of prompts held out of the re-ranker to pick its weight."}
-    )
+    rerank_holdout_fraction: float = field(default=0.1, metadata={"help": "Held out to pick the weight."})
 
 
 TRAINER_DEFAULTS: tuple[str, ...] = (

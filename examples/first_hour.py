@@ -49,6 +49,9 @@ def run(command: list[str], env: dict[str, str], log: Path) -> tuple[int, str]:
     with log.open("a", encoding="utf-8") as handle:
         handle.write(f"\n$ {' '.join(command)}\n{output}")
     shown = [line for line in done.stdout.splitlines() if line.strip()][-14:]
+    if "--json" in command and done.returncode == 0:  # the best model per prompt, not the JSON's tail
+        shown = [f"  {prompt!r} -> {ranked[0]['model_id']} ({ranked[0]['score']:.4f})"
+                 for prompt, ranked in zip(PROMPTS, json.loads(done.stdout))]  # fmt: skip
     errors = [line for line in done.stderr.splitlines() if line.startswith("hubroute:")]
     print("\n".join(shown + errors))
     print(f"(exit code {done.returncode}, {time.perf_counter() - started:.0f} s)", flush=True)
@@ -75,7 +78,7 @@ def main() -> int:
     hub.add_token(TOKEN, "tester", orgs=["collagelab"], role="write")
     seeded = seed_hub(hub, cmrbench_models(args.data, ["hugging-bench-1", "hugging-bench-2"]))
     hub.start()
-    print(f"Local Hub at {hub.endpoint}: {len(seeded.seeded)} CMRBench model repos (experiences 3 and 4)")
+    print(f"Local Hub at {hub.endpoint}: {len(seeded.models)} CMRBench model repos (experiences 3 and 4)")
     env = {
         **os.environ,
         "HF_ENDPOINT": hub.endpoint,

@@ -4,7 +4,7 @@ Runs offline on a CPU in about a minute (the bundled all-MiniLM-L6-v2 encoder, a
 model embeddings come from the model cards; the fake stands in for each model's Hugging Face Inference API
 endpoint, `--inference-url-template`, and answers every task in its documented shape):
 
-    pip install "hubroute[serve]" openai
+    pip install -e ".[serve]" openai      # in a clone (hubroute is installed from its repository)
     python examples/serve_router.py
 
 Against the real Inference Providers, run `HF_TOKEN=hf_... hubroute serve --router DIR` instead and point any

@@ -13,8 +13,9 @@ The main entry points:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._utils.lazy import lazy_attributes
 from ._utils.version import __version__
 from .errors import (
     BackendUnavailableError,
@@ -32,35 +33,45 @@ from .errors import (
     TaskNotAvailableError,
     UnknownModelError,
 )
-from .routing.config import RouterConfig
-from .routing.encoder import DEFAULT_ENCODER, EncoderConfig
-from .routing.options import Calibration, RouteFilter
-from .routing.registry import ModelRecord, Registry
-from .routing.rerank import Reranker
-from .routing.results import Explanation, NearestPrompt, RouteResult
-from .routing.router import HubRouter
 
 if TYPE_CHECKING:
+    from .routing.config import RouterConfig
+    from .routing.encoder import DEFAULT_ENCODER, EncoderConfig
+    from .routing.options import Calibration, RouteFilter
+    from .routing.registry import ModelRecord, Registry
+    from .routing.rerank import Reranker
+    from .routing.results import Explanation, NearestPrompt, RouteResult
+    from .routing.router import HubRouter
     from .run.runner import RunConfig, Runner, RunResult
     from .training.config import CARvEConfig
     from .training.trainer import CARvETrainer
 
+# torch, transformers, the training stack and the runner are imported when a name that needs them is first
+# used, so that `import hubroute` (and `hubroute --help`) stays fast.
 _LAZY = {
-    "CARvEConfig": "hubroute.training.config",
-    "CARvETrainer": "hubroute.training.trainer",
-    "Runner": "hubroute.run.runner",
-    "RunConfig": "hubroute.run.runner",
-    "RunResult": "hubroute.run.runner",
+    "RouterConfig": ".routing.config",
+    "DEFAULT_ENCODER": ".routing.encoder",
+    "EncoderConfig": ".routing.encoder",
+    "Calibration": ".routing.options",
+    "RouteFilter": ".routing.options",
+    "ModelRecord": ".routing.registry",
+    "Registry": ".routing.registry",
+    "Reranker": ".routing.rerank",
+    "Explanation": ".routing.results",
+    "NearestPrompt": ".routing.results",
+    "RouteResult": ".routing.results",
+    "HubRouter": ".routing.router",
+    "Runner": ".run.runner",
+    "RunConfig": ".run.runner",
+    "RunResult": ".run.runner",
+    "CARvEConfig": ".training.config",
+    "CARvETrainer": ".training.trainer",
 }
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
 
 
-def __getattr__(name: str) -> Any:
-    # The training stack (transformers' Trainer, accelerate) and the runner are only imported when used.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'hubroute' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

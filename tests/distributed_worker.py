@@ -129,7 +129,7 @@ def suite(encoder: str, out: Path) -> dict:
         "--num_hard_negatives", "2", "--num_group_negatives", "3", "--num_far_negatives", "2",
         "--disable_tqdm", "true", "--seed", "0", "--logging_steps", "1000", "--encode_batch_size", "8",
         "--encoder_mode", "full", "--learning_rate", "1e-3", "--ewc_weight", "1.0", "--replay_fraction", "0.25",
-        "--output_dir", str(out / "runs"), "--report_to", "none",
+        "--output_dir", str(out / "runs"), "--report_to", "none", "--holdout_fraction", "0",
     ]  # fmt: skip
     code = run(
         [

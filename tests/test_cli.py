@@ -164,7 +164,7 @@ def test_train_then_route_from_a_data_file(tmp_path, tiny_encoder_path, capsys):
 def test_errors_print_one_clear_line(tmp_path, capsys):
     assert main(["route", "hello", "--router", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("hubroute: error:") and "No router folder" in err
+    assert err.startswith("hubroute: error:") and "no router folder" in err.lower()
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "model_id": "m"}\n{"prompt": 3, "model_id": "m"}\n')
     assert main(["train", "--data", str(bad), "--output", str(tmp_path / "r")]) == 2

@@ -268,7 +268,7 @@ def test_a_card_that_cannot_be_parsed_is_skipped_and_counted_and_the_crawl_goes_
     result = crawler(cutoff_of(seeded), tmp_path).crawl()
     got = {m.model_id for m in result.records}
     assert broken.model_id not in got and len(got) == len(seeded) - 1
-    assert result.skipped["bad_card"] == 1 and "bad_card" in result.describe()
+    assert result.skipped["bad_card"] == 1 and "Skipped 1 (1 unreadable card)" in result.describe()
     state = CrawlState.load(tmp_path / "crawl_state.json")
     assert state is not None and state.skipped[broken.model_id] == "bad_card"
 
@@ -353,8 +353,8 @@ def test_server_errors_and_timeouts_are_retried_then_counted(
     assert sleeps == [1.0, 1.0, 2.0, 4.0]  # the timeout, then 3 server errors backing off
 
     hub.inject(r"/resolve/main/README\.md$", status=503, times=100, method="GET")
-    seed_hub(hub, [SeedModel(f"{hub.user}/late-{i}", int(time.time() * 1000), None, "a fresh model " * 5)
-                   for i in range(3)])  # fmt: skip
+    seed_hub(hub, [SeedModel(f"{hub.user}/late-{i}", int(time.time() * 1000), None, "a fresh model " * 5,
+                             pipeline_tag="text-generation") for i in range(3)])  # fmt: skip
     hurried = RetryPolicy(sleep=Sleeps(), jitter=0.0, max_retries=1)
     again = crawler(since, tmp_path, retry=hurried, workers=1).crawl()
     assert len(again.failed) == 3 and "HTTP 503" in next(iter(again.failed.values()))

@@ -109,7 +109,7 @@ def test_the_cli_reference_is_the_parsers_own_help(monkeypatch: pytest.MonkeyPat
     for name in hook._subparsers(commands["bench"]):
         assert f"`hubroute bench {name}`" in rendered
     # Stubs are rendered from the full parser: train's help lists the CARvE flags.
-    assert "--num_hard_negatives" in rendered and "--num_hard_negatives" in train.make_parser().format_help()
+    assert "--num-hard-negatives" in rendered and "--num-hard-negatives" in train.make_parser().format_help()
     monkeypatch.setenv("COLUMNS", hook.COLUMNS)  # the width the page is rendered at
     for name in ("route", "serve", "eval"):
         assert commands[name].format_help().rstrip() in rendered

@@ -637,7 +637,7 @@ def test_a_newer_format_is_refused_with_an_upgrade_hint(
         HubRouter.from_pretrained("tester/future")
     message = str(error.value)
     assert "model repo 'tester/future'" in message and "router format 99" in message
-    assert "Upgrade: pip install -U hubroute" in message
+    assert 'Upgrade: pip install "hubroute @ git+https://github.com/collagelab/hubroute" -U' in message
     assert hub.count(r"/resolve/.*/model\.safetensors$") == 0
 
 

@@ -210,23 +210,18 @@ def test_eval_command_writes_the_report_and_the_model_card(
     first, final = tmp_path / "after-apibench", tmp_path / "router"
     zero_shot_routers[0].save_pretrained(first)
     zero_shot_routers[1].save_pretrained(final)
+    # By default the report goes beside the router, and the router is left as it was.
+    files_before = {p: p.read_bytes() for p in sorted(final.resolve().rglob("*")) if p.is_file()}
+    argv = ["eval", "--router", str(final), "--bench", str(small_cmrbench_dir), "--earlier", str(first)]
+    assert cli(argv) == 0
+    printed = capsys.readouterr().out
+    assert "on apibench-hf, mllm" in printed and "model-index" not in printed
+    assert (tmp_path / "router.eval" / "report.json").is_file()
+    assert {p: p.read_bytes() for p in sorted(final.resolve().rglob("*")) if p.is_file()} == files_before
+    assert "evaluation" not in HubRouter.from_pretrained(final).info
+
     out = tmp_path / "eval"
-    assert (
-        cli(
-            [
-                "eval",
-                "--router",
-                str(final),
-                "--bench",
-                str(small_cmrbench_dir),
-                "--output",
-                str(out),
-                "--earlier",
-                str(first),
-            ]
-        )
-        == 0
-    )
+    assert cli([*argv, "--output", str(out), "--write-card"]) == 0
     printed = capsys.readouterr().out
     assert "on apibench-hf, mllm" in printed and "model-index" in printed
 
@@ -310,6 +305,7 @@ def test_eval_of_a_hub_router_with_tagged_experiences(
                 str(small_cmrbench_dir),
                 "--output",
                 str(out),
+                "--write-card",
             ]
         )
         == 0

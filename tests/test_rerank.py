@@ -344,6 +344,7 @@ def test_hubroute_train_cli_trains_and_saves_the_reranker(tmp_path, tiny_encoder
         "--per_device_train_batch_size", "8", "--num_candidates", "4", "--disable_tqdm", "true",
         "--rerank_train", "true", "--rerank_model", str(tiny_encoder_path), "--rerank_top_k", "4",
         "--rerank_negatives", "2", "--rerank_max_length", "48", "--rerank_weight", "0.25",
+        "--holdout_fraction", "0",  # every row trains (the recipe holds 5% out by default)
     ]  # fmt: skip
     assert main(argv) == 0
     config = json.loads((tmp_path / "router" / "config.json").read_text())

@@ -96,9 +96,9 @@ def _records(router, results):
 def _assert_explained(router, results, thresholds=None):
     """Every result of ``explain=True`` carries its evidence, and evidence exists wherever it can.
 
-    Level scores at all three levels (the result's own level scoring as the result); the replay coreset's
-    nearest prompts, best first, with the models they were routed to (none without a coreset); the closest
-    sentence of the model's card (``None`` only without a card); the threshold checked, where one was.
+    Level scores at all three levels (the result's own level scoring as the result); the nearest prompts among
+    the result's own model's kept training prompts (its replay coreset), best first (none when it has none);
+    the closest sentence of the model's card (``None`` only without a card); the threshold checked, where one was.
     """
     assert results, "explain=True returned nothing to explain"
     replay = {e["prompt"]: e["model_id"] for e in router.training_state.get("replay", [])}
@@ -109,8 +109,9 @@ def _assert_explained(router, results, thresholds=None):
         assert set(scores) == {"model", "family", "domain"} and all(math.isfinite(v) for v in scores.values())
         assert scores[result.level] == pytest.approx(result.score, abs=1e-6)
         nearest = explanation.nearest_prompts
-        assert len(nearest) == min(3, len(replay))
-        assert all(n.prompt in replay and n.model_id == replay[n.prompt] for n in nearest)
+        own = [p for p, m in replay.items() if m == result.model_id]
+        assert len(nearest) == min(3, len(own))
+        assert all(n.prompt in own and n.model_id == result.model_id for n in nearest)
         assert len({n.prompt for n in nearest}) == len(nearest)
         assert [n.score for n in nearest] == sorted((n.score for n in nearest), reverse=True)
         assert all(-1.0 - 1e-6 <= n.score <= 1.0 + 1e-6 for n in nearest)
@@ -447,16 +448,18 @@ def test_explain_gives_level_scores_nearest_prompts_and_card_sentence(router):
         assert set(explanation.level_scores) == {"model", "family", "domain"}
         assert explanation.level_scores["model"] == pytest.approx(result.score, abs=1e-6)
         assert explanation.level_scores["domain"] >= explanation.level_scores["model"] - 1e-6
-        assert len(explanation.nearest_prompts) == 3
-        assert {n.prompt for n in explanation.nearest_prompts} == {e["prompt"] for e in REPLAY}
-        assert [n.score for n in explanation.nearest_prompts] == sorted(
-            (n.score for n in explanation.nearest_prompts), reverse=True
-        )
+        # each candidate's evidence is its own: its kept training prompts, never another model's
+        assert {n.prompt for n in explanation.nearest_prompts} == {
+            e["prompt"] for e in REPLAY if e["model_id"] == result.model_id
+        }
         card = router.registry.get(result.model_id).card_text
         assert explanation.card_sentence and explanation.card_sentence in card
         assert -1.0 <= explanation.card_sentence_score <= 1.0 + 1e-6
-    as_dict = results[0].to_dict()
-    assert as_dict["explanation"]["nearest_prompts"][0]["model_id"]
+    whisper = router.route(
+        PROMPTS[0], top_k=1, explain=True, filters=RouteFilter(model_ids=["openai/whisper-small"])
+    )
+    assert [n.prompt for n in whisper[0].explanation.nearest_prompts] == ["speech to text for my voice memo"]
+    assert whisper[0].to_dict()["explanation"]["nearest_prompts"][0]["model_id"] == "openai/whisper-small"
     family = router.route(PROMPTS[1], level="family", explain=True)
     _assert_explained(router, family)
     assert family[0].level == "family"

@@ -642,13 +642,13 @@ def _good_csv(tmp_path: Path) -> Path:
 
 
 def test_train_checks_the_data_file_and_the_output_before_training(tmp_path, capsys, monkeypatch):
-    from hubroute.cli import train as train_cli
     from hubroute.cli.main import main
+    from hubroute.training.trainer import CARvETrainer
 
     def never(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(train_cli.CARvETrainer, "train", never)
+    monkeypatch.setattr(CARvETrainer, "train", never)
     assert main(["train", "--data", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "missing.jsonl does not exist" in err and "CMRBench" not in err

@@ -18,7 +18,32 @@ from ..errors import (
     IncompatibleCheckpointError,
 )
 
-__all__ = ["bad_answer", "describe_repo", "describe_http_error", "hub_errors", "http_status"]
+__all__ = [
+    "bad_answer",
+    "describe_repo",
+    "describe_http_error",
+    "describe_network_error",
+    "check_hub_reachable",
+    "hub_errors",
+    "http_status",
+    "is_name_resolution_error",
+    "OFFLINE_FIX",
+]
+
+OFFLINE_FIX = (
+    "Unset HF_HUB_OFFLINE (and HF_DATASETS_OFFLINE) where the Hub is reachable, or use files that need no "
+    "download: a local folder, or what an earlier online run cached."
+)
+"""What to do when offline mode forbids a request."""
+_RESOLUTION_FAILURES = (
+    "name or service not known",
+    "temporary failure in name resolution",
+    "nodename nor servname",
+    "no address associated with hostname",
+    "getaddrinfo failed",
+    "name resolution",
+    "failed to resolve",
+)
 
 
 def describe_repo(repo_id: str, revision: str | None = None, repo_type: str = "model") -> str:
@@ -93,24 +118,102 @@ def _network_cause(err: BaseException) -> BaseException | None:
         if isinstance(current, (hf.HfHubHTTPError, httpx2.TransportError)):
             return current
         current = current.__cause__
-    return None
+    return err if isinstance(err, hf.OfflineModeIsEnabled) else None
+
+
+def is_name_resolution_error(err: BaseException) -> bool:
+    """Whether ``err`` (or an exception it was raised from) says that a host name could not be resolved (no
+    network, no DNS): a failure that retrying within seconds does not fix."""
+    import socket
+
+    current: BaseException | None = err
+    seen = 0
+    while current is not None and seen < 16:
+        if isinstance(current, socket.gaierror):
+            return True
+        text = str(current).lower()
+        if any(words in text for words in _RESOLUTION_FAILURES):
+            return True
+        current, seen = current.__cause__ or current.__context__, seen + 1
+    return False
+
+
+def check_hub_reachable(what: str, endpoint: str | None = None, *, offline_ok: bool = False) -> None:
+    """Fail at once when the Hub cannot be reached, instead of after the clients' retries (about 20 s per call
+    when no DNS answers).
+
+    Args:
+        what: How to name what needed the Hub, e.g. ``"the dataset repo 'a/b'"``.
+        endpoint: The Hub endpoint (default: ``HF_ENDPOINT``).
+        offline_ok: Whether offline mode is fine (the caller then reads the cache): only the DNS is checked,
+            and only when online.
+
+    Raises:
+        HubAccessError: offline mode is on (unless ``offline_ok``), or the endpoint's host name does not resolve
+            (no network, no DNS); the message says what to do.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        if offline_ok:
+            return
+        raise HubAccessError(f"HF_HUB_OFFLINE is set, so {what} cannot reach the Hub. {OFFLINE_FIX}")
+    url = urlsplit(endpoint or constants.ENDPOINT)
+    if not url.hostname:
+        raise HubAccessError(f"The Hub endpoint {url.geturl()!r} names no host; check HF_ENDPOINT.")
+    try:
+        socket.getaddrinfo(url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    except OSError as err:  # socket.gaierror
+        raise HubAccessError(
+            f"Could not reach the Hub for {what}: the host {url.hostname} of {url.geturl()} could not be resolved "
+            f"({err}): no network or no DNS. Check the connection and HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to "
+            "work from local folders and the cache."
+        ) from err
+
+
+def describe_network_error(err: BaseException, what: str, *, write: bool = False) -> str:
+    """Return a one-line explanation of a request that never got an HTTP answer (offline mode, DNS, refused
+    connection, timeout), with the fix.
+
+    Args:
+        err: The exception (``OfflineModeIsEnabled``, an ``httpx2.TransportError``, ...).
+        what: How to name the target, e.g. ``"the model repo 'a/b'"``.
+        write: Whether the request was a push.
+    """
+    import httpx2
+    from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    if isinstance(err, OfflineModeIsEnabled):
+        return f"HF_HUB_OFFLINE is set, so {what} cannot reach the Hub. {OFFLINE_FIX}"
+    if isinstance(err, httpx2.TimeoutException):
+        again = " Pushing again is safe." if write else ""
+        return (
+            f"The Hub did not answer in time for {what} ({type(err).__name__}). Retry later, or raise "
+            f"HF_HUB_DOWNLOAD_TIMEOUT / HF_HUB_ETAG_TIMEOUT.{again}"
+        )
+    if is_name_resolution_error(err):
+        return (
+            f"Could not reach the Hub for {what}: the host of {constants.ENDPOINT} could not be resolved (no "
+            "network or no DNS). Check the connection and HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to work from "
+            "local folders and the cache."
+        )
+    return (
+        f"Could not reach the Hub for {what} ({type(err).__name__}: {' '.join(str(err).split())}). Check the "
+        "network and HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to work from local folders and the cache."
+    )
 
 
 def _network_error(err: BaseException, what: str, *, write: bool, repo_id: str) -> HubAccessError:
     """A :class:`HubAccessError` for an HTTP error, a timeout or a network failure."""
     import httpx2
+    from huggingface_hub.errors import OfflineModeIsEnabled
 
-    if isinstance(err, httpx2.TimeoutException):
-        again = " Pushing again is safe." if write else ""
-        return HubAccessError(
-            f"The Hub did not answer in time for {what} ({type(err).__name__}). Retry later, or raise "
-            f"HF_HUB_DOWNLOAD_TIMEOUT / HF_HUB_ETAG_TIMEOUT.{again}"
-        )
-    if isinstance(err, httpx2.TransportError):
-        return HubAccessError(
-            f"Could not reach the Hub for {what} ({type(err).__name__}: {err}). Check the network "
-            "and HF_ENDPOINT, or use local_files_only=True with a cached copy."
-        )
+    if isinstance(err, (httpx2.TransportError, OfflineModeIsEnabled)):
+        return HubAccessError(describe_network_error(err, what, write=write))
     return HubAccessError(describe_http_error(err, what, write=write, repo_id=repo_id))
 
 

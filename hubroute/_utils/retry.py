@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from .hub_errors import is_name_resolution_error
+
 if TYPE_CHECKING:
     import httpx2
 
@@ -227,7 +229,9 @@ def hub_request(
         return call_with_retries(
             attempt,
             policy,
-            retryable=lambda err: isinstance(err, (_RetryableStatus, *exceptions)),
+            retryable=lambda err: (
+                isinstance(err, (_RetryableStatus, *exceptions)) and not is_name_resolution_error(err)
+            ),  # no DNS: waiting seconds would not fix it
             abort=abort,
         )
     except _RetryableStatus as err:

@@ -21,9 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._utils.hub_errors import describe_repo, hub_errors
-from ..errors import CheckpointNotFoundError, DataFormatError
+from .._utils.hub_errors import (
+    OFFLINE_FIX,
+    check_hub_reachable,
+    describe_network_error,
+    describe_repo,
+    hub_errors,
+)
+from ..errors import CheckpointNotFoundError, DataFormatError, HubAccessError
 from ..training.data import read_jsonl
+from .names import EXPERIENCES
 
 if TYPE_CHECKING:
     from datasets import DatasetDict, Features
@@ -41,7 +48,6 @@ __all__ = [
     "strip_instruction_prefix",
 ]
 
-EXPERIENCES: tuple[str, ...] = ("apibench-hf", "mllm", "hugging-bench-1", "hugging-bench-2")
 TRAIN_SPLIT, TEST_SPLIT = "val", "eval"
 HUB_SPLITS: dict[str, str] = {"train": TRAIN_SPLIT, "test": TEST_SPLIT}
 """Hub split name -> CMRBench file split: the public protocol trains on ``val`` and tests on ``eval``."""
@@ -234,11 +240,19 @@ def _check_repo_id(repo_id: str) -> None:
 def _read_errors(repo_id: str, revision: str | None) -> Iterator[None]:
     """Map ``datasets``' and the Hub client's errors while reading ``repo_id`` to hubroute errors."""
     from datasets.exceptions import DatasetNotFoundError
+    from huggingface_hub import constants
 
     what = describe_repo(repo_id, revision, "dataset")
+    check_hub_reachable(f"the {what}", offline_ok=True)  # offline, datasets reads its cache
     with hub_errors(repo_id, revision, repo_type="dataset"):
         try:
             yield
+        except ConnectionError as err:  # datasets: "Couldn't reach 'x' on the Hub (OfflineModeIsEnabled)"
+            if constants.is_offline_mode():
+                raise HubAccessError(
+                    f"The {what} is not in the local cache, and HF_HUB_OFFLINE forbids downloading it. {OFFLINE_FIX}"
+                ) from err
+            raise HubAccessError(describe_network_error(err, f"the {what}")) from err
         except DatasetNotFoundError as err:
             raise CheckpointNotFoundError(
                 f"The {what} was not found, or it is private or gated and no token with access was given (and no "
@@ -249,6 +263,11 @@ def _read_errors(repo_id: str, revision: str | None) -> Iterator[None]:
         except ValueError as err:  # datasets: "BuilderConfig 'x' not found. Available: [...]"
             if "BuilderConfig" not in str(err):
                 raise
+            if constants.is_offline_mode():  # offline, datasets only knows the configs it has cached
+                raise HubAccessError(
+                    f"Part of the {what} is not in the local cache ({err}), and HF_HUB_OFFLINE forbids "
+                    f"downloading it. {OFFLINE_FIX}"
+                ) from err
             raise DataFormatError(
                 f"The {what} is not a CMRBench published with `hubroute bench publish`: {err}"
             ) from err

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._utils.hub_errors import hub_errors
+from .._utils.install import install_command
 from .._utils.templates import read_template
 from ..errors import DataFormatError
 from ..training.data import read_jsonl
@@ -239,6 +240,7 @@ def render_cmrbench_card(
         ],
         experience_columns=[(name, dtype, meaning) for name, (dtype, meaning) in EXPERIENCE_COLUMNS.items()],
         model_columns=[(name, dtype, meaning) for name, (dtype, meaning) in MODEL_COLUMNS.items()],
+        install=install_command(),
     )
 
 

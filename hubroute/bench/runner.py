@@ -51,6 +51,7 @@ from ..training.trainer import CARvETrainer
 from .baselines import BM25Index
 from .cells import CellStore, restore_rng_state, rng_state
 from .cmrbench import CMRBench, Experience
+from .names import ALL_METHODS, METHODS, RERANK_METHOD
 from .process import peak_rss_mb
 
 __all__ = [
@@ -66,18 +67,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("carve", "zero_shot", "bm25", "seq_ft", "replay", "joint")
-"""The methods a run compares by default."""
-RERANK_METHOD = "carve+rerank"
-"""The re-ranked method (asked for by name: it is not in :data:`METHODS`); when ``carve`` runs too, they
-share each seed's training."""
-ALL_METHODS: tuple[str, ...] = (*METHODS, RERANK_METHOD)
-"""Every method a run accepts."""
-
 
 def method_config(method: str, base: Any, seed: int, output_dir: str) -> Any:
     """Return the :class:`CARvEConfig` of a trained method, derived from ``base`` (the carve recipe)."""
-    changes: dict[str, Any] = {"seed": seed, "output_dir": output_dir}
+    # The public protocol trains on the whole val split: nothing is held out for an update's gate.
+    changes: dict[str, Any] = {
+        "seed": seed,
+        "output_dir": output_dir,
+        "holdout_fraction": 0.0,
+    }
     if method == "seq_ft":
         changes.update(
             replay_strategy="none",

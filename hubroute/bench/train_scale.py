@@ -152,6 +152,7 @@ def _recipe(settings: TrainScaleSettings, output_dir: str) -> CARvEConfig:
         logging_steps=10**6,
         save_strategy="no",
         report_to="none",
+        holdout_fraction=0.0,  # every example trains, as before the default held some out
     )
 
 

@@ -6,39 +6,35 @@ import argparse
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
-from .._utils.io import write_json
-from ..bench.cells import state_folder
-from ..bench.cmrbench import load_cmrbench
-from ..bench.crawl import CrawlBenchSettings, format_crawl_table, run_crawl_bench
-from ..bench.publish import publish_cmrbench
-from ..bench.report import write_report
-from ..bench.runner import METHODS, format_table, load_results, merge_results, run_cmrbench
-from ..routing.encoder import EncoderConfig, encoder_token_limit
-from ..routing.router import RouterConfig
-from ..routing.runtime import BACKENDS
-from ..training import distributed
-from ..training.config import CARvEConfig
-from ..training.progress import quiet_libraries
+from ..bench.names import ALL_METHODS, CMRBENCH_REPO, EXPERIENCES, METHODS
+from ..routing.backend_names import BACKENDS
 from . import memory, run_models, speed, train_scale
+from ._args import check_file_argument, positive_int
+from ._data import DATA_HELP, check_bench_source, load_bench_source
 from .serve import register_bench
 
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="Run benchmarks.", description="Benchmarks.")
+    parser = subparsers.add_parser(
+        "bench",
+        help="Run benchmarks (CMRBench, speed, training at scale, crawl, serve).",
+        description=f"Benchmarks. CMRBench's experiences, in order: {', '.join(EXPERIENCES)}. Its methods: "
+        f"{', '.join(ALL_METHODS)}. Run `hubroute bench BENCHMARK --help` for one benchmark's flags.",
+    )
     commands = parser.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
 
     cmr = commands.add_parser(
         "cmrbench",
         help="CMRBench, public protocol: every method, accuracy matrices, forgetting.",
         description="Train and test each method on CMRBench's four experiences in order (train on val, "
-        "test on eval), then print a table and write JSON.",
+        "test on eval), then print a table and write JSON. "
+        f"Methods: {', '.join(ALL_METHODS)}. Experiences: {', '.join(EXPERIENCES)}.",
     )
-    cmr.add_argument(
-        "--data", required=True, help="CMRBench folder (e.g. ../shared/cmrbench) or Hub dataset repo."
-    )
+    cmr.add_argument("--data", default=CMRBENCH_REPO, help=DATA_HELP)
     cmr.add_argument("--output", default="results/cmrbench.json", help="JSON results file.")
     cmr.add_argument(
         "--report-dir",
@@ -49,8 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--methods",
         nargs="+",
         default=None,
-        help="Methods to run (default: all but carve+rerank, which is run when named; beside carve, the two "
-        "share each seed's training).",
+        choices=ALL_METHODS,
+        metavar="METHOD",
+        help=f"Methods to run, of {', '.join(ALL_METHODS)} (default: all but carve+rerank, which is run when "
+        "named; beside carve, the two share each seed's training).",
     )
     cmr.add_argument("--seeds", nargs="+", type=int, default=[0], help="Seeds (results are averaged).")
     cmr.add_argument(
@@ -58,9 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     cmr.add_argument("--config", default=None, help="YAML file with CARvEConfig fields for the carve recipe.")
     cmr.add_argument("--encoder", default=None, help="Encoder model id or path (default: bundled MiniLM).")
-    cmr.add_argument(
-        "--experiences", nargs="+", default=None, help="Subset of experiences (default: all four)."
-    )
+    _experiences_argument(cmr)
     cmr.add_argument(
         "--dev",
         action="store_true",
@@ -92,12 +88,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     publish.add_argument("--data", required=True, help="CMRBench folder (e.g. ../shared/cmrbench).")
     publish.add_argument(
-        "--repo", required=True, help="Dataset repo id, e.g. ORG/cmrbench (created if needed)."
+        "--repo",
+        required=True,
+        help=f"Dataset repo id, e.g. ORG/cmrbench, created if needed ({CMRBENCH_REPO} is the one `--data` reads "
+        "by default).",
     )
     publish.add_argument("--private", action="store_true", help="Create the repo private.")
-    publish.add_argument(
-        "--experiences", nargs="+", default=None, help="Subset of experiences (default: all four)."
-    )
+    _experiences_argument(publish)
     publish.set_defaults(func=run_publish_command)
 
     merge = commands.add_parser(
@@ -122,8 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "SIGKILL the crawl once F of the models are recorded, rerun it to the end, and report how many times "
         "each card was fetched. Prints a Markdown table and writes JSON.",
     )
-    crawl.add_argument("--models", type=int, default=100_000, help="Generated model repos to crawl.")
-    crawl.add_argument("--workers", type=int, default=8, help="Cards fetched in parallel.")
+    crawl.add_argument("--models", type=positive_int, default=100_000, help="Generated model repos to crawl.")
+    crawl.add_argument("--workers", type=positive_int, default=8, help="Cards fetched in parallel.")
     crawl.add_argument(
         "--kill-at", type=float, default=None, help="Kill the crawl at this share of models, then rerun it."
     )
@@ -151,8 +148,21 @@ def _progress_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _carve_config(args: argparse.Namespace) -> CARvEConfig:
+def _experiences_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--experiences",
+        nargs="+",
+        default=None,
+        choices=EXPERIENCES,
+        metavar="EXPERIENCE",
+        help=f"Subset of experiences, of {', '.join(EXPERIENCES)} (default: all four).",
+    )
+
+
+def _carve_config(args: argparse.Namespace) -> Any:
     from trl import TrlParser
+
+    from ..training.config import CARvEConfig
 
     argv = ["--config", args.config] if args.config else []
     # The ignore: transformers types DataClassType as NewType("DataClassType", Any), which no class matches.
@@ -163,11 +173,23 @@ def _carve_config(args: argparse.Namespace) -> CARvEConfig:
 
 
 def run_cmrbench_command(args: argparse.Namespace) -> int:
+    check_bench_source("--data", args.data)  # before anything is imported or loaded
+    check_file_argument("--config", args.config)
+    if args.replay is not None and not 0 <= args.replay <= 1:
+        raise ValueError(f"--replay must be a fraction within [0, 1], got {args.replay}.")
+    from .._utils.io import write_json
+    from ..bench.cells import state_folder
+    from ..bench.report import write_report
+    from ..bench.runner import format_table, run_cmrbench
+    from ..routing.encoder import EncoderConfig, encoder_token_limit
+    from ..routing.router import RouterConfig
+    from ..training import distributed
+    from ..training.progress import quiet_libraries
 
     logging.getLogger("hubroute").setLevel(logging.INFO)
     if not args.show_progress:
         quiet_libraries()
-    bench = load_cmrbench(args.data, experiences=args.experiences)
+    bench = load_bench_source("--data", args.data, args.experiences)
     if args.dev:
         bench = bench.development_split()
     router_config = None
@@ -207,7 +229,12 @@ def run_cmrbench_command(args: argparse.Namespace) -> int:
 
 
 def run_merge_command(args: argparse.Namespace) -> int:
+    from .._utils.io import write_json
+    from ..bench.report import write_report
+    from ..bench.runner import format_table, load_results, merge_results
 
+    for path in args.results:
+        check_file_argument("results", path)
     results = merge_results(*(load_results(path) for path in args.results))
     print(format_table(results))
     output = Path(args.output)
@@ -218,7 +245,11 @@ def run_merge_command(args: argparse.Namespace) -> int:
 
 
 def run_crawl_command(args: argparse.Namespace) -> int:
+    from .._utils.io import write_json
+    from ..bench.crawl import CrawlBenchSettings, format_crawl_table, run_crawl_bench
 
+    if args.kill_at is not None and not 0 < args.kill_at < 1:
+        raise ValueError(f"--kill-at must be a fraction within (0, 1), got {args.kill_at}.")
     settings = CrawlBenchSettings(
         models=args.models, workers=args.workers, kill_at=args.kill_at, workdir=args.workdir
     )
@@ -231,6 +262,7 @@ def run_crawl_command(args: argparse.Namespace) -> int:
 
 
 def run_publish_command(args: argparse.Namespace) -> int:
+    from ..bench.publish import publish_cmrbench
 
     result = publish_cmrbench(args.data, args.repo, experiences=args.experiences, private=args.private)
     for config, splits in result.rows.items():

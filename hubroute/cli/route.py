@@ -9,9 +9,9 @@ import math
 import sys
 from typing import TYPE_CHECKING
 
-from ..routing.options import RouteFilter
-from ..routing.router import HubRouter
-from ..routing.runtime import BACKENDS
+from ..routing.backend_names import BACKENDS
+from ._args import positive_int
+from ._data import check_router_source
 
 if TYPE_CHECKING:
     from ..routing.results import Explanation
@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("prompts", nargs="+", help="One or more prompts (quote each one).")
     parser.add_argument("--router", required=True, help="A router folder or Hub repo id.")
-    parser.add_argument("--top-k", type=int, default=3, help="Models to show per prompt (default: 3).")
+    parser.add_argument(
+        "--top-k", type=positive_int, default=3, help="Models to show per prompt (default: 3)."
+    )
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit).")
     parser.add_argument(
         "--backend",
@@ -55,7 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Below --min-score: answer nothing, or back off to the family or domain level.",
     )
     parser.add_argument(
-        "--explain", action="store_true", help="Show the nearest training prompts and card sentence."
+        "--explain",
+        action="store_true",
+        help="Show, per candidate, its scores, its own nearest training prompts and its card sentence that matched.",
     )
     parser.add_argument(
         "--domain-prior",
@@ -78,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--rerank-top-k",
-        type=int,
+        type=positive_int,
         default=None,
         help="Candidates the re-ranker re-scores (default: the router's rerank_top_k, else 10).",
     )
@@ -135,23 +139,25 @@ def _argv_text(prompt: str, position: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-
     args.prompts = [_argv_text(p, i) for i, p in enumerate(args.prompts)]
+    check_router_source("--router", args.router)  # before anything is imported or loaded
+    min_score = _min_score(args.min_score)
+    if args.domain_prior is not None and not 0 <= args.domain_prior < math.inf:
+        raise ValueError(f"--domain-prior: the domain prior needs weight >= 0, got {args.domain_prior}.")
+    from ..routing.options import RouteFilter
+    from ..routing.router import HubRouter
+
     router = HubRouter.from_pretrained(args.router, revision=args.revision, backend=args.backend)
     if args.domain_prior is not None:
-        if not 0 <= args.domain_prior < math.inf:  # said as routing says it, before the config refuses it
-            raise ValueError(f"The domain prior needs weight >= 0, got {args.domain_prior}.")
         router.config = dataclasses.replace(router.config, domain_prior=args.domain_prior)
     if args.rerank_top_k is not None:
-        if args.rerank_top_k < 1:
-            raise ValueError(f"--rerank-top-k must be a positive integer, got {args.rerank_top_k}.")
         router.config = dataclasses.replace(router.config, rerank_top_k=args.rerank_top_k)
     chosen = {
         field: getattr(args, flag) for flag, field in _FILTERS.items() if getattr(args, flag) is not None
     }
     results = router.route(
         list(args.prompts), top_k=args.top_k, level=args.level, filters=RouteFilter(**chosen) if chosen else None,
-        min_score=_min_score(args.min_score), on_low_confidence=args.on_low_confidence, explain=args.explain,
+        min_score=min_score, on_low_confidence=args.on_low_confidence, explain=args.explain,
         rerank=args.rerank,
     )  # fmt: skip
     if args.json:
@@ -173,9 +179,11 @@ def _print_explanation(explanation: Explanation) -> None:
     scores = ", ".join(f"{k} {v:.3f}" for k, v in explanation.level_scores.items())
     print(f"       scores: {scores}")
     for near in explanation.nearest_prompts[:3]:
-        print(f"       near: {near.prompt!r} -> {near.model_id}")
+        print(f"       trained on: {near.prompt!r} ({near.score:.3f})")
+    if not explanation.nearest_prompts:
+        print("       trained on: (none of this model's training prompts was kept with the router)")
     if explanation.card_sentence:
-        print(f"       card: {explanation.card_sentence!r}")
+        print(f"       card: {explanation.card_sentence!r} ({explanation.card_sentence_score:.3f})")
 
 
 def _why_empty(args: argparse.Namespace, filters: dict) -> str:

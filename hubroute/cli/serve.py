@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 
-from ..routing.runtime import BACKENDS
+from ..routing.backend_names import BACKENDS
+from ._args import check_writable_file, port, positive_int
+from ._data import check_router_source
 
 __all__ = ["register", "register_bench", "add_run_arguments", "run", "run_bench"]
 
@@ -18,13 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Serve a router: POST /v1/route, POST /v1/chat/completions (model='hubroute/auto' routes the "
         "conversation, with its image and audio parts, to a model whose task takes them and runs it), POST /v1/run "
         "(any Hub task), POST /v1/audio/transcriptions, /v1/audio/speech, /v1/images/generations, /v1/embeddings, "
-        "POST /v1/feedback, GET /v1/models, /healthz, /metrics; the OpenAPI page is /docs. Needs the serve extra: "
-        "pip install 'hubroute[serve]'.",
+        "POST /v1/feedback, GET /v1/models, /healthz, /metrics; the OpenAPI page is /docs. Needs the serve extra "
+        "(FastAPI, uvicorn): see docs/guides/install-and-data.md.",
     )
     parser.add_argument("--router", required=True, help="A router folder or Hub repo id.")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit).")
     parser.add_argument("--host", default="127.0.0.1", help="Interface to bind (default: 127.0.0.1).")
-    parser.add_argument("--port", type=int, default=8000, help="Port (default: 8000).")
+    parser.add_argument("--port", type=port, default=8000, help="Port, 1 to 65535 (default: 8000).")
     parser.add_argument(
         "--api-key",
         default=None,
@@ -71,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--batch-wait-ms", type=float, default=2.0, help="Micro-batch wait under load (default: 2)."
     )
     parser.add_argument(
-        "--max-batch", type=int, default=64, help="Most prompts per encoder pass (default: 64)."
+        "--max-batch", type=positive_int, default=64, help="Most prompts per encoder pass (default: 64)."
     )
     parser.add_argument(
         "--backend",
@@ -199,10 +202,30 @@ def _register_fleet(parser: argparse.ArgumentParser) -> None:
                         help="Longest wait for a shadow batch to fill (default: 1).")  # fmt: skip
 
 
+def _check_serve_args(args: argparse.Namespace) -> None:
+    """Check the arguments of ``hubroute serve`` before the router is loaded.
+
+    Raises:
+        ValueError: a duration that is not a positive number.
+        IsADirectoryError, FileNotFoundError, PermissionError: ``--feedback`` cannot be appended to.
+        CheckpointNotFoundError: ``--router`` is neither a folder nor a repo id.
+    """
+    check_router_source("--router", args.router)
+    check_writable_file("--feedback", args.feedback)
+    for flag, value in (("--deadline", args.deadline), ("--attempt-timeout", args.attempt_timeout),
+                        ("--watch", args.watch)):  # fmt: skip
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{flag} must be a positive number of seconds, got {value}.")
+    if not (math.isfinite(args.batch_wait_ms) and args.batch_wait_ms >= 0):
+        raise ValueError(f"--batch-wait-ms must be a number >= 0, got {args.batch_wait_ms}.")
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the router and serve it with uvicorn until interrupted."""
     import os
     import socket
+
+    _check_serve_args(args)
 
     import uvicorn
 
@@ -263,7 +286,7 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--requests", type=int, default=200, help="Requests per concurrency level (default: 200)."
     )
-    parser.add_argument("--top-k", type=int, default=3, help="top_k of every request (default: 3).")
+    parser.add_argument("--top-k", type=positive_int, default=3, help="top_k of every request (default: 3).")
     parser.add_argument(
         "--backends",
         nargs="+",

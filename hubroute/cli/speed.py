@@ -6,24 +6,14 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from .._utils.io import write_json
-from ..bench.speed import (
-    SpeedSettings,
-    bench_router,
-    cmrbench_prompts,
-    format_rerank_speed,
-    format_speed_table,
-    load_prompts,
-    run_rerank_speed,
-    run_speed_benchmark,
-    set_threads,
-)
+from ..bench.names import CMRBENCH_REPO
+from ..routing.backend_names import BACKENDS
 from ..routing.index import INDEX_KINDS
-from ..routing.runtime import BACKENDS
+from ._data import DATA_HELP, bench_errors, check_bench_source
 
 __all__ = ["register", "run"]
 
-DEFAULT_DATA = "../shared/cmrbench"
+DEFAULT_DATA = CMRBENCH_REPO
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -42,7 +32,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="Router folder or Hub repo id (default: build one from CMRBench cards).",
     )
     parser.add_argument(
-        "--data", default=DEFAULT_DATA, help="CMRBench folder, for prompts and the default router."
+        "--data", default=DEFAULT_DATA, help=f"For prompts and the default router. {DATA_HELP}"
     )
     parser.add_argument(
         "--prompts",
@@ -144,6 +134,19 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark from parsed arguments; print the table and write the JSON."""
+    check_bench_source("--data", args.data)  # before anything is imported or loaded
+    from .._utils.io import write_json
+    from ..bench.speed import (
+        SpeedSettings,
+        bench_router,
+        cmrbench_prompts,
+        format_rerank_speed,
+        format_speed_table,
+        load_prompts,
+        run_rerank_speed,
+        run_speed_benchmark,
+        set_threads,
+    )
 
     settings = SpeedSettings(
         registry_sizes=args.registry_sizes,
@@ -163,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
         onnx_cache_dir=args.onnx_cache_dir,
     )
     set_threads(settings.threads)
-    router = bench_router(args.router, args.data, args.save_router)
+    with bench_errors("--data", args.data):
+        router = bench_router(args.router, args.data, args.save_router)
     if args.nprobe is not None:
         router.config = dataclasses.replace(router.config, ivf_nprobe=args.nprobe)
     if args.ef_search is not None:
@@ -172,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
         router.config = dataclasses.replace(router.config, pq_m=args.pq_m)
     if args.refine_candidates is not None:
         router.config = dataclasses.replace(router.config, refine_candidates=args.refine_candidates)
-    prompts = load_prompts(args.prompts) if args.prompts else cmrbench_prompts(args.data)
+    with bench_errors("--data", args.data):
+        prompts = load_prompts(args.prompts) if args.prompts else cmrbench_prompts(args.data)
     if args.rerank:
         rerank = run_rerank_speed(
             router,

@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._utils.io import write_json
-from ..bench.cmrbench import load_cmrbench
-from ..bench.speed import bench_router
-from ..bench.train_scale import TrainScaleSettings, format_train_scale_table, run_train_scale_benchmark
+from ..bench.names import CMRBENCH_REPO
+from ._data import DATA_HELP, bench_errors, check_bench_source, load_bench_source
 
 __all__ = ["register", "run"]
 
-DEFAULT_DATA = "../shared/cmrbench"
+DEFAULT_DATA = CMRBENCH_REPO
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -27,7 +25,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "writes JSON.",
     )
     parser.add_argument(
-        "--data", default=DEFAULT_DATA, help="CMRBench folder (prompts and the default router)."
+        "--data", default=DEFAULT_DATA, help=f"For prompts and the default router. {DATA_HELP}"
     )
     parser.add_argument(
         "--router",
@@ -74,6 +72,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark from parsed arguments; print the table and write the JSON."""
+    check_bench_source("--data", args.data)  # before anything is imported or loaded
+    from .._utils.io import write_json
+    from ..bench.speed import bench_router
+    from ..bench.train_scale import TrainScaleSettings, format_train_scale_table, run_train_scale_benchmark
+
     settings = TrainScaleSettings(
         registry_sizes=args.registry_sizes,
         steps=args.steps,
@@ -87,9 +90,10 @@ def run(args: argparse.Namespace) -> int:
         max_examples=args.max_examples,
         seed=args.seed,
     )
-    bench = load_cmrbench(args.data, experiences=[args.experience] if args.experience else None)
+    bench = load_bench_source("--data", args.data, [args.experience] if args.experience else None)
     data = bench.experiences[0].train
-    router = bench_router(args.router, args.data, args.save_router)
+    with bench_errors("--data", args.data):
+        router = bench_router(args.router, args.data, args.save_router)
     results = run_train_scale_benchmark(router, data, settings)
     print(format_train_scale_table(results))
     output = Path(args.output)

@@ -15,20 +15,24 @@ import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from trl import TrlParser
 
-from .._utils.io import write_json
-from ..errors import ForgettingGateError
-from ..training import distributed
-from ..training.progress import quiet_libraries
-from ..update.pipeline import UpdateConfig, UpdateSummary, update_router
+from .._utils.hub_errors import check_hub_reachable
+from ..update.config import UpdateConfig
+from ._args import HelpFormatter, add_dataclass_arguments, check_file_argument, dataclass_help, wants_help
+from ._data import check_router_source
 
-__all__ = ["UpdateScriptArguments", "make_parser", "parse_update_args", "run", "EXIT_REFUSED"]
+if TYPE_CHECKING:
+    from trl import TrlParser
+
+    from ..update.pipeline import UpdateSummary
+
+__all__ = ["UpdateScriptArguments", "make_parser", "parse_update_args", "print_help", "run", "EXIT_REFUSED"]
 
 EXIT_REFUSED = 3
+USAGE = "hubroute update --router ROUTER (--since DATE | --feedback FILE ...) [options] (--help: the options)"
 DESCRIPTION = (
     "Crawl the models created on the Hub since --since, write training prompts from their cards, make them "
     "routable at once (cold start), learn them with replay and anchors, and save/push the router only if no "
@@ -46,21 +50,8 @@ class UpdateScriptArguments:
     )
 
 
-def make_parser(prog: str = "hubroute update") -> TrlParser:
-    """The parser of ``hubroute update``: one flag per :class:`UpdateConfig` field, plus ``--summary``,
-    ``--no-progress`` and ``--config``."""
-    # The ignore: transformers types DataClassType as NewType("DataClassType", Any), which no class matches.
-    parser = TrlParser([UpdateConfig, UpdateScriptArguments], prog=prog, description=DESCRIPTION)  # type: ignore[list-item]
-    for action in list(parser._actions):
-        if action.dest == "training":  # a mapping: JSON on the command line
-            action.type = json.loads
-        if action.dest == "show_progress":  # one progress flag, below, not --show_progress/--no_show_progress
-            parser._remove_action(action)
-            for group in parser._action_groups:
-                if action in group._group_actions:
-                    group._group_actions.remove(action)
-            for option in action.option_strings:
-                parser._option_string_actions.pop(option, None)
+def _command_flags(parser: Any) -> None:
+    """The flags of the command that are no :class:`UpdateConfig` field (shared by the parser and its help)."""
     parser.add_argument(
         "--no-progress",
         "--no_progress",
@@ -73,7 +64,52 @@ def make_parser(prog: str = "hubroute update") -> TrlParser:
         "--config", default=None, help="YAML file: update options, and CARvEConfig fields overriding the "
         "update recipe.",
     )  # fmt: skip
+
+
+def make_parser(prog: str = "hubroute update") -> TrlParser:
+    """The parser of ``hubroute update``: one flag per :class:`UpdateConfig` field, plus ``--summary``,
+    ``--no-progress`` and ``--config``."""
+    from trl import TrlParser
+
+    # Typed Any: transformers types DataClassType as NewType("DataClassType", Any), which no class matches.
+    dataclasses: list[Any] = [UpdateConfig, UpdateScriptArguments]
+    parser = TrlParser(
+        dataclasses, prog=prog, usage=USAGE, description=DESCRIPTION, formatter_class=HelpFormatter
+    )
+    for action in list(parser._actions):
+        if action.dest == "training":  # a mapping: JSON on the command line
+            action.type = json.loads
+        if (
+            action.dest == "show_progress"
+        ):  # one progress flag, --no-progress, not --show_progress/--no_show_progress
+            parser._remove_action(action)
+            for group in parser._action_groups:
+                if action in group._group_actions:
+                    group._group_actions.remove(action)
+            for option in action.option_strings:
+                parser._option_string_actions.pop(option, None)
+    _command_flags(parser)
     return parser
+
+
+def _script_flags(group: Any) -> None:
+    add_dataclass_arguments(group, UpdateScriptArguments)
+    _command_flags(group)
+
+
+def _update_fields() -> list[str]:
+    """The :class:`UpdateConfig` fields that are flags (``show_progress`` is ``--no-progress``)."""
+    return [f.name for f in fields(UpdateConfig) if f.name != "show_progress"]
+
+
+def print_help() -> None:
+    """Print ``hubroute update --help`` (from the same dataclasses as :func:`make_parser`, without importing
+    the training stack)."""
+    dataclass_help(
+        "hubroute update", DESCRIPTION, [("update options", (UpdateConfig, _update_fields())), ("the command", _script_flags)],
+        usage=USAGE,
+        epilog="Each flag also takes underscores (--max_forgetting).",
+    ).print_help()  # fmt: skip
 
 
 def _read_config(path: str) -> dict[str, Any]:
@@ -110,9 +146,12 @@ def parse_update_args(argv: list[str]) -> tuple[UpdateConfig, UpdateScriptArgume
         FileNotFoundError, ValueError: a bad ``--config`` file.
         SystemExit: bad flags, or ``--help``.
     """
-    parser = make_parser()
     argv = list(argv)
     overrides: dict[str, Any] = {}
+    if "--config" in argv[:-1]:
+        at = argv.index("--config")
+        check_file_argument("--config", argv[at + 1])
+    parser = make_parser()
     if "--config" in argv[:-1]:
         at = argv.index("--config")
         data = _read_config(argv[at + 1])
@@ -127,9 +166,25 @@ def parse_update_args(argv: list[str]) -> tuple[UpdateConfig, UpdateScriptArgume
 
 def run(argv: list[str]) -> int:
     """Run ``hubroute update``; return 0 when saved (or nothing new), 3 when the forgetting gate refused."""
+    if wants_help(argv):  # as argparse does: print, then exit 0
+        print_help()
+        raise SystemExit(0)
     config, script = parse_update_args(argv)
+    # Before any loading: the router, the files the update reads and writes.
+    check_router_source("--router", config.router)
+    check_file_argument("--state-path", config.state_path, must_exist=False)
+    check_file_argument("--summary", script.summary, must_exist=False)
+    for path in config.gate_data or []:
+        check_file_argument("--gate-data", path)
+    if config.since is not None:  # a crawl needs the Hub: say so now, not after loading the router
+        check_hub_reachable("the crawl of --since (`--feedback FILE` learns without one)", config.endpoint)
+    from ..errors import ForgettingGateError
+    from ..update.pipeline import update_router
+
     logging.getLogger("hubroute").setLevel(logging.INFO)
     if not config.show_progress:
+        from ..training.progress import quiet_libraries
+
         quiet_libraries()
     try:
         summary = update_router(config)
@@ -155,5 +210,8 @@ def run(argv: list[str]) -> int:
 
 
 def _write_summary(path: str | None, summary: UpdateSummary) -> None:
+    from .._utils.io import write_json
+    from ..training import distributed
+
     if path and distributed.is_main_process():  # under a multi-process launch, the main process writes
         write_json(Path(path), json.loads(json.dumps(summary.to_dict(), default=str)))

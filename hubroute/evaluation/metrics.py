@@ -28,7 +28,7 @@ from .._utils.levels import METRIC_KEYS, SHORT_LEVELS, TOP5_KEY
 from ..routing.registry import model_key
 from ..routing.taxonomy import domain_key
 
-__all__ = ["LEVELS", "LabelMaps", "score_predictions", "AccuracyMatrix", "summarize"]
+__all__ = ["LEVELS", "LabelMaps", "prediction_hits", "score_predictions", "AccuracyMatrix", "summarize"]
 
 LEVELS: tuple[str, ...] = METRIC_KEYS
 """The keys of one accuracy measurement: the levels' short names (``"M"``, ``"F"``, ``"D"``) and ``"M_at5"``."""
@@ -72,37 +72,53 @@ class LabelMaps:
         return cls.from_rows(ids, families, domains)
 
 
-def score_predictions(
+def prediction_hits(
     predicted: Sequence[Sequence[str]],
     gold_models: Sequence[str],
     gold_domains: Sequence[str | None],
     labels: LabelMaps,
-) -> dict[str, float]:
-    """Return M, F, D accuracy and M@5 (percent) for ranked predictions.
+) -> dict[str, list[bool]]:
+    """Return, per metric (M, F, D, M@5), whether each example's ranking got it right.
 
     Args:
         predicted: Per example, predicted model ids, best first (at least one).
         gold_models: Per example, the gold model id.
         gold_domains: Per example, the gold domain.
         labels: Family and domain of every model.
+
+    Returns:
+        ``{"M": [...], "F": [...], "D": [...], "M_at5": [...]}``, one boolean per example.
     """
-    hits = {level: 0 for level in LEVELS}
+    hits: dict[str, list[bool]] = {level: [] for level in LEVELS}
     for ranked, gold, domain in zip(predicted, gold_models, gold_domains):
         gold_key = model_key(gold)
         keys = [model_key(m) for m in ranked]
         top = keys[0] if keys else None
         model_ok = top == gold_key
-        hits["M"] += model_ok
-        hits["M_at5"] += gold_key in keys[:5]
         gold_family = labels.family.get(gold_key)
-        hits["F"] += model_ok or (
-            gold_family is not None and top is not None and labels.family.get(top) == gold_family
+        hits["M"].append(model_ok)
+        hits["M_at5"].append(gold_key in keys[:5])
+        hits["F"].append(
+            model_ok
+            or (gold_family is not None and top is not None and labels.family.get(top) == gold_family)
         )
-        hits["D"] += model_ok or (
-            domain is not None and top is not None and labels.domain.get(top) == domain_key(domain)
+        hits["D"].append(
+            model_ok
+            or (domain is not None and top is not None and labels.domain.get(top) == domain_key(domain))
         )
+    return hits
+
+
+def score_predictions(
+    predicted: Sequence[Sequence[str]],
+    gold_models: Sequence[str],
+    gold_domains: Sequence[str | None],
+    labels: LabelMaps,
+) -> dict[str, float]:
+    """Return M, F, D accuracy and M@5 (percent) for ranked predictions (see :func:`prediction_hits`)."""
+    hits = prediction_hits(predicted, gold_models, gold_domains, labels)
     n = max(len(gold_models), 1)
-    return {level: 100.0 * count / n for level, count in hits.items()}
+    return {level: 100.0 * sum(values) / n for level, values in hits.items()}
 
 
 class AccuracyMatrix:

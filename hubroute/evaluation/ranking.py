@@ -9,9 +9,9 @@ from typing import Any
 from ..routing.registry import model_key
 from ..routing.router import HubRouter
 from ..routing.taxonomy import domain_key
-from .metrics import LEVELS, LabelMaps, score_predictions
+from .metrics import LEVELS, LabelMaps, prediction_hits
 
-__all__ = ["TOP_K", "Ranker", "router_ranker", "routing_accuracy"]
+__all__ = ["TOP_K", "Ranker", "router_ranker", "routing_hits", "accuracy_of", "routing_accuracy"]
 
 TOP_K = 5
 """Models ranked per prompt: enough for M@5."""
@@ -27,10 +27,10 @@ def router_ranker(router: HubRouter, batch_size: int = 64) -> Ranker:
     return rank
 
 
-def routing_accuracy(
+def routing_hits(
     router: HubRouter, examples: Sequence[Mapping[str, Any]], batch_size: int = 64
-) -> dict[str, float]:
-    """M/F/D accuracy (and M@5), in percent, of ``router`` on ``examples``.
+) -> dict[str, list[bool]]:
+    """Whether ``router`` gets each example right, per metric (M, F, D, M@5).
 
     The family and domain of each model come from the router's registry; a correct model is a correct family
     and domain (the CMRBench metrics of :mod:`hubroute.evaluation.metrics`).
@@ -41,10 +41,10 @@ def routing_accuracy(
         batch_size: Prompts per encoder pass.
 
     Returns:
-        ``{"M", "F", "D", "M_at5", "n"}``.
+        ``{"M": [...], "F": [...], "D": [...], "M_at5": [...]}``, one boolean per example.
     """
     if not examples:
-        return {**dict.fromkeys(LEVELS, float("nan")), "n": 0}
+        return {level: [] for level in LEVELS}
     registry = router.registry
     labels = LabelMaps(
         {model_key(r.model_id): r.family for r in registry if r.family},
@@ -54,5 +54,23 @@ def routing_accuracy(
     gold = [e["model_id"] for e in examples]
     domains = [e.get("domain") or (record.domain if (record := registry.get(e["model_id"])) is not None else None)
                for e in examples]  # fmt: skip
-    scores = score_predictions(predicted, gold, domains, labels)
-    return {**scores, "n": len(examples)}
+    return prediction_hits(predicted, gold, domains, labels)
+
+
+def accuracy_of(hits: Mapping[str, Sequence[bool]]) -> dict[str, float]:
+    """M/F/D accuracy and M@5, in percent, and ``n``, of per-example :func:`routing_hits`."""
+    n = len(next(iter(hits.values()), []))
+    if not n:
+        return {**dict.fromkeys(LEVELS, float("nan")), "n": 0}
+    return {**{level: 100.0 * sum(hits[level]) / n for level in LEVELS}, "n": n}
+
+
+def routing_accuracy(
+    router: HubRouter, examples: Sequence[Mapping[str, Any]], batch_size: int = 64
+) -> dict[str, float]:
+    """M/F/D accuracy (and M@5), in percent, of ``router`` on ``examples`` (see :func:`routing_hits`).
+
+    Returns:
+        ``{"M", "F", "D", "M_at5", "n"}``.
+    """
+    return accuracy_of(routing_hits(router, examples, batch_size=batch_size))

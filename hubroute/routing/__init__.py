@@ -1,12 +1,38 @@
-"""Routing: the router, its registry of models, the prompt encoder and the scoring index."""
+"""Routing: the router, its registry of models, the prompt encoder and the scoring index.
 
-from .config import RouterConfig
-from .encoder import DEFAULT_ENCODER, EncoderConfig, PromptEncoder
-from .index import ScoringIndex
-from .registry import ModelRecord, Registry, model_key
-from .rerank import Reranker
-from .results import RouteResult
-from .router import HubRouter
+The names below are imported on first use (torch and FAISS load then), so that importing a light module of
+this package (the registry, the taxonomy, the index kinds) does not load the encoder stack.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._utils.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from .config import RouterConfig
+    from .encoder import DEFAULT_ENCODER, EncoderConfig, PromptEncoder
+    from .index import ScoringIndex
+    from .registry import ModelRecord, Registry, model_key
+    from .rerank import Reranker
+    from .results import RouteResult
+    from .router import HubRouter
+
+_LAZY = {
+    "DEFAULT_ENCODER": ".encoder",
+    "EncoderConfig": ".encoder",
+    "PromptEncoder": ".encoder",
+    "ScoringIndex": ".index",
+    "ModelRecord": ".registry",
+    "Registry": ".registry",
+    "model_key": ".registry",
+    "RouteResult": ".results",
+    "Reranker": ".rerank",
+    "HubRouter": ".router",
+    "RouterConfig": ".config",
+}
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
     "DEFAULT_ENCODER",

@@ -227,6 +227,16 @@ class PromptEncoder(BackendModule):
         """Size of the pooled vectors."""
         return int(self.model.get_embedding_dimension())
 
+    def describe(self) -> str:
+        """The encoder that is really inside: where its weights started, and whether they were fine-tuned or
+        carry a LoRA adapter (``"fine-tuned from bundled:all-MiniLM-L6-v2"``)."""
+        name = self.config.name_or_path
+        if self.has_lora:
+            return f"{name} with a LoRA adapter"
+        if self.fine_tuned:
+            return f"fine-tuned from {name}"
+        return name
+
     @property
     def has_lora(self) -> bool:
         """Whether a peft adapter is attached to the backbone."""

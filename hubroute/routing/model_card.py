@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._utils.install import TORCH_CPU_INSTALL, install_command
 from .._utils.repo_ids import is_repo_id
 from .encoder import DEFAULT_ENCODER
 
@@ -30,7 +31,8 @@ class CardInfo:
     Attributes:
         library_name: The ``library_name`` of the card metadata.
         license: The default licence (``router.info["license"]`` overrides it).
-        pipeline_tag: The Hub task of the repos.
+        pipeline_tag: The Hub task of the repos (``None``: none; a router is no model the Hub's widgets or
+            Inference Providers can run, so it claims no task).
         tags: Tags of every repo.
         repo_url: The library's source repository, linked from the card.
         paper_url: The paper, linked from the card.
@@ -38,7 +40,7 @@ class CardInfo:
 
     library_name: str
     license: str
-    pipeline_tag: str
+    pipeline_tag: str | None
     tags: tuple[str, ...]
     repo_url: str
     paper_url: str
@@ -62,7 +64,7 @@ class CardInfo:
 ROUTER_CARD_INFO = CardInfo(
     library_name="hubroute",
     license="apache-2.0",
-    pipeline_tag="text-classification",
+    pipeline_tag=None,
     tags=("hubroute", "model-routing", "carve", "continual-learning"),
     repo_url="https://github.com/collagelab/hubroute",
     paper_url="https://arxiv.org/abs/2605.28577",
@@ -211,4 +213,6 @@ def render_router_card(router: HubRouter, repo_id: str | None = None) -> ModelCa
         top_domains=", ".join(f"{d} ({n})" for d, n in domains.most_common(5)) or "none",
         metrics_table=_metrics_table(evaluation),
         max_length=router.config.encoder.max_length,
+        install=install_command(),
+        torch_install=TORCH_CPU_INSTALL,
     )

@@ -30,7 +30,8 @@ class Explanation:
     Attributes:
         level_scores: Score of the result's model, of its family and of its domain
             (``{"model": ..., "family": ..., "domain": ...}``), aggregated as for ``level=``.
-        nearest_prompts: The training prompts nearest to the routed prompt, with their models, best first.
+        nearest_prompts: This result's own model's training prompts (those kept with the router, its replay
+            coreset) nearest to the routed prompt, best first; empty when none of them was kept.
         card_sentence: The sentence of the model's card closest to the prompt (``None`` without a card).
         card_sentence_score: Its cosine similarity with the prompt.
         threshold: The confidence threshold the result was checked against (``None`` without ``min_score``).

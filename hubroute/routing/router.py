@@ -240,10 +240,7 @@ class HubRouter(
         return int(self.projection.out_features)
 
     def __repr__(self) -> str:
-        return (
-            f"HubRouter(encoder={self.config.encoder.name_or_path!r}, models={self.num_models}, "
-            f"dim={self.embedding_dim})"
-        )
+        return f"HubRouter(encoder={self.encoder.describe()!r}, models={self.num_models}, dim={self.embedding_dim})"
 
     # -- vectors -------------------------------------------------------------------------------------------
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -831,9 +828,10 @@ class HubRouter(
         weight = self.projection.weight
         return (weight.data_ptr(), weight._version, sum(p._version for p in self.encoder.parameters()))
 
-    def _replay_vectors(self) -> tuple[list[dict[str, Any]], np.ndarray]:
+    def _replay_vectors(self) -> tuple[list[dict[str, Any]], np.ndarray, dict[int, np.ndarray]]:
+        """The replay coreset's usable entries, their prompt vectors, and registry row -> their positions."""
         replay = self.training_state.get("replay") or []
-        key = (id(replay), len(replay), self._vectors_version())
+        key = (id(replay), len(replay), self._vectors_version(), len(self.registry))
         cached = self._route_cache.get("replay")
         if cached is None or cached[0] != key:
             entries = [
@@ -841,9 +839,15 @@ class HubRouter(
                 for e in replay
                 if isinstance(e, dict) and isinstance(e.get("prompt"), str) and e["prompt"].strip()
             ]
-            cached = (key, entries, self._encode_queries([e["prompt"] for e in entries]))
+            owners: dict[int, list[int]] = {}
+            for position, entry in enumerate(entries):
+                model_id = entry.get("model_id")
+                if isinstance(model_id, str) and model_id in self.registry:
+                    owners.setdefault(self.registry.index(model_id), []).append(position)
+            by_model = {idx: np.asarray(rows, dtype=np.int64) for idx, rows in owners.items()}
+            cached = (key, entries, self._encode_queries([e["prompt"] for e in entries]), by_model)
             self._route_cache["replay"] = cached
-        return cached[1], cached[2]
+        return cached[1], cached[2], cached[3]
 
     def _card_vectors(self, model_idx: int) -> tuple[list[str], np.ndarray]:
         version = self._vectors_version()
@@ -859,14 +863,19 @@ class HubRouter(
             cards[model_idx] = (sentences, self._encode_queries(sentences))
         return cards[model_idx]
 
-    def _nearest_prompts(self, vector: np.ndarray, count: int = 3) -> tuple[NearestPrompt, ...]:
-        entries, vectors = self._replay_vectors()
-        if not entries:
+    def _nearest_prompts(
+        self, vector: np.ndarray, model_idx: int, count: int = 3
+    ) -> tuple[NearestPrompt, ...]:
+        """The training prompts of model ``model_idx`` kept with the router (its replay coreset) nearest to the
+        prompt ``vector``, best first: the evidence that this model serves prompts like it."""
+        entries, vectors, by_model = self._replay_vectors()
+        rows = by_model.get(model_idx)
+        if rows is None or not len(rows):
             return ()
-        similarity = vectors @ vector
+        similarity = vectors[rows] @ vector
         best = np.argsort(-similarity, kind="stable")[:count]
         return tuple(
-            NearestPrompt(entries[i]["prompt"], str(entries[i].get("model_id")), float(similarity[i]))
+            NearestPrompt(entries[rows[i]]["prompt"], str(entries[rows[i]]["model_id"]), float(similarity[i]))
             for i in best
         )
 
@@ -886,10 +895,10 @@ class HubRouter(
             lvl: dict(zip(rankings[lvl][row].codes.tolist(), rankings[lvl][row].scores.tolist()))
             for lvl in rankings
         }
-        nearest = self._nearest_prompts(vector)
         out = []
         for result in results:
             idx = self.registry.index(result.model_id)
+            nearest = self._nearest_prompts(vector, idx)
             level_scores = {"model": model_scores.get(idx, float(self._normalized_row(idx) @ vector))}
             for lvl in ("family", "domain"):
                 code = int(arrays.group_codes(lvl)[idx])

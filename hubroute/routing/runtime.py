@@ -53,6 +53,7 @@ from torch import nn
 
 from .._utils.io import atomic_directory, lock_file
 from ..errors import BackendUnavailableError
+from .backend_names import BACKENDS, DEFAULT_BACKEND
 
 __all__ = [
     "BACKENDS",
@@ -77,9 +78,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
-"""Inference backends: torch (the default), ONNX Runtime fp32, ONNX Runtime with int8 weights."""
-DEFAULT_BACKEND = "torch"
 ONNX_INSTALL = "pip install 'hubroute[onnx]'"
 """How to install what the ONNX backends need (``onnxruntime`` and ``onnx``)."""
 CACHE_ENV = "HUBROUTE_CACHE"

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .._utils import limits
+from .._utils.install import install_command
 from .._utils.io import read_swapped, recover_directory, swapped_directory, write_json
 from .._utils.version import __version__
 from ..errors import CheckpointError, CheckpointNotFoundError, IncompatibleCheckpointError
@@ -409,7 +410,7 @@ def read_config(folder: Path, where: str | None = None, remedy: str = LOCAL_REME
         raise IncompatibleCheckpointError(
             f"{_capitalized(where)} was written in router format {version} by hubroute "
             f"{str(config.get('hubroute_version'))[:40]}, newer than this hubroute (format {FORMAT_VERSION}). "
-            "Upgrade: pip install -U hubroute"
+            f"Upgrade: {install_command()} -U"
         )
     count = config.get("num_models")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):

@@ -7,30 +7,17 @@ command line alike (``hubroute train --config carve.yaml --num_train_epochs 2``)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from transformers import TrainingArguments
 
 from .._utils.validation import check_scalar_fields
+from .arguments import RECIPES, CARvEArguments
 from .distributed import needs_cpu_ddp
 
 __all__ = ["CARvEConfig", "RECIPES"]
 
-RECIPES: dict[str, dict[str, Any]] = {
-    "default": {},
-    "quick": {"encoder_mode": "frozen", "num_train_epochs": 3.0},
-}
-"""Named training recipes: the :class:`CARvEConfig` fields each changes from the defaults.
-
-- ``"default"``: the CMRBench recipe (MiniLM fine-tuned with the card loss, gradient caching in chunks of
-  ``encoder_chunk_size`` texts);
-- ``"quick"``: a first router in minutes: the encoder stays frozen (its outputs are computed once per
-  experience and cached), only the projection and the model embeddings train, for 3 epochs. See
-  docs/guides/train-recipes.md for each recipe's time, memory and accuracy on CMRBench.
-
-``CARvEConfig.from_recipe("quick", seed=1)``, ``hubroute train --recipe quick``.
-"""
 
 _SWITCHES = {
     "true": "on",
@@ -45,7 +32,7 @@ _SWITCHES = {
 
 
 @dataclass
-class CARvEConfig(TrainingArguments):
+class CARvEConfig(CARvEArguments, TrainingArguments):
     r"""Configuration of :class:`~hubroute.CARvETrainer`.
 
     Only the CARvE-specific fields are listed; the rest are :class:`~transformers.TrainingArguments`
@@ -158,10 +145,12 @@ class CARvEConfig(TrainingArguments):
             gold's parent group, kept up to date in place when the table trains row-sparse; memory independent
             of the registry size, and the same negatives as dense mining on an exact index). `"auto"`:
             `"index"` when the table trains row-sparse.
-        holdout_fraction (`float`, defaults to `0.0`):
+        holdout_fraction (`float`, defaults to `0.05`):
             Share of each experience's examples kept out of training (at most one per model, only from models
             with two or more examples) and stored in `router.training_state["holdout"]`, so that later updates
-            can measure forgetting on prompts the router never trained on (`hubroute update`'s forgetting gate).
+            can measure forgetting on prompts the router never trained on (`hubroute update`'s forgetting gate,
+            which otherwise falls back to the replay coreset the router trained on). 0 trains on every example;
+            the CMRBench benchmark does (its protocol trains on the whole `val` split).
         rerank_train (`bool`, defaults to `False`):
             After the router's training on each experience, also train its re-ranker, a cross-encoder that
             re-scores the router's top `rerank_top_k` candidates against their cards
@@ -197,158 +186,6 @@ class CARvEConfig(TrainingArguments):
             re-ranker's training to pick `w`.
     """
 
-    # -- overridden TrainingArguments defaults ------------------------------------------------------------
-    output_dir: str | None = field(default="runs/carve", metadata={"help": "Where Trainer checkpoints go."})
-    learning_rate: float = field(default=2e-5, metadata={"help": "Learning rate of the encoder weights."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs per experience."})
-    per_device_train_batch_size: int = field(default=64, metadata={"help": "Examples per step and device."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay of the encoder weights."})
-    warmup_steps: float = field(default=10, metadata={"help": "Linear warm-up steps (or ratio if < 1)."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    save_strategy: str = field(
-        default="no", metadata={"help": "Trainer checkpoints: 'no', 'steps' or 'epoch'."}
-    )
-    report_to: None | str | list[str] = field(default="none", metadata={"help": "Experiment trackers."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collator's columns."})
-    train_sampling_strategy: str = field(
-        default="group_by_length",
-        metadata={
-            "help": "Sampler: 'group_by_length' (default: batches of similar prompt lengths, less padding), "
-            "'random', 'sequential' or 'batch_rebalance'.",
-            "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
-        },
-    )
-
-    # -- CARvE ---------------------------------------------------------------------------------------------
-    encoder_mode: Literal["frozen", "lora", "full"] = field(
-        default="full", metadata={"help": "How the encoder learns: frozen, lora or full."}
-    )
-    head_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the projection."})
-    embedding_learning_rate: float = field(
-        default=1e-3, metadata={"help": "Learning rate of the model embeddings."}
-    )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] | None = field(
-        default=None,
-        metadata={"help": "Modules that get LoRA adapters (default: peft's choice for the model)."},
-    )
-    num_candidates: int = field(default=64, metadata={"help": "Candidate set size, gold included."})
-    num_hard_negatives: int = field(default=5, metadata={"help": "Mined hard negatives per candidate set."})
-    num_group_negatives: int = field(default=48, metadata={"help": "Same-parent-group negatives per set."})
-    num_far_negatives: int = field(default=10, metadata={"help": "Other-domain negatives per set."})
-    hard_negative_pool: int = field(default=50, metadata={"help": "Mined negatives kept per example."})
-    soft_target_eps: float = field(
-        default=0.02, metadata={"help": "Soft-target mass on same-domain neighbours."}
-    )
-    phase1_fraction: float = field(
-        default=0.4, metadata={"help": "Share of steps in phase 1 (experience 2+)."}
-    )
-    embedding_anchor_weight: float = field(
-        default=1e4, metadata={"help": "Embedding anchor weight (phase 1)."}
-    )
-    projection_anchor_weight: float = field(
-        default=5e4, metadata={"help": "Projection anchor weight (phase 1)."}
-    )
-    replay_fraction: float = field(
-        default=0.1, metadata={"help": "Share of each experience kept for replay."}
-    )
-    replay_strategy: Literal["coreset", "random", "none"] = field(
-        default="coreset", metadata={"help": "Replay selection: coreset, random or none."}
-    )
-    replay_max_per_model: int = field(
-        default=3, metadata={"help": "Coreset: prompts kept per model at most."}
-    )
-    replay_min_per_domain: int = field(default=5, metadata={"help": "Coreset: minimum quota per domain."})
-    replay_loss_weight: float = field(
-        default=1.0, metadata={"help": "Loss weight of replayed examples in phase 1."}
-    )
-    ewc_weight: float = field(default=0.0, metadata={"help": "Online EWC weight (0 disables EWC)."})
-    ewc_gamma: float = field(default=0.9, metadata={"help": "Online EWC decay of older Fisher estimates."})
-    card_loss_weight: float = field(
-        default=1.0,
-        metadata={"help": "Weight of the prompt-to-card contrastive loss while the encoder trains."},
-    )
-    card_max_length: int = field(
-        default=128, metadata={"help": "Tokens of a model card used by the card loss."}
-    )
-    card_temperature: float = field(default=0.05, metadata={"help": "Temperature of the card loss."})
-    drift_compensation: bool = field(
-        default=False,
-        metadata={"help": "Re-align old model embeddings with the updated prompt space after training."},
-    )
-    drift_ridge: float = field(default=0.1, metadata={"help": "Ridge penalty of the drift-compensation map."})
-    init_neighbors: int = field(
-        default=0, metadata={"help": "Old models blended into a new model's initial row."}
-    )
-    init_neighbor_weight: float = field(default=0.5, metadata={"help": "Weight of that blend."})
-    encoder_chunk_size: int = field(
-        default=8,
-        metadata={
-            "help": "Texts per encoder pass while the encoder trains (gradient caching: same gradients, memory "
-            "bounded by the chunk); 0 encodes the whole batch at once."
-        },
-    )
-    encode_batch_size: int = field(default=64, metadata={"help": "Batch size of no-grad encoding passes."})
-    sparse_embeddings: Literal["auto", "on", "off"] = field(
-        default="auto",
-        metadata={
-            "help": "Row-sparse embedding training: auto (from sparse_threshold models), on or off.",
-            "choices": ["auto", "on", "off"],
-        },
-    )
-    sparse_threshold: int = field(
-        default=50_000,
-        metadata={"help": "Registry size from which the 'auto' large-registry settings apply."},
-    )
-    anchor_scope: Literal["auto", "all_old", "touched"] = field(
-        default="auto",
-        metadata={
-            "help": "Embedding anchor over all old models or the batch's touched ones (auto: touched when sparse).",
-            "choices": ["auto", "all_old", "touched"],
-        },
-    )
-    hard_negative_mining: Literal["auto", "dense", "index"] = field(
-        default="auto",
-        metadata={
-            "help": "Mine hard negatives densely or through the FAISS index (auto: index when sparse).",
-            "choices": ["auto", "dense", "index"],
-        },
-    )
-    holdout_fraction: float = field(
-        default=0.0,
-        metadata={"help": "Share of each experience held out of training for later forgetting checks."},
-    )
-
-    rerank_train: bool = field(
-        default=False, metadata={"help": "Also train a cross-encoder re-ranker after each experience."}
-    )
-    rerank_model: str = field(
-        default="bundled:all-MiniLM-L6-v2", metadata={"help": "Checkpoint a new re-ranker starts from."}
-    )
-    rerank_top_k: int = field(default=10, metadata={"help": "Candidates re-ranked per prompt."})
-    rerank_negatives: int = field(default=5, metadata={"help": "Hard negatives per re-ranker group."})
-    rerank_max_pairs: int = field(default=2400, metadata={"help": "Re-ranker pairs per experience at most."})
-    rerank_epochs: float = field(default=1.0, metadata={"help": "Re-ranker passes per experience."})
-    rerank_lr: float = field(default=5e-5, metadata={"help": "Learning rate of the re-ranker's body."})
-    rerank_head_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the re-ranker's head."})
-    rerank_train_layers: int = field(
-        default=2, metadata={"help": "Top cross-encoder layers that train (-1: all)."}
-    )
-    rerank_batch_groups: int = field(default=8, metadata={"help": "Re-ranker groups per step."})
-    rerank_max_length: int = field(default=128, metadata={"help": "Tokens of a re-ranker pair."})
-    rerank_distill_weight: float = field(
-        default=1.0, metadata={"help": "Distillation weight towards the previous re-ranker on replay."}
-    )
-    rerank_weight: float | None = field(
-        default=0.05,
-        metadata={"help": "Fusion weight of the re-ranker (None: picked on held-out prompts)."},
-    )
-    rerank_holdout_fraction: float = field(
-        default=0.1, metadata={"help": "Share of prompts held out of the re-ranker to pick its weight."}
-    )
-
     @classmethod
     def from_recipe(cls, name: str, **changes: Any) -> CARvEConfig:
         """The config of a named recipe (:data:`RECIPES`), with ``changes`` on top.
@@ -377,7 +214,7 @@ class CARvEConfig(TrainingArguments):
         # a None that the field allows.
         own = [
             name
-            for name in CARvEConfig.__annotations__
+            for name in CARvEArguments.__annotations__
             if name not in TrainingArguments.__dataclass_fields__ and name != "rerank_weight"
         ]
         try:

@@ -80,6 +80,29 @@ def _large_registry_modes(args: CARvEConfig, num_models: int) -> tuple[bool, str
     return sparse, scope, mining
 
 
+def _missing_folders(path: str | None) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    if not path:
+        return []
+    folder = Path(path).absolute()
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders of ``folders`` (deepest first) that exist and are empty."""
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (checkpoints, logs), or not ours to remove
+            return
+
+
 def _configure_encoder(router: HubRouter, args: CARvEConfig) -> None:
     """Set which encoder weights train, adding a LoRA adapter when asked and none is attached."""
     encoder = router.encoder
@@ -187,6 +210,12 @@ class CARvETrainer(Trainer):
         if not isinstance(args, CARvEConfig):
             raise TypeError(f"args must be a CARvEConfig, got {type(args).__name__}.")
         distributed.check_launch(args)  # before any work: one process of several, FSDP, ZeRO-3
+        if args.push_to_hub:
+            raise ValueError(
+                "CARvETrainer does not push to the Hub (transformers' Trainer would push its output folder, not "
+                "the router): train with push_to_hub=False, then call router.push_to_hub(repo_id). `hubroute "
+                "train --push-to-hub --hub-model-id ORG/NAME` does both."
+            )
         if args.rerank_train and distributed.num_processes() > 1:
             raise ValueError(
                 "rerank_train is not supported in multi-process training yet: train in a single process (the "
@@ -265,6 +294,9 @@ class CARvETrainer(Trainer):
         )
         """The progress bar and metric lines; its ``step_times`` are the seconds of each optimizer step."""
         callbacks = [*(callbacks or []), _PhaseAndMiningCallback(self)]
+        # The Trainer creates its output folder even when it saves nothing there: folders it creates are
+        # removed after training when they are still empty (no `runs/carve` left behind by every run).
+        self._created_folders = _missing_folders(args.output_dir)
         super().__init__(
             model=model,
             args=args,
@@ -531,6 +563,7 @@ class CARvETrainer(Trainer):
             self._finish_experience()
         finally:
             self.router.model_embeddings.requires_grad_(True)
+            _remove_empty(self._created_folders)
         return output
 
     # -- end of experience ---------------------------------------------------------------------------------

@@ -10,7 +10,11 @@ base model, downloads, likes, creation date) and the cleaned text of its card (`
   (minimum downloads and likes); ``max_models`` caps the number of models kept.
 - **Skipped** models are counted by reason: ``gated``, ``private``, ``disabled``, ``deleted`` (listed, then
   gone), ``no_access`` (401/403 on the card), ``no_date`` (no creation date), ``bad_card`` (a card that
-  cannot be parsed), ``no_card`` (no README, or nothing usable in it), ``filtered:<what>``.
+  cannot be parsed), ``no_card`` (no README, or nothing usable in it), ``hubroute_router`` (a router itself,
+  by ``library_name`` or tag: never a routing target), ``no_task`` (no pipeline tag: nothing a prompt could be
+  routed to), ``filtered:<what>`` (see :data:`SKIP_REASONS`).
+- **No network**: offline mode (``HF_HUB_OFFLINE``) and a Hub host that does not resolve fail at once with a
+  :class:`~hubroute.HubAccessError` saying what to do, rather than after the listing's retries.
 - **Retries**: the listing goes through ``huggingface_hub``, which already retries each page on 429 (honouring
   ``Retry-After``), 5xx and timeouts; when it gives up, the crawl restarts the listing a bounded number of
   times (models already handled are skipped) and then fails with :class:`~hubroute.HubAccessError`. Cards
@@ -53,7 +57,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .._utils.hub_errors import bad_answer, describe_http_error, http_status
+from .._utils.hub_errors import (
+    OFFLINE_FIX,
+    bad_answer,
+    check_hub_reachable,
+    describe_http_error,
+    http_status,
+    is_name_resolution_error,
+)
 from .._utils.jsonl import AppendLog, read_jsonl, rewrite_jsonl
 from .._utils.retry import RETRY_STATUSES, RetryAborted, RetryPolicy, hub_request
 from ..errors import HubAccessError
@@ -70,6 +81,9 @@ __all__ = [
     "HubCrawler",
     "crawl_hub",
     "parse_since",
+    "SKIP_REASONS",
+    "describe_skips",
+    "routing_rejection",
 ]
 
 logger = logging.getLogger(__name__)
@@ -125,6 +139,48 @@ def _as_list(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value if v is not None]
     return [str(value)]
+
+
+SKIP_REASONS: dict[str, str] = {
+    "gated": "gated",
+    "private": "private",
+    "disabled": "disabled",
+    "deleted": "deleted after listing",
+    "no_access": "no access to the card",
+    "no_date": "no creation date",
+    "bad_card": "unreadable card",
+    "no_card": "no usable card",
+    "hubroute_router": "hubroute routers (never routing targets)",
+    "no_task": "no pipeline tag (nothing to route a prompt to)",
+}
+"""How summaries name each reason a crawled model is skipped (``filtered:<what>``: by a crawl filter)."""
+
+ROUTER_LIBRARY = "hubroute"
+"""The ``library_name`` (and tag) of hubroute's own router repos, which a crawl never learns as targets."""
+
+
+def describe_skips(skipped: Mapping[str, int]) -> str:
+    """``"3 gated, 1 hubroute routers (never routing targets)"``: counts by reason, for people."""
+    parts = []
+    for reason, count in sorted(skipped.items()):
+        name = SKIP_REASONS.get(reason) or (
+            f"filtered by {reason.split(':', 1)[1]}" if reason.startswith("filtered:") else reason
+        )
+        parts.append(f"{count} {name}")
+    return ", ".join(parts)
+
+
+def routing_rejection(pipeline_tag: str | None, library_name: str | None, tags: list[str]) -> str | None:
+    """Why a Hub model is no routing target (``"hubroute_router"``, ``"no_task"``), or ``None`` if it is one.
+
+    A hubroute router (``library_name`` or tag ``hubroute``) routes prompts, it does not serve them; a model
+    without a pipeline tag names no task a prompt could ask for (adapters, checkpoints, quantised files).
+    """
+    if (library_name or "").lower() == ROUTER_LIBRARY or ROUTER_LIBRARY in {t.lower() for t in tags}:
+        return "hubroute_router"
+    if not pipeline_tag:
+        return "no_task"
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -525,7 +581,7 @@ class CrawlResult:
             head = f"Nothing new since the last crawl ({len(self.records)} models already crawled)."
         else:
             head = f"Crawled {self.listed} listed models: {len(self.new)} new."
-        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(self.skipped.items()))
+        reasons = describe_skips(self.skipped)
         parts = [head]
         if reasons:
             parts.append(f"Skipped {self.num_skipped} ({reasons}).")
@@ -621,6 +677,22 @@ class HubCrawler:
         self.bytes_written = 0
         """Bytes the last :meth:`crawl` wrote to the state file."""
 
+    def check_reachable(self) -> None:
+        """Fail at once when the Hub cannot be reached: offline mode, or a host name that does not resolve.
+
+        Raises:
+            HubAccessError: offline mode is on, or the endpoint's host cannot be resolved (no network, no DNS);
+                the message says what to do (the crawl state is kept for the next run).
+        """
+        from huggingface_hub import constants
+
+        if constants.is_offline_mode():
+            raise HubAccessError(
+                f"Crawling the Hub needs the network, and HF_HUB_OFFLINE is set. {OFFLINE_FIX} (`hubroute update "
+                "--feedback FILE` learns feedback rows without a crawl.)"
+            )
+        check_hub_reachable("the crawl", self.endpoint)
+
     # -- state ---------------------------------------------------------------------------------------------
     def load_state(self) -> tuple[CrawlState, bool]:
         """Return the state to continue (a fresh one when none matches) and whether one was resumed.
@@ -669,7 +741,9 @@ class HubCrawler:
         for reason in ("private", "disabled", "gated"):
             if getattr(info, reason, None):
                 return _Outcome(info.id, skipped=reason)
-        rejection = self.filters.rejection(self._from_info(info, None))
+        model = self._from_info(info, None)
+        rejection = routing_rejection(model.pipeline_tag, model.library_name, model.tags)
+        rejection = rejection or self.filters.rejection(model)
         return _Outcome(info.id, skipped=rejection) if rejection else None
 
     def _get_readme(self, model_id: str) -> str | None:
@@ -767,6 +841,7 @@ class HubCrawler:
         """
         from tqdm.auto import tqdm
 
+        self.check_reachable()
         started = time.perf_counter()
         state, resumed = self.load_state()
         state.begin_run(self.since.isoformat())
@@ -986,7 +1061,9 @@ def _is_transient(err: BaseException) -> bool:
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError
 
-    if isinstance(err, httpx2.TransportError) or bad_answer(err) is not None:
+    if isinstance(err, httpx2.TransportError):
+        return not is_name_resolution_error(err)  # no DNS: restarting within seconds would not help
+    if bad_answer(err) is not None:
         return True
     if isinstance(err, HfHubHTTPError):
         status = getattr(err.response, "status_code", None)

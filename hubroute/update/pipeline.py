@@ -36,12 +36,10 @@ import copy
 import dataclasses
 import json
 import logging
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +48,7 @@ from datasets import concatenate_datasets
 from .._utils.io import write_json
 from .._utils.levels import SHORT_LEVELS, short_names
 from ..errors import ForgettingGateError
-from ..evaluation.ranking import routing_accuracy
+from ..evaluation.ranking import accuracy_of, routing_accuracy, routing_hits
 from ..routing.hub_sharing import move_tag
 from ..routing.registry import model_key
 from ..routing.router import HubRouter
@@ -59,11 +57,13 @@ from ..training.cold_start import cold_start
 from ..training.config import CARvEConfig
 from ..training.data import load_experience_file
 from ..training.trainer import CARvETrainer
-from .crawl import CrawlFilters, CrawlResult, CrawlState, HubCrawler, RetryPolicy, parse_since
+from .config import FEEDBACK_RECIPE, UPDATE_RECIPE, UpdateConfig, feedback_config, update_config
+from .crawl import CrawlFilters, CrawlResult, CrawlState, HubCrawler, RetryPolicy, describe_skips, parse_since
 from .encodings import EncodingCache, cached_encoder
 from .experience import build_experience, model_records, push_experience, save_experience
 from .feedback import feedback_fingerprints, learned_feedback, read_feedback
 from .feedback_hub import STATE_KEY, is_feedback_repo, repo_feedback
+from .gate import gate_verdict
 from .prompts import PromptGenerator, generator_from_spec
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GATE_LEVELS",
+    "UPDATE_RECIPE",
     "UpdateConfig",
     "UpdateSummary",
     "update_config",
@@ -95,243 +96,6 @@ ENCODINGS_DIR = "encodings"
 PROMPTS_FILE = "prompts.jsonl"
 """File of the work folder holding the prompts written so far, one shard a line (:func:`build_experience`)."""
 LEVEL_NAMES: dict[str, str] = short_names()
-
-# The update recipe: the encoder stays frozen (old prompts keep their vectors), most steps are anchored
-# (old embeddings and the projection stay near their checkpoint), and a coreset of old prompts is replayed,
-# so the new rows learn their prompts while old routes are kept.
-UPDATE_RECIPE: dict[str, Any] = {
-    "encoder_mode": "frozen",
-    "num_train_epochs": 3.0,
-    "per_device_train_batch_size": 64,
-    "phase1_fraction": 0.9,
-    "embedding_anchor_weight": 1e4,
-    "projection_anchor_weight": 5e4,
-    "replay_fraction": 0.1,
-    "replay_strategy": "coreset",
-    "drift_compensation": True,
-    "holdout_fraction": 0.0,
-    "save_strategy": "no",
-    "report_to": "none",
-    "logging_steps": 50,
-}
-
-
-def update_config(output_dir: str | None = None, **overrides: Any) -> CARvEConfig:
-    """The :class:`~hubroute.CARvEConfig` of an update: :data:`UPDATE_RECIPE` with ``overrides`` on top.
-
-    Args:
-        output_dir: Where Trainer files go (default: a temporary folder).
-        **overrides: Any :class:`CARvEConfig` field (e.g. from ``--config carve.yaml``).
-
-    Raises:
-        ValueError: an unknown field, or an invalid value.
-    """
-
-    known = {f.name for f in dataclasses.fields(CARvEConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"Unknown CARvEConfig field(s) {unknown} in the update config.")
-    values = {**UPDATE_RECIPE, **overrides}
-    values["output_dir"] = (
-        output_dir or values.get("output_dir") or tempfile.mkdtemp(prefix="hubroute-update-")
-    )
-    return CARvEConfig(**values)
-
-
-FEEDBACK_RECIPE: dict[str, Any] = {
-    **UPDATE_RECIPE,
-    "num_train_epochs": 10.0,
-    "per_device_train_batch_size": 16,
-}
-"""The recipe of a feedback update: :data:`UPDATE_RECIPE` (frozen encoder, anchored
-projection, coreset replay, drift compensation) with more, smaller steps, plus **free rows** for the fed
-models (:func:`update_from_feedback` passes them as ``CARvETrainer(free_models=...)``).
-
-Why: the update recipe anchors every old model's embedding row to where it was (``embedding_anchor_weight``
-1e4), which is right for a crawl (its experience holds new models only) but would pin exactly the rows that
-feedback means to move: a fed prompt routed elsewhere says that its model's row is in the wrong place. So the
-rows of the models present in the feedback are left unanchored, while every other old row keeps the full
-anchor, the projection stays anchored (old prompts keep their vectors) and replay keeps old routes in the
-loss. Whatever the fed rows' freedom costs old experiences is measured by the forgetting gate, which refuses
-the update beyond ``max_forgetting``. Feedback files are small (a few rows per model), hence 10 epochs of
-batches of 16 rather than 3 of 64, which would be a handful of steps.
-"""
-
-
-def feedback_config(output_dir: str | None = None, **overrides: Any) -> CARvEConfig:
-    """The :class:`~hubroute.CARvEConfig` of a feedback update: :data:`FEEDBACK_RECIPE` with ``overrides``.
-
-    Raises:
-        ValueError: an unknown field, or an invalid value.
-    """
-    return update_config(output_dir, **{**FEEDBACK_RECIPE, **overrides})
-
-
-# --------------------------------------------------------------------------------------------- the options
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
-
-
-@dataclass
-class UpdateConfig:
-    """Every option of an update (``hubroute update`` builds its flags from these fields).
-
-    The training recipe is :func:`update_config` with :attr:`training` on top. ``since`` and the paths may be
-    given as ``datetime`` and ``Path`` objects; they are stored as text. :attr:`token` is never printed.
-    An update either crawls the Hub (``since``) or learns feedback files (``feedback``, see
-    :func:`update_from_feedback`; its recipe is :func:`feedback_config` with :attr:`training` on top).
-    """
-
-    router: str = field(metadata=_help("The router to update: a folder or a Hub repo id."))
-    since: str | None = field(
-        default=None,
-        metadata=_help(
-            "Crawl cutoff: YYYY-MM, YYYY-MM-DD or an ISO-8601 time (required unless --feedback is given)."
-        ),
-    )
-    feedback: list[str] | None = field(
-        default=None,
-        metadata=_help(
-            "Learn these feedback files (.jsonl/.csv/.parquet with prompt, model_id[, domain, card_text], "
-            "e.g. hubroute serve --feedback) or Hub dataset repos (ORG/NAME, written by hubroute serve "
-            "--feedback-repo: the rows not learned before) as the next experience instead of crawling: no "
-            "--since needed. A file already learned (same SHA-256) is skipped."
-        ),  # fmt: skip
-    )
-    output: str | None = field(
-        default=None,
-        metadata=_help("Folder to save the updated router (default: --router when it is a folder)."),
-    )
-    push: str | None = field(
-        default=None, metadata=_help("Push the updated router to this Hub repo (ORG/REPO), tagged.")
-    )
-    candidate_tag: str | None = field(
-        default=None,
-        metadata=_help(
-            "After the push, also point this tag of --push at the new revision, moving it if it exists (e.g. "
-            "'candidate', which hubroute serve --shadow-revision candidate follows; see hubroute promote)."
-        ),
-    )
-    revision: str | None = field(
-        default=None, metadata=_help("Revision of a Hub router (branch, tag or commit).")
-    )
-    token: str | None = field(
-        default=None, repr=False, metadata=_help("Hub token (default: HF_TOKEN or the stored login).")
-    )
-    workdir: str | None = field(
-        default=None,
-        metadata=_help("Folder of the crawl state and the experience (default: <output>.update)."),
-    )
-    state_path: str | None = field(
-        default=None,
-        metadata=_help(
-            "Crawl state file, append-only JSON Lines (default: <workdir>/crawl_state.jsonl).",
-            aliases=["--state"],
-        ),
-    )
-    endpoint: str | None = field(
-        default=None, metadata=_help("Hub endpoint of the crawl (default: HF_ENDPOINT).")
-    )
-    pipeline_tags: list[str] = field(default_factory=list, metadata=_help("Only these pipeline tags."))
-    libraries: list[str] = field(
-        default_factory=list, metadata=_help("Only these libraries (e.g. transformers).")
-    )
-    authors: list[str] = field(default_factory=list, metadata=_help("Only these users or organisations."))
-    min_downloads: int = field(default=0, metadata=_help("Minimum downloads."))
-    min_likes: int = field(default=0, metadata=_help("Minimum likes."))
-    max_models: int | None = field(default=None, metadata=_help("Crawl at most this many models."))
-    workers: int = field(default=8, metadata=_help("Model cards downloaded in parallel."))
-    generator: str = field(
-        default="template",
-        metadata=_help(
-            "'template' (default), 'transformers:<model id or folder>' or 'inference:<model id>'."
-        ),
-    )
-    prompts_per_model: int = field(default=8, metadata=_help("Training prompts per new model."))
-    seed: int = field(default=0, metadata=_help("Seed of prompt writing and training."))
-    neighbors: int = field(default=8, metadata=_help("Cold start: known models blended into new rows."))
-    neighbor_weight: float = field(default=0.5, metadata=_help("Cold start: weight of that blend."))
-    training: dict[str, Any] = field(
-        default_factory=dict,
-        metadata=_help(
-            "CARvEConfig fields overriding the update recipe (JSON on the command line; in a --config "
-            "YAML file, every key that is not an update option).",
-            type=json.loads,
-        ),  # fmt: skip
-    )
-    max_forgetting: float = field(
-        default=1.0,
-        metadata=_help("Largest drop allowed at any level, in accuracy points (default: 1)."),
-    )
-    gate_data: list[str] | None = field(
-        default=None,
-        metadata=_help(
-            "Held-out prompts of old experiences (.jsonl/.csv/.parquet with prompt, model_id[, "
-            "domain]); default: the router's holdout."
-        ),  # fmt: skip
-    )
-    experience_name: str | None = field(
-        default=None, metadata=_help("Name of the experience and of the pushed tag.")
-    )
-    push_experience_to: str | None = field(
-        default=None,
-        metadata=_help(
-            "Push the experience dataset to this repo (ORG/DATASET).", aliases=["--push-experience"]
-        ),
-    )
-    dry_run: bool = field(
-        default=False, metadata=_help("Crawl, train and measure, but save and push nothing.")
-    )
-    show_progress: bool = field(
-        default=True, metadata=_help("Show progress bars (--no-progress hides them).")
-    )
-
-    def __post_init__(self) -> None:
-        if isinstance(self.since, datetime):
-            self.since = self.since.isoformat()
-        if isinstance(self.feedback, (str, PathLike)):
-            self.feedback = [self.feedback]
-        if self.feedback is not None:
-            self.feedback = [str(f) for f in self.feedback]
-        if self.since is None and not self.feedback:
-            raise ValueError(
-                "Nothing to learn: pass since= (--since: crawl the Hub models created since a date) or "
-                "feedback= (--feedback FILE: learn feedback rows, e.g. those of hubroute serve --feedback)."
-            )
-        if self.since is not None and self.feedback:
-            raise ValueError(
-                "Pass either since= (--since: crawl the Hub) or feedback= (--feedback: learn feedback "
-                "files), not both: run the two updates one after the other."
-            )
-        for name in ("router", "output", "workdir", "state_path"):
-            value = getattr(self, name)
-            if isinstance(value, PathLike):
-                setattr(self, name, str(value))
-        if self.max_forgetting < 0:
-            raise ValueError("max_forgetting must not be negative.")
-        if not isinstance(self.training, Mapping):
-            raise ValueError(
-                f"UpdateConfig.training must be a mapping of CARvEConfig fields, got {self.training!r}."
-            )
-
-    def crawl_filters(self) -> CrawlFilters:
-        """The crawl filters of these options.
-
-        Raises:
-            ValueError: a negative minimum, or ``max_models < 1``.
-        """
-        return CrawlFilters(
-            pipeline_tags=list(self.pipeline_tags), libraries=list(self.libraries), authors=list(self.authors),
-            min_downloads=self.min_downloads, min_likes=self.min_likes, max_models=self.max_models,
-        )  # fmt: skip
-
-    def training_config(self) -> CARvEConfig:
-        """The update's training recipe: :func:`update_config` with :attr:`training` on top.
-
-        Raises:
-            ValueError: an unknown CARvEConfig field, or an invalid value.
-        """
-        return update_config(**dict(self.training))
 
 
 def _load_gate_data(files: list[str] | None) -> Any:
@@ -405,7 +169,10 @@ class UpdateSummary:
         accuracy_after: Accuracy after training.
         forgetting: Points lost per level, before minus after.
         max_forgetting: The gate's limit, in points.
-        gate_passed: Whether every level stayed within it (``None``: no gate prompts).
+        gate_confidence: How sure the gate had to be that a drop exceeded the limit (:mod:`hubroute.update.gate`).
+        gate_margin: Per level, the points of the drop that the gate prompts' noise explains.
+        gate_flips: Per level, ``{"lost", "gained"}``: prompts right before and wrong after, and the reverse.
+        gate_passed: Whether every level stayed within the limit beyond that noise (``None``: no gate prompts).
         saved_to: Folder the router was saved to.
         pushed: URL of the pushed commit.
         experience_path: Folder of the saved experience dataset.
@@ -436,6 +203,9 @@ class UpdateSummary:
     accuracy_after: dict[str, float] | None = None
     forgetting: dict[str, float] | None = None
     max_forgetting: float = 1.0
+    gate_confidence: float = 0.95
+    gate_margin: dict[str, float] | None = None
+    gate_flips: dict[str, dict[str, int]] | None = None
     gate_passed: bool | None = None
     saved_to: str | None = None
     pushed: str | None = None
@@ -461,8 +231,7 @@ class UpdateSummary:
     def format(self) -> str:
         """A human-readable report: models added and skipped, time taken, accuracy before and after."""
         crawl = self.crawl
-        skipped = crawl.get("skipped") or {}
-        reasons = ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())) or "none"
+        reasons = describe_skips(crawl.get("skipped") or {}) or "none"
         lines = [
             f"Update {self.experience} ({self.status}) of {self.router_source}, models created since {self.since[:10]}",
             f"  crawl: {crawl.get('listed', 0)} listed, {crawl.get('new', 0)} new this run, "
@@ -494,8 +263,18 @@ class UpdateSummary:
             if self.forgetting:
                 lines.append("    " + f"{'forgetting (points)':<22}" + "".join(
                     f"{self.forgetting[lvl]:>9.1f}" for lvl in GATE_LEVELS))  # fmt: skip
+            if self.forgetting and self.gate_margin:
+                lines.append("    " + f"{'allowed (limit+noise)':<22}" + "".join(
+                    f"{self.max_forgetting + self.gate_margin[lvl]:>9.1f}" for lvl in GATE_LEVELS))  # fmt: skip
             verdict = "passed" if self.gate_passed else "REFUSED"
-            lines.append(f"  forgetting gate (max {self.max_forgetting:g} points per level): {verdict}")
+            noise = (
+                f", beyond the noise of {self.gate_prompts} prompts at {self.gate_confidence:.0%} confidence"
+                if self.gate_confidence > 0.5
+                else ""
+            )
+            lines.append(
+                f"  forgetting gate (max {self.max_forgetting:g} points per level{noise}): {verdict}"
+            )
         elif self.status != "nothing_new":
             lines.append("  forgetting gate: off (no held-out prompts of old experiences)")
         if self.experience_path:
@@ -793,6 +572,8 @@ def _learn_behind_the_gate(
         args, seed=settings.seed, disable_tqdm=not settings.show_progress,
         init_neighbors=settings.neighbors, init_neighbor_weight=settings.neighbor_weight,
     )  # fmt: skip
+    summary.gate_confidence = settings.gate_confidence
+    before: dict[str, list[bool]] = {}
     # Prompts, cards and gate prompts go through the encodings cache (keyed by the encoder's fingerprint),
     # so a rerun of an update that stopped before its save encodes nothing twice; training happens outside.
     with cached_encoder(model.encoder, encodings_dir) as cache:
@@ -805,7 +586,8 @@ def _learn_behind_the_gate(
         model.eval()
         summary.models_added = len(cold.records)
         if examples:
-            summary.accuracy_before = routing_accuracy(model, examples)
+            before = routing_hits(model, examples)
+            summary.accuracy_before = accuracy_of(before)
     _count_encodings(summary, cache)
     if keep_cold_router:
         summary.cold_router = copy.deepcopy(model)
@@ -821,24 +603,40 @@ def _learn_behind_the_gate(
     if not examples:
         return
     with cached_encoder(model.encoder, encodings_dir) as cache:  # a new fingerprint if training changed it
-        summary.accuracy_after = routing_accuracy(model, examples)
+        after = routing_hits(model, examples)
+        summary.accuracy_after = accuracy_of(after)
     _count_encodings(summary, cache)
     assert summary.accuracy_before is not None
-    forgetting = _drops(summary.accuracy_before, summary.accuracy_after)
-    summary.forgetting = forgetting
-    worst = max(GATE_LEVELS, key=lambda level: forgetting[level])
-    summary.gate_passed = forgetting[worst] <= settings.max_forgetting
+    summary.forgetting = _drops(summary.accuracy_before, summary.accuracy_after)
+    verdict = gate_verdict(
+        before,
+        after,
+        GATE_LEVELS,
+        max_forgetting=settings.max_forgetting,
+        confidence=settings.gate_confidence,
+    )
+    summary.gate_margin = {lvl: v.margin for lvl, v in verdict.levels.items()}
+    summary.gate_flips = {lvl: {"lost": v.lost, "gained": v.gained} for lvl, v in verdict.levels.items()}
+    summary.gate_passed = verdict.passed
     stages.lap("gate")
     if summary.gate_passed:
         return
     summary.status = "refused"
     summary.elapsed_s = stages.elapsed()
-    before, after = summary.accuracy_before[worst], summary.accuracy_after[worst]
+    worst = verdict.worst()
+    level = verdict.levels[worst]
+    was, now = summary.accuracy_before[worst], summary.accuracy_after[worst]
+    noise = (
+        f" (beyond the {level.margin:.1f} points that {level.n} prompts leave to chance: {level.lost} lost, "
+        f"{level.gained} gained)"
+        if level.margin
+        else ""
+    )
     error = ForgettingGateError(
-        f"The {what} forgot {forgetting[worst]:.1f} points of {LEVEL_NAMES[worst]}-level accuracy "
-        f"on old experiences ({before:.1f}% -> {after:.1f}% on {len(examples)} {summary.gate_source} "
-        f"prompts), more than the {settings.max_forgetting:g} allowed; nothing was saved or pushed and the "
-        f"previous router is intact. Raise --max-forgetting, or {advice}."
+        f"The {what} forgot {level.drop:.1f} points of {LEVEL_NAMES[worst]}-level accuracy "
+        f"on old experiences ({was:.1f}% -> {now:.1f}% on {len(examples)} {summary.gate_source} "
+        f"prompts), more than the {settings.max_forgetting:g} allowed{noise}; nothing was saved or pushed and "
+        f"the previous router is intact. Raise --max-forgetting, or {advice}."
     )
     error.summary = summary
     raise error

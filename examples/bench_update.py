@@ -9,7 +9,7 @@
 2. A local Hub (``hubroute.testing.hub_server``) is seeded with the models of experiences 3 and 4 as the Hub shows them:
    a card README around ``api_data.description``, metadata, ``createdAt`` from ``created_at``. Nothing else of
    experience 4 is used: its prompts never reach the update.
-3. ``update_router(..., since="2025-06")`` crawls the models created since June 2025 (experience 4's new
+3. ``update_router(UpdateConfig(..., since="2025-06"))`` crawls the models created since June 2025 (experience 4's new
    models), writes training prompts from their cards, cold-starts them, learns them with replay and anchors,
    and gates on forgetting. A second crawl shows that a rerun adds nothing.
 4. On experience 4's eval prompts (never seen): M/F/D-Acc right after the cold start and after the update,
@@ -173,7 +173,7 @@ def main() -> None:
     from hubroute.testing.hub_server import LocalHub
     from hubroute.training.data import records_from_rows
     from hubroute.update.crawl import HubCrawler
-    from hubroute.update.pipeline import update_router
+    from hubroute.update.pipeline import UpdateConfig, update_router
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -213,11 +213,13 @@ def main() -> None:
         if updated_dir.exists():
             shutil.rmtree(updated_dir)
         shutil.rmtree(workdir / "router-e1-e3-updated.update", ignore_errors=True)
-        summary = update_router(
-            old_dir, since, output=updated_dir, seed=args.seed, prompts_per_model=args.prompts_per_model,
-            neighbors=args.neighbors, neighbor_weight=args.neighbor_weight, training=load_training_overrides(args.config),
-            max_forgetting=args.max_forgetting, experience_name=f"update-{since}", keep_cold_router=True,
+        config = UpdateConfig(
+            router=str(old_dir), since=since, output=str(updated_dir), seed=args.seed,
+            prompts_per_model=args.prompts_per_model, neighbors=args.neighbors, neighbor_weight=args.neighbor_weight,
+            training=load_training_overrides(args.config), max_forgetting=args.max_forgetting,
+            experience_name=f"update-{since}",
         )  # fmt: skip
+        summary = update_router(config, keep_cold_router=True)
         print(summary.format(), flush=True)
         results["update"] = summary.to_dict()
         started = time.perf_counter()

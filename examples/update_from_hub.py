@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 
 from hubroute import ForgettingGateError
-from hubroute.update.crawl import CrawlFilters, crawl_hub
+from hubroute.update.crawl import crawl_hub
 from hubroute.update.experience import build_experience
-from hubroute.update.pipeline import update_router
+from hubroute.update.pipeline import UpdateConfig, update_router
 
 
 def main() -> None:
@@ -33,13 +33,15 @@ def main() -> None:
     parser.add_argument("--max-models", type=int, default=None)
     args = parser.parse_args()
 
-    filters = CrawlFilters(
-        pipeline_tags=args.pipeline_tags, min_downloads=args.min_downloads, max_models=args.max_models
-    )
-    state = f"{args.output}.update/crawl_state.jsonl"
+    # Every option of the update; `since` is parsed here, once (a bad date fails now, not after the crawl).
+    config = UpdateConfig(
+        router=args.router, since=args.since, output=args.output, push=args.push,
+        pipeline_tags=args.pipeline_tags, min_downloads=args.min_downloads, max_models=args.max_models,
+        state_path=f"{args.output}.update/crawl_state.jsonl",
+    )  # fmt: skip
 
     # 1-2. Crawl (the update below resumes from the same state and fetches nothing twice) and preview prompts.
-    crawled = crawl_hub(args.since, filters=filters, state_path=state)
+    crawled = crawl_hub(config.since, filters=config.crawl_filters(), state_path=config.state_path)
     print(crawled.describe())
     if crawled.records:
         preview = build_experience(crawled.records[:3], prompts_per_model=4)
@@ -48,9 +50,7 @@ def main() -> None:
 
     # 3. Update: cold start, train with replay and anchors, gate on forgetting, save atomically, push.
     try:
-        summary = update_router(
-            args.router, args.since, output=args.output, push=args.push, filters=filters, state_path=state
-        )
+        summary = update_router(config)
     except ForgettingGateError as err:
         print(err.summary.format())  # type: ignore[attr-defined]
         raise SystemExit(f"Not saved: {err}") from err

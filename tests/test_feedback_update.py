@@ -167,7 +167,7 @@ def test_feedback_is_learned_through_the_gate_and_a_rerun_learns_nothing(
     assert main(update_argv(output, feedback, output, tmp_path)) == 0
     assert "Nothing new: the router has already learned all 1 feedback file(s)" in capsys.readouterr().out
     assert digest(output) == saved
-    again = update_router(output, feedback=[str(feedback)], show_progress=False)
+    again = update_router(UpdateConfig(router=str(output), feedback=[str(feedback)], show_progress=False))
     assert (
         again.status == "nothing_new" and "train" not in again.timings and again.feedback[0]["new"] is False
     )

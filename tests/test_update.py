@@ -6,9 +6,10 @@ import dataclasses
 import hashlib
 import json
 import shutil
+from datetime import date, datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -20,9 +21,9 @@ from hubroute.cli.main import main
 from hubroute.evaluation.ranking import routing_accuracy
 from hubroute.testing.hub_seed import SeedModel, card_readme, cmrbench_models, seed_hub
 from hubroute.update.cardtext import parse_card
-from hubroute.update.crawl import CrawledModel
+from hubroute.update.crawl import CrawledModel, CrawlState
 from hubroute.update.experience import build_experience, model_records
-from hubroute.update.pipeline import gate_examples, update_config, update_router
+from hubroute.update.pipeline import UpdateConfig, gate_examples, update_config, update_router
 from hubroute.update.prompts import (
     InferenceClientGenerator,
     TemplateGenerator,
@@ -76,8 +77,9 @@ def tiny_args(tmp_path: Path, **changes) -> CARvEConfig:
     return dataclasses.replace(base, **changes)
 
 
-def tiny_update_config(tmp_path: Path) -> CARvEConfig:
-    return update_config(
+def tiny_training(tmp_path: Path) -> dict[str, Any]:
+    """``UpdateConfig.training`` of the tiny test models: the update recipe with fewer, smaller steps."""
+    return dict(
         output_dir=str(tmp_path / "update-runs"), num_train_epochs=1, per_device_train_batch_size=16,
         num_candidates=8, num_hard_negatives=2, num_group_negatives=3, num_far_negatives=2, hard_negative_pool=5,
         logging_steps=1000, disable_tqdm=True,
@@ -305,8 +307,12 @@ def test_update_crawls_cold_starts_trains_saves_and_pushes_a_tag(
     repo_id = make_repo_id("router")
     since = min(m.created for m in recent)
     summary = update_router(
-        old_router, since, push=repo_id, token=hub.write_token, config=tiny_update_config(tmp_path),
-        experience_name="update-test", prompts_per_model=4, show_progress=False, keep_cold_router=True,
+        UpdateConfig(
+            router=str(old_router), since=since, push=repo_id, token=hub.write_token,
+            training=tiny_training(tmp_path), experience_name="update-test", prompts_per_model=4,
+            show_progress=False,
+        ),
+        keep_cold_router=True,
     )  # fmt: skip
     assert summary.status == "updated" and summary.saved_to == str(old_router)
     assert (
@@ -330,10 +336,21 @@ def test_update_crawls_cold_starts_trains_saves_and_pushes_a_tag(
     assert HubRouter.from_pretrained(repo_id, revision="update-test").num_models == router.num_models
     experience = load_from_disk(summary.experience_path)
     assert set(experience["model_id"]) == {m.model_id for m in public}
+    # `since` was parsed once, by UpdateConfig: the summary, the crawl state and the router's record of the
+    # update all carry the same canonical text of it.
+    state = CrawlState.load(old_router.with_name(f"{old_router.name}.update") / "crawl_state.jsonl")
+    assert state is not None and summary.since == since.isoformat() == state.since
+    assert router.info["updates"][-1]["since"] == summary.since
 
     before = digest(old_router)
     again = update_router(
-        old_router, since, push=repo_id, config=tiny_update_config(tmp_path), show_progress=False
+        UpdateConfig(
+            router=str(old_router),
+            since=since,
+            push=repo_id,
+            training=tiny_training(tmp_path),
+            show_progress=False,
+        )
     )
     assert again.status == "nothing_new" and again.models_added == 0 and "train" not in again.timings
     # the pushed router repo is crawled, but skipped as a hubroute router (never a routing target)
@@ -353,20 +370,24 @@ def test_a_rerun_finishes_a_push_that_failed_after_the_save(
     repo_id, since = make_repo_id("router"), min(m.created for m in recent)
     hub.inject(r"/commit/main$", status=500, times=100, method="POST")
     with pytest.raises(HubAccessError, match="Pushing again is safe"):
-        update_router(
-            old_router, since, push=repo_id, token=hub.write_token, config=tiny_update_config(tmp_path),
-            experience_name="update-push", prompts_per_model=3, show_progress=False,
-        )  # fmt: skip
+        update_router(UpdateConfig(
+            router=str(old_router), since=since, push=repo_id, token=hub.write_token,
+            training=tiny_training(tmp_path), experience_name="update-push", prompts_per_model=3,
+            show_progress=False,
+        ))  # fmt: skip
     assert HubRouter.from_pretrained(old_router).num_models == 12 + len(public)  # saved before the push
     hub.clear_faults()
 
-    again = update_router(old_router, since, push=repo_id, token=hub.write_token, show_progress=False)
+    rerun = UpdateConfig(
+        router=str(old_router), since=since, push=repo_id, token=hub.write_token, show_progress=False
+    )
+    again = update_router(rerun)
     assert again.status == "pushed" and again.experience == "update-push" and again.pushed
     assert "train" not in again.timings and "update-push" in {
         t.name for t in HfApi().list_repo_refs(repo_id).tags
     }
     assert HubRouter.from_pretrained(repo_id, revision="update-push").num_models == 12 + len(public)
-    third = update_router(old_router, since, push=repo_id, token=hub.write_token, show_progress=False)
+    third = update_router(rerun)
     assert third.status == "nothing_new" and third.pushed is None
 
 
@@ -386,11 +407,11 @@ def test_the_forgetting_gate_refuses_to_save_or_push(
     with pytest.raises(
         ForgettingGateError, match=r"forgot [0-9.]+ points of .*-level accuracy .*allowed"
     ) as info:
-        update_router(
-            old_router, min(m.created for m in recent), push="tester/never", token=hub.write_token,
-            config=update_config(output_dir=str(tmp_path / "runs"), **FORGETFUL), max_forgetting=1.0,
-            show_progress=False,
-        )  # fmt: skip
+        update_router(UpdateConfig(
+            router=str(old_router), since=min(m.created for m in recent), push="tester/never",
+            token=hub.write_token, training={"output_dir": str(tmp_path / "runs"), **FORGETFUL},
+            max_forgetting=1.0, show_progress=False,
+        ))  # fmt: skip
     refused = info.value.summary
     assert refused.status == "refused" and not refused.gate_passed
     worst = max(refused.forgetting, key=lambda lvl: refused.forgetting[lvl] - refused.gate_margin[lvl])
@@ -438,13 +459,70 @@ def test_the_cli_updates_a_router_and_a_rerun_adds_nothing(
     assert info.value.code == 0 and "--max-forgetting" in capsys.readouterr().out
 
 
+def test_since_is_parsed_once_into_an_aware_utc_datetime_and_bad_text_fails_at_construction(
+    tmp_path: Path, capsys
+) -> None:
+    utc = timezone.utc
+    for given, parsed in [
+        ("2026-05", datetime(2026, 5, 1, tzinfo=utc)),
+        ("2026-05-15", datetime(2026, 5, 15, tzinfo=utc)),
+        ("2026-05-15T10:00:00+02:00", datetime(2026, 5, 15, 8, tzinfo=utc)),
+        ("2026-05-15T10:00:00Z", datetime(2026, 5, 15, 10, tzinfo=utc)),
+        (datetime(2026, 5, 15, 10), datetime(2026, 5, 15, 10, tzinfo=utc)),  # naive: UTC
+        (date(2026, 5, 15), datetime(2026, 5, 15, tzinfo=utc)),  # what YAML makes of `since: 2026-05-15`
+    ]:
+        config = UpdateConfig(router="routers/r", since=given)
+        assert config.since == parsed and config.since.tzinfo is utc
+        assert dataclasses.replace(config, seed=1).since == parsed  # idempotent
+    forms = r"use YYYY-MM \(e\.g\. 2026-05\), YYYY-MM-DD or an ISO-8601 time"
+    for bad in ("May 2026", "2026-13", "yesterday", ""):
+        with pytest.raises(ValueError, match=rf"since='{bad}' is not a date: {forms}"):
+            UpdateConfig(router="routers/r", since=bad)
+    assert (
+        main(["update", "--router", str(tmp_path), "--since", "May 2026", "--output", str(tmp_path / "o")])
+        == 2
+    )
+    assert "since='May 2026' is not a date: use YYYY-MM" in capsys.readouterr().err
+
+
+def test_a_loaded_router_updates_as_the_one_config_router_names(
+    hub: SessionHub, old_router: Path, new_models, tmp_path: Path
+) -> None:
+    recent, public = new_models
+    config = UpdateConfig(
+        router=str(old_router), since=f"{min(m.created for m in recent):%Y-%m-%dT%H:%M:%S.%f}Z",
+        training=tiny_training(tmp_path), prompts_per_model=3, experience_name="update-same", dry_run=True,
+        show_progress=False, workdir=str(tmp_path / "by-path"),
+    )  # fmt: skip
+    by_path = update_router(config)
+    loaded = HubRouter.from_pretrained(old_router)
+    given = update_router(dataclasses.replace(config, workdir=str(tmp_path / "given")), router=loaded)
+    assert (
+        given.router is loaded
+        and by_path.router is not loaded
+        and by_path.status == given.status == "dry_run"
+    )
+
+    def same(summary) -> dict:
+        data = {
+            k: v for k, v in summary.to_dict().items() if k not in ("timings", "elapsed_s", "experience_path")
+        }
+        data["crawl"] = {k: v for k, v in data["crawl"].items() if k not in ("elapsed_s", "state")}
+        return data
+
+    assert same(given) == same(by_path) and given.router_source == str(old_router)
+    assert given.models_added == len(public) and given.gate_prompts == 12
+    assert given.router.num_models == by_path.router.num_models == 12 + len(public)
+    assert torch.equal(given.router.model_embeddings, by_path.router.model_embeddings)
+
+
 def test_update_options_are_checked(old_router: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Unknown CARvEConfig field"):
         update_config(not_a_field=1)
     with pytest.raises(ValueError, match="Nowhere to save"):
-        update_router("collagelab/not-a-folder", "2026-01", show_progress=False)
+        update_router(UpdateConfig(router="collagelab/not-a-folder", since="2026-01", show_progress=False))
     with pytest.raises(ValueError, match="max_forgetting"):
-        update_router(old_router, "2026-01", max_forgetting=-1, show_progress=False)
+        UpdateConfig(router=str(old_router), since="2026-01", max_forgetting=-1)
     assert update_config().encoder_mode == "frozen"
 
 
@@ -463,16 +541,16 @@ def test_a_rerun_after_an_unsaved_update_encodes_and_writes_nothing_twice(
     monkeypatch.setattr(PromptEncoder, "encode", counting)
     recent, public = new_models
     since = min(m.created for m in recent)
-    options = dict(
-        config=tiny_update_config(tmp_path), prompts_per_model=4, show_progress=False, dry_run=True,
-        workdir=str(tmp_path / "work"), experience_name="update-test",
+    config = UpdateConfig(
+        router=str(old_router), since=since, training=tiny_training(tmp_path), prompts_per_model=4,
+        show_progress=False, dry_run=True, workdir=str(tmp_path / "work"), experience_name="update-test",
     )  # fmt: skip
-    first = update_router(old_router, since, **options)
+    first = update_router(config)
     assert first.status == "dry_run" and first.encodings_computed > 0 and first.prompts_cached == 0
     encoded_first = len(encoded)
     encoded.clear()
     hub.requests.clear()
-    second = update_router(old_router, since, **options)  # nothing was saved: the same models again
+    second = update_router(config)  # nothing was saved: the same models again
     assert second.status == "dry_run" and second.models_added == first.models_added == len(public)
     assert second.encodings_computed == 0  # prompts, cards and gate prompts all came from the cache
     assert second.encodings_cached >= first.encodings_computed  # (repeated texts count once per use)

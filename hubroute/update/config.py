@@ -18,6 +18,8 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .since import SINCE_FORMS, parse_since
+
 if TYPE_CHECKING:
     from ..training.config import CARvEConfig
     from .crawl import CrawlFilters
@@ -79,7 +81,7 @@ FEEDBACK_RECIPE: dict[str, Any] = {
 }
 """The recipe of a feedback update: :data:`UPDATE_RECIPE` (frozen encoder, anchored
 projection, coreset replay, drift compensation) with more, smaller steps, plus **free rows** for the fed
-models (:func:`update_from_feedback` passes them as ``CARvETrainer(free_models=...)``).
+models (:class:`~hubroute.update.sources.FeedbackSource` passes them as ``CARvETrainer(free_models=...)``).
 
 Why: the update recipe anchors every old model's embedding row to where it was (``embedding_anchor_weight``
 1e4), which is right for a crawl (its experience holds new models only) but would pin exactly the rows that
@@ -110,14 +112,21 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 class UpdateConfig:
     """Every option of an update (``hubroute update`` builds its flags from these fields).
 
-    The training recipe is :func:`update_config` with :attr:`training` on top. ``since`` and the paths may be
-    given as ``datetime`` and ``Path`` objects; they are stored as text. :attr:`token` is never printed.
-    An update either crawls the Hub (``since``) or learns feedback files (``feedback``, see
-    :func:`update_from_feedback`; its recipe is :func:`feedback_config` with :attr:`training` on top).
+    The training recipe is :func:`update_config` with :attr:`training` on top. The paths may be given as
+    ``Path`` objects; they are stored as text. :attr:`token` is never printed.
+
+    An update either crawls the Hub (``since``) or learns feedback files or repos (``feedback``; its recipe is
+    :func:`feedback_config` with :attr:`training` on top); :func:`~hubroute.update.pipeline.update_router`
+    runs either.
+
+    ``since`` is parsed once, here: text (``YYYY-MM``, ``YYYY-MM-DD``, ISO-8601), a ``date`` or a ``datetime``
+    becomes a timezone-aware UTC ``datetime`` (:func:`~hubroute.update.since.parse_since`), the one form the crawl uses; the
+    summary and the crawl state write its ``isoformat()``. Unreadable text raises ``ValueError`` at
+    construction.
     """
 
     router: str = field(metadata=_help("The router to update: a folder or a Hub repo id."))
-    since: str | None = field(
+    since: datetime | str | None = field(
         default=None,
         metadata=_help(
             "Crawl cutoff: YYYY-MM, YYYY-MM-DD or an ISO-8601 time (required unless --feedback is given)."
@@ -228,8 +237,11 @@ class UpdateConfig:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.since, datetime):
-            self.since = self.since.isoformat()
+        if self.since is not None:  # the one parse of the cutoff: an aware UTC datetime from here on
+            try:
+                self.since = parse_since(self.since)
+            except ValueError:
+                raise ValueError(f"since={self.since!r} is not a date: use {SINCE_FORMS}.") from None
         if isinstance(self.feedback, (str, PathLike)):
             self.feedback = [self.feedback]
         if self.feedback is not None:

@@ -71,6 +71,7 @@ from ..errors import HubAccessError
 from ..routing.registry import ModelRecord, model_key
 from ..routing.taxonomy import domain_from_pipeline_tag
 from .cardtext import parse_card
+from .since import parse_since
 
 __all__ = [
     "CrawlFilters",
@@ -95,40 +96,6 @@ MAX_LISTING_PAGE = 1000  # the Hub lists at most this many models a page
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def parse_since(value: str | datetime) -> datetime:
-    """Parse a crawl cutoff: ``YYYY-MM``, ``YYYY-MM-DD``, an ISO-8601 time, or a ``datetime`` (UTC if naive).
-
-    Args:
-        value: The cutoff.
-
-    Returns:
-        A timezone-aware UTC datetime; ``YYYY-MM`` means the first day of that month.
-
-    Raises:
-        ValueError: the text is not one of those forms.
-    """
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = _read_date(str(value).strip())
-        except ValueError:
-            raise ValueError(
-                f"Cannot read the date {value!r}: use YYYY-MM (e.g. 2026-05), YYYY-MM-DD or an ISO-8601 time."
-            ) from None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
-def _read_date(text: str) -> datetime:
-    """``YYYY-MM``, ``YYYY-MM-DD`` or an ISO-8601 time (``ValueError`` otherwise), naive or aware."""
-    for form in ("%Y-%m", "%Y-%m-%d"):
-        try:
-            return datetime.strptime(text, form)
-        except ValueError:
-            pass
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def _to_ms(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp() * 1000)
 

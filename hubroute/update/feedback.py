@@ -2,9 +2,8 @@
 
 ``hubroute serve --feedback traffic/feedback.jsonl`` appends one row per ``POST /v1/feedback``
 (``{prompt, model_id, domain, family, card_text, ...}``, :mod:`hubroute.serve.feedback`).
-:func:`~hubroute.update.pipeline.update_from_feedback` (what
-:func:`~hubroute.update.pipeline.update_router` runs when :attr:`UpdateConfig.feedback` is set) learns such
-files as the router's next experience:
+:func:`~hubroute.update.pipeline.update_router`, given :attr:`UpdateConfig.feedback`, learns such files as the
+router's next experience (its :class:`~hubroute.update.sources.FeedbackSource`):
 
 1. **read** the files (``.jsonl``/``.json``/``.csv``/``.parquet``, :func:`load_experience_file`); a file whose
    SHA-256 is already in ``router.info["updates"]`` was learned before and is skipped (all skipped: status

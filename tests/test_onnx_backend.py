@@ -359,14 +359,19 @@ def test_cmrbench_evaluates_the_same_trained_routers_on_each_backend(small_bench
 def test_inference_encodes_prompts_in_chunks_of_similar_lengths(router_dir: Path) -> None:
     from hubroute.routing.encoder import length_chunks
 
-    texts = ["hi"] * 5 + ["a medium prompt " * 6] * 3 + ["long " * 300] + ["x" * 40] * 70
-    chunks = length_chunks(texts, batch_size=32, max_length=256)
-    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(texts)))
+    lengths = [3] * 5 + [20] * 3 + [256] + [12] * 70 + [13]
+    chunks = length_chunks(lengths, batch_size=32, call_tokens=16)
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(lengths)))
     assert all(len(chunk) <= 32 for chunk in chunks)
     assert [8] in chunks  # the one long prompt pads nothing else
-    assert not any(
-        {0, 1, 2, 3, 4} & set(c) and {5, 6, 7} & set(c) for c in chunks
-    )  # nor are "hi"s to the medium
+    assert not any({0, 1, 2, 3, 4} & set(c) and {5, 6, 7} & set(c) for c in chunks)  # nor the short to 20
+    assert set(range(9, 79)) & next(
+        set(c) for c in chunks if 79 in c
+    )  # but 13 joins 12s: cheaper than a call
+    assert len(length_chunks(lengths, batch_size=32, call_tokens=0)) > len(chunks)  # free calls: no padding
+    assert all(len(c) == 1 for c in length_chunks([200, 210, 220], batch_size=8, max_tokens=300))
     router = HubRouter.from_pretrained(router_dir)  # chunked or alone, a prompt gets the same vector
-    alone = np.concatenate([router._encode_queries([t]) for t in texts[:10]])
-    np.testing.assert_allclose(router._encode_queries(texts[:10]), alone, atol=1e-5)
+    texts = ["hi"] * 3 + ["a medium prompt " * 6] * 3 + ["long " * 300] + ["x" * 40] * 20 + PROMPTS
+    alone = np.concatenate([router._encode_queries([t]) for t in texts])
+    np.testing.assert_allclose(router._encode_queries(texts, batch_size=4), alone, atol=1e-5)
+    np.testing.assert_allclose(router._encode_queries(texts[::-1])[::-1], alone, atol=1e-5)

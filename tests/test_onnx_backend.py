@@ -375,3 +375,20 @@ def test_inference_encodes_prompts_in_chunks_of_similar_lengths(router_dir: Path
     alone = np.concatenate([router._encode_queries([t]) for t in texts])
     np.testing.assert_allclose(router._encode_queries(texts, batch_size=4), alone, atol=1e-5)
     np.testing.assert_allclose(router._encode_queries(texts[::-1])[::-1], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_chunks_cut_from_one_tokenisation_equal_chunks_tokenised_alone(
+    tiny_encoder_path: Path, tiny_decoder_path: Path, side: str
+) -> None:
+    from hubroute.routing.encoder import PromptEncoder, length_chunks
+
+    texts = ["hi", "a medium prompt " * 6, "long " * 100, "x" * 40, "Translate this", "one two three four"]
+    for path in (tiny_encoder_path, tiny_decoder_path):  # mean pooling; a causal LM's last-token pooling
+        encoder = PromptEncoder(EncoderConfig(str(path), max_length=64)).eval()
+        encoder.model.tokenizer.padding_side = side
+        lengths = encoder.tokenize(texts)["attention_mask"].sum(1).tolist()
+        expected = np.empty((len(texts), encoder.dim), dtype=np.float32)
+        for rows in length_chunks(lengths, 3, encoder.runtime.call_tokens):
+            expected[rows] = encoder.runtime(encoder.tokenize([texts[i] for i in rows]))
+        np.testing.assert_array_equal(encoder.infer(texts, batch_size=3), expected)

@@ -485,7 +485,7 @@ def chunked_forward(
     if padded:
         assert isinstance(mask, torch.Tensor)
         order = torch.argsort(mask.sum(dim=1), descending=True, stable=True)
-        features = {k: _rows(v, rows, order) for k, v in features.items()}
+        features = {k: _reordered(v, rows, order) for k, v in features.items()}
         mask = features["attention_mask"]
     outputs = []
     for start in range(0, rows, chunk_size):
@@ -504,7 +504,7 @@ def chunked_forward(
     return pooled.index_select(0, torch.argsort(order).to(pooled.device))
 
 
-def _rows(value: Any, rows: int, order: torch.Tensor) -> Any:
+def _reordered(value: Any, rows: int, order: torch.Tensor) -> Any:
     """``value``'s rows in ``order`` for a tensor of ``rows`` rows, else ``value`` unchanged."""
     if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == rows:
         return value.index_select(0, order.to(value.device))

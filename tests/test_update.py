@@ -310,7 +310,7 @@ def test_update_crawls_cold_starts_trains_saves_and_pushes_a_tag(
         UpdateConfig(
             router=str(old_router), since=since, push=repo_id, token=hub.write_token,
             training=tiny_training(tmp_path), experience_name="update-test", prompts_per_model=4,
-            show_progress=False,
+            show_progress=False, candidate_tag="candidate",
         ),
         keep_cold_router=True,
     )  # fmt: skip
@@ -332,7 +332,10 @@ def test_update_crawls_cold_starts_trains_saves_and_pushes_a_tag(
     record = router.registry.get(public[0].model_id)
     assert record is not None and record.experience == "update-test" and record.domain and record.card_text
     assert router.info["updates"][-1]["models_added"] == len(public)
-    assert "update-test" in {t.name for t in HfApi().list_repo_refs(repo_id).tags}
+    tags = {t.name: t.target_commit for t in HfApi().list_repo_refs(repo_id).tags}
+    assert tags["update-test"] == tags["candidate"] and summary.pushed.endswith(
+        tags["candidate"]
+    )  # candidate: moved
     assert HubRouter.from_pretrained(repo_id, revision="update-test").num_models == router.num_models
     experience = load_from_disk(summary.experience_path)
     assert set(experience["model_id"]) == {m.model_id for m in public}

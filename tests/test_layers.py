@@ -147,3 +147,30 @@ def test_examples_import_nothing_from_tests(path: Path):
             imported.add(node.module.split(".")[0])
     assert not imported & TEST_MODULES, f"{path.name} imports from tests/: {sorted(imported & TEST_MODULES)}"
     assert "sys.path" not in ast.unparse(tree), f"{path.name} edits sys.path"
+
+
+TESTS = PACKAGE.parent / "tests"
+TEST_FILES = sorted(TESTS.glob("*.py"))
+# The modules of tests/ that hold no tests and may be imported: the builders and fixture types the tests share
+# (conftest.py holds the fixtures), and the worker that tests/test_distributed.py launches with torchrun and
+# also calls in-process for its one-process reference.
+SHARED_TEST_MODULES = {"factories", "distributed_worker"}
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
+def test_tests_import_only_shared_helpers(path: Path):
+    """A test module imports the package, the shared modules and fixtures (by name, from ``conftest.py``), never
+    another test module nor ``conftest`` itself: what tests share goes to ``factories`` or ``hubroute.testing``."""
+    others = {p.stem for p in TEST_FILES} - SHARED_TEST_MODULES - {path.stem}
+    wrong = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""] if not node.level else [f".{node.module or ''}"]
+        else:
+            continue
+        wrong += [f"line {node.lineno}: {n}" for n in names if n.split(".")[0] in others or n.startswith(".")]
+    assert not wrong, (
+        f"{path.name} imports test modules (move what they share to tests/factories.py): {wrong}"
+    )

@@ -131,6 +131,22 @@ def test_no_import_loop():
     assert not loops, "import loops: " + "; ".join(" -> ".join(loop) for loop in loops)
 
 
+# The test helpers (local Hub, fake providers, background servers) may be imported by the benchmarks, which
+# measure hubroute against them, and by tests and examples; never by the library or the CLI, which start a test
+# server only as a process (``python -m hubroute.testing.hub_server``, ``python -m hubroute.testing.fake_inference``).
+TESTING = "hubroute.testing"
+MAY_IMPORT_TESTING = (TESTING, "hubroute.bench")
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _module_name(p))
+def test_only_benchmarks_import_the_test_helpers(path: Path):
+    module = _module_name(path)
+    if any(module == p or module.startswith(p + ".") for p in MAY_IMPORT_TESTING):
+        return
+    lines = sorted({line for t, line, _ in _imports(path) if t == TESTING or t.startswith(TESTING + ".")})
+    assert not lines, f"{module} imports hubroute.testing (lines {lines}); move that code to hubroute.bench"
+
+
 EXAMPLES = sorted((PACKAGE.parent / "examples").glob("*.py"))
 TEST_MODULES = {p.stem for p in (PACKAGE.parent / "tests").glob("*.py")}
 

@@ -310,7 +310,7 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the load test, print its table and write its JSON."""
-    from ..serve.loadtest import format_table, run_load_test, write_results
+    from ..bench.serve_load import format_table, run_load_test, write_results
 
     results = run_load_test(
         router=args.router, data=args.data, models=args.models, concurrency=args.concurrency,

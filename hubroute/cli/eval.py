@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..bench.names import CMRBENCH_REPO, EXPERIENCES
 from ..errors import DataFormatError
-from ._args import positive_int
+from ._args import Subparsers, positive_int
 from ._data import DATA_HELP, check_bench_source, check_router_source, load_bench_source
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ __all__ = ["register", "run_eval_command"]
 logger = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "eval",
         help="Evaluate a saved router on CMRBench: report.md, report.json, plots (model-card results on request).",

@@ -67,7 +67,6 @@ def register(subparsers: Subparsers) -> None:
         help="Also record the results in the router's info and model card (model-index), saving a router "
         "folder in place.",
     )
-    parser.add_argument("--no-card", action="store_true", help=argparse.SUPPRESS)  # the default now
     parser.set_defaults(func=run_eval_command)
 
 
@@ -75,7 +74,7 @@ def default_output(router_ref: str, local: bool) -> Path:
     """Where the report goes without ``--output``: ``ROUTER.eval`` beside a router folder, ``NAME.eval`` in the
     current folder for a Hub repo."""
     if local:
-        folder = Path(os.path.abspath(router_ref))  # not resolved: a router folder may be a link to a version
+        folder = Path(os.path.abspath(router_ref))  # not resolved: beside the path given, even a link
         return folder.with_name(f"{folder.name}.eval")
     return Path(f"{router_ref.rstrip('/').rsplit('/', 1)[-1]}.eval")
 

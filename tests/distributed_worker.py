@@ -91,7 +91,7 @@ def _instrument() -> None:
 
 
 def _experience_info(trainer: CARvETrainer) -> dict:
-    hard = trainer.sampler._hard
+    hard = trainer.sampler.hard_negatives
     return {
         "world_size": trainer.args.world_size,
         "process_index": trainer.args.process_index,

@@ -103,6 +103,11 @@ class CandidateSampler:
         self._all = _Pool(n=self._num_models)
         self._hard: np.ndarray | None = None
 
+    @property
+    def hard_negatives(self) -> np.ndarray | None:
+        """The mined lists set by :meth:`set_hard_negatives` (``None`` before any)."""
+        return self._hard
+
     def set_hard_negatives(self, hard: np.ndarray | None) -> None:
         """Set the mined lists ``[num_examples, pool]`` (hardest first, ``-1`` padded), indexed by example."""
         self._hard = hard

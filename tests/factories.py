@@ -175,6 +175,12 @@ FLEET_DOMAINS = [
     "Computer Vision Object Detection",
     "Natural Language Processing Translation",
 ]
+FLEET_CHAT_DOMAINS = [
+    "Natural Language Processing Text Generation",
+    "Multimodal Image-Text-to-Text",
+    "Natural Language Processing Conversational",
+]
+"""Chat tasks, for replicas that answer through ``--inference-base-url`` (it runs chat models only)."""
 FLEET_FED = {
     "org/model-1": ["transcribe the podcast episode {}", "turn this voice memo {} into text"],
     "org/model-5": ["find every car in street photo {}", "draw boxes around the dogs in image {}"],
@@ -186,6 +192,7 @@ FLEET_TRAINING = {
     "embedding_learning_rate": 0.02,
     "num_train_epochs": 30,
     "logging_steps": 1000,
+    "holdout_fraction": 0.0,  # every fed prompt is learned (the tests count them all)
 }
 
 
@@ -196,16 +203,14 @@ def fleet_rows(numbers: range = range(3)) -> list[tuple[str, str]]:
     ]
 
 
-def fleet_router(encoder: Path):  # noqa: ANN201 - a HubRouter (imported lazily, like the other builders)
-    """Nine untrained models on the tiny ``encoder``, whose weights ship with the router (pushable)."""
+def fleet_router(encoder: Path, domains: list[str] = FLEET_DOMAINS):  # noqa: ANN201 - a HubRouter (imported lazily)
+    """Nine untrained models on the tiny ``encoder`` over three ``domains``, whose weights ship with the router
+    (pushable)."""
     from hubroute import EncoderConfig, HubRouter, ModelRecord, RouterConfig
 
     router = HubRouter(RouterConfig(encoder=EncoderConfig(str(encoder), max_length=64)))
     router.add_models(
-        [
-            ModelRecord(f"org/model-{i}", f"family-{i}", FLEET_DOMAINS[i % 3], f"Model {i} card.")
-            for i in range(9)
-        ]
+        [ModelRecord(f"org/model-{i}", f"family-{i}", domains[i % 3], f"Model {i} card.") for i in range(9)]
     )
     router.encoder.fine_tuned = True
     return router

@@ -324,13 +324,16 @@ def positive_int(value: str) -> int:
     return number
 
 
-def check_file_argument(flag: str, path: str | os.PathLike[str] | None, *, must_exist: bool = True) -> None:
+def check_file_argument(
+    flag: str, path: str | os.PathLike[str] | None, *, must_exist: bool = True, kind: str = "a file"
+) -> None:
     """Check that the file a flag names is a file (not a folder), and exists when it must.
 
     Args:
         flag: The flag, for the message (e.g. ``"--config"``).
         path: Its value (``None``: not given, nothing to check).
         must_exist: Whether a missing file is an error.
+        kind: What the flag takes, for the message (e.g. ``"a JSONL file"``).
 
     Raises:
         IsADirectoryError: the path is a folder.
@@ -340,13 +343,18 @@ def check_file_argument(flag: str, path: str | os.PathLike[str] | None, *, must_
         return
     target = Path(path)
     if target.is_dir():
-        raise IsADirectoryError(f"{flag} {path} is a folder; pass a file.")
+        raise IsADirectoryError(f"{flag} {path} is a folder; pass {kind}.")
     if must_exist and not target.is_file():
         raise FileNotFoundError(f"{flag} {path} does not exist.")
 
 
-def check_writable_file(flag: str, path: str | os.PathLike[str] | None) -> None:
+def check_writable_file(flag: str, path: str | os.PathLike[str] | None, *, kind: str = "a file") -> None:
     """Check that a flag names a file that can be written: not a folder, in a folder that exists.
+
+    Args:
+        flag: The flag, for the message (e.g. ``"--feedback"``).
+        path: Its value (``None``: not given, nothing to check).
+        kind: What the flag takes, for the message.
 
     Raises:
         IsADirectoryError: the path is a folder.
@@ -355,7 +363,7 @@ def check_writable_file(flag: str, path: str | os.PathLike[str] | None) -> None:
     """
     if path is None:
         return
-    check_file_argument(flag, path, must_exist=False)
+    check_file_argument(flag, path, must_exist=False, kind=kind)
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():

@@ -211,7 +211,7 @@ def _check_serve_args(args: argparse.Namespace) -> None:
         CheckpointNotFoundError: ``--router`` is neither a folder nor a repo id.
     """
     check_router_source("--router", args.router)
-    check_writable_file("--feedback", args.feedback)
+    check_writable_file("--feedback", args.feedback, kind="a JSONL file, which feedback rows are appended to")
     for flag, value in (("--deadline", args.deadline), ("--attempt-timeout", args.attempt_timeout),
                         ("--watch", args.watch)):  # fmt: skip
         if value is not None and not (math.isfinite(value) and value > 0):

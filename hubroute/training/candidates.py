@@ -49,6 +49,19 @@ class _Pool:
         return self.ids if self.ids is not None else self.at(np.arange(self.size))
 
 
+def _take_in_order(ids: list[int], count: int, chosen: set[int], out: list[int]) -> int:
+    """Append the first ``count`` of ``ids`` not chosen yet (in order); return how many were added."""
+    added = 0
+    for idx in ids:
+        if added >= count:
+            break
+        if idx not in chosen:
+            chosen.add(idx)
+            out.append(idx)
+            added += 1
+    return added
+
+
 class CandidateSampler:
     """Draw per-example candidate sets ``[batch, K]`` of registry ids, gold first, without duplicates.
 
@@ -90,6 +103,11 @@ class CandidateSampler:
         self._all = _Pool(n=self._num_models)
         self._hard: np.ndarray | None = None
 
+    @property
+    def hard_negatives(self) -> np.ndarray | None:
+        """The mined lists set by :meth:`set_hard_negatives` (``None`` before any)."""
+        return self._hard
+
     def set_hard_negatives(self, hard: np.ndarray | None) -> None:
         """Set the mined lists ``[num_examples, pool]`` (hardest first, ``-1`` padded), indexed by example."""
         self._hard = hard
@@ -118,12 +136,12 @@ class CandidateSampler:
         if count <= 0 or pool.size == 0:
             return 0
         if pool.size <= PERMUTE_BELOW or 2 * (count + len(chosen)) >= pool.size:
-            return CandidateSampler._take_in_order(rng.permutation(pool.array()).tolist(), count, chosen, out)
+            return _take_in_order(rng.permutation(pool.array()).tolist(), count, chosen, out)
         # Rejection sampling: fewer than half the pool is excluded, so a few rounds almost always suffice.
         added = 0
         while added < count:
             draws = pool.at(rng.integers(0, pool.size, 2 * (count - added) + 4)).tolist()
-            added += CandidateSampler._take_in_order(draws, count - added, chosen, out)
+            added += _take_in_order(draws, count - added, chosen, out)
         return added
 
     def sample_one(self, gold: int, example: int | None = None) -> list[int]:
@@ -132,7 +150,7 @@ class CandidateSampler:
         rng = self._rng_for(example)
         if self._hard is not None and example is not None:
             hard = [int(h) for h in self._hard[example] if h >= 0]
-            self._take_in_order(hard, self.num_hard, chosen, out)
+            _take_in_order(hard, self.num_hard, chosen, out)
         group = self._group_pools[self.group_codes[gold]]
         shortfall = self.num_group - self._draw(rng, group, self.num_group, chosen, out)
         far = self._far_pool(int(self.domain_codes[gold]))
@@ -140,19 +158,6 @@ class CandidateSampler:
         if len(out) < self.size:
             self._draw(rng, self._all, self.size - len(out), chosen, out)
         return out[: self.size]
-
-    @staticmethod
-    def _take_in_order(ids: list[int], count: int, chosen: set[int], out: list[int]) -> int:
-        """Append the first ``count`` of ``ids`` not chosen yet (in order); return how many were added."""
-        added = 0
-        for idx in ids:
-            if added >= count:
-                break
-            if idx not in chosen:
-                chosen.add(idx)
-                out.append(idx)
-                added += 1
-        return added
 
     def sample(self, golds: np.ndarray, examples: np.ndarray | None = None) -> torch.Tensor:
         """Return candidate sets ``[batch, K]`` (a long tensor) for gold ids and their example indices."""

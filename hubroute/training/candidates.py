@@ -118,12 +118,12 @@ class CandidateSampler:
         if count <= 0 or pool.size == 0:
             return 0
         if pool.size <= PERMUTE_BELOW or 2 * (count + len(chosen)) >= pool.size:
-            return CandidateSampler._take_in_order(rng.permutation(pool.array()).tolist(), count, chosen, out)
+            return _take_in_order(rng.permutation(pool.array()).tolist(), count, chosen, out)
         # Rejection sampling: fewer than half the pool is excluded, so a few rounds almost always suffice.
         added = 0
         while added < count:
             draws = pool.at(rng.integers(0, pool.size, 2 * (count - added) + 4)).tolist()
-            added += CandidateSampler._take_in_order(draws, count - added, chosen, out)
+            added += _take_in_order(draws, count - added, chosen, out)
         return added
 
     def sample_one(self, gold: int, example: int | None = None) -> list[int]:
@@ -132,7 +132,7 @@ class CandidateSampler:
         rng = self._rng_for(example)
         if self._hard is not None and example is not None:
             hard = [int(h) for h in self._hard[example] if h >= 0]
-            self._take_in_order(hard, self.num_hard, chosen, out)
+            _take_in_order(hard, self.num_hard, chosen, out)
         group = self._group_pools[self.group_codes[gold]]
         shortfall = self.num_group - self._draw(rng, group, self.num_group, chosen, out)
         far = self._far_pool(int(self.domain_codes[gold]))
@@ -141,19 +141,6 @@ class CandidateSampler:
             self._draw(rng, self._all, self.size - len(out), chosen, out)
         return out[: self.size]
 
-    @staticmethod
-    def _take_in_order(ids: list[int], count: int, chosen: set[int], out: list[int]) -> int:
-        """Append the first ``count`` of ``ids`` not chosen yet (in order); return how many were added."""
-        added = 0
-        for idx in ids:
-            if added >= count:
-                break
-            if idx not in chosen:
-                chosen.add(idx)
-                out.append(idx)
-                added += 1
-        return added
-
     def sample(self, golds: np.ndarray, examples: np.ndarray | None = None) -> torch.Tensor:
         """Return candidate sets ``[batch, K]`` (a long tensor) for gold ids and their example indices."""
         sets = [
@@ -161,6 +148,19 @@ class CandidateSampler:
             for g, e in zip(golds, examples if examples is not None else [None] * len(golds))
         ]
         return torch.tensor(sets, dtype=torch.long)
+
+
+def _take_in_order(ids: list[int], count: int, chosen: set[int], out: list[int]) -> int:
+    """Append the first ``count`` of ``ids`` not chosen yet (in order); return how many were added."""
+    added = 0
+    for idx in ids:
+        if added >= count:
+            break
+        if idx not in chosen:
+            chosen.add(idx)
+            out.append(idx)
+            added += 1
+    return added
 
 
 def _codes(members: dict[str, np.ndarray], size: int) -> tuple[np.ndarray, list[np.ndarray]]:

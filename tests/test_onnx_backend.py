@@ -193,7 +193,7 @@ def test_int8_is_close_to_fp32_and_smaller(router_dir: Path, cache: Path) -> Non
     fp32 = HubRouter.from_pretrained(router_dir, backend="onnx")
     int8 = HubRouter.from_pretrained(router_dir, backend="onnx-int8")
     assert int8.backend == "onnx-int8"
-    a, b = fp32._encode_queries(PROMPTS), int8._encode_queries(PROMPTS)
+    a, b = fp32.scorer.encode(PROMPTS), int8.scorer.encode(PROMPTS)
     assert np.all((a * b).sum(1) > 0.9) and not np.allclose(a, b, atol=1e-6)
     assert int8.encoder.runtime.graph.size_bytes < fp32.encoder.runtime.graph.size_bytes
     assert len(entries(cache)) == 2  # the fp32 graph, cached once, and the int8 graph quantised from it

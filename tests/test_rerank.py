@@ -267,7 +267,7 @@ def test_bench_runs_carve_and_carve_rerank_from_one_training(
     # The sweep over fusion weights: weight 0 is the router's own ranking, i.e. carve's numbers.
     sweep = reranked["rerank_weight_sweep"]
     assert sweep["0.0"]["M_acc"] == pytest.approx(plain["M_acc"]) and sweep["0.0"]["M_at5"] == plain["M_at5"]
-    assert [s["weight"] for s in reranked["rerank"][0]] == [config.rerank.weight] * 2
+    assert [s["weight"] for s in reranked["rerank"][0]] == [config.rerank_weight] * 2
     assert all(s["pairs"] <= 120 for s in reranked["rerank"][0])
     assert "| carve+rerank |" in format_table(results)
     # carve's numbers are those of a carve run alone: the re-ranker's training does not touch the router's.

@@ -13,14 +13,13 @@ import pytest
 from hubroute import HubRouter, IndexConfig, ModelRecord, RerankConfig, RouterConfig
 
 MODELS = [
-    ModelRecord(
-        "openai/whisper-small", family="whisper", domain="Audio ASR", card_text="Transcribes speech."
-    ),
-    ModelRecord("facebook/detr-resnet-50", family="detr", domain="CV Detection", card_text="Finds objects."),
-    ModelRecord(
-        "Helsinki-NLP/opus-mt-en-de", family="opus", domain="NLP Translation", card_text="To German."
-    ),
-    ModelRecord("t5-small", family="t5", domain="NLP Translation", card_text="Translates and summarises."),
+    ModelRecord(model_id, family=model_id.split("/")[-1].split("-")[0], domain=domain, card_text=card)
+    for model_id, domain, card in (
+        ("openai/whisper-small", "Audio ASR", "Transcribes speech."),
+        ("facebook/detr-resnet-50", "CV Detection", "Finds objects."),
+        ("Helsinki-NLP/opus-mt-en-de", "NLP Translation", "To German."),
+        ("t5-small", "NLP Translation", "Translates and summarises."),
+    )
 ]
 PROMPTS = ["transcribe this podcast episode", "boxes around every dog", "translate this letter to German"]
 OLD_FLAT_ORDER = [

@@ -23,6 +23,12 @@ MAX_RERANK_TOP_K = 10_000
 """Most candidates a re-ranker may re-score per prompt (a larger width only allocates more)."""
 
 
+def _known_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that are fields of the dataclass ``cls``."""
+    known = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in known}
+
+
 @dataclass(frozen=True)
 class IndexConfig:
     """How a router builds and searches its scoring index (:mod:`hubroute.routing.index`).
@@ -122,8 +128,7 @@ class IndexConfig:
         Raises:
             ValueError: a field holds a value of the wrong type or range.
         """
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**_known_fields(cls, data))
 
 
 @dataclass(frozen=True)
@@ -161,8 +166,7 @@ class RerankConfig:
         Raises:
             ValueError: a field holds a value of the wrong type or range.
         """
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**_known_fields(cls, data))
 
 
 @dataclass

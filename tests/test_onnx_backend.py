@@ -360,14 +360,36 @@ def test_cmrbench_evaluates_the_same_trained_routers_on_each_backend(small_bench
 def test_inference_encodes_prompts_in_chunks_of_similar_lengths(router_dir: Path) -> None:
     from hubroute.routing.encoder import length_chunks
 
-    texts = ["hi"] * 5 + ["a medium prompt " * 6] * 3 + ["long " * 300] + ["x" * 40] * 70
-    chunks = length_chunks(texts, batch_size=32, max_length=256)
-    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(texts)))
+    lengths = [3] * 5 + [20] * 3 + [256] + [12] * 70 + [13]
+    chunks = length_chunks(lengths, batch_size=32, call_tokens=16)
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(lengths)))
     assert all(len(chunk) <= 32 for chunk in chunks)
     assert [8] in chunks  # the one long prompt pads nothing else
-    assert not any(
-        {0, 1, 2, 3, 4} & set(c) and {5, 6, 7} & set(c) for c in chunks
-    )  # nor are "hi"s to the medium
+    assert not any({0, 1, 2, 3, 4} & set(c) and {5, 6, 7} & set(c) for c in chunks)  # nor the short to 20
+    assert set(range(9, 79)) & next(
+        set(c) for c in chunks if 79 in c
+    )  # but 13 joins 12s: cheaper than a call
+    assert len(length_chunks(lengths, batch_size=32, call_tokens=0)) > len(chunks)  # free calls: no padding
+    assert all(len(c) == 1 for c in length_chunks([200, 210, 220], batch_size=8, max_tokens=300))
     router = HubRouter.from_pretrained(router_dir)  # chunked or alone, a prompt gets the same vector
-    alone = np.concatenate([router.scorer.encode([t]) for t in texts[:10]])
-    np.testing.assert_allclose(router.scorer.encode(texts[:10]), alone, atol=1e-5)
+    texts = ["hi"] * 3 + ["a medium prompt " * 6] * 3 + ["long " * 300] + ["x" * 40] * 20 + PROMPTS
+    alone = np.concatenate([router.scorer.encode([t]) for t in texts])
+    np.testing.assert_allclose(router.scorer.encode(texts, batch_size=4), alone, atol=1e-5)
+    np.testing.assert_allclose(router.scorer.encode(texts[::-1])[::-1], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_chunks_cut_from_one_tokenisation_equal_chunks_tokenised_alone(
+    tiny_encoder_path: Path, tiny_decoder_path: Path, side: str
+) -> None:
+    from hubroute.routing.encoder import PromptEncoder, length_chunks
+
+    texts = ["hi", "a medium prompt " * 6, "long " * 100, "x" * 40, "Translate this", "one two three four"]
+    for path in (tiny_encoder_path, tiny_decoder_path):  # mean pooling; a causal LM's last-token pooling
+        encoder = PromptEncoder(EncoderConfig(str(path), max_length=64)).eval()
+        encoder.model.tokenizer.padding_side = side
+        lengths = encoder.tokenize(texts)["attention_mask"].sum(1).tolist()
+        expected = np.empty((len(texts), encoder.dim), dtype=np.float32)
+        for rows in length_chunks(lengths, 3, encoder.runtime.call_tokens):
+            expected[rows] = encoder.runtime(encoder.tokenize([texts[i] for i in rows]))
+        np.testing.assert_array_equal(encoder.infer(texts, batch_size=3), expected)

@@ -102,11 +102,15 @@ def _update_fields() -> list[str]:
     return [f.name for f in fields(UpdateConfig) if f.name != "show_progress"]
 
 
+def _help_groups() -> list[tuple[str, Any]]:
+    return [("update options", (UpdateConfig, _update_fields())), ("the command", _script_flags)]
+
+
 def print_help() -> None:
     """Print ``hubroute update --help`` (from the same dataclasses as :func:`make_parser`, without importing
     the training stack)."""
     dataclass_help(
-        "hubroute update", DESCRIPTION, [("update options", (UpdateConfig, _update_fields())), ("the command", _script_flags)],
+        "hubroute update", DESCRIPTION, _help_groups(),
         usage=USAGE,
         epilog="Each flag also takes underscores (--max_forgetting).",
     ).print_help()  # fmt: skip

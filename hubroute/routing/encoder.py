@@ -133,40 +133,65 @@ def _load_sentence_transformer(source: str | Path, config: EncoderConfig) -> Any
     return model
 
 
-_CHUNK_TOKENS = 4096
-"""Padded tokens (estimated) per forward pass of :meth:`PromptEncoder.infer`."""
+_CHUNK_TOKENS = 8192
+"""Most padded tokens in one forward pass of :meth:`PromptEncoder.infer` (bounds the attention's memory)."""
+_TOKENIZE_BLOCK = 1024
+"""Texts tokenised at once by :meth:`PromptEncoder.infer` (then cut into chunks of similar lengths)."""
 
 
-def length_chunks(texts: Sequence[str], batch_size: int, max_length: int) -> list[list[int]]:
-    """Split ``texts`` into chunks of positions of similar lengths, for padded forward passes.
+def length_chunks(
+    lengths: Sequence[int], batch_size: int, call_tokens: int = 16, max_tokens: int = _CHUNK_TOKENS
+) -> list[list[int]]:
+    """Split texts of known token counts into chunks for padded forward passes, padding as little as it pays.
 
-    Texts are sorted by their estimated token count (characters / 4, at most ``max_length``); a chunk takes the
-    next text while it holds fewer than ``batch_size`` texts, the text is at most twice (plus 8 tokens) as long
-    as the chunk's shortest, and the chunk's padded size stays within about 4,096 tokens.
+    Each chunk is padded to its longest text, so it costs ``len(chunk) * longest`` tokens, plus a fixed cost
+    per forward pass worth ``call_tokens`` tokens. Among the chunkings of the texts sorted by length, this
+    returns the cheapest (exactly, by dynamic programming), with at most ``batch_size`` texts and about
+    ``max_tokens`` padded tokens per chunk (a single text is always a chunk of its own).
 
     Args:
-        texts: The texts.
+        lengths: Token count of each text (e.g. the sums of the tokenizer's attention mask).
         batch_size: Most texts per chunk.
-        max_length: Tokens a text is truncated to.
+        call_tokens: The fixed cost of one forward pass, in tokens (the runtime's
+            :attr:`~hubroute.routing.runtime.Runtime.call_tokens`).
+        max_tokens: Most padded tokens per chunk.
 
     Returns:
-        The chunks, as lists of positions in ``texts``, shortest texts first.
+        The chunks, as lists of positions in ``lengths``, shortest texts first.
     """
-    lengths = [min(max_length, len(t) // 4 + 2) for t in texts]
-    order = sorted(range(len(texts)), key=lengths.__getitem__)
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    sorted_lengths = np.asarray(lengths, dtype=np.float64)[order]
+    n = len(order)
+    best = np.zeros(n + 1)
+    cut = np.zeros(n + 1, dtype=np.int64)
+    for end in range(1, n + 1):  # best[end]: cheapest chunking of the first `end` texts
+        longest = sorted_lengths[end - 1]
+        fits = max(1, min(batch_size, int(max_tokens // max(longest, 1.0))))
+        starts = np.arange(max(0, end - fits), end)
+        costs = best[starts] + (end - starts) * longest + call_tokens
+        pick = int(np.argmin(costs))
+        best[end], cut[end] = costs[pick], starts[pick]
     chunks: list[list[int]] = []
-    for i in order:
-        chunk = chunks[-1] if chunks else None
-        if (
-            chunk is None
-            or len(chunk) >= batch_size
-            or lengths[i] > 2 * lengths[chunk[0]] + 8
-            or (len(chunk) + 1) * lengths[i] > _CHUNK_TOKENS
-        ):
-            chunks.append([i])
-        else:
-            chunk.append(i)
-    return chunks
+    end = n
+    while end > 0:
+        chunks.append(order[cut[end] : end].tolist())
+        end = int(cut[end])
+    return chunks[::-1]
+
+
+def _rows(features: dict[str, Any], rows: list[int], width: int) -> dict[str, Any]:
+    """The tokenizer's ``features`` of ``rows`` only, cut to the columns where any of them has a token."""
+    index = torch.as_tensor(rows)
+    mask = features["attention_mask"][index]
+    columns = mask.any(0)  # the padding side's columns hold none of these rows' tokens
+    out: dict[str, Any] = {}
+    for name, value in features.items():
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == width:
+            value = value[index]
+            if value.dim() == 2 and value.shape == (len(rows), columns.shape[0]):
+                value = value[:, columns]
+        out[name] = value
+    return out
 
 
 _TRACE_EXAMPLE = [
@@ -361,11 +386,11 @@ class PromptEncoder(BackendModule):
     def infer(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Encode texts for inference, on the :attr:`backend`: pooled vectors ``[n, dim]``, float32.
 
-        Texts are sorted by length and encoded in chunks of similar lengths (:func:`length_chunks`: at most
-        ``batch_size`` texts, at most twice as long as the chunk's shortest, about 4,096 padded tokens), so
-        that a batch with a few long prompts does not pad every short one to their length. The encoder is used
-        as it is (call ``eval()`` first: routers loaded with ``from_pretrained`` are in eval mode); no gradients
-        are kept.
+        The texts are tokenised once, then encoded in chunks of similar token counts (:func:`length_chunks`:
+        at most ``batch_size`` texts, padded as little as pays on the backend), so that a batch does not pad its
+        short prompts to its long ones. The result does not depend on the chunking beyond float rounding. The
+        encoder is used as it is (call ``eval()`` first: routers loaded with ``from_pretrained`` are in eval
+        mode); no gradients are kept.
 
         Args:
             texts: The texts.
@@ -381,8 +406,19 @@ class PromptEncoder(BackendModule):
                 return np.empty((0, self.dim), dtype=np.float32)
             return runtime(self.tokenize(list(texts)))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for idx in length_chunks(texts, batch_size, self.config.max_length):
-            out[idx] = runtime(self.tokenize([texts[i] for i in idx]))
+        for start in range(0, len(texts), _TOKENIZE_BLOCK):
+            block = list(texts[start : start + _TOKENIZE_BLOCK])
+            features = self.tokenize(block)
+            mask = features.get("attention_mask")
+            if not isinstance(mask, torch.Tensor):  # no mask to cut by: plain batches
+                for first in range(0, len(block), batch_size):
+                    out[start + first : start + first + batch_size] = runtime(
+                        self.tokenize(block[first : first + batch_size])
+                    )
+                continue
+            lengths = mask.sum(1).tolist()
+            for rows in length_chunks(lengths, batch_size, runtime.call_tokens):
+                out[[start + r for r in rows]] = runtime(_rows(features, rows, len(block)))
         return out
 
     # -- persistence ---------------------------------------------------------------------------------------
@@ -454,7 +490,7 @@ def chunked_forward(
     if padded:
         assert isinstance(mask, torch.Tensor)
         order = torch.argsort(mask.sum(dim=1), descending=True, stable=True)
-        features = {k: _rows(v, rows, order) for k, v in features.items()}
+        features = {k: _reordered(v, rows, order) for k, v in features.items()}
         mask = features["attention_mask"]
     outputs = []
     for start in range(0, rows, chunk_size):
@@ -473,7 +509,7 @@ def chunked_forward(
     return pooled.index_select(0, torch.argsort(order).to(pooled.device))
 
 
-def _rows(value: Any, rows: int, order: torch.Tensor) -> Any:
+def _reordered(value: Any, rows: int, order: torch.Tensor) -> Any:
     """``value``'s rows in ``order`` for a tensor of ``rows`` rows, else ``value`` unchanged."""
     if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == rows:
         return value.index_select(0, order.to(value.device))

@@ -7,8 +7,8 @@ serves inference (``route()``, ``search()``, evaluation, the re-ranker's scoring
 - ``"torch"`` (:class:`TorchRuntime`): the module itself, under ``torch.inference_mode()``.
 - ``"onnx"`` (:class:`OnnxRuntime`): an ONNX graph of the same module, run by ``onnxruntime`` (fp32; its
   outputs match torch's to float rounding). Needs the ``onnx`` extra: ``pip install 'hubroute[onnx]'``.
-- ``"onnx-int8"``: the same graph with its weights quantised to int8 (dynamic, per channel), faster and
-  slightly less accurate (see ``docs/benchmarks/onnx.md`` for its measured effect on CMRBench).
+- ``"onnx-int8"`` (experimental): the same graph with its weight matrices quantised to int8 (dynamic, per
+  channel), faster and less accurate (see ``docs/benchmarks/onnx.md`` for its measured effect on CMRBench).
 
 **Where the graph comes from.** It is exported *here*, with ``torch.onnx.export``, from the module loaded
 from the router's checksummed safetensors weights (mean pooling and normalisation inside the graph, as the
@@ -86,7 +86,7 @@ GRAPH_FILE = "model.onnx"
 META_FILE = "graph.json"
 OUTPUT_NAME = "output"
 OPSET = 17
-GRAPH_FORMAT = 1
+GRAPH_FORMAT = 2
 """Version of the export recipe: part of every cache key, so a changed recipe never reads an old graph."""
 _CHECK_ATOL = 1e-4
 
@@ -291,13 +291,23 @@ def _export_fp32(source: GraphSource, path: Path, ort: Any) -> None:
 
 
 def _quantize_int8(fp32: Path, int8: Path) -> None:
+    """Quantise the fp32 graph's weight matrices to int8: dynamic (activations quantised per call), per output
+    channel, MatMul nodes only. The token embeddings stay fp32: quantising their lookup table too made the
+    vectors drift further (top-5 identical to fp32's on 26 % instead of 35 % of 600 CMRBench prompts) for no
+    speed (see ``docs/benchmarks/onnx.md``)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser logs a pre-processing tip on the root logger
     try:
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(
+            str(fp32),
+            str(int8),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+        )
     finally:
         root.setLevel(level)
 
@@ -406,9 +416,12 @@ class Runtime(ABC):
 
     Attributes:
         backend: One of :data:`BACKENDS`.
+        call_tokens: The fixed cost of one call, in tokens of work: how many padded tokens a batch may save by
+            being cut in two before the cut pays (see :func:`~hubroute.routing.encoder.length_chunks`).
     """
 
     backend: str
+    call_tokens: int = 16
 
     @abstractmethod
     def __call__(self, features: Mapping[str, Any]) -> np.ndarray:
@@ -429,6 +442,7 @@ class TorchRuntime(Runtime):
     """
 
     backend = "torch"
+    call_tokens = 64  # a forward pass of Python modules: more per-call overhead than an ONNX Runtime session
 
     def __init__(self, forward: Callable[[dict[str, Any]], torch.Tensor]) -> None:
         self._forward = forward

@@ -29,11 +29,6 @@ def _free_port() -> int:
 
 HUB_PORT = _free_port()
 HUB_ENDPOINT = f"http://127.0.0.1:{HUB_PORT}"
-HUB_USER = "tester"
-HUB_ORG = "collagelab"
-HUB_READER = "reader"
-HUB_WRITE_TOKEN = "hf_local_write_tester"
-HUB_READ_TOKEN = "hf_local_read_reader"
 
 _HF_HOME = tempfile.mkdtemp(prefix="hubroute-hf-home-")
 atexit.register(shutil.rmtree, _HF_HOME, True)
@@ -49,17 +44,8 @@ os.environ.update(
 for _var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_CACHE"):
     os.environ.pop(_var, None)
 
-from hubroute.testing.hub_server import LocalHub  # noqa: E402
-
-
-class SessionHub(LocalHub):
-    """The session's :class:`LocalHub`, with its tokens: ``tester`` (write, org ``collagelab``), ``reader``."""
-
-    user = HUB_USER
-    org = HUB_ORG
-    reader = HUB_READER
-    write_token = HUB_WRITE_TOKEN
-    read_token = HUB_READ_TOKEN
+# The session's Hub type and its accounts live in tests/factories.py, which test modules import for type hints.
+from factories import HUB_ORG, HUB_READ_TOKEN, HUB_READER, HUB_USER, HUB_WRITE_TOKEN, SessionHub  # noqa: E402
 
 
 @pytest.fixture(scope="session")

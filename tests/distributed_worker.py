@@ -28,8 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from factories import make_experience  # noqa: E402
-from test_trainer import config as trainer_config  # noqa: E402
+from factories import small_carve_config, topic_experience  # noqa: E402
 
 from hubroute import CARvEConfig, CARvETrainer, HubRouter  # noqa: E402
 from hubroute.routing.encoder import EncoderConfig  # noqa: E402
@@ -38,31 +37,17 @@ from hubroute.training import distributed  # noqa: E402
 from hubroute.training import trainer as trainer_module  # noqa: E402
 from hubroute.training.data import CARvECollator  # noqa: E402
 
-DOMAINS = [
-    "Audio Automatic Speech Recognition",
-    "Computer Vision Object Detection",
-    "Natural Language Processing Translation",
-]
-TOPICS = ["transcribe the audio", "detect objects in the photo", "translate the text"]
-
 RANK = int(os.environ.get("RANK", "0"))
 SEEN: list[list[int]] = []  # example indices of every batch this process collated
 SAVES: list[str] = []  # folders this process wrote with save_pretrained
 TRAINERS: list[CARvETrainer] = []
 
 
-def rows(models: range, per_model: int = 4) -> list[tuple[str, str, str]]:
-    return [
-        (f"{TOPICS[m % 3]} number {m} variant {k} about item {m * 7}", f"org/model-{m}", DOMAINS[m % 3])
-        for m in models
-        for k in range(per_model)
-    ]
-
-
 def base_config(out: Path, **changes) -> CARvEConfig:
-    """tests/test_trainer.py's small recipe, with 4 examples per process and its Trainer files under ``out``."""
+    """The trainer tests' small recipe (:func:`factories.small_carve_config`), with 4 examples per process and
+    its Trainer files under ``out``."""
     defaults = {"output_dir": str(out / "runs"), "per_device_train_batch_size": 4, "encode_batch_size": 8}
-    return trainer_config(out, **{**defaults, **changes})
+    return small_carve_config(out, **{**defaults, **changes})
 
 
 def digest(router: HubRouter) -> dict[str, str]:
@@ -106,7 +91,7 @@ def _instrument() -> None:
 
 
 def _experience_info(trainer: CARvETrainer) -> dict:
-    hard = trainer.sampler._hard
+    hard = trainer.sampler.hard_negatives
     return {
         "world_size": trainer.args.world_size,
         "process_index": trainer.args.process_index,
@@ -122,7 +107,7 @@ def suite(encoder: str, out: Path) -> dict:
 
     _instrument()
     data = out / f"exp1-rank{RANK}.jsonl"  # the same rows; one file per process, no race to write it
-    make_experience(rows(range(0, 6))).to_json(str(data))
+    topic_experience(range(0, 6)).to_json(str(data))
     report: dict = {"rank": RANK}
     flags = [
         "--num_train_epochs", "2", "--per_device_train_batch_size", "4", "--num_candidates", "8",
@@ -157,7 +142,7 @@ def suite(encoder: str, out: Path) -> dict:
     SEEN.clear()
     args = base_config(out, encoder_mode="full", learning_rate=1e-3, ewc_weight=1.0, drift_compensation=True)
     second = CARvETrainer(
-        model=router, args=args, train_dataset=make_experience(rows(range(4, 10))), experience="e2"
+        model=router, args=args, train_dataset=topic_experience(range(4, 10)), experience="e2"
     )
     second.train()
     report["e2"] = {**_experience_info(second), "seen": SEEN[:], "digest": digest(router)}
@@ -188,7 +173,7 @@ def suite(encoder: str, out: Path) -> dict:
         save_strategy="steps",
         save_steps=2,
     )
-    CARvETrainer(model=ckpt_router, args=args, train_dataset=make_experience(rows(range(0, 6)))).train()
+    CARvETrainer(model=ckpt_router, args=args, train_dataset=topic_experience(range(0, 6))).train()
     trainer_module.write_router, torch.distributed.barrier = slow_save, slow_barrier
     report["saves_ckpt"] = SAVES[:]
     distributed.wait_for_everyone()
@@ -209,7 +194,7 @@ def suite(encoder: str, out: Path) -> dict:
 def routes(encoder: str, out: Path, batch: int, sparse: str = "off") -> dict:
     torch.manual_seed(0)
     router = HubRouter(RouterConfig(EncoderConfig(encoder, max_length=64)))
-    data = make_experience(rows(range(0, 8), per_model=4))  # 32 examples: 4 steps of 8 per epoch
+    data = topic_experience(range(0, 8), per_model=4)  # 32 examples: 4 steps of 8 per epoch
     args = base_config(
         out,
         sparse_embeddings=sparse,
@@ -237,7 +222,7 @@ def routes(encoder: str, out: Path, batch: int, sparse: str = "off") -> dict:
 
 def timing(encoder: str, out: Path, models: int, per_model: int) -> dict:
     router = HubRouter(RouterConfig(EncoderConfig(encoder, max_length=64)))
-    data = make_experience(rows(range(0, models), per_model=per_model))
+    data = topic_experience(range(0, models), per_model=per_model)
     args = base_config(out, encoder_mode="frozen", per_device_train_batch_size=32, num_train_epochs=1,
                        encode_batch_size=64, num_candidates=16, num_group_negatives=8)  # fmt: skip
     distributed.timings.clear()

@@ -14,6 +14,7 @@ import pytest
 
 from hubroute.cli import train as train_command
 from hubroute.cli import update as update_command
+from hubroute.cli._args import actions, subcommands
 from hubroute.cli.main import build_parser, main
 
 COMMANDS = [
@@ -25,14 +26,12 @@ HEAVY = ("torch", "transformers", "datasets", "trl", "faiss", "sentence_transfor
 
 def _subparsers(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
     yield prefix, parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from _subparsers(sub, (*prefix, name))
+    for name, sub in subcommands(parser).items():
+        yield from _subparsers(sub, (*prefix, name))
 
 
 def _options(parser: argparse.ArgumentParser) -> set[str]:
-    return {o for a in parser._actions for o in a.option_strings}
+    return {o for a in actions(parser) for o in a.option_strings}
 
 
 def test_every_flag_of_every_command_takes_both_spellings() -> None:
@@ -100,13 +99,13 @@ def test_train_help_shows_carve_and_data_flags_first_in_120_lines(capsys, monkey
 def test_short_help_matches_the_real_parsers() -> None:
     """Every flag the fast help lists is one the real parser takes, with the same default."""
     for build_help, real in (
-        (lambda: train_command.dataclass_help("t", "", train_command._help_groups()), train_command.make_parser()),
+        (train_command.help_parser, train_command.make_parser()),
         (lambda: update_command.dataclass_help("u", "", update_command._help_groups()),
          update_command.make_parser()),
     ):  # fmt: skip
         shown = build_help()
-        real_options = {o: a for a in real._actions for o in a.option_strings}
-        for action in shown._actions:
+        real_options = {o: a for a in actions(real) for o in a.option_strings}
+        for action in actions(shown):
             for option in action.option_strings:
                 if option in ("-h", "--help", "--config"):  # TrlParser reads --config before parsing
                     continue
@@ -114,6 +113,10 @@ def test_short_help_matches_the_real_parsers() -> None:
                 default = real_options[option].default
                 if action.default is not None and not isinstance(default, bool):
                     assert action.default == getattr(default, "value", default), option
+    # --help-all lists every option the real parser takes (--disable-tqdm is listed as --no-progress), no other
+    full = {o for a in actions(train_command.help_parser(full=True)) for o in a.option_strings}
+    real = {o for a in actions(train_command.make_parser()) for o in a.option_strings}
+    assert full - real == {"--config"} and real - full == {"--disable-tqdm", "--disable_tqdm"}
     from hubroute.routing.encoder import DEFAULT_ENCODER
     from hubroute.training.data import DATA_SUFFIXES
 

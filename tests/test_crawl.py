@@ -19,7 +19,7 @@ from hubroute.update.cardtext import parse_card
 from hubroute.update.crawl import CrawlFilters, CrawlState, HubCrawler, RetryPolicy, parse_since
 
 if TYPE_CHECKING:
-    from conftest import SessionHub
+    from factories import SessionHub
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from hubroute.testing.hub_seed import GeneratedModels
 from hubroute.update.crawl import CrawlFilters, CrawlState, HubCrawler, RetryPolicy
 
 if TYPE_CHECKING:
-    from conftest import SessionHub
+    from factories import SessionHub
 
 CARD = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/main/README\.md$")
 

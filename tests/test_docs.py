@@ -95,6 +95,7 @@ def test_every_relative_link_resolves(page: Path) -> None:
 
 def test_the_cli_reference_is_the_parsers_own_help(monkeypatch: pytest.MonkeyPatch) -> None:
     from hubroute.cli import train
+    from hubroute.cli._args import subcommands
     from hubroute.cli.main import build_parser
 
     hook = _load_hook("cli_reference")
@@ -102,11 +103,11 @@ def test_the_cli_reference_is_the_parsers_own_help(monkeypatch: pytest.MonkeyPat
     assert hook.MARKER in page.read_text(encoding="utf-8")  # the page keeps the place the reference goes
     rendered = hook.cli_reference()
     parser = build_parser()
-    commands = hook._subparsers(parser)
+    commands = subcommands(parser)
     assert {"train", "update", "route", "serve", "bench", "eval"} <= commands.keys()
     for name in commands:
         assert f"`hubroute {name}`" in rendered
-    for name in hook._subparsers(commands["bench"]):
+    for name in subcommands(commands["bench"]):
         assert f"`hubroute bench {name}`" in rendered
     # Stubs are rendered from the full parser: train's help lists the CARvE flags.
     assert "--num-hard-negatives" in rendered and "--num-hard-negatives" in train.make_parser().format_help()

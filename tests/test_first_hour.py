@@ -27,7 +27,7 @@ from hubroute.testing.hub_seed import cmrbench_models, seed_hub
 from hubroute.update.gate import gate_verdict, noise_z
 
 if TYPE_CHECKING:
-    from conftest import SessionHub
+    from factories import SessionHub
 
 EXIT_REFUSED = 3
 

@@ -114,7 +114,7 @@ def test_feedback_rows_and_file_are_bounded_and_behind_the_key(
     with pytest.raises(ValueError, match="is a folder"):
         ServeConfig(feedback=str(tmp_path))
     assert main(["serve", "--router", str(tmp_path / "router"), "--feedback", str(tmp_path)]) == 2
-    assert "is a folder; it must be a JSONL file" in capsys.readouterr().err
+    assert "is a folder; pass a JSONL file" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ feedback of a fleet on the Hub --

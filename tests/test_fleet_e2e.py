@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from factories import FLEET_TRAINING, fleet_router, fleet_rows
+from factories import FLEET_CHAT_DOMAINS, FLEET_TRAINING, fleet_router, fleet_rows
 from huggingface_hub import HfApi
 from openai import OpenAI
 
@@ -35,7 +35,9 @@ def fed_rows(numbers: range = range(3)) -> list[tuple[str, str]]:
 
 
 def push_tiny_router(encoder: Path, repo: str, token: str) -> HubRouter:
-    router = fleet_router(encoder)  # ships the tiny encoder: the replicas load it from the Hub
+    router = fleet_router(
+        encoder, FLEET_CHAT_DOMAINS
+    )  # ships the tiny encoder: the replicas load it from the Hub
     router.push_to_hub(repo, token=token, tag="serving")
     return router
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_trainer import config, experience, top1_accuracy
+from factories import small_carve_config, top1_accuracy, topic_experience
 
 from hubroute import CARvETrainer, EncoderConfig, HubRouter, RouterConfig
 from hubroute.training.data import records_from_rows
@@ -30,7 +30,7 @@ def cuda_config(tmp_path, **changes):
         "embedding_learning_rate": 1e-2,
         "head_learning_rate": 1e-2,
     }
-    return config(tmp_path, **{**fast, **changes})
+    return small_carve_config(tmp_path, **{**fast, **changes})
 
 
 def assert_on_cuda(router: HubRouter) -> None:
@@ -42,7 +42,7 @@ def assert_on_cuda(router: HubRouter) -> None:
 @pytest.mark.parametrize("encoder_mode", ["frozen", "full"])
 def test_training_on_cuda_with_mixed_precision(tiny_config, tmp_path, encoder_mode, precision):
     router = HubRouter(tiny_config)
-    data = experience(range(9))
+    data = topic_experience(range(9))
     args = cuda_config(tmp_path, encoder_mode=encoder_mode, **precision)
     trainer = CARvETrainer(model=router, args=args, train_dataset=data, experience="e1")
     assert trainer.args.device.type == "cuda"
@@ -65,13 +65,13 @@ def test_training_on_cuda_with_mixed_precision(tiny_config, tmp_path, encoder_mo
 def test_continuing_a_router_on_cuda_second_experience_and_cold_start(tiny_config, tmp_path):
     router = HubRouter(tiny_config)
     CARvETrainer(
-        model=router, args=cuda_config(tmp_path, bf16=True), train_dataset=experience(range(6))
+        model=router, args=cuda_config(tmp_path, bf16=True), train_dataset=topic_experience(range(6))
     ).train()
     first_rows = router.model_embeddings.detach()[:6].clone()
     trainer = CARvETrainer(
         model=router,
         args=cuda_config(tmp_path, bf16=True, ewc_weight=1.0),
-        train_dataset=experience(range(6, 12)),
+        train_dataset=topic_experience(range(6, 12)),
         experience="e2",
     )
     trainer.train()
@@ -81,7 +81,7 @@ def test_continuing_a_router_on_cuda_second_experience_and_cold_start(tiny_confi
     assert drift < 1.0
     assert len(router.training_state["replay"]) > 0
 
-    cold = experience(range(12, 15))
+    cold = topic_experience(range(12, 15))
     added = router.add_models(records_from_rows(cold), neighbors=2, experience="e3")
     assert len(added) == 3 and router.num_models == 15
     assert_on_cuda(router)
@@ -92,7 +92,7 @@ def test_continuing_a_router_on_cuda_second_experience_and_cold_start(tiny_confi
 def test_lora_decoder_on_cuda_in_bf16(tiny_decoder_path, tmp_path):
     router = HubRouter(RouterConfig(encoder=EncoderConfig(str(tiny_decoder_path), max_length=64)))
     args = cuda_config(tmp_path, encoder_mode="lora", lora_r=4, lora_alpha=8, bf16=True)
-    CARvETrainer(model=router, args=args, train_dataset=experience(range(6))).train()
+    CARvETrainer(model=router, args=args, train_dataset=topic_experience(range(6))).train()
     assert router.encoder.has_lora
     assert_on_cuda(router)
     router.save_pretrained(tmp_path / "lora")
@@ -103,7 +103,9 @@ def test_lora_decoder_on_cuda_in_bf16(tiny_decoder_path, tmp_path):
 def test_routing_a_cpu_router_moved_to_cuda_gives_the_same_results(tiny_config, tmp_path):
     router = HubRouter(tiny_config)
     CARvETrainer(
-        model=router, args=config(tmp_path, use_cpu=True), train_dataset=experience(range(9))
+        model=router,
+        args=small_carve_config(tmp_path, use_cpu=True),
+        train_dataset=topic_experience(range(9)),
     ).train()
     cpu_results = router.route(PROMPTS, top_k=3)
     router.to("cuda")

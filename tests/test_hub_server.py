@@ -34,7 +34,7 @@ from safetensors.numpy import save_file
 from hubroute.testing import hub_server
 
 if TYPE_CHECKING:
-    from conftest import SessionHub
+    from factories import SessionHub
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
 CARD = "---\nlicense: mit\nlibrary_name: transformers\ntags: [demo]\ndatasets: [imdb]\n---\n# Demo\n"

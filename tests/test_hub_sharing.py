@@ -32,7 +32,7 @@ from hubroute import (
 )
 
 if TYPE_CHECKING:
-    from conftest import SessionHub
+    from factories import SessionHub
 
 DOMAINS = [
     "Audio Automatic Speech Recognition",

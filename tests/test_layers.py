@@ -131,6 +131,22 @@ def test_no_import_loop():
     assert not loops, "import loops: " + "; ".join(" -> ".join(loop) for loop in loops)
 
 
+# The test helpers (local Hub, fake providers, background servers) may be imported by the benchmarks, which
+# measure hubroute against them, and by tests and examples; never by the library or the CLI, which start a test
+# server only as a process (``python -m hubroute.testing.hub_server``, ``python -m hubroute.testing.fake_inference``).
+TESTING = "hubroute.testing"
+MAY_IMPORT_TESTING = (TESTING, "hubroute.bench")
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _module_name(p))
+def test_only_benchmarks_import_the_test_helpers(path: Path):
+    module = _module_name(path)
+    if any(module == p or module.startswith(p + ".") for p in MAY_IMPORT_TESTING):
+        return
+    lines = sorted({line for t, line, _ in _imports(path) if t == TESTING or t.startswith(TESTING + ".")})
+    assert not lines, f"{module} imports hubroute.testing (lines {lines}); move that code to hubroute.bench"
+
+
 EXAMPLES = sorted((PACKAGE.parent / "examples").glob("*.py"))
 TEST_MODULES = {p.stem for p in (PACKAGE.parent / "tests").glob("*.py")}
 
@@ -147,3 +163,30 @@ def test_examples_import_nothing_from_tests(path: Path):
             imported.add(node.module.split(".")[0])
     assert not imported & TEST_MODULES, f"{path.name} imports from tests/: {sorted(imported & TEST_MODULES)}"
     assert "sys.path" not in ast.unparse(tree), f"{path.name} edits sys.path"
+
+
+TESTS = PACKAGE.parent / "tests"
+TEST_FILES = sorted(TESTS.glob("*.py"))
+# The modules of tests/ that hold no tests and may be imported: the builders and fixture types the tests share
+# (conftest.py holds the fixtures), and the worker that tests/test_distributed.py launches with torchrun and
+# also calls in-process for its one-process reference.
+SHARED_TEST_MODULES = {"factories", "distributed_worker"}
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
+def test_tests_import_only_shared_helpers(path: Path):
+    """A test module imports the package, the shared modules and fixtures (by name, from ``conftest.py``), never
+    another test module nor ``conftest`` itself: what tests share goes to ``factories`` or ``hubroute.testing``."""
+    others = {p.stem for p in TEST_FILES} - SHARED_TEST_MODULES - {path.stem}
+    wrong = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""] if not node.level else [f".{node.module or ''}"]
+        else:
+            continue
+        wrong += [f"line {node.lineno}: {n}" for n in names if n.split(".")[0] in others or n.startswith(".")]
+    assert not wrong, (
+        f"{path.name} imports test modules (move what they share to tests/factories.py): {wrong}"
+    )

@@ -311,7 +311,7 @@ def test_speed_bench_times_the_backends_side_by_side(
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_serve_bench_compares_the_backends_in_one_run(router_dir: Path, cmrbench_dir: Path) -> None:
-    from hubroute.serve.loadtest import format_table, run_load_test
+    from hubroute.bench.serve_load import format_table, run_load_test
 
     results = run_load_test(
         router=str(router_dir),

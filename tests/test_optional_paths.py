@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_trainer import config, experience
+from factories import small_carve_config, topic_experience
 
 from hubroute import CARvETrainer, EncoderConfig, HubRouter, RouterConfig
 
@@ -23,8 +23,8 @@ def test_the_optional_apis_import():
 @pytest.mark.parametrize("encoder_mode", ["frozen", "full"])
 def test_bf16_autocast_training_on_cpu(tiny_config, tmp_path, encoder_mode):
     router = HubRouter(tiny_config)
-    data = experience(range(6))
-    args = config(tmp_path, encoder_mode=encoder_mode, bf16=True, use_cpu=True)
+    data = topic_experience(range(6))
+    args = small_carve_config(tmp_path, encoder_mode=encoder_mode, bf16=True, use_cpu=True)
     trainer = CARvETrainer(model=router, args=args, train_dataset=data, experience="e1")
     trainer.train()
     loss = trainer.state.log_history[-1]["train_loss"]
@@ -39,13 +39,13 @@ def test_bf16_autocast_training_on_cpu(tiny_config, tmp_path, encoder_mode):
 
 def test_lora_decoder_in_bf16_on_cpu(tiny_decoder_path, tmp_path):
     router = HubRouter(RouterConfig(encoder=EncoderConfig(str(tiny_decoder_path), max_length=32)))
-    args = config(tmp_path, encoder_mode="lora", lora_r=4, lora_alpha=8, bf16=True, use_cpu=True)
-    CARvETrainer(model=router, args=args, train_dataset=experience(range(6)), experience="e1").train()
+    args = small_carve_config(tmp_path, encoder_mode="lora", lora_r=4, lora_alpha=8, bf16=True, use_cpu=True)
+    CARvETrainer(model=router, args=args, train_dataset=topic_experience(range(6)), experience="e1").train()
     assert router.encoder.has_lora
     router.save_pretrained(tmp_path / "lora")
     reloaded = HubRouter.from_pretrained(tmp_path / "lora")
     assert reloaded.encoder.has_lora
-    prompts = experience(range(6))["prompt"][:3]
+    prompts = topic_experience(range(6))["prompt"][:3]
     assert torch.allclose(
         torch.from_numpy(router.embed_prompts(prompts)),
         torch.from_numpy(reloaded.embed_prompts(prompts)),

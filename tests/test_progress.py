@@ -42,6 +42,7 @@ def test_training_shows_a_titled_bar_with_the_loss_and_metric_lines(tiny_config,
     args = CARvEConfig(
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_candidates=3, num_hard_negatives=0,
         num_group_negatives=1, num_far_negatives=1, logging_steps=2, seed=0, disable_tqdm=False,
+        holdout_fraction=0.0,
     )  # fmt: skip
     trainer = CARvETrainer(
         model=router, args=args, train_dataset=make_experience(_rows()), experience="e1",

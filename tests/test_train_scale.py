@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_trainer import DOMAINS, config, experience
+from factories import DOMAINS, small_carve_config, topic_experience
 
 from hubroute import CARvETrainer, HubRouter
 from hubroute.routing.index import IndexSpec, ScoringIndex
@@ -47,13 +47,17 @@ def _record_candidates(monkeypatch) -> list[torch.Tensor]:
 
 def test_sparse_training_updates_and_keeps_state_only_for_candidate_rows(tiny_config, tmp_path, monkeypatch):
     router = HubRouter(tiny_config)
-    data = experience(range(0, 6))
-    CARvETrainer(model=router, args=config(tmp_path), train_dataset=data, experience="e0").train()
+    data = topic_experience(range(0, 6))
+    CARvETrainer(model=router, args=small_carve_config(tmp_path), train_dataset=data, experience="e0").train()
     _with_extra_models(router)
     before = router.model_embeddings.detach().clone()
     seen = _record_candidates(monkeypatch)
-    args = config(tmp_path, sparse_embeddings="on", embedding_learning_rate=1e-2, phase1_fraction=0.5)
-    trainer = CARvETrainer(model=router, args=args, train_dataset=experience(range(0, 9)), experience="e1")
+    args = small_carve_config(
+        tmp_path, sparse_embeddings="on", embedding_learning_rate=1e-2, phase1_fraction=0.5
+    )
+    trainer = CARvETrainer(
+        model=router, args=args, train_dataset=topic_experience(range(0, 9)), experience="e1"
+    )
     assert trainer.sparse and trainer.anchor_scope == "touched" and trainer.mining == "index"
     trainer.train()
     touched = torch.unique(torch.cat([c.flatten() for c in seen]))
@@ -82,11 +86,11 @@ def test_sparse_training_updates_and_keeps_state_only_for_candidate_rows(tiny_co
 
 @pytest.mark.slow
 def test_sparse_training_learns_like_dense_training(tiny_config, tmp_path):
-    data = experience(range(0, 9))
+    data = topic_experience(range(0, 9))
     accuracy = {}
     for mode in ("off", "on"):
         router = HubRouter(tiny_config)
-        args = config(
+        args = small_carve_config(
             tmp_path, num_train_epochs=8, embedding_learning_rate=1e-2, head_learning_rate=1e-2,
             sparse_embeddings=mode, max_grad_norm=1.0,
         )  # fmt: skip
@@ -99,8 +103,8 @@ def test_sparse_training_learns_like_dense_training(tiny_config, tmp_path):
 def test_a_router_saved_after_sparse_training_roundtrips(tiny_config, tmp_path):
     router = HubRouter(tiny_config)
     _with_extra_models(router, 50)
-    args = config(tmp_path, sparse_embeddings="on", ewc_weight=1.0, encoder_mode="frozen")
-    CARvETrainer(model=router, args=args, train_dataset=experience(range(0, 6))).train()
+    args = small_carve_config(tmp_path, sparse_embeddings="on", ewc_weight=1.0, encoder_mode="frozen")
+    CARvETrainer(model=router, args=args, train_dataset=topic_experience(range(0, 6))).train()
     fisher = router.training_tensors["ewc.fisher.model_embeddings"]
     assert fisher.shape == (router.num_models, router.embedding_dim) and fisher.sum() > 0
     router.save_pretrained(tmp_path / "sparse")
@@ -110,7 +114,7 @@ def test_a_router_saved_after_sparse_training_roundtrips(tiny_config, tmp_path):
     prompts = ["transcribe the audio please", "translate the text"]
     assert (router.search(prompts, 3)[1] == loaded.search(prompts, 3)[1]).all()
     # A second, EWC-regularised experience continues from the saved router.
-    trainer = CARvETrainer(model=loaded, args=args, train_dataset=experience(range(6, 9)))
+    trainer = CARvETrainer(model=loaded, args=args, train_dataset=topic_experience(range(6, 9)))
     trainer.train()
     assert loaded.num_models == router.num_models + 3
 
@@ -139,13 +143,15 @@ def test_touched_anchors_hold_old_rows_in_phase_one(tiny_config, tmp_path):
     drifts = []
     for weight in (1e6, 0.0):
         router = HubRouter(tiny_config)
-        CARvETrainer(model=router, args=config(tmp_path), train_dataset=experience(range(0, 6))).train()
+        CARvETrainer(
+            model=router, args=small_carve_config(tmp_path), train_dataset=topic_experience(range(0, 6))
+        ).train()
         old = router.model_embeddings.detach().clone()
-        args = config(
+        args = small_carve_config(
             tmp_path, phase1_fraction=0.5, embedding_anchor_weight=weight, projection_anchor_weight=weight,
             embedding_learning_rate=1e-2, anchor_scope="touched",
         )  # fmt: skip
-        trainer = CARvETrainer(model=router, args=args, train_dataset=experience(range(6, 12)))
+        trainer = CARvETrainer(model=router, args=args, train_dataset=topic_experience(range(6, 12)))
         assert trainer.anchor_scope == "touched" and not trainer.sparse
         trainer.train()
         drifts.append(
@@ -266,7 +272,7 @@ def test_train_scale_benchmark_times_steps_at_each_size(tiny_config, tmp_path):
     )
     from hubroute.training.data import records_from_rows
 
-    data = experience(range(0, 6), per_model=4)
+    data = topic_experience(range(0, 6), per_model=4)
     router = HubRouter(tiny_config)
     router.add_models(records_from_rows(data))
     settings = TrainScaleSettings(
@@ -283,7 +289,7 @@ def test_train_scale_benchmark_times_steps_at_each_size(tiny_config, tmp_path):
     assert "step_p50_all_at_300_over_20" in results["checks"]
     assert "| 300 |" in format_train_scale_table(results)
     with pytest.raises(ValueError, match="lacks 3 of the experience's models"):
-        run_train_scale_benchmark(router, experience(range(6, 9)), settings)
+        run_train_scale_benchmark(router, topic_experience(range(6, 9)), settings)
 
 
 def test_the_row_update_is_adamw_for_rows_in_every_step_and_leaves_other_rows_alone():

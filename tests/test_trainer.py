@@ -3,70 +3,29 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import pytest
 import torch
-from factories import make_experience
+from factories import small_carve_config, top1_accuracy, topic_experience
 from transformers import TrainerCallback
 
 from hubroute import CARvEConfig, CARvETrainer, DataFormatError, HubRouter
 from hubroute.training.data import records_from_rows
 
-DOMAINS = [
-    "Audio Automatic Speech Recognition",
-    "Computer Vision Object Detection",
-    "Natural Language Processing Translation",
-]
-TOPICS = ["transcribe the audio", "detect objects in the photo", "translate the text"]
-
-
-def experience(models: range, per_model: int = 4):
-    rows = []
-    for m in models:
-        for k in range(per_model):
-            rows.append(
-                (
-                    f"{TOPICS[m % 3]} number {m} variant {k} about item {m * 7}",
-                    f"org/model-{m}",
-                    DOMAINS[m % 3],
-                )
-            )
-    return make_experience(rows)
-
-
-def config(tmp_path, **changes) -> CARvEConfig:
-    base = CARvEConfig(
-        output_dir=str(tmp_path / "out"),
-        num_train_epochs=2,
-        per_device_train_batch_size=8,
-        num_candidates=8,
-        num_hard_negatives=2,
-        num_group_negatives=3,
-        num_far_negatives=2,
-        disable_tqdm=True,
-        seed=0,
-        replay_fraction=0.25,
-        logging_steps=1000,
-        holdout_fraction=0.0,  # the small recipe trains on every row (the default holds 5% out for updates)
-    )
-    return dataclasses.replace(base, **changes)
-
-
-def top1_accuracy(router: HubRouter, data) -> float:
-    results = router.route(list(data["prompt"]))
-    return sum(r[0].model_id == m for r, m in zip(results, data["model_id"])) / len(data)
-
 
 def test_two_experiences_grow_the_registry_and_keep_a_replay_buffer(tiny_config, tmp_path):
     router = HubRouter(tiny_config)
-    first, second = experience(range(0, 6)), experience(range(4, 10))
-    CARvETrainer(model=router, args=config(tmp_path), train_dataset=first, experience="e1").train()
+    first, second = topic_experience(range(0, 6)), topic_experience(range(4, 10))
+    CARvETrainer(
+        model=router, args=small_carve_config(tmp_path), train_dataset=first, experience="e1"
+    ).train()
     assert router.num_models == 6
     ids = {m: router.registry.index(m) for m in router.registry.model_ids}
     replay = router.training_state["replay"]
     assert 0 < len(replay) <= int(0.25 * len(first))
-    trainer = CARvETrainer(model=router, args=config(tmp_path), train_dataset=second, experience="e2")
+    trainer = CARvETrainer(
+        model=router, args=small_carve_config(tmp_path), train_dataset=second, experience="e2"
+    )
     assert trainer.num_old_models == 6
     assert sum(trainer.train_dataset["is_replay"]) == len(replay) > 0
     trainer.train()
@@ -81,13 +40,15 @@ def test_two_experiences_grow_the_registry_and_keep_a_replay_buffer(tiny_config,
 
 def test_training_fits_the_training_prompts(tiny_config, tmp_path):
     router = HubRouter(tiny_config)
-    data = experience(range(0, 9))
+    data = topic_experience(range(0, 9))
     router_before = HubRouter(tiny_config)
     router_before.add_models(records_from_rows(data))
     before = top1_accuracy(router_before, data)
     CARvETrainer(
         model=router,
-        args=config(tmp_path, num_train_epochs=8, embedding_learning_rate=1e-2, head_learning_rate=1e-2),
+        args=small_carve_config(
+            tmp_path, num_train_epochs=8, embedding_learning_rate=1e-2, head_learning_rate=1e-2
+        ),
         train_dataset=data,
     ).train()
     assert top1_accuracy(router, data) > max(before, 0.5)
@@ -114,9 +75,11 @@ class _PhaseProbe(TrainerCallback):
 
 def test_phase_one_anchors_hold_old_embeddings_and_freeze_the_encoder(tiny_config, tmp_path):
     router = HubRouter(tiny_config)
-    CARvETrainer(model=router, args=config(tmp_path), train_dataset=experience(range(0, 6))).train()
+    CARvETrainer(
+        model=router, args=small_carve_config(tmp_path), train_dataset=topic_experience(range(0, 6))
+    ).train()
     probe = _PhaseProbe(router)
-    args = config(
+    args = small_carve_config(
         tmp_path,
         phase1_fraction=0.6,
         num_train_epochs=2,
@@ -124,7 +87,9 @@ def test_phase_one_anchors_hold_old_embeddings_and_freeze_the_encoder(tiny_confi
         projection_anchor_weight=1e6,
         learning_rate=1e-3,
     )
-    trainer = CARvETrainer(model=router, args=args, train_dataset=experience(range(6, 12)), callbacks=[probe])
+    trainer = CARvETrainer(
+        model=router, args=args, train_dataset=topic_experience(range(6, 12)), callbacks=[probe]
+    )
     probe.trainer = trainer
     trainer.train()
     assert 0 < trainer.phase1_steps < trainer.state.max_steps
@@ -138,16 +103,18 @@ def test_without_anchors_old_embeddings_drift_more(tiny_config, tmp_path):
     drifts = []
     for weight in (1e6, 0.0):
         router = HubRouter(tiny_config)
-        CARvETrainer(model=router, args=config(tmp_path), train_dataset=experience(range(0, 6))).train()
+        CARvETrainer(
+            model=router, args=small_carve_config(tmp_path), train_dataset=topic_experience(range(0, 6))
+        ).train()
         old = router.model_embeddings.detach().clone()
-        args = config(
+        args = small_carve_config(
             tmp_path,
             phase1_fraction=0.5,
             embedding_anchor_weight=weight,
             projection_anchor_weight=weight,
             embedding_learning_rate=1e-2,
         )
-        CARvETrainer(model=router, args=args, train_dataset=experience(range(6, 12))).train()
+        CARvETrainer(model=router, args=args, train_dataset=topic_experience(range(6, 12))).train()
         drifts.append(
             (1 - torch.nn.functional.cosine_similarity(router.model_embeddings[:6], old, dim=-1)).mean()
         )
@@ -158,7 +125,9 @@ def test_frozen_mode_keeps_the_encoder_and_saves_only_a_reference(tiny_config, t
     router = HubRouter(tiny_config)
     before = [p.detach().clone() for p in router.encoder.parameters()]
     CARvETrainer(
-        model=router, args=config(tmp_path, encoder_mode="frozen"), train_dataset=experience(range(6))
+        model=router,
+        args=small_carve_config(tmp_path, encoder_mode="frozen"),
+        train_dataset=topic_experience(range(6)),
     ).train()
     assert all(torch.equal(a, b) for a, b in zip(before, router.encoder.parameters()))
     router.save_pretrained(tmp_path / "frozen")
@@ -169,8 +138,10 @@ def test_frozen_mode_keeps_the_encoder_and_saves_only_a_reference(tiny_config, t
 def test_full_mode_trains_and_saves_the_encoder(tiny_config, tmp_path, card_loss_weight):
     router = HubRouter(tiny_config)
     before = [p.detach().clone() for p in router.encoder.parameters()]
-    args = config(tmp_path, encoder_mode="full", learning_rate=1e-3, card_loss_weight=card_loss_weight)
-    trainer = CARvETrainer(model=router, args=args, train_dataset=experience(range(6)))
+    args = small_carve_config(
+        tmp_path, encoder_mode="full", learning_rate=1e-3, card_loss_weight=card_loss_weight
+    )
+    trainer = CARvETrainer(model=router, args=args, train_dataset=topic_experience(range(6)))
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     assert ("card_features" in batch) == (card_loss_weight > 0)
     trainer.train()
@@ -182,7 +153,9 @@ def test_full_mode_trains_and_saves_the_encoder(tiny_config, tmp_path, card_loss
     assert (router.search(prompts, 3)[1] == reloaded.search(prompts, 3)[1]).all()
     with pytest.raises(ValueError, match="fully fine-tuned: continue it with encoder_mode='full'"):
         CARvETrainer(
-            model=reloaded, args=config(tmp_path, encoder_mode="lora"), train_dataset=experience(range(6))
+            model=reloaded,
+            args=small_carve_config(tmp_path, encoder_mode="lora"),
+            train_dataset=topic_experience(range(6)),
         )
 
 
@@ -191,8 +164,8 @@ def test_lora_mode_on_a_decoder_llm(tiny_decoder_path, tmp_path):
 
     router = HubRouter(RouterConfig(encoder=EncoderConfig(str(tiny_decoder_path), max_length=64)))
     base = {n: p.detach().clone() for n, p in router.encoder.named_parameters()}
-    args = config(tmp_path, encoder_mode="lora", learning_rate=5e-3, lora_r=4, lora_alpha=8)
-    CARvETrainer(model=router, args=args, train_dataset=experience(range(6))).train()
+    args = small_carve_config(tmp_path, encoder_mode="lora", learning_rate=5e-3, lora_r=4, lora_alpha=8)
+    CARvETrainer(model=router, args=args, train_dataset=topic_experience(range(6))).train()
     assert router.encoder.has_lora
     for name, param in router.encoder.named_parameters():
         if "lora_" not in name and name in base:
@@ -203,17 +176,19 @@ def test_lora_mode_on_a_decoder_llm(tiny_decoder_path, tmp_path):
     assert HubRouter.from_pretrained(tmp_path / "lora").encoder.has_lora
     with pytest.raises(ValueError, match="carries a LoRA adapter: continue it with encoder_mode='lora'"):
         CARvETrainer(
-            model=router, args=config(tmp_path, encoder_mode="full"), train_dataset=experience(range(6))
+            model=router,
+            args=small_carve_config(tmp_path, encoder_mode="full"),
+            train_dataset=topic_experience(range(6)),
         )
 
 
 def test_ewc_statistics_are_kept_and_used(tiny_config, tmp_path):
     router = HubRouter(tiny_config)
-    args = config(tmp_path, ewc_weight=100.0)
-    CARvETrainer(model=router, args=args, train_dataset=experience(range(6))).train()
+    args = small_carve_config(tmp_path, ewc_weight=100.0)
+    CARvETrainer(model=router, args=args, train_dataset=topic_experience(range(6))).train()
     fisher = router.training_tensors["ewc.fisher.model_embeddings"]
     assert fisher.shape == (6, router.embedding_dim) and fisher.sum() > 0
-    trainer = CARvETrainer(model=router, args=args, train_dataset=experience(range(6, 9)))
+    trainer = CARvETrainer(model=router, args=args, train_dataset=topic_experience(range(6, 9)))
     assert trainer.ewc is not None
     trainer.train()
     assert router.training_tensors["ewc.fisher.model_embeddings"].shape == (9, router.embedding_dim)
@@ -255,11 +230,15 @@ def test_config_rejects_nulls_wrong_types_and_out_of_range_values(tmp_path, chan
 
 def test_replay_strategy_none_replays_nothing_but_keeps_the_buffer(tiny_config, tmp_path):
     router = HubRouter(tiny_config)
-    CARvETrainer(model=router, args=config(tmp_path), train_dataset=experience(range(6))).train()
+    CARvETrainer(
+        model=router, args=small_carve_config(tmp_path), train_dataset=topic_experience(range(6))
+    ).train()
     kept = list(router.training_state["replay"])
     assert kept
     trainer = CARvETrainer(
-        model=router, args=config(tmp_path, replay_strategy="none"), train_dataset=experience(range(6, 9))
+        model=router,
+        args=small_carve_config(tmp_path, replay_strategy="none"),
+        train_dataset=topic_experience(range(6, 9)),
     )
     assert not any(trainer.train_dataset["is_replay"])
     trainer.train()
@@ -288,8 +267,10 @@ def test_config_validation_and_yaml(tmp_path):
 
 def test_init_neighbors_starts_new_rows_from_the_cold_start(tiny_config, tmp_path):
     router = HubRouter(tiny_config)
-    CARvETrainer(model=router, args=config(tmp_path), train_dataset=experience(range(0, 6))).train()
-    second = experience(range(6, 9))
+    CARvETrainer(
+        model=router, args=small_carve_config(tmp_path), train_dataset=topic_experience(range(0, 6))
+    ).train()
+    second = topic_experience(range(6, 9))
     prompts: dict[str, list[str]] = {}
     for prompt, model_id in zip(second["prompt"], second["model_id"]):
         prompts.setdefault(model_id, []).append(prompt)
@@ -299,23 +280,27 @@ def test_init_neighbors_starts_new_rows_from_the_cold_start(tiny_config, tmp_pat
         new_ids = copied.add_models(records_from_rows(second), prompts, neighbors=neighbors)
         expected[neighbors] = copied.model_embeddings[new_ids].detach()
     assert not torch.allclose(expected[0], expected[3], atol=1e-3)
-    args = config(tmp_path, init_neighbors=3, init_neighbor_weight=0.5)
+    args = small_carve_config(tmp_path, init_neighbors=3, init_neighbor_weight=0.5)
     CARvETrainer(model=router, args=args, train_dataset=second, experience="e2")
     assert torch.allclose(router.model_embeddings[6:].detach(), expected[3], atol=1e-5)
     with pytest.raises(ValueError, match="init_neighbors"):
-        config(tmp_path, init_neighbors=-1)
+        small_carve_config(tmp_path, init_neighbors=-1)
 
 
 def test_training_invalidates_the_scoring_index_and_the_query_cache(tiny_config, tmp_path):
     router = HubRouter(tiny_config)
-    first = experience(range(0, 6))
-    CARvETrainer(model=router, args=config(tmp_path), train_dataset=first, experience="e1").train()
+    first = topic_experience(range(0, 6))
+    CARvETrainer(
+        model=router, args=small_carve_config(tmp_path), train_dataset=first, experience="e1"
+    ).train()
     prompts = list(first["prompt"])
     router.eval()
     router.search(prompts, top_k=3)  # builds the index and caches the projection
     index, version = router.scorer.index(), router.scorer.version
     assert router.scorer.is_current
-    trainer = CARvETrainer(model=router, args=config(tmp_path), train_dataset=first, experience="e2")
+    trainer = CARvETrainer(
+        model=router, args=small_carve_config(tmp_path), train_dataset=first, experience="e2"
+    )
     trainer.train()  # weights change in place, step after step
     assert router.scorer.version >= version + trainer.state.global_step  # bumped at every optimizer step
     assert not router.scorer.is_current or router.scorer.cached_index is not index

@@ -349,13 +349,7 @@ _KILLING_SAVES = textwrap.dedent(
     outcomes = []
     for kill_at in range(1, 60):
         target = root / str(kill_at) / "r"
-        if start == "linked":  # as hubroute < 0.x saved routers: a link to a hidden version, and a lock file
-            target.parent.mkdir(parents=True)
-            shutil.copytree(root / "base", target.parent / ".r.v-0123456789ab")
-            os.symlink(".r.v-0123456789ab", target)
-            (target.parent / "r.lock").touch()
-        else:
-            old.save_pretrained(target)
+        old.save_pretrained(target)
         pid = os.fork()
         if pid == 0:  # the saving process, killed at its kill_at-th rename / unlink / rmtree / swap
             calls = 0
@@ -411,12 +405,12 @@ def _assert_clean(parent: Path, name: str = "r") -> None:
     assert sorted(p.name for p in parent.iterdir()) == [name]
 
 
-@pytest.mark.parametrize("start", ["plain", "linked", "no-exchange"])
+@pytest.mark.parametrize("start", ["plain", "no-exchange"])
 def test_a_save_killed_at_any_step_never_loses_the_router(router, tmp_path, start):
     # One process loads the routers once, then forks a saving process per kill point: it is SIGKILLed at its
     # n-th rename / unlink / rmtree / atomic swap, and the forking process loads the path and saves again
-    # (cleanup). Starts: a plain folder; a link to a hidden version with a lock file, as older hubroutes saved;
-    # a plain folder on a system that cannot swap two paths atomically (two renames).
+    # (cleanup). Starts: a plain folder; a plain folder on a system that cannot swap two paths atomically (two
+    # renames).
     router.save_pretrained(tmp_path / "base")
     done = _python(_KILLING_SAVES, str(tmp_path), start)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -437,19 +431,6 @@ def test_a_saved_router_is_a_plain_folder_that_copies_with_cp(router, tmp_path):
     assert not [p for p in target.rglob("*") if p.is_symlink() or p.name.endswith(".lock")]
     subprocess.run(["cp", "-r", str(target), str(tmp_path / "copy")], check=True)  # no -L needed
     assert HubRouter.from_pretrained(tmp_path / "copy").num_models == 3
-
-
-def test_leftovers_of_an_older_hubroutes_interrupted_swap_are_recovered(router, tmp_path):
-    # Killed between its two os.replace calls: the old router in .replaced-*, the new one in .staging-*.
-    router.save_pretrained(tmp_path / "old")
-    parent = tmp_path / "p"
-    parent.mkdir()
-    shutil.copytree(tmp_path / "old", parent / ".r.replaced-1a2b3c4d")
-    shutil.copytree(tmp_path / "old", parent / ".r.staging-x9y8z7")
-    assert not (parent / "r").exists()
-    assert HubRouter.from_pretrained(parent / "r").num_models == 3
-    router.save_pretrained(parent / "r")
-    _assert_clean(parent)
 
 
 def test_a_save_after_one_that_died_between_two_renames_keeps_the_last_router(router, tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from hubroute.update.prompts import (
 )
 
 if TYPE_CHECKING:
-    from conftest import SessionHub
+    from factories import SessionHub
 
 DOMAINS = [
     "Audio Automatic Speech Recognition",

@@ -16,16 +16,11 @@ from typing import Any
 
 from mkdocs.exceptions import PluginError
 
+from hubroute.cli._args import subcommands
+
 PAGE = "reference/cli.md"
 MARKER = "<!-- hubroute-cli-reference -->"
 COLUMNS = "110"  # help text is wrapped to this width, whatever the terminal that builds the docs
-
-
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:  # argparse has no public accessor for its subcommands
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
 
 
 def _full_parser(name: str, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -43,7 +38,7 @@ def _full_parser(name: str, parser: argparse.ArgumentParser) -> argparse.Argumen
 
 def _render(parser: argparse.ArgumentParser, depth: int, top: bool = False) -> list[str]:
     lines = [f"{'#' * depth} `{parser.prog}`", "", "```text", parser.format_help().rstrip(), "```", ""]
-    for name, sub in _subparsers(parser).items():
+    for name, sub in subcommands(parser).items():
         lines += _render(_full_parser(name, sub) if top else sub, depth + 1)
     return lines
 

@@ -5,8 +5,7 @@ swaps the two paths with one ``renameat2(RENAME_EXCHANGE)`` call (Linux), which 
 folder. So at every instant the path holds the old or the new router, a crash at any step loses neither, and a
 reader never finds the path missing; a reader opens the folder once and reads every file through that handle
 (:func:`read_swapped`), so it never mixes two saves. Concurrent writers take turns on an ``fcntl.flock`` of the
-parent folder; no lock file or hidden version is left beside the router. A router an older hubroute saved (a
-link to a hidden ``.<name>.v-<id>`` folder, with ``<name>.lock``) becomes a plain folder at its next save.
+parent folder; no lock file or hidden version is left beside the router.
 """
 
 from __future__ import annotations
@@ -185,17 +184,6 @@ def _leftovers(target: Path, infix: str) -> list[Path]:
     return sorted(target.parent.glob(f".{glob.escape(target.name)}.{infix}-*"))
 
 
-def _legacy_version(target: Path) -> Path | None:
-    """The hidden sibling ``.<name>.v-<id>`` that ``target`` links to when an older hubroute saved it (a
-    symbolic link to a versioned folder), else ``None``."""
-    if not target.is_symlink():
-        return None
-    name = os.readlink(target)
-    if "/" in name or not name.startswith(f".{target.name}.v-"):
-        return None
-    return target.with_name(name).absolute()
-
-
 def _fsync_directory(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -223,7 +211,7 @@ def _remove_when_unread(path: Path, wait_s: float | None = None) -> None:
     deadline = time.monotonic() + limit
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # gone, or an older hubroute's link to a missing version
+    except OSError:  # gone already
         _remove(path)
         return
     try:
@@ -242,17 +230,10 @@ def _remove_when_unread(path: Path, wait_s: float | None = None) -> None:
 
 
 def _clean(target: Path) -> None:
-    """Delete what interrupted saves left beside ``target`` (staging and replaced folders), and what older
-    hubroutes left: versioned folders no link points to, ``<name>.lock``, spare links."""
-    keep = _legacy_version(target)
-    for infix in ("staging", "old", "replaced", "link"):
+    """Delete what interrupted saves left beside ``target``: staging folders and replaced (``old``) ones."""
+    for infix in ("staging", "old"):
         for path in _leftovers(target, infix):
             _remove(path)
-    for path in _leftovers(target, "v"):
-        if keep is None or path.absolute() != keep:
-            _remove(path)
-    if keep is None:
-        target.with_name(f"{target.name}.lock").unlink(missing_ok=True)
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -279,9 +260,6 @@ def swapped_directory(
     Linux, or a file system without it), ``target`` is renamed aside to ``.<name>.old-<id>`` and the staging
     folder renamed into place; a crash between the two renames is repaired by :func:`recover_directory`.
 
-    A folder an older hubroute saved (``target`` a link to a hidden ``.<name>.v-<id>`` folder, beside
-    ``<name>.lock``) becomes a plain folder, and its versions and lock file are deleted.
-
     Args:
         target: The folder to write.
         replaceable: Which non-empty folders may be replaced (e.g. "is a hubroute router").
@@ -292,7 +270,7 @@ def swapped_directory(
             overwritten.
     """
     target = Path(target).absolute()
-    if target.is_symlink() and _legacy_version(target) is None:
+    if target.is_symlink():
         target = target.resolve()  # a link of the user's own: write where it leads
     target.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(target.parent):
@@ -307,7 +285,6 @@ def swapped_directory(
         try:
             yield staging
             _fsync_tree(staging)
-            legacy = _legacy_version(target)
             if not target.exists() and not target.is_symlink():
                 os.rename(staging, target)
             elif not _exchange(staging, target):
@@ -316,12 +293,7 @@ def swapped_directory(
                 os.replace(staging, target)
                 staging = old
             _fsync_directory(target.parent)
-            _remove_when_unread(
-                staging
-            )  # the old folder (or the older hubroute's link), now at the staging path
-            if legacy is not None:
-                _remove_when_unread(legacy)
-                target.with_name(f"{target.name}.lock").unlink(missing_ok=True)
+            _remove_when_unread(staging)  # the old folder, now at the staging path
         finally:
             if staging.exists() or staging.is_symlink():
                 _remove(staging)
@@ -335,8 +307,7 @@ def _restore(target: Path, is_complete: Callable[[Path], bool]) -> Path | None:
     """
     complete = [
         path
-        for infix in ("old", "v", "replaced")
-        for path in _leftovers(target, infix)
+        for path in _leftovers(target, "old")
         if path.is_dir() and not path.is_symlink() and is_complete(path)
     ]
     if not complete:
@@ -354,7 +325,7 @@ def _restore(target: Path, is_complete: Callable[[Path], bool]) -> Path | None:
 def recover_directory(target: Path, is_complete: Callable[[Path], bool]) -> Path:
     """Return ``target``, first putting back the last complete folder when a save was interrupted while
     ``target`` was missing: between the two renames of a system that cannot swap atomically
-    (``.<name>.old-*``), or an older hubroute's ``.<name>.v-*`` / ``.<name>.replaced-*`` leftovers.
+    (``.<name>.old-*``).
 
     Returns:
         ``target`` (restored if needed), or the leftover folder itself when it cannot be moved back.
@@ -362,7 +333,7 @@ def recover_directory(target: Path, is_complete: Callable[[Path], bool]) -> Path
     target = Path(target)
     if target.exists() or target.is_symlink() or not target.parent.is_dir():
         return target
-    if not any(_leftovers(target, infix) for infix in ("old", "v", "replaced")):
+    if not _leftovers(target, "old"):
         return target
     lock = folder_lock(target.parent) if os.access(target.parent, os.W_OK) else contextlib.nullcontext()
     with lock:

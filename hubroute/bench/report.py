@@ -11,9 +11,11 @@ two always agree. The plots are drawn with matplotlib's Agg backend:
 - ``forgetting.png``: forgetting per level and method, grouped bars (when any method measured it);
 - ``final_accuracy.png``: final accuracy per experience, level and method.
 
-Regenerate a report from an existing results (or report) JSON::
+Regenerate a report from an existing results (or report) JSON:
 
-    python -m hubroute.bench.report results/cmrbench.json results/report
+```bash
+python -m hubroute.bench.report results/cmrbench.json results/report
+```
 """
 
 from __future__ import annotations

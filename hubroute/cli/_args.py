@@ -24,10 +24,14 @@ import types
 import typing
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
+    "Subparsers",
+    "ArgumentContainer",
     "HelpFormatter",
+    "actions",
+    "subcommands",
     "accept_both_spellings",
     "dataclass_help",
     "add_dataclass_arguments",
@@ -40,6 +44,18 @@ __all__ = [
 
 HELP_WIDTH = 110
 """Widest help text, in columns (narrower terminals wrap at their own width)."""
+
+Subparsers = argparse._SubParsersAction
+"""What ``ArgumentParser.add_subparsers()`` returns, which every command's ``register()`` adds its parser to
+(argparse names the class privately and exports no public name for it)."""
+
+
+class ArgumentContainer(Protocol):
+    """Where options can be added: an ``argparse.ArgumentParser`` or one of its argument groups."""
+
+    def add_argument(self, *name_or_flags: str, **kwargs: Any) -> argparse.Action:
+        """Add an option; see :meth:`argparse.ArgumentParser.add_argument`."""
+        ...
 
 
 def _spellings(option: str) -> list[str]:
@@ -95,11 +111,28 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {str(shown).replace('%', '%%')})"
 
 
+def actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The actions of ``parser`` (its options, positionals and subcommands), in the order they were added.
+
+    argparse keeps them in a private list and has no public accessor; this is the one place hubroute reads it.
+    """
+    return list(parser._actions)
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommand parsers of ``parser`` by name, in the order they were added (none: ``{}``)."""
+    for action in actions(parser):
+        if isinstance(action, Subparsers):
+            return dict(action.choices)
+    return {}
+
+
 def accept_both_spellings(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Let every long option of ``parser`` and its subcommands take both spellings (``--top-k``/``--top_k``).
 
     The added spelling is hidden from help, which every parser formats with :class:`HelpFormatter`. Options
-    that already exist in both spellings are left alone.
+    that already exist in both spellings are left alone. argparse has no public way to give an existing option
+    another name, so the spelling is registered in the parser's option table.
 
     Args:
         parser: A parser, whose subcommand parsers are handled too.
@@ -108,17 +141,16 @@ def accept_both_spellings(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         The same parser.
     """
     parser.formatter_class = HelpFormatter
-    for action in list(parser._actions):
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in set(action.choices.values()):
-                accept_both_spellings(sub)
-            continue
+    for sub in set(subcommands(parser).values()):
+        accept_both_spellings(sub)
+    table: dict[str, argparse.Action] = parser._option_string_actions
+    for action in actions(parser):
         hidden: set[str] = set(getattr(action, "hubroute_hidden_spellings", set()))
         for option in list(action.option_strings):
             for other in _spellings(option):
-                if other not in parser._option_string_actions:
+                if other not in table:
                     action.option_strings = [*action.option_strings, other]
-                    parser._option_string_actions[other] = action
+                    table[other] = action
                     hidden.add(other)
         action.hubroute_hidden_spellings = hidden  # type: ignore[attr-defined]
     return parser
@@ -142,6 +174,9 @@ def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
         optional = len(args) < len(typing.get_args(hint))
         if len(args) == 1:
             return args[0], optional
+        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums:  # ``SchedulerType | str``: the enum's values are the choices, as TrlParser lists them
+            return enums[0], optional
         return (str if str in args else args[0]), optional
     return hint, False
 
@@ -159,7 +194,7 @@ def _metavar(hint: Any) -> str:
 
 
 def add_dataclass_arguments(
-    container: argparse._ActionsContainer,
+    container: ArgumentContainer,
     cls: type,
     *,
     only: Iterable[str] | None = None,
@@ -178,7 +213,7 @@ def add_dataclass_arguments(
         The names of the fields added.
     """
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # as TrlParser: no init=False field
     names = [n for n in (only if only is not None else fields) if n in fields and n not in set(skip)]
     for name in names:
         field = fields[name]
@@ -289,13 +324,16 @@ def positive_int(value: str) -> int:
     return number
 
 
-def check_file_argument(flag: str, path: str | os.PathLike[str] | None, *, must_exist: bool = True) -> None:
+def check_file_argument(
+    flag: str, path: str | os.PathLike[str] | None, *, must_exist: bool = True, kind: str = "a file"
+) -> None:
     """Check that the file a flag names is a file (not a folder), and exists when it must.
 
     Args:
         flag: The flag, for the message (e.g. ``"--config"``).
         path: Its value (``None``: not given, nothing to check).
         must_exist: Whether a missing file is an error.
+        kind: What the flag takes, for the message (e.g. ``"a JSONL file"``).
 
     Raises:
         IsADirectoryError: the path is a folder.
@@ -305,13 +343,18 @@ def check_file_argument(flag: str, path: str | os.PathLike[str] | None, *, must_
         return
     target = Path(path)
     if target.is_dir():
-        raise IsADirectoryError(f"{flag} {path} is a folder; pass a file.")
+        raise IsADirectoryError(f"{flag} {path} is a folder; pass {kind}.")
     if must_exist and not target.is_file():
         raise FileNotFoundError(f"{flag} {path} does not exist.")
 
 
-def check_writable_file(flag: str, path: str | os.PathLike[str] | None) -> None:
+def check_writable_file(flag: str, path: str | os.PathLike[str] | None, *, kind: str = "a file") -> None:
     """Check that a flag names a file that can be written: not a folder, in a folder that exists.
+
+    Args:
+        flag: The flag, for the message (e.g. ``"--feedback"``).
+        path: Its value (``None``: not given, nothing to check).
+        kind: What the flag takes, for the message.
 
     Raises:
         IsADirectoryError: the path is a folder.
@@ -320,7 +363,7 @@ def check_writable_file(flag: str, path: str | os.PathLike[str] | None) -> None:
     """
     if path is None:
         return
-    check_file_argument(flag, path, must_exist=False)
+    check_file_argument(flag, path, must_exist=False, kind=kind)
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():

@@ -11,14 +11,14 @@ from typing import Any
 from ..bench.names import ALL_METHODS, CMRBENCH_REPO, EXPERIENCES, METHODS
 from ..routing.backend_names import BACKENDS
 from . import memory, run_models, speed, train_scale
-from ._args import check_file_argument, positive_int
+from ._args import Subparsers, check_file_argument, positive_int
 from ._data import DATA_HELP, check_bench_source, load_bench_source
 from .serve import register_bench
 
 __all__ = ["register"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "bench",
         help="Run benchmarks (CMRBench, speed, training at scale, crawl, serve).",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..bench.names import CMRBENCH_REPO, EXPERIENCES
 from ..errors import DataFormatError
-from ._args import positive_int
+from ._args import Subparsers, positive_int
 from ._data import DATA_HELP, check_bench_source, check_router_source, load_bench_source
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ __all__ = ["register", "run_eval_command"]
 logger = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "eval",
         help="Evaluate a saved router on CMRBench: report.md, report.json, plots (model-card results on request).",
@@ -67,7 +67,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Also record the results in the router's info and model card (model-index), saving a router "
         "folder in place.",
     )
-    parser.add_argument("--no-card", action="store_true", help=argparse.SUPPRESS)  # the default now
     parser.set_defaults(func=run_eval_command)
 
 
@@ -75,7 +74,7 @@ def default_output(router_ref: str, local: bool) -> Path:
     """Where the report goes without ``--output``: ``ROUTER.eval`` beside a router folder, ``NAME.eval`` in the
     current folder for a Hub repo."""
     if local:
-        folder = Path(os.path.abspath(router_ref))  # not resolved: a router folder may be a link to a version
+        folder = Path(os.path.abspath(router_ref))  # not resolved: beside the path given, even a link
         return folder.with_name(f"{folder.name}.eval")
     return Path(f"{router_ref.rstrip('/').rsplit('/', 1)[-1]}.eval")
 

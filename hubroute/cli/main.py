@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from .._utils.version import __version__
-from ._args import HelpFormatter, accept_both_spellings
+from ._args import HelpFormatter, Subparsers, accept_both_spellings
 
 __all__ = ["main", "build_parser", "COMMANDS", "EXIT_ERROR", "EXIT_INTERRUPTED"]
 
@@ -36,7 +36,7 @@ COMMANDS: dict[str, str] = {
 """Each command and its line in ``hubroute --help``."""
 
 
-def _register(commands: argparse._SubParsersAction, name: str) -> None:
+def _register(commands: Subparsers, name: str) -> None:
     """Add the command ``name`` with all its flags (its module is imported now)."""
     import importlib
 

@@ -6,12 +6,13 @@ import argparse
 import logging
 import os
 
+from ._args import Subparsers
 from .serve import add_run_arguments
 
 __all__ = ["register", "run"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add ``hubroute mcp`` to the ``hubroute`` command."""
     parser = subparsers.add_parser(
         "mcp",

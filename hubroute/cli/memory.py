@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._args import Subparsers
+
 __all__ = ["register", "run"]
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Subparsers) -> None:
     """Add the ``memory`` benchmark to the ``hubroute bench`` subcommands."""
     parser = commands.add_parser(
         "memory",

@@ -7,12 +7,14 @@ import json
 import os
 from pathlib import Path
 
+from ._args import Subparsers
+
 __all__ = ["register", "run", "EXIT_REFUSED"]
 
 EXIT_REFUSED = 3
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add ``hubroute promote`` to the ``hubroute`` command."""
     parser = subparsers.add_parser(
         "promote",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import Subparsers
 from ._data import check_router_source, offline
 
 __all__ = ["register", "run"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add ``hubroute push`` to the ``hubroute`` command."""
     parser = subparsers.add_parser(
         "push",

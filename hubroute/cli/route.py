@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..routing.backend_names import BACKENDS
-from ._args import positive_int
+from ._args import Subparsers, positive_int
 from ._data import check_router_source
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["register", "run"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "route",
         help="Route prompts to Hub models with a saved router.",

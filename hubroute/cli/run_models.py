@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import Subparsers
+
 __all__ = ["register", "run"]
 
 
-def register(bench_subparsers: argparse._SubParsersAction) -> None:
+def register(bench_subparsers: Subparsers) -> None:
     """Add ``hubroute bench run-models`` to ``hubroute bench``."""
     parser = bench_subparsers.add_parser(
         "run-models",

@@ -7,13 +7,13 @@ import logging
 import math
 
 from ..routing.backend_names import BACKENDS
-from ._args import check_writable_file, port, positive_int
+from ._args import Subparsers, check_writable_file, port, positive_int
 from ._data import check_router_source
 
 __all__ = ["register", "register_bench", "add_run_arguments", "run", "run_bench"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add ``hubroute serve`` to the ``hubroute`` command."""
     parser = subparsers.add_parser(
         "serve",
@@ -211,7 +211,7 @@ def _check_serve_args(args: argparse.Namespace) -> None:
         CheckpointNotFoundError: ``--router`` is neither a folder nor a repo id.
     """
     check_router_source("--router", args.router)
-    check_writable_file("--feedback", args.feedback)
+    check_writable_file("--feedback", args.feedback, kind="a JSONL file, which feedback rows are appended to")
     for flag, value in (("--deadline", args.deadline), ("--attempt-timeout", args.attempt_timeout),
                         ("--watch", args.watch)):  # fmt: skip
         if value is not None and not (math.isfinite(value) and value > 0):
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
+def register_bench(bench_subparsers: Subparsers) -> None:
     """Add ``hubroute bench serve`` (the load test) to ``hubroute bench``."""
     parser = bench_subparsers.add_parser(
         "serve",
@@ -310,7 +310,7 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the load test, print its table and write its JSON."""
-    from ..serve.loadtest import format_table, run_load_test, write_results
+    from ..bench.serve_load import format_table, run_load_test, write_results
 
     results = run_load_test(
         router=args.router, data=args.data, models=args.models, concurrency=args.concurrency,

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..bench.names import CMRBENCH_REPO
 from ..routing.backend_names import BACKENDS
 from ..routing.index import INDEX_KINDS
+from ._args import Subparsers
 from ._data import DATA_HELP, bench_errors, check_bench_source
 
 __all__ = ["register", "run"]
@@ -16,7 +17,7 @@ __all__ = ["register", "run"]
 DEFAULT_DATA = CMRBENCH_REPO
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Subparsers) -> None:
     """Add the ``speed`` benchmark to the ``hubroute bench`` subcommands."""
     parser = commands.add_parser(
         "speed",

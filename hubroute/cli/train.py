@@ -17,10 +17,17 @@ from typing import Any
 
 from ..bench.names import CMRBENCH_REPO, EXPERIENCES
 from ..training.arguments import RECIPES, TRAINER_DEFAULTS, CARvEArguments
-from ._args import HelpFormatter, check_file_argument, dataclass_help, wants_help
+from ._args import (
+    ArgumentContainer,
+    HelpFormatter,
+    add_dataclass_arguments,
+    check_file_argument,
+    dataclass_help,
+    wants_help,
+)
 from ._data import check_bench_source, check_router_source, load_bench_source, offline
 
-__all__ = ["TrainScriptArguments", "make_parser", "print_help", "run"]
+__all__ = ["TrainScriptArguments", "help_parser", "make_parser", "print_help", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +113,7 @@ _COMMON_TRAINER_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
 )  # fmt: skip
 
 
-def _common_trainer_flags(group: argparse._ActionsContainer) -> None:
+def _common_trainer_flags(group: ArgumentContainer) -> None:
     for name, kwargs in _COMMON_TRAINER_FLAGS:
         underscored = [f"--{name}"] if "_" in name else []
         action = group.add_argument(f"--{name.replace('_', '-')}", *underscored, dest=name, **kwargs)
@@ -123,39 +130,52 @@ def _carve_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(CARvEArguments) if f.name not in TRAINER_DEFAULTS]
 
 
-def _help_groups() -> list[tuple[str, Any]]:
-    return [
-        ("data and output", (TrainScriptArguments, ["data", "experiences", "output", "router", "recipe"])),
-        ("a new router", (TrainScriptArguments, ["encoder", "embedding_dim", "temperature", "max_length"])),
-        ("the CARvE recipe (CARvEConfig)", (CARvEArguments, _carve_fields())),
-        ("training (transformers.TrainingArguments, with CARvE's defaults)", (CARvEArguments, list(TRAINER_DEFAULTS))),
-        ("common inherited Trainer options", _common_trainer_flags),
-    ]  # fmt: skip
+SHORT_HELP_GROUPS: list[tuple[str, type, list[str]]] = [
+    ("data and output", TrainScriptArguments, ["data", "experiences", "output", "router", "recipe"]),
+    ("a new router", TrainScriptArguments, ["encoder", "embedding_dim", "temperature", "max_length"]),
+    ("the CARvE recipe (CARvEConfig)", CARvEArguments, _carve_fields()),
+    (
+        "training (transformers.TrainingArguments, with CARvE's defaults)",
+        CARvEArguments,
+        list(TRAINER_DEFAULTS),
+    ),
+]
+"""The dataclass fields ``hubroute train --help`` lists, group by group (the common Trainer flags follow)."""
 
 
-def print_help(full: bool = False) -> None:
-    """Print ``hubroute train --help`` (``full``: ``--help-all``, every inherited Trainer flag too)."""
+def help_parser(full: bool = False) -> argparse.ArgumentParser:
+    """The parser that prints ``hubroute train --help``, built from the dataclasses without the training stack.
+
+    Args:
+        full: ``--help-all``: add every other inherited :class:`transformers.TrainingArguments` option, from
+            :class:`~hubroute.CARvEConfig`'s fields (this imports the training stack).
+
+    Returns:
+        A parser for its help only; :func:`make_parser` parses.
+    """
     epilog = (
         "Every other transformers.TrainingArguments flag is accepted too: `hubroute train --help-all` lists "
         "them. Each flag also takes underscores (--num_train_epochs)."
     )
-    parser = dataclass_help(
-        "hubroute train", DESCRIPTION, _help_groups(), epilog=None if full else epilog,
-        usage=USAGE,
-    )  # fmt: skip
+    groups: list[tuple[str, Any]] = [(title, (cls, names)) for title, cls, names in SHORT_HELP_GROUPS]
+    groups.append(("common inherited Trainer options", _common_trainer_flags))
     if full:
-        shown = {a.dest for a in parser._actions}
-        inherited = parser.add_argument_group("every other inherited transformers.TrainingArguments option")
-        for action in make_parser()._actions:
-            if action.dest not in shown and action.option_strings and action.dest != "help":
-                action.hubroute_hidden_spellings = {
-                    o
-                    for o in action.option_strings
-                    if "_" in o and o.replace("_", "-") in action.option_strings
-                }
-                inherited._group_actions.append(action)
-                shown.add(action.dest)
-    parser.print_help()
+        from ..training.config import CARvEConfig
+
+        shown = {name for _, _, names in SHORT_HELP_GROUPS for name in names}
+        shown |= {name for name, _ in _COMMON_TRAINER_FLAGS} | {"config", "disable_tqdm"}  # --no-progress
+        groups.append(
+            (
+                "every other inherited transformers.TrainingArguments option",
+                lambda group: add_dataclass_arguments(group, CARvEConfig, skip=shown),
+            )
+        )
+    return dataclass_help("hubroute train", DESCRIPTION, groups, epilog=None if full else epilog, usage=USAGE)
+
+
+def print_help(full: bool = False) -> None:
+    """Print ``hubroute train --help`` (``full``: ``--help-all``, every inherited Trainer flag too)."""
+    help_parser(full).print_help()
 
 
 def make_parser(prog: str = "hubroute train") -> Any:
@@ -172,7 +192,7 @@ def make_parser(prog: str = "hubroute train") -> Any:
     return parser
 
 
-def _progress_flag(parser: argparse._ActionsContainer) -> None:
+def _progress_flag(parser: ArgumentContainer) -> None:
     parser.add_argument(
         "--no-progress",
         "--no_progress",

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..bench.names import CMRBENCH_REPO
+from ._args import Subparsers
 from ._data import DATA_HELP, bench_errors, check_bench_source, load_bench_source
 
 __all__ = ["register", "run"]
@@ -13,7 +14,7 @@ __all__ = ["register", "run"]
 DEFAULT_DATA = CMRBENCH_REPO
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Subparsers) -> None:
     """Add the ``train-scale`` benchmark to the ``hubroute bench`` subcommands."""
     parser = commands.add_parser(
         "train-scale",

@@ -11,10 +11,12 @@ Each CMRBench model becomes one model repo, the way the Hub shows it:
 A few repos can be made gated, private or card-less, to exercise the crawler's skips. Ids without a
 namespace (legacy APIBench names) and ids the Hub would reject are left out.
 
-Usage::
+Usage:
 
-    models = cmrbench_models(cmrbench_dir, experiences=["hugging-bench-2"])
-    report = seed_hub(hub, models, gated_every=40)
+```python
+models = cmrbench_models(cmrbench_dir, experiences=["hugging-bench-2"])
+report = seed_hub(hub, models, gated_every=40)
+```
 """
 
 from __future__ import annotations

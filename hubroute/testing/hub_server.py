@@ -6,23 +6,27 @@ branches and tags, resolve (with ``Range``), repo info, tree, paths-info, refs, 
 the model/dataset listings with filters, sorting and ``Link`` pagination. Xet endpoints answer 501, so set
 ``HF_HUB_DISABLE_XET=1`` on the client.
 
-Storage, under ``root``::
+Storage, under ``root``:
 
-    blobs/<sha256>                         file contents, content-addressed
-    repos/<type>s/<namespace>/<name>.json  metadata, branches, tags and every commit: a full tree manifest
-                                           (path -> sha256, size, git oid, lfs) with a parent link
+```text
+blobs/<sha256>                         file contents, content-addressed
+repos/<type>s/<namespace>/<name>.json  metadata, branches, tags and every commit: a full tree manifest
+                                       (path -> sha256, size, git oid, lfs) with a parent link
+```
 
 Auth: tokens map to users (name, orgs, role). Reading a private repo needs a token of its namespace; writing
 needs a ``write`` token of the namespace. Gated repos keep metadata public but serve files only to the
 namespace and to users given access with :meth:`LocalHub.grant_access`.
 
-Usage::
+Usage:
 
-    with LocalHub(tmp_path) as hub:
-        hub.add_token("hf_write", "alice", orgs=["acme"])
-        hub.add_repo("acme/tiny", files={"README.md": "---\\nlicense: mit\\n---\\n"}, downloads=10)
-        hub.inject(r"/api/models$", status=429, headers={"Retry-After": "1"})
-        ...  # point HF_ENDPOINT at hub.endpoint
+```python
+with LocalHub(tmp_path) as hub:
+    hub.add_token("hf_write", "alice", orgs=["acme"])
+    hub.add_repo("acme/tiny", files={"README.md": "---\\nlicense: mit\\n---\\n"}, downloads=10)
+    hub.inject(r"/api/models$", status=429, headers={"Retry-After": "1"})
+    ...  # point HF_ENDPOINT at hub.endpoint
+```
 
 or as a script: ``python hubroute/testing/hub_server.py --root DIR --port 8765 --token TOKEN:USER[:ORG,ORG][:read|write]``.
 """

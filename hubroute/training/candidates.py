@@ -49,6 +49,19 @@ class _Pool:
         return self.ids if self.ids is not None else self.at(np.arange(self.size))
 
 
+def _take_in_order(ids: list[int], count: int, chosen: set[int], out: list[int]) -> int:
+    """Append the first ``count`` of ``ids`` not chosen yet (in order); return how many were added."""
+    added = 0
+    for idx in ids:
+        if added >= count:
+            break
+        if idx not in chosen:
+            chosen.add(idx)
+            out.append(idx)
+            added += 1
+    return added
+
+
 class CandidateSampler:
     """Draw per-example candidate sets ``[batch, K]`` of registry ids, gold first, without duplicates.
 
@@ -89,6 +102,11 @@ class CandidateSampler:
         self._far_pools: dict[int, _Pool] = {}
         self._all = _Pool(n=self._num_models)
         self._hard: np.ndarray | None = None
+
+    @property
+    def hard_negatives(self) -> np.ndarray | None:
+        """The mined lists set by :meth:`set_hard_negatives` (``None`` before any)."""
+        return self._hard
 
     def set_hard_negatives(self, hard: np.ndarray | None) -> None:
         """Set the mined lists ``[num_examples, pool]`` (hardest first, ``-1`` padded), indexed by example."""
@@ -148,19 +166,6 @@ class CandidateSampler:
             for g, e in zip(golds, examples if examples is not None else [None] * len(golds))
         ]
         return torch.tensor(sets, dtype=torch.long)
-
-
-def _take_in_order(ids: list[int], count: int, chosen: set[int], out: list[int]) -> int:
-    """Append the first ``count`` of ``ids`` not chosen yet (in order); return how many were added."""
-    added = 0
-    for idx in ids:
-        if added >= count:
-            break
-        if idx not in chosen:
-            chosen.add(idx)
-            out.append(idx)
-            added += 1
-    return added
 
 
 def _codes(members: dict[str, np.ndarray], size: int) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -1,11 +1,13 @@
 """Multi-process training: launch checks, the no-grad passes split across processes, one writer.
 
-:class:`~hubroute.CARvETrainer` trains with DDP through Accelerate when launched on several processes::
+:class:`~hubroute.CARvETrainer` trains with DDP through Accelerate when launched on several processes:
 
-    # CPU (gloo; picked automatically when the machine has no GPU)
-    torchrun --nproc_per_node 2 $(which hubroute) train --data data.jsonl --output router/
-    # GPUs (NCCL)
-    accelerate launch --multi_gpu --num_processes 8 $(which hubroute) train --data data.jsonl --output router/
+```bash
+# CPU (gloo; picked automatically when the machine has no GPU)
+torchrun --nproc_per_node 2 $(which hubroute) train --data data.jsonl --output router/
+# GPUs (NCCL)
+accelerate launch --multi_gpu --num_processes 8 $(which hubroute) train --data data.jsonl --output router/
+```
 
 The helpers here keep the trainer's extra passes (prompt and card encoding, hard-negative mining, the EWC
 pass) from being repeated by every process: each process does its share

@@ -31,11 +31,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..bench.process import peak_rss_mb
 from ..routing.registry import ModelRecord
 from ..routing.router import HubRouter
 from ..routing.runtime import CACHE_ENV, check_backend
 from ..testing.server import ServeProcess, free_port
+from .process import peak_rss_mb
 
 __all__ = [
     "LevelResult",

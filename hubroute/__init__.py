@@ -35,7 +35,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .routing.config import RouterConfig
+    from .routing.config import IndexConfig, RerankConfig, RouterConfig
     from .routing.encoder import DEFAULT_ENCODER, EncoderConfig
     from .routing.options import Calibration, RouteFilter
     from .routing.registry import ModelRecord, Registry
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 # used, so that `import hubroute` (and `hubroute --help`) stays fast.
 _LAZY = {
     "RouterConfig": ".routing.config",
+    "IndexConfig": ".routing.config",
+    "RerankConfig": ".routing.config",
     "DEFAULT_ENCODER": ".routing.encoder",
     "EncoderConfig": ".routing.encoder",
     "Calibration": ".routing.options",
@@ -78,6 +80,8 @@ __all__ = [
     "__version__",
     "HubRouter",
     "RouterConfig",
+    "IndexConfig",
+    "RerankConfig",
     "RouteResult",
     "RouteFilter",
     "Calibration",

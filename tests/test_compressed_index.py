@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from hubroute import CheckpointError, HubRouter, ModelRecord
+from hubroute import CheckpointError, HubRouter, IndexConfig, ModelRecord
 from hubroute._utils.io import sha256_file
 from hubroute.bench.speed import FileRows, SpeedSettings, format_speed_table, grown_chunks
 from hubroute.cli.main import main
@@ -47,7 +47,7 @@ def _clustered(size: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarr
 @pytest.fixture
 def pq_router(tiny_config) -> HubRouter:
     """12,000 models in 60 clusters, licences alternating, routed through an IVF-PQ index (8 bytes a model)."""
-    config = dataclasses.replace(tiny_config, index_kind="ivfpq", pq_m=8)
+    config = dataclasses.replace(tiny_config, index=IndexConfig(kind="ivfpq", pq_m=8))
     router = HubRouter(config)
     dim = router.embedding_dim
     rows, parents = _clustered(SIZE, dim)
@@ -61,14 +61,14 @@ def pq_router(tiny_config) -> HubRouter:
 
 
 def _exact_top1(router: HubRouter, prompts: list[str]) -> np.ndarray:
-    vectors = router._encode_queries(prompts)
+    vectors = router.scorer.encode(prompts)
     embeddings = router.normalized_embeddings().detach().numpy()
     return np.argmax(vectors @ embeddings.T, axis=1)
 
 
 def test_ivfpq_router_saves_a_faiss_file_and_loads_it_memory_mapped(pq_router, tmp_path, monkeypatch):
     before = pq_router.search(PROMPTS, top_k=5)
-    index = pq_router._index
+    index = pq_router.scorer.cached_index
     assert index is not None and index.kind == "ivfpq" and index.is_compressed and index.code_bytes() == 8
     pq_router.save_pretrained(tmp_path / "r")
     folder = tmp_path / "r"
@@ -82,14 +82,14 @@ def test_ivfpq_router_saves_a_faiss_file_and_loads_it_memory_mapped(pq_router, t
     monkeypatch.setattr(ScoringIndex, "__init__", no_rebuild)
     monkeypatch.setattr(ScoringIndex, "from_chunks", no_rebuild)
     loaded = HubRouter.from_pretrained(folder)
-    assert loaded._index is not None and loaded._index.kind == "ivfpq"
-    lists = faiss.downcast_InvertedLists(loaded._index._index.invlists)
+    assert loaded.scorer.cached_index is not None and loaded.scorer.cached_index.kind == "ivfpq"
+    lists = faiss.downcast_InvertedLists(loaded.scorer.cached_index._index.invlists)
     assert isinstance(lists, faiss.OnDiskInvertedLists)  # memory-mapped, not read into memory
     after = loaded.search(PROMPTS, top_k=5)
     assert (before[1] == after[1]).all()
     np.testing.assert_allclose(before[0], after[0], atol=1e-6)
     # the re-ranked scores are the exact cosines of the returned models
-    vectors = loaded._encode_queries(PROMPTS)
+    vectors = loaded.scorer.encode(PROMPTS)
     exact = np.einsum("qd,qkd->qk", vectors, loaded.normalized_embeddings().detach().numpy()[after[1]])
     np.testing.assert_allclose(after[0], exact, atol=1e-5)
     assert loaded.route(PROMPTS[0])[0].model_id in loaded.registry
@@ -119,7 +119,7 @@ def test_a_corrupt_or_foreign_faiss_index_is_refused_clearly(pq_router, tmp_path
 
 def test_filtered_search_on_a_compressed_index_makes_no_copy_of_the_vectors(pq_router):
     pq_router.route(PROMPTS[0])  # build the index
-    index = pq_router._index
+    index = pq_router.scorer.cached_index
     assert index is not None
     full_copy = SIZE * pq_router.embedding_dim * 4
     tracemalloc.start()
@@ -139,16 +139,20 @@ def test_filtered_search_on_a_compressed_index_makes_no_copy_of_the_vectors(pq_r
 
 @pytest.mark.parametrize("kind", ["ivfpq", "sq8"])
 def test_compressed_kinds_recall_the_exact_best_model(pq_router, kind):
-    pq_router.config = dataclasses.replace(pq_router.config, index_kind=kind, domain_prior=0.0)
+    pq_router.config = dataclasses.replace(
+        pq_router.config, index=IndexConfig(kind=kind, pq_m=8), domain_prior=0.0
+    )
     prompts = [f"{task} number {i}" for i in range(40) for task in ("transcribe", "classify")]
     found = pq_router.search(prompts, top_k=1)[1][:, 0]
-    assert pq_router._index.kind == kind
+    assert pq_router.scorer.cached_index.kind == kind
     recall = np.mean(found == _exact_top1(pq_router, prompts))
     assert recall >= 0.9, f"{kind} recall@1 {recall:.3f}"
     # without exact re-ranking, the compressed scores alone miss far more often (IVF-PQ at 8 bytes)
-    pq_router._index.attach_rows(None)
+    pq_router.scorer.cached_index.attach_rows(None)
     if kind == "ivfpq":
-        bare = np.mean(pq_router._index.search(pq_router._encode_queries(prompts), 1)[1][:, 0] == found)
+        bare = np.mean(
+            pq_router.scorer.cached_index.search(pq_router.scorer.encode(prompts), 1)[1][:, 0] == found
+        )
         assert bare < recall
 
 
@@ -230,7 +234,7 @@ def restored_threads():
 
 
 def test_out_of_core_speed_bench_reports_file_rss_and_recall(tiny_config, tmp_path, capsys, restored_threads):
-    router = HubRouter(dataclasses.replace(tiny_config, pq_m=8))
+    router = HubRouter(dataclasses.replace(tiny_config, index=IndexConfig(pq_m=8)))
     router.add_models([ModelRecord(f"org{i % 4}/model-{i}", family=f"fam{i % 6}", domain=f"Domain {i % 3}")
                        for i in range(24)])  # fmt: skip
     router.save_pretrained(tmp_path / "router")

@@ -73,7 +73,7 @@ def test_onnx_routes_like_torch_from_a_graph_cached_outside_the_router(router_di
     assert (torch_router.backend, onnx_router.backend) == ("torch", "onnx")
     assert ids(onnx_router.route(PROMPTS, top_k=5)) == ids(torch_router.route(PROMPTS, top_k=5))
     np.testing.assert_allclose(
-        onnx_router._encode_queries(PROMPTS), torch_router._encode_queries(PROMPTS), atol=1e-5
+        onnx_router.scorer.encode(PROMPTS), torch_router.scorer.encode(PROMPTS), atol=1e-5
     )
     graph = onnx_router.encoder.runtime.graph
     assert graph is not None and graph.exported and graph.variant == "fp32" and graph.export_s > 0
@@ -141,15 +141,16 @@ def test_trained_weights_are_exported_again_and_copies_work(router_dir: Path, ca
     with torch.no_grad():  # weights changed in place, in eval mode
         for param in router.encoder.parameters():
             param.add_(0.05 * torch.randn_like(param))
+    router.weights_changed()  # declared, so the next call hashes the weights again
     reference.encoder.load_state_dict(router.encoder.state_dict())
-    vectors = router._encode_queries(PROMPTS)
+    vectors = router.scorer.encode(PROMPTS)
     after = router.encoder.runtime.graph
     assert after.weights_sha256 != before.weights_sha256 and after.exported
-    np.testing.assert_allclose(vectors, reference._encode_queries(PROMPTS), atol=1e-5)
+    np.testing.assert_allclose(vectors, reference.scorer.encode(PROMPTS), atol=1e-5)
     # A training loop: train mode, then steps of torch's fused AdamW, which writes the weights without bumping
     # their version counters; the router, back in eval mode, routes with the new weights.
     router.train()
-    assert router._encode_queries(PROMPTS[:1]).shape[0] == 1  # training mode always runs torch
+    assert router.scorer.encode(PROMPTS[:1]).shape[0] == 1  # training mode always runs torch
     optimizer = torch.optim.AdamW(router.encoder.parameters(), lr=1e-2, fused=True)
     for _ in range(2):
         features = router.encoder.tokenize(PROMPTS)
@@ -158,11 +159,11 @@ def test_trained_weights_are_exported_again_and_copies_work(router_dir: Path, ca
         optimizer.zero_grad()
     router.eval()
     reference.encoder.load_state_dict(router.encoder.state_dict())
-    trained = router._encode_queries(PROMPTS)
+    trained = router.scorer.encode(PROMPTS)
     assert router.encoder.runtime.graph.weights_sha256 != after.weights_sha256
-    np.testing.assert_allclose(trained, reference._encode_queries(PROMPTS), atol=1e-5)
+    np.testing.assert_allclose(trained, reference.scorer.encode(PROMPTS), atol=1e-5)
     clone = copy.deepcopy(router)  # a copy hashes its own weights and finds their graph in the cache
-    np.testing.assert_allclose(clone._encode_queries(PROMPTS), trained, atol=1e-6)
+    np.testing.assert_allclose(clone.scorer.encode(PROMPTS), trained, atol=1e-6)
     assert clone.encoder.runtime.graph.exported is False
 
 
@@ -176,23 +177,23 @@ def test_a_lora_encoder_exports_merged(tiny_encoder_path: Path, tmp_path: Path, 
             if "lora_B" in name:
                 param.normal_(0, 0.5)
     router.eval()
-    expected = router._encode_queries(PROMPTS)
+    expected = router.scorer.encode(PROMPTS)
     router.set_backend("onnx")
     graph = router.encoder.runtime.graph
-    np.testing.assert_allclose(router._encode_queries(PROMPTS), expected, atol=1e-5)
+    np.testing.assert_allclose(router.scorer.encode(PROMPTS), expected, atol=1e-5)
     assert router.encoder.has_lora  # the merge was made on a copy
     router.save_pretrained(tmp_path / "lora")
     loaded = HubRouter.from_pretrained(tmp_path / "lora", backend="onnx")
     assert loaded.encoder.runtime.graph.weights_sha256 == graph.weights_sha256
     assert not loaded.encoder.runtime.graph.exported
-    np.testing.assert_allclose(loaded._encode_queries(PROMPTS), expected, atol=1e-5)
+    np.testing.assert_allclose(loaded.scorer.encode(PROMPTS), expected, atol=1e-5)
 
 
 def test_int8_is_close_to_fp32_and_smaller(router_dir: Path, cache: Path) -> None:
     fp32 = HubRouter.from_pretrained(router_dir, backend="onnx")
     int8 = HubRouter.from_pretrained(router_dir, backend="onnx-int8")
     assert int8.backend == "onnx-int8"
-    a, b = fp32._encode_queries(PROMPTS), int8._encode_queries(PROMPTS)
+    a, b = fp32.scorer.encode(PROMPTS), int8.scorer.encode(PROMPTS)
     assert np.all((a * b).sum(1) > 0.9) and not np.allclose(a, b, atol=1e-6)
     assert int8.encoder.runtime.graph.size_bytes < fp32.encoder.runtime.graph.size_bytes
     assert len(entries(cache)) == 2  # the fp32 graph, cached once, and the int8 graph quantised from it
@@ -372,9 +373,9 @@ def test_inference_encodes_prompts_in_chunks_of_similar_lengths(router_dir: Path
     assert all(len(c) == 1 for c in length_chunks([200, 210, 220], batch_size=8, max_tokens=300))
     router = HubRouter.from_pretrained(router_dir)  # chunked or alone, a prompt gets the same vector
     texts = ["hi"] * 3 + ["a medium prompt " * 6] * 3 + ["long " * 300] + ["x" * 40] * 20 + PROMPTS
-    alone = np.concatenate([router._encode_queries([t]) for t in texts])
-    np.testing.assert_allclose(router._encode_queries(texts, batch_size=4), alone, atol=1e-5)
-    np.testing.assert_allclose(router._encode_queries(texts[::-1])[::-1], alone, atol=1e-5)
+    alone = np.concatenate([router.scorer.encode([t]) for t in texts])
+    np.testing.assert_allclose(router.scorer.encode(texts, batch_size=4), alone, atol=1e-5)
+    np.testing.assert_allclose(router.scorer.encode(texts[::-1])[::-1], alone, atol=1e-5)
 
 
 @pytest.mark.parametrize("side", ["right", "left"])

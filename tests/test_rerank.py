@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from factories import make_experience
 
-from hubroute import CARvEConfig, CARvETrainer, CheckpointError, HubRouter
+from hubroute import CARvEConfig, CARvETrainer, CheckpointError, HubRouter, RerankConfig
 from hubroute.bench.speed import format_rerank_speed, run_rerank_speed
 from hubroute.cli.main import main
 from hubroute.routing.registry import ModelRecord
@@ -68,7 +68,9 @@ def test_rerank_reorders_by_the_fused_score(router, tiny_reranker):
     plain = router.route(prompt, top_k=6)
     preferred = plain[3]  # a candidate the router ranks fourth
     router.reranker = PreferringReranker(tiny_reranker, preferred.model_id)
-    router.config = dataclasses.replace(router.config, rerank_weight=0.5)
+    router.config = dataclasses.replace(
+        router.config, rerank=dataclasses.replace(router.config.rerank, weight=0.5)
+    )
 
     reranked = router.route(prompt, top_k=3, rerank=True)
     assert reranked[0].model_id == preferred.model_id != plain[0].model_id
@@ -80,16 +82,20 @@ def test_rerank_reorders_by_the_fused_score(router, tiny_reranker):
 
     # rerank=False, and a weight of 0, give the plain ranking back.
     assert router.route(prompt, top_k=6, rerank=False) == plain
-    assert router.route(prompt, top_k=6) == plain  # config.rerank_top_k is 0: off by default
-    router.config = dataclasses.replace(router.config, rerank_weight=0.0)
+    assert router.route(prompt, top_k=6) == plain  # config.rerank.top_k is 0: off by default
+    router.config = dataclasses.replace(
+        router.config, rerank=dataclasses.replace(router.config.rerank, weight=0.0)
+    )
     assert [r.model_id for r in router.route(prompt, top_k=6, rerank=True)] == [r.model_id for r in plain]
 
-    # config.rerank_top_k > 0 turns it on by default, re-ranking only the top candidates.
-    router.config = dataclasses.replace(router.config, rerank_top_k=3, rerank_weight=0.5)
+    # config.rerank.top_k > 0 turns it on by default, re-ranking only the top candidates.
+    router.config = dataclasses.replace(router.config, rerank=RerankConfig(top_k=3, weight=0.5))
     assert (
         router.route(prompt, top_k=1)[0].model_id == plain[0].model_id
     )  # the preferred one is 4th: not seen
-    router.config = dataclasses.replace(router.config, rerank_top_k=4)
+    router.config = dataclasses.replace(
+        router.config, rerank=dataclasses.replace(router.config.rerank, top_k=4)
+    )
     assert router.route(prompt, top_k=1)[0].model_id == preferred.model_id
     scores, ids = router.search([prompt], top_k=2)
     assert router.registry[int(ids[0, 0])].model_id == preferred.model_id
@@ -107,19 +113,23 @@ def test_rerank_reorders_by_the_fused_score(router, tiny_reranker):
 def test_rerank_without_a_reranker_is_a_clear_error(router):
     with pytest.raises(CheckpointError, match="no re-ranker.*rerank_train"):
         router.route("transcribe the audio", rerank=True)
-    router.config = dataclasses.replace(router.config, rerank_top_k=5)
+    router.config = dataclasses.replace(
+        router.config, rerank=dataclasses.replace(router.config.rerank, top_k=5)
+    )
     with pytest.raises(CheckpointError, match="rerank_top_k is 5"):
         router.route("transcribe the audio")
     assert router.route("transcribe the audio", rerank=False)  # still routes without it
-    with pytest.raises(ValueError, match="rerank_top_k"):
-        dataclasses.replace(router.config, rerank_top_k=-1)
+    with pytest.raises(ValueError, match="RerankConfig.top_k"):
+        RerankConfig(top_k=-1)
+    with pytest.raises(ValueError, match="RerankConfig.top_k"):
+        router.route("transcribe the audio", rerank_top_k=-1)
     with pytest.raises(TypeError, match="Reranker"):
         router.reranker = "not a reranker"  # type: ignore[assignment]
 
 
 def test_reranker_is_saved_in_the_router_folder_with_checksums(router, tiny_reranker, tmp_path):
     router.reranker = tiny_reranker
-    router.config = dataclasses.replace(router.config, rerank_top_k=4, rerank_weight=0.3)
+    router.config = dataclasses.replace(router.config, rerank=RerankConfig(top_k=4, weight=0.3))
     assert not any(p is next(tiny_reranker.parameters()) for p in router.parameters())  # not a sub-module
     folder = tmp_path / "router"
     router.save_pretrained(folder)
@@ -129,7 +139,7 @@ def test_reranker_is_saved_in_the_router_folder_with_checksums(router, tiny_rera
     assert not any(p.suffix in (".bin", ".pt") for p in (folder / "reranker").rglob("*"))
 
     loaded = HubRouter.from_pretrained(folder)
-    assert loaded.reranker is not None and loaded.config.rerank_top_k == 4
+    assert loaded.reranker is not None and loaded.config.rerank.top_k == 4
     pairs = (["transcribe the audio", "detect the cars"], ["org/model-0. A model", "org/model-1. A model"])
     np.testing.assert_allclose(loaded.reranker.score(*pairs), tiny_reranker.score(*pairs), atol=1e-5)
     prompt = "transcribe the audio of this meeting"
@@ -191,7 +201,7 @@ def test_training_trains_the_reranker_continually_and_route_cli_uses_it(
         first.rerank_stats["groups"] > 0 and first.rerank_stats["pairs"] == 4 * first.rerank_stats["groups"]
     )
     assert first.rerank_stats["distilled_groups"] == 0 and first.rerank_stats["holdout"] == 3
-    assert router.config.rerank_top_k == 4 and router.config.rerank_weight == first.rerank_stats["weight"]
+    assert router.config.rerank.top_k == 4 and router.config.rerank.weight == first.rerank_stats["weight"]
     before = {n: p.detach().clone() for n, p in router.reranker.backbone.named_parameters()}
 
     second = CARvETrainer(model=router, args=args, train_dataset=experience(range(6, 9)), experience="e2")
@@ -301,14 +311,16 @@ def test_reranker_is_pushed_and_pulled_with_the_router(
 
     router.encoder.fine_tuned = True  # ships the tiny encoder's weights, so the repo loads anywhere
     router.reranker = tiny_reranker
-    router.config = dataclasses.replace(router.config, rerank_top_k=4)
+    router.config = dataclasses.replace(
+        router.config, rerank=dataclasses.replace(router.config.rerank, top_k=4)
+    )
     repo_id = make_repo_id("rerank")
     router.push_to_hub(repo_id, token=hub.write_token)
     files = set(HfApi().list_repo_files(repo_id))
     assert {"reranker/model.safetensors", "reranker/config.json", "reranker/tokenizer.json"} <= files
 
     loaded = HubRouter.from_pretrained(repo_id)
-    assert loaded.reranker is not None and loaded.config.rerank_top_k == 4
+    assert loaded.reranker is not None and loaded.config.rerank.top_k == 4
     prompt = "transcribe the audio of this meeting"
     assert loaded.route(prompt, top_k=3) == router.route(prompt, top_k=3)
     with pytest.raises(ValueError, match="leave out"):
@@ -349,6 +361,34 @@ def test_hubroute_train_cli_trains_and_saves_the_reranker(tmp_path, tiny_encoder
     assert main(argv) == 0
     config = json.loads((tmp_path / "router" / "config.json").read_text())
     assert config["reranker"]["max_length"] == 48 and "reranker/model.safetensors" in config["checksums"]
-    assert (config["router"]["rerank_top_k"], config["router"]["rerank_weight"]) == (4, 0.25)
+    assert config["router"]["rerank"] == {"top_k": 4, "weight": 0.25}
     loaded = HubRouter.from_pretrained(tmp_path / "router")
     assert loaded.reranker is not None and loaded.info["reranker"][0]["pairs"] == 18 * 3
+
+
+def test_a_per_call_rerank_top_k_equals_a_config_with_that_width(router, tiny_reranker):
+    prompt = "transcribe the audio of this meeting"
+    plain = router.route(prompt, top_k=6)
+    router.reranker = PreferringReranker(tiny_reranker, plain[3].model_id)  # the router's fourth
+    configured = router.config
+    narrow = router.route(prompt, top_k=1, rerank_top_k=3)
+    wide = router.route(prompt, top_k=1, rerank_top_k=4)
+    wide_search = router.search([prompt], top_k=2, rerank_top_k=4)
+    off = router.route(prompt, top_k=1, rerank_top_k=0)
+    assert router.config is configured  # nothing replaced
+    for width, expected in ((3, narrow), (4, wide), (0, off)):
+        router.config = dataclasses.replace(
+            configured, rerank=RerankConfig(top_k=width, weight=configured.rerank.weight)
+        )
+        assert router.route(prompt, top_k=1) == expected
+    router.config = dataclasses.replace(
+        configured, rerank=RerankConfig(top_k=4, weight=configured.rerank.weight)
+    )
+    scores, ids = router.search([prompt], top_k=2)
+    assert (ids == wide_search[1]).all() and (scores == wide_search[0]).all()
+    assert (
+        wide[0].model_id == plain[3].model_id and narrow[0].model_id == off[0].model_id == plain[0].model_id
+    )
+    # The call's width also overrides a configured one, both ways.
+    assert router.route(prompt, top_k=1, rerank_top_k=0) == off
+    assert router.route(prompt, top_k=1, rerank_top_k=3) == narrow

@@ -15,6 +15,7 @@ from hubroute import (
     EncoderConfig,
     HubRouter,
     IncompatibleCheckpointError,
+    IndexConfig,
     InvalidPromptError,
     ModelRecord,
     RouterConfig,
@@ -351,13 +352,15 @@ def test_model_card_describes_the_router(saved):
 def test_the_config_is_frozen_and_build_index_gives_a_changed_copy(router):
     original = router.config
     with pytest.raises(dataclasses.FrozenInstanceError):
-        original.index_kind = "hnsw"
+        original.index = IndexConfig(kind="hnsw")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        original.index.kind = "hnsw"
     with pytest.raises(dataclasses.FrozenInstanceError):
         original.encoder.max_length = 8
     router.build_index("hnsw")
-    assert router.config.index_kind == "hnsw" and router.index_spec().kind == "hnsw"
-    assert original.index_kind == "auto" and router.config is not original
-    assert dataclasses.replace(router.config, index_kind="auto") == original
+    assert router.config.index.kind == "hnsw" and router.index_spec().kind == "hnsw"
+    assert original.index.kind == "auto" and router.config is not original
+    assert dataclasses.replace(router.config, index=IndexConfig()) == original
 
 
 def test_the_router_config_follows_its_encoder_and_round_trips(tiny_decoder_path, tmp_path):

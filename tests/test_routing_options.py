@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from hubroute import CheckpointError, HubRouter, ModelRecord, UnknownModelError
+from hubroute import CheckpointError, HubRouter, IndexConfig, ModelRecord, UnknownModelError
 from hubroute._utils.io import sha256_file
 from hubroute.routing.index import IndexSpec, ScoringIndex
 from hubroute.routing.options import (
@@ -262,7 +262,7 @@ def test_domain_prior_prefers_a_cluster_of_the_right_domain_over_a_lone_stray_mo
     router.add_models(MODELS)
     router.eval()
     prompt = PROMPTS[1]
-    query = torch.from_numpy(router._encode_queries([prompt])[0])
+    query = torch.from_numpy(router.scorer.encode([prompt])[0])
     rows = torch.randn(len(MODELS), router.embedding_dim, generator=torch.Generator().manual_seed(0))
     rows = torch.nn.functional.normalize(rows - (rows @ query)[:, None] * query, dim=-1)  # cosine ~0
     # A lone translation model at cosine 0.80; the three detectors just below it, at 0.78.
@@ -305,7 +305,7 @@ def _forced_router(tiny_config) -> tuple[HubRouter, str]:
     router.add_models(MODELS)
     router.eval()
     prompt = PROMPTS[0]
-    query = torch.from_numpy(router._encode_queries([prompt])[0])
+    query = torch.from_numpy(router.scorer.encode([prompt])[0])
     generator = torch.Generator().manual_seed(0)
     rows = torch.randn(len(MODELS), router.embedding_dim, generator=generator)
     rows -= (rows @ query)[:, None] * query  # orthogonal to the prompt: score ~0
@@ -565,7 +565,7 @@ def ivf_router(tiny_config) -> HubRouter:
     router.append_embeddings(
         torch.nn.functional.normalize(base + 0.3 * noise / math.sqrt(base.shape[1]), dim=-1)
     )
-    router.config = dataclasses.replace(router.config, ann_threshold=200)
+    router.config = dataclasses.replace(router.config, index=IndexConfig(ann_threshold=200))
     return router.eval()
 
 
@@ -573,9 +573,9 @@ def test_auto_index_turns_approximate_above_the_threshold_and_is_saved(ivf_route
     assert ivf_router.num_models == 279 and ivf_router.index_spec().kind == "ivf"
     before = ivf_router.search(PROMPTS, top_k=5)
     ivf_router.route(PROMPTS[0])
-    built = ivf_router._index
+    built = ivf_router.scorer.cached_index
     ivf_router.route(PROMPTS[1], level="domain", filters={"license": "mit"})
-    assert ivf_router._index is built  # built once, reused
+    assert ivf_router.scorer.cached_index is built  # built once, reused
     ivf_router.save_pretrained(tmp_path / "r")
     files = {p.name for p in (tmp_path / "r").iterdir()}
     assert "index.safetensors" in files
@@ -586,7 +586,7 @@ def test_auto_index_turns_approximate_above_the_threshold_and_is_saved(ivf_route
 
     monkeypatch.setattr(ScoringIndex, "__init__", no_rebuild)
     loaded = HubRouter.from_pretrained(tmp_path / "r")
-    assert loaded._index is not None and loaded._index.kind == "ivf"
+    assert loaded.scorer.cached_index is not None and loaded.scorer.cached_index.kind == "ivf"
     after = loaded.search(PROMPTS, top_k=5)
     assert (before[1] == after[1]).all()
     np.testing.assert_allclose(before[0], after[0], atol=1e-6)
@@ -623,23 +623,52 @@ def test_an_index_built_for_other_embeddings_is_refused(ivf_router, tmp_path):
 def test_build_index_on_request_and_hnsw_round_trip(router, tmp_path):
     assert router.index_spec().kind == "exact"
     index = router.build_index("hnsw")
-    assert index.kind == "hnsw" and router.config.index_kind == "hnsw"
+    assert index.kind == "hnsw" and router.config.index.kind == "hnsw"
     before = router.search(PROMPTS, top_k=3)
     router.save_pretrained(tmp_path / "r")
     loaded = HubRouter.from_pretrained(tmp_path / "r")
-    assert loaded._index.kind == "hnsw" and (loaded.search(PROMPTS, top_k=3)[1] == before[1]).all()
+    assert (
+        loaded.scorer.cached_index.kind == "hnsw" and (loaded.search(PROMPTS, top_k=3)[1] == before[1]).all()
+    )
     with pytest.raises(ValueError, match="kind must be"):
         router.build_index("annoy")
 
 
 def test_the_index_follows_embedding_updates(router):
-    first = router._scoring_index()
-    assert router._scoring_index() is first
+    first = router.scorer.index()
+    assert router.scorer.index() is first and router.scorer.is_current
     with torch.no_grad():
         router.model_embeddings.mul_(1.0)
-    assert router._scoring_index() is not first
+    router.weights_changed()  # an in-place edit is declared
+    assert not router.scorer.is_current
+    assert router.scorer.index() is not first
     target = router.registry.index("t5-small")
-    query = router._encode_queries([PROMPTS[0]])
+    query = router.scorer.encode([PROMPTS[0]])
     with torch.no_grad():
         router.model_embeddings[target] = torch.from_numpy(query[0])
+    router.weights_changed()
     assert router.route(PROMPTS[0])[0].model_id == "t5-small"
+    # Adding models replaces the embeddings: noticed without a call.
+    index = router.scorer.index()
+    router.add_models([ModelRecord("acme/new-model", domain="NLP Translation")])
+    assert router.scorer.index() is not index and router.scorer.index().size == router.num_models
+
+
+def test_a_per_call_domain_prior_equals_a_config_with_that_prior(router):
+    prompts = PROMPTS[:3]
+    configured = router.config
+    by_call = router.route(prompts, top_k=4, domain_prior=0.0)
+    by_call_levels = router.route(prompts, top_k=2, level="family", explain=True, domain_prior=0.0)
+    by_call_search = router.search(prompts, top_k=4, domain_prior=2.0)
+    assert router.config is configured  # nothing replaced
+    router.config = dataclasses.replace(configured, domain_prior=0.0)
+    assert router.route(prompts, top_k=4) == by_call
+    assert router.route(prompts, top_k=2, level="family", explain=True) == by_call_levels
+    router.config = dataclasses.replace(configured, domain_prior=2.0)
+    scores, ids = router.search(prompts, top_k=4)
+    assert (ids == by_call_search[1]).all() and (scores == by_call_search[0]).all()
+    router.config = configured
+    assert router.route(prompts, top_k=4, domain_prior=None) == router.route(prompts, top_k=4)
+    for bad in (-0.1, 1e9, "0.5", True):
+        with pytest.raises(ValueError, match="domain_prior"):
+            router.route(prompts, domain_prior=bad)

@@ -76,10 +76,12 @@ def test_sparse_training_updates_and_keeps_state_only_for_candidate_rows(tiny_co
         assert all(not (torch.is_tensor(v) and v.dim() and v.shape[0] == n) for v in state.values())
     assert router.model_embeddings.requires_grad  # restored after training
     # The index was updated in place for the moved rows: no rebuild, and it matches a fresh exact build.
-    assert router._index is not None and router._index_key == router._index_cache_key()
+    assert router.scorer.cached_index is not None and router.scorer.is_current
     fresh = ScoringIndex(router.normalized_embeddings().detach().numpy())
     queries = router.embed_prompts(list(data["prompt"]))
-    np.testing.assert_array_equal(router._index.search(queries, 5)[1], fresh.search(queries, 5)[1])
+    np.testing.assert_array_equal(
+        router.scorer.cached_index.search(queries, 5)[1], fresh.search(queries, 5)[1]
+    )
 
 
 @pytest.mark.slow

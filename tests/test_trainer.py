@@ -285,3 +285,35 @@ def test_init_neighbors_starts_new_rows_from_the_cold_start(tiny_config, tmp_pat
     assert torch.allclose(router.model_embeddings[6:].detach(), expected[3], atol=1e-5)
     with pytest.raises(ValueError, match="init_neighbors"):
         small_carve_config(tmp_path, init_neighbors=-1)
+
+
+def test_training_invalidates_the_scoring_index_and_the_query_cache(tiny_config, tmp_path):
+    router = HubRouter(tiny_config)
+    first = topic_experience(range(0, 6))
+    CARvETrainer(
+        model=router, args=small_carve_config(tmp_path), train_dataset=first, experience="e1"
+    ).train()
+    prompts = list(first["prompt"])
+    router.eval()
+    router.search(prompts, top_k=3)  # builds the index and caches the projection
+    index, version = router.scorer.index(), router.scorer.version
+    assert router.scorer.is_current
+    trainer = CARvETrainer(
+        model=router, args=small_carve_config(tmp_path), train_dataset=first, experience="e2"
+    )
+    trainer.train()  # weights change in place, step after step
+    assert router.scorer.version >= version + trainer.state.global_step  # bumped at every optimizer step
+    assert not router.scorer.is_current or router.scorer.cached_index is not index
+    scores, ids = router.search(prompts, top_k=3)
+    assert router.scorer.index() is not index and router.scorer.is_current
+    # What is served is what the trained weights give: a fresh router of the same state agrees exactly.
+    fresh = copy.deepcopy(router)
+    fresh.scorer.clear()
+    fresh_scores, fresh_ids = fresh.search(prompts, top_k=3)
+    assert (ids == fresh_ids).all() and torch.allclose(
+        torch.from_numpy(scores), torch.from_numpy(fresh_scores)
+    )
+    vectors = router.embed_prompts(prompts)  # torch, no cache: the reference for the cached query path
+    assert torch.allclose(
+        torch.from_numpy(router.scorer.encode(prompts)), torch.from_numpy(vectors), atol=1e-5
+    )

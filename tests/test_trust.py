@@ -25,8 +25,10 @@ from hubroute import (
     CheckpointError,
     EncoderConfig,
     HubRouter,
+    IndexConfig,
     InvalidPromptError,
     ModelRecord,
+    RerankConfig,
     RouterConfig,
 )
 
@@ -293,13 +295,18 @@ def test_registry_fields_of_the_wrong_type_name_the_file(saved, edit, message):
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("index_kind", "bogus"), ("level_aggregation", "mean"), ("level_candidates", 0)]
+    ("field", "value", "named"),
+    [
+        ("index_kind", "bogus", "describes an invalid router: IndexConfig.kind"),
+        ("level_aggregation", "mean", "'router.level_aggregation'"),
+        ("level_candidates", 0, "'router.level_candidates'"),
+    ],
 )
-def test_unknown_routing_settings_name_the_file_and_field(saved, field, value):
+def test_unknown_routing_settings_name_the_file_and_field(saved, field, value, named):
     config = _config(saved)
     config["router"][field] = value
     _write_config(saved, config)
-    with pytest.raises(CheckpointError, match=rf"config.json of .*: 'router.{field}' must be"):
+    with pytest.raises(CheckpointError, match=rf"config.json of .*{named} must be"):
         HubRouter.from_pretrained(saved)
 
 
@@ -691,13 +698,15 @@ def test_a_corrupted_model_listing_ends_the_crawl_with_a_hub_error(hub, tmp_path
 
 
 # -- issue 30, item 2: a saved index is verified against the embeddings --------------------------------------
-def _clustered_router(config, size: int, seed: int = 0, **changes) -> HubRouter:
+def _clustered_router(config, size: int, seed: int = 0, index_kind: str | None = None) -> HubRouter:
     """A router of ``size`` models whose embeddings are noisy copies of 40 centres (no encoding needed)."""
     import math
 
     import numpy as np
 
-    router = HubRouter(dataclasses.replace(config, **changes))
+    if index_kind is not None:
+        config = dataclasses.replace(config, index=dataclasses.replace(config.index, kind=index_kind))
+    router = HubRouter(config)
     dim = router.embedding_dim
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((40, dim)).astype(np.float32)
@@ -769,7 +778,9 @@ def compressed_routers(tiny_encoder_path, tmp_path_factory) -> dict[str, Path]:
     router of other models (its index is foreign to the first)."""
     from hubroute import EncoderConfig, RouterConfig
 
-    config = RouterConfig(encoder=EncoderConfig(str(tiny_encoder_path), max_length=64), pq_m=8)
+    config = RouterConfig(
+        encoder=EncoderConfig(str(tiny_encoder_path), max_length=64), index=IndexConfig(pq_m=8)
+    )
     root = tmp_path_factory.mktemp("compressed")
     folders = {}
     for name, kind, seed in (("ivfpq", "ivfpq", 0), ("sq8", "sq8", 0), ("foreign", "ivfpq", 1)):
@@ -815,8 +826,12 @@ def test_another_routers_compressed_index_is_refused_even_with_this_routers_desc
 def test_a_verified_compressed_index_loads_and_routes_as_saved(compressed_routers):
     for kind in ("ivfpq", "sq8"):
         router = HubRouter.from_pretrained(compressed_routers[kind])
-        assert router._index is not None and router._index.kind == kind  # the saved index, checked, is used
-        check = router._index.verify(router._exact_rows, router.num_models, router.embedding_dim)
+        assert (
+            router.scorer.cached_index is not None and router.scorer.cached_index.kind == kind
+        )  # the saved index, checked, is used
+        check = router.scorer.cached_index.verify(
+            router.scorer.exact_rows, router.num_models, router.embedding_dim
+        )
         assert check.code_gap <= 1e-4 and check.cells_checked == 4096 and check.size == 10_000
 
 
@@ -829,7 +844,7 @@ def test_a_huge_size_field_in_an_index_is_a_checkpoint_error(tiny_config, tmp_pa
 
     router = _clustered_router(tiny_config, 600, index_kind="ivf")
     folder = _save(router, tmp_path)
-    nlist = router._scoring_index().nlist
+    nlist = router.scorer.index().nlist
     path = folder / "index.safetensors"
     with safe_open(str(path), framework="numpy") as handle:
         metadata, data = handle.metadata(), bytearray(handle.get_tensor("index").tobytes())
@@ -843,8 +858,10 @@ def test_a_huge_size_field_in_an_index_is_a_checkpoint_error(tiny_config, tmp_pa
         HubRouter.from_pretrained(folder)
 
 
-def _save(router: HubRouter, tmp_path: Path, **changes) -> Path:
-    router.config = dataclasses.replace(router.config, **changes)
+def _save(router: HubRouter, tmp_path: Path, index_kind: str | None = None) -> Path:
+    if index_kind is not None:
+        index = dataclasses.replace(router.config.index, kind=index_kind)
+        router.config = dataclasses.replace(router.config, index=index)
     router.encoder.fine_tuned = True
     router.save_pretrained(tmp_path / "r")
     return tmp_path / "r"
@@ -1077,7 +1094,7 @@ def _calibration(thresholds: str):
         ),
         (
             _set_router_field("hnsw_m", 1),
-            r"config.json of .*: 'router.hnsw_m' must be an integer from 2 to 512, got 1",
+            r"config.json of .* describes an invalid router: IndexConfig.hnsw_m must be an integer from 2 to 512, got 1",
         ),
         (
             _set_router_field("domain_prior", 1e308),
@@ -1085,7 +1102,7 @@ def _calibration(thresholds: str):
         ),
         (
             _set_router_field("rerank_weight", 1e308),
-            r"config.json of .* describes an invalid router: RouterConfig.rerank_weight must be a number from 0 to 1000",
+            r"config.json of .* describes an invalid router: RerankConfig.weight must be a number from 0 to 1000",
         ),
         (
             _set_router_field("level_candidates", 10**12),
@@ -1129,7 +1146,7 @@ def saved_with_reranker(router, tiny_encoder_path, tmp_path) -> Path:
     from hubroute.routing.rerank import Reranker
 
     router.reranker = Reranker(str(tiny_encoder_path), max_length=48)
-    router.config = dataclasses.replace(router.config, rerank_top_k=2)
+    router.config = dataclasses.replace(router.config, rerank=RerankConfig(top_k=2))
     router.save_pretrained(tmp_path / "r")
     return tmp_path / "r"
 
@@ -1276,4 +1293,4 @@ def test_an_index_grown_in_place_still_verifies(tiny_config, tmp_path):
     index = router.update_index(np.arange(10))
     assert index.size == 3_500 and index.nlist == router.index_spec().cells_for(3_000)  # as trained
     loaded = HubRouter.from_pretrained(_save(router, tmp_path))
-    assert loaded._index is not None and loaded._index.size == 3_500
+    assert loaded.scorer.cached_index is not None and loaded.scorer.cached_index.size == 3_500

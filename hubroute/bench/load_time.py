@@ -94,10 +94,10 @@ def time_loads(routers: Sequence[tuple[int, Path]], rounds: int) -> list[dict[st
             router = HubRouter.from_pretrained(path)
             loads[path].append(time.perf_counter() - started)
             saved = any((path / name).is_file() for name in ("index.safetensors", "index.faiss"))
-            index = router._index if saved else None
+            index = router.scorer.cached_index if saved else None
             if index is not None:
                 started = time.perf_counter()
-                verified = index.verify(router._exact_rows, router.num_models, router.embedding_dim)
+                verified = index.verify(router.scorer.exact_rows, router.num_models, router.embedding_dim)
                 checks[path].append(time.perf_counter() - started)
                 found[path] = {"index": index.kind, "check": dataclasses.asdict(verified)}
             else:

@@ -286,7 +286,7 @@ class _Run:
             if plain is not None:
                 record(plain.matrix, ids)
             valid = ids >= 0
-            for n, w in enumerate((router.config.rerank_weight, *WEIGHT_GRID)):
+            for n, w in enumerate((router.config.rerank.weight, *WEIGHT_GRID)):
                 fused = np.where(
                     valid, np.where(valid, scores, 0) + w * np.where(valid, rerank_scores, 0), -np.inf
                 )

@@ -92,8 +92,8 @@ class SpeedSettings:
         warmup: Untimed calls before timing.
         threads: Torch and FAISS threads (``None`` keeps the defaults).
         index_kind: ``"auto"``, ``"exact"``, ``"ivf"``, ``"hnsw"``, ``"ivfpq"`` or ``"sq8"`` (the router's
-            ``index_kind``); the compressed kinds are built out of core (see the module's description).
-        ann_threshold: Override of the router's ``ann_threshold`` (``None`` keeps it).
+            ``config.index.kind``); the compressed kinds are built out of core (see the module's description).
+        ann_threshold: Override of the router's ``config.index.ann_threshold`` (``None`` keeps it).
         spread: Range of the perturbation scale ``sigma`` of grown copies.
         sweep: Other ``nprobe`` (IVF) or ``efSearch`` (HNSW) values at which recall@1 and search latency are
             also measured, on the same built index.
@@ -410,7 +410,7 @@ def _recall(
     """
     import faiss
 
-    index = router._scoring_index()
+    index = router.scorer.index()
     if not index.is_approximate:
         return None
     exact_scores, exact_ids = faiss.knn(queries, embeddings, 1, metric=faiss.METRIC_INNER_PRODUCT)
@@ -428,7 +428,7 @@ def _recall(
             **params,
         }
 
-    c = router.config
+    c = router.config.index
     name = "nprobe" if index.kind == "ivf" else "ef_search"
     configured = (c.ivf_nprobe or index.default_nprobe) if index.kind == "ivf" else c.hnsw_ef_search
     result = measure(**{name: configured})
@@ -497,7 +497,9 @@ def _out_of_core_router(
     real = list(router.registry)[: min(size, router.num_models)]
     parents = np.empty(size, dtype=np.int32)
     grown = HubRouter(dataclasses.replace(router.config), registry=Registry(), encoder=router.encoder)
-    grown.config = dataclasses.replace(grown.config, index_kind=settings.index_kind)
+    grown.config = dataclasses.replace(
+        grown.config, index=dataclasses.replace(grown.config.index, kind=settings.index_kind)
+    )
     with torch.no_grad():
         grown.projection.weight.copy_(router.projection.weight)
     grown.registry = DerivedRegistry(real, np.arange(size) % max(len(real), 1))  # parents set below
@@ -547,7 +549,7 @@ def _out_of_core_router(
     grown.registry = DerivedRegistry(real, parents)
     embeddings = np.load(path, mmap_mode="c")  # copy-on-write: writable for torch, never written back
     grown.model_embeddings = nn.Parameter(torch.from_numpy(embeddings), requires_grad=False)
-    if not grown._adopt_index(loaded):
+    if not grown.scorer.adopt(loaded):
         raise RuntimeError("The memory-mapped index does not match the grown router.")
     loaded.attach_rows(FileRows(path, offset, dim))  # the same rows as the memory map, read, not mapped
     grown.eval()
@@ -579,10 +581,10 @@ def _recall_out_of_core(
     """:func:`_recall` against exact search computed chunk by chunk over the embeddings file (never all in
     memory); a returned model's exact score is read in the same pass. Besides ``settings.sweep`` (``nprobe``),
     ``settings.refine_sweep`` varies the candidates refined at the configured ``nprobe``."""
-    index = router._scoring_index()
+    index = router.scorer.index()
     if not index.is_approximate:
         return None
-    c = router.config
+    c = router.config.index
     configured = (c.ivf_nprobe or index.default_nprobe, c.refine_candidates or default_refine(1))
     points = [configured]
     points += [(value, configured[1]) for value in settings.sweep if value != configured[0]]
@@ -666,15 +668,15 @@ def _measure(
     bare = _on(
         router, reference, cache, _bare_encoder(router) if reference == "torch" else _backend_encoder(router)
     )
-    index = router._scoring_index()
+    index = router.scorer.index()
     timed = prompts[: settings.num_prompts]
     router.set_backend(reference, cache_dir=cache)
-    vectors = router._encode_queries(timed, settings.batch_size)
+    vectors = router.scorer.encode(timed, settings.batch_size)
     log(f"  timing {len(timed)} single-prompt calls (encoder, route, search interleaved)")
     calls = [
         lambda i: bare([timed[i]]),
         _on(router, reference, cache, lambda i: router.route(timed[i])),
-        lambda i: router._search_vectors(vectors[i : i + 1], 1),
+        lambda i: router.scorer.search(vectors[i : i + 1], 1),
     ]
     if baseline is not None:
         calls.append(_on(baseline, reference, cache, lambda i: baseline.route(timed[i])))
@@ -688,12 +690,12 @@ def _measure(
     batches = [prompts[i * size : (i + 1) * size] for i in range(settings.num_batches)]
     batches = [b for b in batches if len(b) == size] or [prompts[:size]]
     router.set_backend(reference, cache_dir=cache)
-    batch_vectors = [router._encode_queries(b, size) for b in batches]
+    batch_vectors = [router.scorer.encode(b, size) for b in batches]
     log(f"  timing {len(batches)} batches of {len(batches[0])} prompts")
     batch_calls = [
         lambda i: bare(batches[i]),
         _on(router, reference, cache, lambda i: router.route(batches[i], batch_size=size)),
-        lambda i: router._search_vectors(batch_vectors[i], 1),
+        lambda i: router.scorer.search(batch_vectors[i], 1),
     ]
     for backend in others:
         batch_calls.append(_on(router, backend, cache, lambda i: backend_encode(batches[i])))
@@ -705,8 +707,8 @@ def _measure(
     result: dict[str, Any] = {
         "index": index.kind,
         "nlist": index.nlist or None,
-        "nprobe": (router.config.ivf_nprobe or index.default_nprobe) if index.kind == "ivf" else None,
-        "ef_search": router.config.hnsw_ef_search if index.kind == "hnsw" else None,
+        "nprobe": (router.config.index.ivf_nprobe or index.default_nprobe) if index.kind == "ivf" else None,
+        "ef_search": router.config.index.hnsw_ef_search if index.kind == "hnsw" else None,
         "index_mb": index.memory_bytes() / 2**20,
         "backend": reference,
         "single": {name: latency_stats(t) for name, t in zip(names, single)},
@@ -985,7 +987,7 @@ def _run_sizes(
     log: Log,
 ) -> None:
     """Measure every size of :func:`run_speed_benchmark` into ``results["sizes"]``."""
-    recall_vectors = router._encode_queries(prompts[: settings.recall_prompts], settings.batch_size)
+    recall_vectors = router.scorer.encode(prompts[: settings.recall_prompts], settings.batch_size)
     baseline: HubRouter | None = None
     if settings.index_kind in COMPRESSED_KINDS:
         _run_out_of_core(router, prompts, settings, recall_vectors, results, log)
@@ -994,9 +996,10 @@ def _run_sizes(
         log(f"{size:,} models: growing the registry from {router.num_models:,} real embeddings")
         start = time.perf_counter()
         grown, embeddings = grown_router(router, size, rng, settings.spread)
-        grown.config = dataclasses.replace(grown.config, index_kind=settings.index_kind)
+        index_config = dataclasses.replace(grown.config.index, kind=settings.index_kind)
         if settings.ann_threshold is not None:
-            grown.config = dataclasses.replace(grown.config, ann_threshold=settings.ann_threshold)
+            index_config = dataclasses.replace(index_config, ann_threshold=settings.ann_threshold)
+        grown.config = dataclasses.replace(grown.config, index=index_config)
         grow_s = time.perf_counter() - start
         spec = grown.index_spec()
         log(f"{size:,} models: building the {spec.kind} index")
@@ -1008,7 +1011,7 @@ def _run_sizes(
                 log(f"  added {done:,}/{total:,} vectors")
 
         start = time.perf_counter()
-        grown._scoring_index(progress=progress if spec.kind != "exact" else None)
+        grown.scorer.index(progress=progress if spec.kind != "exact" else None)
         build_s = time.perf_counter() - start
         log(f"{size:,} models: index built in {build_s:.1f}s; measuring recall@1")
         entry: dict[str, Any] = {"models": size, "grow_s": grow_s, "build_s": build_s}
@@ -1173,7 +1176,7 @@ def run_rerank_speed(
     one prompt per call, interleaved call by call, at the router's own registry size or ``registry_size``.
 
     A router without a re-ranker gets an untrained one from the bundled MiniLM (the cost of a cross-encoder
-    pass does not depend on its training). The router's config is changed to ``rerank_top_k``.
+    pass does not depend on its training).
 
     Args:
         router: The router (e.g. :func:`cmrbench_router`, ~2.4k models).
@@ -1209,7 +1212,6 @@ def run_rerank_speed(
         log("the router has no re-ranker: timing an untrained one (bundled MiniLM, same cost)")
         router.reranker = Reranker()
     router.eval()
-    router.config = dataclasses.replace(router.config, rerank_top_k=rerank_top_k)
     order = np.random.default_rng(seed).permutation(len(prompts))
     items = [[prompts[int(i)]] for i in order[:num_prompts]]
     encode = _bare_encoder(router)
@@ -1217,7 +1219,7 @@ def run_rerank_speed(
     calls = [
         encode,
         _on(router, "torch", None, lambda b: router.route(b, rerank=False)),
-        _on(router, "torch", None, lambda b: router.route(b, rerank=True)),
+        _on(router, "torch", None, lambda b: router.route(b, rerank=True, rerank_top_k=rerank_top_k)),
     ]
     others = [b for b in dict.fromkeys(backends) if check_backend(b) != "torch"]
     cache = onnx_cache_dir or (tempfile.mkdtemp(prefix="hubroute-onnx-") if others else None)
@@ -1225,7 +1227,9 @@ def run_rerank_speed(
         for backend in others:
             router.set_backend(backend, cache_dir=cache)  # export (or load) before timing
             calls.append(_on(router, backend, cache, lambda b: router.route(b, rerank=False)))
-            calls.append(_on(router, backend, cache, lambda b: router.route(b, rerank=True)))
+            calls.append(
+                _on(router, backend, cache, lambda b: router.route(b, rerank=True, rerank_top_k=rerank_top_k))
+            )
         enc, plain, rerank, *timed_others = _interleaved(calls, items, warmup)
     finally:
         router.set_backend("torch")

@@ -58,7 +58,7 @@ class TrainScaleSettings:
         encoder_mode: ``"full"`` (the default recipe), ``"lora"`` or ``"frozen"``.
         card_loss_weight: Weight of the card loss (the recipe's 1.0 by default).
         sparse_embeddings: ``CARvEConfig.sparse_embeddings`` (``"auto"``: row-sparse from its threshold).
-        index_kind: The grown routers' ``index_kind`` (``"auto"``: exact below 20k models, else IVF).
+        index_kind: The grown routers' ``config.index.kind`` (``"auto"``: exact below 20k models, else IVF).
         threads: Torch and FAISS threads (``None`` keeps the defaults).
         max_examples: Use at most this many examples of the experience (``None``: all).
         spread: Perturbation range of grown copies (see :func:`hubroute.bench.speed.grow_embeddings`).
@@ -165,7 +165,9 @@ def _train_one(
     grown, _ = grown_router(router, size, rng, settings.spread)
     grown.encoder = copy.deepcopy(router.encoder)  # every size starts from the same encoder weights
     grown.model_embeddings = nn.Parameter(grown.model_embeddings.detach(), requires_grad=True)
-    grown.config = dataclasses.replace(grown.config, index_kind=settings.index_kind)
+    grown.config = dataclasses.replace(
+        grown.config, index=dataclasses.replace(grown.config.index, kind=settings.index_kind)
+    )
     grow_s = time.perf_counter() - start
     log(f"{size:,} models: grown in {grow_s:.1f}s; building the {grown.index_spec().kind} index")
     start = time.perf_counter()
@@ -214,7 +216,7 @@ def _train_one(
     rows = trainer.rows
     entry: dict[str, Any] = {
         "models": size,
-        "index": grown._index.kind if grown._index is not None else None,
+        "index": grown.scorer.cached_index.kind if grown.scorer.cached_index is not None else None,
         "sparse_embeddings": trainer.sparse,
         "anchor_scope": trainer.anchor_scope,
         "hard_negative_mining": trainer.mining,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -84,7 +83,7 @@ def register(subparsers: Subparsers) -> None:
         "--rerank-top-k",
         type=positive_int,
         default=None,
-        help="Candidates the re-ranker re-scores (default: the router's rerank_top_k, else 10).",
+        help="Candidates the re-ranker re-scores (default: the router's rerank.top_k, else 10).",
     )
     only = parser.add_argument_group("filters (applied before ranking)")
     only.add_argument("--domains", nargs="+", default=None, help="Only these domains.")
@@ -148,17 +147,13 @@ def run(args: argparse.Namespace) -> int:
     from ..routing.router import HubRouter
 
     router = HubRouter.from_pretrained(args.router, revision=args.revision, backend=args.backend)
-    if args.domain_prior is not None:
-        router.config = dataclasses.replace(router.config, domain_prior=args.domain_prior)
-    if args.rerank_top_k is not None:
-        router.config = dataclasses.replace(router.config, rerank_top_k=args.rerank_top_k)
     chosen = {
         field: getattr(args, flag) for flag, field in _FILTERS.items() if getattr(args, flag) is not None
     }
     results = router.route(
         list(args.prompts), top_k=args.top_k, level=args.level, filters=RouteFilter(**chosen) if chosen else None,
         min_score=min_score, on_low_confidence=args.on_low_confidence, explain=args.explain,
-        rerank=args.rerank,
+        rerank=args.rerank, rerank_top_k=args.rerank_top_k, domain_prior=args.domain_prior,
     )  # fmt: skip
     if args.json:
         print(json.dumps([[r.to_dict() for r in rs] for rs in results], indent=2))

@@ -169,14 +169,14 @@ def run(args: argparse.Namespace) -> int:
     set_threads(settings.threads)
     with bench_errors("--data", args.data):
         router = bench_router(args.router, args.data, args.save_router)
-    if args.nprobe is not None:
-        router.config = dataclasses.replace(router.config, ivf_nprobe=args.nprobe)
-    if args.ef_search is not None:
-        router.config = dataclasses.replace(router.config, hnsw_ef_search=args.ef_search)
-    if args.pq_m is not None:
-        router.config = dataclasses.replace(router.config, pq_m=args.pq_m)
-    if args.refine_candidates is not None:
-        router.config = dataclasses.replace(router.config, refine_candidates=args.refine_candidates)
+    overrides = {
+        "ivf_nprobe": args.nprobe,
+        "hnsw_ef_search": args.ef_search,
+        "pq_m": args.pq_m,
+        "refine_candidates": args.refine_candidates,
+    }
+    index = dataclasses.replace(router.config.index, **{k: v for k, v in overrides.items() if v is not None})
+    router.config = dataclasses.replace(router.config, index=index)
     with bench_errors("--data", args.data):
         prompts = load_prompts(args.prompts) if args.prompts else cmrbench_prompts(args.data)
     if args.rerank:

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 from .._utils.lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from .config import RouterConfig
+    from .config import IndexConfig, RerankConfig, RouterConfig
     from .encoder import DEFAULT_ENCODER, EncoderConfig, PromptEncoder
     from .index import ScoringIndex
     from .registry import ModelRecord, Registry, model_key
     from .rerank import Reranker
     from .results import RouteResult
     from .router import HubRouter
+    from .scoring import Scorer
 
 _LAZY = {
     "DEFAULT_ENCODER": ".encoder",
@@ -31,6 +32,9 @@ _LAZY = {
     "Reranker": ".rerank",
     "HubRouter": ".router",
     "RouterConfig": ".config",
+    "IndexConfig": ".config",
+    "RerankConfig": ".config",
+    "Scorer": ".scoring",
 }
 __getattr__ = lazy_attributes(__name__, _LAZY, globals())
 
@@ -46,4 +50,7 @@ __all__ = [
     "Reranker",
     "HubRouter",
     "RouterConfig",
+    "IndexConfig",
+    "RerankConfig",
+    "Scorer",
 ]

@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from .._utils.validation import check_batch_size, check_scalar_fields
-from .integrity import check_max_length, position_limit
 from .runtime import BackendModule, Backends, GraphSource, graph_description, merged_copy
 
 __all__ = [
@@ -34,8 +33,10 @@ __all__ = [
     "EncoderConfig",
     "PromptEncoder",
     "bundled_encoder_path",
+    "check_max_length",
     "encoder_token_limit",
     "length_chunks",
+    "position_limit",
 ]
 
 logger = logging.getLogger(__name__)
@@ -285,8 +286,12 @@ class PromptEncoder(BackendModule):
         self.config = replace(self.config, lora=dict(lora_kwargs))
         self._backends.invalidate()
 
-    def _load_lora(self, adapter_folder: Path) -> None:
-        """Attach the trainable peft adapter saved in ``adapter_folder`` by :meth:`save`."""
+    def load_lora(self, adapter_folder: Path) -> None:
+        """Attach the trainable peft adapter saved in ``adapter_folder`` by :meth:`save`.
+
+        Args:
+            adapter_folder: The adapter's folder (``encoder/adapter`` of a router folder).
+        """
         from peft import PeftModel
 
         backbone = self.model[0]
@@ -445,7 +450,7 @@ class PromptEncoder(BackendModule):
             return cls(config, model, fine_tuned=True)
         encoder = cls(replace(config, lora=None))  # a saved adapter is loaded, not a fresh one attached
         if weights == "adapter":
-            encoder._load_lora(folder / "adapter")
+            encoder.load_lora(folder / "adapter")
             encoder.config = replace(encoder.config, lora=config.lora)
         return encoder
 
@@ -532,3 +537,36 @@ def encoder_token_limit(name_or_path: str, revision: str | None = None) -> int |
     except (OSError, ValueError):
         return None
     return position_limit(hf_config)
+
+
+# -- limits of the backbone ----------------------------------------------------------------------------------
+_OFFSET_POSITIONS = frozenset(
+    {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "xlm-roberta-xl"}
+)
+
+
+def position_limit(hf_config: Any) -> int | None:
+    """The longest input, in tokens, that a transformers backbone with config ``hf_config`` can take (its
+    position embeddings), or ``None`` when it has no such limit."""
+    limit = getattr(hf_config, "max_position_embeddings", None)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        return None
+    if getattr(hf_config, "model_type", None) in _OFFSET_POSITIONS:  # positions start after the padding id
+        limit -= (getattr(hf_config, "pad_token_id", None) or 0) + 1
+    return limit
+
+
+def check_max_length(model: Any, max_length: int, source: Any) -> None:
+    """Raise a ``ValueError`` naming ``EncoderConfig.max_length`` when it exceeds the position limit of the
+    sentence-transformers ``model``'s backbone (a longer prompt would crash inside the model).
+
+    Raises:
+        ValueError: ``max_length`` is larger than the backbone's ``max_position_embeddings``.
+    """
+    backbone = getattr(model[0], "auto_model", None) if len(model) else None
+    limit = position_limit(getattr(backbone, "config", None))
+    if limit is not None and max_length > limit:
+        raise ValueError(
+            f"EncoderConfig.max_length is {max_length}, but the encoder {str(source)!r} takes at most {limit} "
+            f"tokens (max_position_embeddings of its config): use max_length <= {limit}."
+        )

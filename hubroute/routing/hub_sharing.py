@@ -14,7 +14,8 @@ from .._utils.repo_ids import is_repo_id
 from .._utils.version import __version__
 from ..errors import CheckpointError, CheckpointNotFoundError, HubAccessError, IncompatibleCheckpointError
 from .encoder import DEFAULT_ENCODER
-from .serialization import CONFIG_FILE, read_config
+from .integrity import CONFIG_FILE
+from .serialization import read_config
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, HfApi

@@ -1,6 +1,28 @@
-"""What a router folder must satisfy before any of it is used: a complete checksum manifest, safetensors only,
-and values that make sense together.
+"""The router folder's format: its file names, the ``config.json`` layout and what every file must satisfy
+before any of it is used (a complete checksum manifest, safetensors only, values that make sense together).
 
+A router folder holds:
+
+- ``config.json``: format version, architecture (``router``: a :class:`~hubroute.RouterConfig` with its nested
+  ``encoder``, ``index`` and ``rerank`` settings; routers saved before those were nested hold the index and
+  re-rank settings as flat fields, converted when read: :func:`router_settings`), encoder reference, checksums
+  of the other files;
+- ``model.safetensors``: the projection and the model embeddings;
+- ``registry.json``: the models, in id order, with their metadata;
+- ``encoder/``: the encoder's trained weights, when there are any (a LoRA adapter or a full backbone);
+- ``training_state.json`` / ``training_state.safetensors``: what the continual learner needs next time;
+- ``index.safetensors``: the built approximate scoring index (IVF/HNSW), when the router uses one, as FAISS's
+  serialisation in a ``uint8`` tensor, with the SHA-256 of the model embeddings it was built from (an index
+  that does not match the embeddings is refused); an exact index is rebuilt from the embeddings instead;
+- ``index.faiss`` + ``index.json``: a compressed index (``"ivfpq"``, ``"sq8"``) instead, in FAISS's own file
+  format (``faiss.write_index``), loaded memory-mapped so its inverted lists stay on disk, and its metadata
+  (kind, spec, size, the SHA-256 of the embeddings it was built from);
+- ``calibration.json``: the confidence thresholds fitted by ``HubRouter.calibrate``, when there are any;
+- ``reranker/``: the cross-encoder re-ranker (:mod:`hubroute.routing.rerank`), when the router has one
+  (safetensors weights, its JSON configs and tokenizer files; ``config.json``'s ``reranker`` entry says so);
+- ``README.md``: the model card.
+
+:mod:`hubroute.routing.serialization` reads and writes these files; this module names them and checks them.
 Every check raises a :class:`~hubroute.errors.CheckpointError` naming the file (and the field or tensor) at
 fault, so a hand-edited, truncated, mixed-up or hostile folder is refused on load instead of routing wrongly.
 
@@ -38,8 +60,7 @@ import torch
 from .._utils.io import sha256_file
 from .._utils.limits import check_created_at
 from .._utils.repo_ids import model_id_problem
-from ..errors import CheckpointError, InvalidPromptError
-from .index import INDEX_KINDS
+from ..errors import CheckpointError
 from .registry import model_key
 
 if TYPE_CHECKING:
@@ -54,29 +75,44 @@ __all__ = [
     "check_format_version",
     "check_registry_data",
     "check_router_settings",
+    "router_settings",
     "check_weights",
     "check_info",
     "check_calibration",
     "check_training_state",
-    "check_prompt_text",
-    "position_limit",
-    "check_max_length",
 ]
 
-MANIFEST_EXCLUDED = frozenset({"config.json", "README.md"})
+FORMAT_VERSION = 1
+"""The router folder format this hubroute writes (and the newest it reads)."""
+LIBRARY_NAME = "hubroute"
+"""``config.json``'s ``library_name``: what marks a folder as a hubroute router."""
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+REGISTRY_FILE = "registry.json"
+STATE_JSON_FILE = "training_state.json"
+STATE_TENSORS_FILE = "training_state.safetensors"
+INDEX_FILE = "index.safetensors"
+FAISS_INDEX_FILE = "index.faiss"
+FAISS_INDEX_META = "index.json"
+CALIBRATION_FILE = "calibration.json"
+CARD_FILE = "README.md"
+ENCODER_DIR = "encoder"
+RERANKER_DIR = "reranker"
+READ_FILES = (
+    WEIGHTS_FILE, REGISTRY_FILE, STATE_JSON_FILE, STATE_TENSORS_FILE, INDEX_FILE, FAISS_INDEX_FILE,
+    FAISS_INDEX_META, CALIBRATION_FILE,
+)  # fmt: skip
+"""The top-level files the loader reads by name (when present; the first two always are): each must be listed
+in the manifest. Everything under ``encoder/`` and ``reranker/`` is read by discovery, so must be too."""
+LOADED_DIRS = (ENCODER_DIR, RERANKER_DIR)
+"""Sub-folders whose files loaders read by discovery: every one must be listed, none may be a pickle."""
+
+MANIFEST_EXCLUDED = frozenset({CONFIG_FILE, CARD_FILE})
 """Top-level files left out of the manifest: ``config.json`` holds it; the Hub may rewrite ``README.md``."""
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 """Files in these formats are pickles (or may be): unpickling can run code, so hubroute never reads them."""
 
-_CONFIG = "config.json"
-_REGISTRY = "registry.json"
-_STATE_JSON = "training_state.json"
-_STATE_TENSORS = "training_state.safetensors"
-_ENCODER_DIR = "encoder"
-_RERANKER_DIR = "reranker"
-_LOADED_DIRS = (_ENCODER_DIR, _RERANKER_DIR)
-"""Sub-folders whose files loaders read by discovery: every one must be listed, none may be a pickle."""
 _STRING_FIELDS = ("family", "domain", "card_text", "experience", "pipeline_tag", "library_name", "license")
 _EWC_PARAMETERS = ("projection.weight", "model_embeddings")
 _EXAMPLE_FIELDS = ("prompt", "model_id", "domain", "experience")
@@ -114,19 +150,19 @@ def _containment_root(folder: Path) -> Path:
 def _checked_key(key: Any, where: str, remedy: str) -> str:
     if not isinstance(key, str) or not key:
         raise CheckpointError(
-            f"{_CONFIG} of {where} lists a checksum for {key!r:.80}, which is not a file path. {remedy}"
+            f"{CONFIG_FILE} of {where} lists a checksum for {key!r:.80}, which is not a file path. {remedy}"
         )
     shown = repr(key) if len(key) <= 120 else f"{key[:60]!r}... ({len(key)} characters)"
     if len(key) > MAX_KEY_LENGTH or any(
         len(part.encode("utf-8", "replace")) > 255 for part in key.split("/")
     ):
         raise CheckpointError(
-            f"{_CONFIG} of {where} lists a checksum for {shown}: a path longer than file systems allow "
+            f"{CONFIG_FILE} of {where} lists a checksum for {shown}: a path longer than file systems allow "
             f"({MAX_KEY_LENGTH} characters, 255 bytes a part); it is refused. {remedy}"
         )
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in key):
         raise CheckpointError(
-            f"{_CONFIG} of {where} lists a checksum for {shown}, which holds a control character (NUL, a line "
+            f"{CONFIG_FILE} of {where} lists a checksum for {shown}, which holds a control character (NUL, a line "
             f"break...) or a lone surrogate: it is not a file path; it is refused. {remedy}"
         )
     if (
@@ -137,7 +173,7 @@ def _checked_key(key: Any, where: str, remedy: str) -> str:
         or key.split("/", 1)[0] == ".."
     ):
         raise CheckpointError(
-            f"{_CONFIG} of {where} lists a checksum for {shown}: checksum keys must be normalised paths "
+            f"{CONFIG_FILE} of {where} lists a checksum for {shown}: checksum keys must be normalised paths "
             f"relative to the router folder (no '..', not absolute); this one is refused. {remedy}"
         )
     return key
@@ -157,7 +193,7 @@ def _verify_manifest(folder: Path, checksums: Mapping[str, Any], where: str, rem
             raise CheckpointError(f"{key} is missing from {where}: the router is incomplete. {remedy}")
         if not isinstance(expected, str) or sha256_file(path) != expected:
             raise CheckpointError(
-                f"{key} of {where} does not match its checksum in {_CONFIG}: the file is corrupt or comes "
+                f"{key} of {where} does not match its checksum in {CONFIG_FILE}: the file is corrupt or comes "
                 f"from another checkpoint. {remedy}"
             )
 
@@ -188,7 +224,7 @@ def _check_listed(
     """Every file the loader would read is in the manifest: the top-level ``read_files`` present and every
     file under the folders read by discovery."""
     present = [name for name in read_files if (folder / name).exists() or (folder / name).is_symlink()]
-    for sub in _LOADED_DIRS:
+    for sub in LOADED_DIRS:
         present += [
             p.relative_to(folder).as_posix() for p in _walk(folder, sub, where, remedy) if not p.is_dir()
         ]
@@ -197,25 +233,25 @@ def _check_listed(
         return
     if not checksums:
         raise CheckpointError(
-            f"{_CONFIG} of {where} lists no checksums, but the folder holds files the loader reads "
+            f"{CONFIG_FILE} of {where} lists no checksums, but the folder holds files the loader reads "
             f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): every one of them must be listed and "
             f"match, so the router is refused. {remedy}"
         )
     key = missing[0]
-    part = "re-ranker" if key.startswith(f"{_RERANKER_DIR}/") else "encoder" if "/" in key else "router"
+    part = "re-ranker" if key.startswith(f"{RERANKER_DIR}/") else "encoder" if "/" in key else "router"
     fix = (
         "Delete the file if it does not belong to the router; otherwise the folder is damaged. "
         if "/" in key
         else ""
     )
     raise CheckpointError(
-        f"{key} of {where} is not listed in the checksums of {_CONFIG}: every file of the {part} that the "
+        f"{key} of {where} is not listed in the checksums of {CONFIG_FILE}: every file of the {part} that the "
         f"loader reads must be listed and match, so an unlisted one is refused. {fix}{remedy}"
     )
 
 
 def _check_no_pickle(folder: Path, where: str, remedy: str) -> None:
-    for path in sorted(p for sub in _LOADED_DIRS for p in _walk(folder, sub, where, remedy)):
+    for path in sorted(p for sub in LOADED_DIRS for p in _walk(folder, sub, where, remedy)):
         if path.suffix.lower() not in PICKLE_SUFFIXES or not path.is_file():
             continue
         key = path.relative_to(folder).as_posix()
@@ -239,20 +275,20 @@ def _check_encoder_weights(folder: Path, entry: Mapping[str, Any], where: str, r
         return
     if weights not in ("model", "adapter"):
         raise CheckpointError(
-            f"{_CONFIG} of {where}: 'encoder.weights' must be null, 'model' or 'adapter', got {weights!r:.80}. "
+            f"{CONFIG_FILE} of {where}: 'encoder.weights' must be null, 'model' or 'adapter', got {weights!r:.80}. "
             f"{remedy}"
         )
-    sub = folder / _ENCODER_DIR / weights
+    sub = folder / ENCODER_DIR / weights
     found = sorted(sub.rglob("*.safetensors")) if sub.is_dir() else []
     if not found:
         raise CheckpointError(
-            f"{_ENCODER_DIR}/{weights} of {where} holds no safetensors weights, but {_CONFIG} says the "
+            f"{ENCODER_DIR}/{weights} of {where} holds no safetensors weights, but {CONFIG_FILE} says the "
             f"encoder's {'adapter' if weights == 'adapter' else 'weights'} are saved there. {remedy}"
         )
 
 
 def check_folder(
-    folder: Path, config: Mapping[str, Any], where: str, remedy: str, read_files: Sequence[str] = ()
+    folder: Path, config: Mapping[str, Any], where: str, remedy: str, read_files: Sequence[str] = READ_FILES
 ) -> None:
     """Check a router folder's files before reading any: no symlinked folder or pickle where loaders look,
     the manifest's keys and checksums, every file the loader reads listed, the encoder's weights in
@@ -264,7 +300,7 @@ def check_folder(
         where: How messages name the router.
         remedy: What messages advise.
         read_files: The top-level files the loader reads by name when they are present (besides everything
-            under ``encoder/`` and ``reranker/``).
+            under ``encoder/`` and ``reranker/``; default :data:`READ_FILES`).
 
     Raises:
         CheckpointError: naming the file at fault.
@@ -323,72 +359,93 @@ def check_registry_data(data: Any, where: str, remedy: str) -> None:
     """
     if not isinstance(data, list):
         raise CheckpointError(
-            f"{_REGISTRY} of {where} must hold a JSON list of model records, got {type(data).__name__}. {remedy}"
+            f"{REGISTRY_FILE} of {where} must hold a JSON list of model records, got {type(data).__name__}. {remedy}"
         )
     seen: dict[str, int] = {}
     for position, item in enumerate(data):
         entry = f"entry {position}"
         if not isinstance(item, dict):
             raise CheckpointError(
-                f"{_REGISTRY} of {where}: {entry} must be a JSON object, got {type(item).__name__}. {remedy}"
+                f"{REGISTRY_FILE} of {where}: {entry} must be a JSON object, got {type(item).__name__}. {remedy}"
             )
         model_id = item.get("model_id")
-        _check_text(model_id, _REGISTRY, f"{entry} field 'model_id'", where, remedy, optional=False)
+        _check_text(model_id, REGISTRY_FILE, f"{entry} field 'model_id'", where, remedy, optional=False)
         assert isinstance(model_id, str)  # _check_text refused anything else
         if not model_id.strip():
-            raise CheckpointError(f"{_REGISTRY} of {where}: {entry} has an empty 'model_id'. {remedy}")
+            raise CheckpointError(f"{REGISTRY_FILE} of {where}: {entry} has an empty 'model_id'. {remedy}")
         problem = model_id_problem(model_id)
         if problem is not None:
             raise CheckpointError(
-                f"{_REGISTRY} of {where}: {entry} field 'model_id' ({model_id!r:.120}) {problem}. {remedy}"
+                f"{REGISTRY_FILE} of {where}: {entry} field 'model_id' ({model_id!r:.120}) {problem}. {remedy}"
             )
         key = model_key(model_id)
         if key in seen:
             raise CheckpointError(
-                f"{_REGISTRY} of {where}: {entry} duplicates model {model_id!r} (entry {seen[key]}). {remedy}"
+                f"{REGISTRY_FILE} of {where}: {entry} duplicates model {model_id!r} (entry {seen[key]}). {remedy}"
             )
         seen[key] = position
         for field in _STRING_FIELDS:
-            _check_text(item.get(field), _REGISTRY, f"{entry} ({model_id}) field {field!r}", where, remedy)
+            _check_text(
+                item.get(field), REGISTRY_FILE, f"{entry} ({model_id}) field {field!r}", where, remedy
+            )
         problem = check_created_at(item.get("created_at"))
         if problem is not None:
             raise CheckpointError(
-                f"{_REGISTRY} of {where}: {entry} ({model_id}) field 'created_at' {problem}. {remedy}"
+                f"{REGISTRY_FILE} of {where}: {entry} ({model_id}) field 'created_at' {problem}. {remedy}"
             )
         tags = item.get("tags", [])
         if not isinstance(tags, list) or len(tags) > MAX_TAGS:
             got = type(tags).__name__ if not isinstance(tags, list) else f"{len(tags)} tags"
             raise CheckpointError(
-                f"{_REGISTRY} of {where}: {entry} ({model_id}) field 'tags' must be a list of at most {MAX_TAGS} "
+                f"{REGISTRY_FILE} of {where}: {entry} ({model_id}) field 'tags' must be a list of at most {MAX_TAGS} "
                 f"strings, got {got}. {remedy}"
             )
         for tag in tags:
-            _check_text(tag, _REGISTRY, f"{entry} ({model_id}) field 'tags'", where, remedy, optional=False)
+            _check_text(
+                tag, REGISTRY_FILE, f"{entry} ({model_id}) field 'tags'", where, remedy, optional=False
+            )
 
 
-_INT_BOUNDS = {
-    "ann_threshold": (1, 1 << 40),
-    "hnsw_m": (2, 512),
-    "hnsw_ef_construction": (1, 100_000),
-    "hnsw_ef_search": (1, 100_000),
-    "level_top_models": (1, 100_000),
-    "level_candidates": (1, 100_000),
-    "pq_m": (1, 4096),
-    "filter_exact_below": (0, 1 << 40),
-    "rerank_top_k": (0, 10_000),
-}
-"""Routing settings read from ``config.json`` and the values they may take (a larger one only makes
-searches slower or allocate more, up to running out of memory)."""
-_OPTIONAL_INT_BOUNDS = {
-    "ivf_nlist": (1, 1 << 32),
-    "ivf_nprobe": (1, 1 << 32),
-    "refine_candidates": (1, 1 << 32),
-}
+_INT_BOUNDS = {"level_top_models": (1, 100_000), "level_candidates": (1, 100_000)}
+"""Routing settings read from ``config.json`` that :class:`RouterConfig` leaves to use time, and the values they
+may take (a larger one only makes searches slower or allocate more; :class:`IndexConfig` and
+:class:`RerankConfig` check their own ranges when built)."""
+FLAT_INDEX_FIELDS = {
+    "index_kind": "kind", "ann_threshold": "ann_threshold", "ivf_nlist": "ivf_nlist", "ivf_nprobe": "ivf_nprobe",
+    "hnsw_m": "hnsw_m", "hnsw_ef_construction": "hnsw_ef_construction", "hnsw_ef_search": "hnsw_ef_search",
+    "pq_m": "pq_m", "refine_candidates": "refine_candidates", "filter_exact_below": "filter_exact_below",
+}  # fmt: skip
+"""Flat ``router`` fields of ``config.json`` written before the index settings were nested -> their
+``router.index`` field."""
+FLAT_RERANK_FIELDS = {"rerank_top_k": "top_k", "rerank_weight": "weight"}
+"""Flat ``router`` fields written before the re-rank settings were nested -> their ``router.rerank`` field."""
+
+
+def router_settings(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``config.json``'s ``router`` entry in the nested form :meth:`RouterConfig.from_dict` reads.
+
+    Routers saved before the index and re-rank settings were nested hold them as flat fields
+    (``index_kind``, ``rerank_top_k``...): they become fields of ``index`` and ``rerank``, over any nested value
+    (a hand edit in the old style wins).
+
+    Args:
+        data: The ``router`` entry.
+
+    Returns:
+        The entry with nested ``index`` and ``rerank`` objects.
+    """
+    settings = dict(data)
+    for nested, flat in (("index", FLAT_INDEX_FIELDS), ("rerank", FLAT_RERANK_FIELDS)):
+        moved = {field: settings.pop(key) for key, field in flat.items() if key in settings}
+        if moved:
+            current = settings.get(nested)
+            settings[nested] = {**(current if isinstance(current, Mapping) else {}), **moved}
+    return settings
 
 
 def check_router_settings(settings: Any, where: str, remedy: str, embedding_dim: int | None = None) -> None:
     """Check the routing settings of a loaded :class:`RouterConfig` that its own checks leave to use time:
-    known kinds, integers within bounds, an index spec that can be built.
+    known aggregations, integers within bounds, an index spec that can be built.
 
     Args:
         settings: The loaded config.
@@ -397,31 +454,28 @@ def check_router_settings(settings: Any, where: str, remedy: str, embedding_dim:
         embedding_dim: The router's embedding size (``pq_m`` must divide it for an ``"ivfpq"`` index).
 
     Raises:
-        CheckpointError: naming ``config.json`` and the field (``router.index_kind``...).
+        CheckpointError: naming ``config.json`` and the field (``router.level_aggregation``...).
     """
 
     def fail(field: str, expected: str, value: Any) -> None:
         raise CheckpointError(
-            f"{_CONFIG} of {where}: 'router.{field}' must be {expected}, got {value!r:.80}. {remedy}"
+            f"{CONFIG_FILE} of {where}: 'router.{field}' must be {expected}, got {value!r:.80}. {remedy}"
         )
 
-    if settings.index_kind not in ("auto", *INDEX_KINDS):
-        fail("index_kind", f"'auto' or one of {list(INDEX_KINDS)}", settings.index_kind)
     if settings.level_aggregation not in ("lse", "max"):
         fail("level_aggregation", "'lse' or 'max'", settings.level_aggregation)
     for field, (low, high) in _INT_BOUNDS.items():
         if not low <= getattr(settings, field) <= high:
             fail(field, f"an integer from {low} to {high}", getattr(settings, field))
-    for field, (low, high) in _OPTIONAL_INT_BOUNDS.items():
-        value = getattr(settings, field)
-        if value is not None and not low <= value <= high:
-            fail(field, f"null or an integer from {low} to {high}", value)
     if not (math.isfinite(settings.card_weight) and 0 <= settings.card_weight <= 1000):
         fail("card_weight", "a number from 0 to 1000", settings.card_weight)
     if settings.embedding_dim is not None and not 1 <= settings.embedding_dim <= 65_536:
         fail("embedding_dim", "null or an integer from 1 to 65536", settings.embedding_dim)
-    if settings.index_kind == "ivfpq" and embedding_dim and embedding_dim % settings.pq_m:
-        fail("pq_m", f"a divisor of the embedding size {embedding_dim} (index_kind 'ivfpq')", settings.pq_m)
+    index = settings.index
+    if index.kind == "ivfpq" and embedding_dim and embedding_dim % index.pq_m:
+        fail(
+            "index.pq_m", f"a divisor of the embedding size {embedding_dim} (index kind 'ivfpq')", index.pq_m
+        )
 
 
 def check_weights(
@@ -474,7 +528,7 @@ def check_info(info: Any, where: str, remedy: str) -> None:
     """
 
     def fail(field: str, expected: str) -> None:
-        raise CheckpointError(f"{_CONFIG} of {where}: 'info.{field}' must be {expected}. {remedy}")
+        raise CheckpointError(f"{CONFIG_FILE} of {where}: 'info.{field}' must be {expected}. {remedy}")
 
     for field, kind in _INFO_LISTS.items():
         value = info.get(field)
@@ -539,26 +593,28 @@ def _check_examples(rows: Any, key: str, registry: Any, where: str, remedy: str)
         return
     if not isinstance(rows, list):
         raise CheckpointError(
-            f"{_STATE_JSON} of {where}: {key!r} must be a list of examples, got {type(rows).__name__}. {remedy}"
+            f"{STATE_JSON_FILE} of {where}: {key!r} must be a list of examples, got {type(rows).__name__}. {remedy}"
         )
     for position, row in enumerate(rows):
         field = f"{key!r} example {position}"
         if not isinstance(row, dict):
-            raise CheckpointError(f"{_STATE_JSON} of {where}: {field} must be a JSON object. {remedy}")
+            raise CheckpointError(f"{STATE_JSON_FILE} of {where}: {field} must be a JSON object. {remedy}")
         unknown = sorted(set(row) - set(_EXAMPLE_FIELDS))
         if unknown:
             raise CheckpointError(
-                f"{_STATE_JSON} of {where}: {field} has unknown fields {unknown[:5]!r:.200}; an example holds "
+                f"{STATE_JSON_FILE} of {where}: {field} has unknown fields {unknown[:5]!r:.200}; an example holds "
                 f"{list(_EXAMPLE_FIELDS)}. {remedy}"
             )
-        _check_text(row.get("prompt"), _STATE_JSON, f"{field} field 'prompt'", where, remedy, optional=False)
+        _check_text(
+            row.get("prompt"), STATE_JSON_FILE, f"{field} field 'prompt'", where, remedy, optional=False
+        )
         for name in ("domain", "experience"):
-            _check_text(row.get(name), _STATE_JSON, f"{field} field {name!r}", where, remedy)
+            _check_text(row.get(name), STATE_JSON_FILE, f"{field} field {name!r}", where, remedy)
         model_id = row.get("model_id")
-        _check_text(model_id, _STATE_JSON, f"{field} field 'model_id'", where, remedy, optional=False)
+        _check_text(model_id, STATE_JSON_FILE, f"{field} field 'model_id'", where, remedy, optional=False)
         if model_id not in registry:
             raise CheckpointError(
-                f"{_STATE_JSON} of {where}: {field} cites model {model_id!r}, which is not in {_REGISTRY}: the "
+                f"{STATE_JSON_FILE} of {where}: {field} cites model {model_id!r}, which is not in {REGISTRY_FILE}: the "
                 f"files come from different checkpoints. {remedy}"
             )
 
@@ -585,13 +641,13 @@ def check_training_state(router: HubRouter, where: str, remedy: str) -> None:
         kind, _, parameter = name[len("ewc.") :].partition(".")
         if kind not in ("fisher", "reference") or parameter not in shapes:
             raise CheckpointError(
-                f"{_STATE_TENSORS} of {where}: tensor {name!r} is not an EWC statistic of "
+                f"{STATE_TENSORS_FILE} of {where}: tensor {name!r} is not an EWC statistic of "
                 f"{list(_EWC_PARAMETERS)}. {remedy}"
             )
         other = f"ewc.{'reference' if kind == 'fisher' else 'fisher'}.{parameter}"
         if other in tensors and tuple(tensors[other].shape) != tuple(tensor.shape):
             raise CheckpointError(
-                f"{_STATE_TENSORS} of {where}: tensor {name!r} has shape {tuple(tensor.shape)}, but {other!r} "
+                f"{STATE_TENSORS_FILE} of {where}: tensor {name!r} has shape {tuple(tensor.shape)}, but {other!r} "
                 f"has shape {tuple(tensors[other].shape)}. {remedy}"
             )
         expected = shapes[parameter]
@@ -604,57 +660,6 @@ def check_training_state(router: HubRouter, where: str, remedy: str) -> None:
         )
         if not fits:
             raise CheckpointError(
-                f"{_STATE_TENSORS} of {where}: tensor {name!r} has shape {shape}, but {parameter} has shape "
+                f"{STATE_TENSORS_FILE} of {where}: tensor {name!r} has shape {shape}, but {parameter} has shape "
                 f"{expected}: the files come from different checkpoints. {remedy}"
             )
-
-
-# -- prompts -------------------------------------------------------------------------------------------------
-def check_prompt_text(prompt: str, where: str = "") -> None:
-    """Refuse a prompt the tokenizer cannot take: one with a lone surrogate (from a broken UTF-16 pair, or
-    from undecodable bytes kept by ``surrogateescape``). Costs one UTF-8 encode.
-
-    Raises:
-        InvalidPromptError: naming the character's position.
-    """
-    try:
-        prompt.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise InvalidPromptError(
-            f"The prompt{where} holds an invalid character {prompt[err.start]!r} at position {err.start}: a lone "
-            "surrogate, which is not text (it comes from a broken UTF-16 pair or from bytes that are not "
-            "UTF-8). Repair it first, e.g. text.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')."
-        ) from None
-
-
-# -- encoder limits ------------------------------------------------------------------------------------------
-_OFFSET_POSITIONS = frozenset(
-    {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "xlm-roberta-xl"}
-)
-
-
-def position_limit(hf_config: Any) -> int | None:
-    """The longest input, in tokens, that a transformers backbone with config ``hf_config`` can take (its
-    position embeddings), or ``None`` when it has no such limit."""
-    limit = getattr(hf_config, "max_position_embeddings", None)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        return None
-    if getattr(hf_config, "model_type", None) in _OFFSET_POSITIONS:  # positions start after the padding id
-        limit -= (getattr(hf_config, "pad_token_id", None) or 0) + 1
-    return limit
-
-
-def check_max_length(model: Any, max_length: int, source: Any) -> None:
-    """Raise a ``ValueError`` naming ``EncoderConfig.max_length`` when it exceeds the position limit of the
-    sentence-transformers ``model``'s backbone (a longer prompt would crash inside the model).
-
-    Raises:
-        ValueError: ``max_length`` is larger than the backbone's ``max_position_embeddings``.
-    """
-    backbone = getattr(model[0], "auto_model", None) if len(model) else None
-    limit = position_limit(getattr(backbone, "config", None))
-    if limit is not None and max_length > limit:
-        raise ValueError(
-            f"EncoderConfig.max_length is {max_length}, but the encoder {str(source)!r} takes at most {limit} "
-            f"tokens (max_position_embeddings of its config): use max_length <= {limit}."
-        )

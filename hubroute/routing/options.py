@@ -270,11 +270,13 @@ class RegistryArrays:
         self.domain_names: Sequence[str | None] = _first_names(
             len(domains), self.domain_codes, (r.domain for r in records)
         )
-        self._domain_vocab = domains
-        self._field_codes: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
+        self.domain_vocab = domains
+        """Domain key -> its code in :attr:`domain_codes`."""
+        self.field_codes: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
+        """Filterable field -> (code per model, value -> code)."""
         for name, attribute in self._FIELDS.items():
-            self._field_codes[name] = _codes((_lower(getattr(r, attribute)) for r in records), self.size)
-        self._field_codes["authors"] = _codes((_lower(r.author) for r in records), self.size)
+            self.field_codes[name] = _codes((_lower(getattr(r, attribute)) for r in records), self.size)
+        self.field_codes["authors"] = _codes((_lower(r.author) for r in records), self.size)
         self.created_at = np.fromiter(
             (r.created_at if isinstance(r.created_at, (int, float)) else _MISSING_TIME for r in records),
             dtype=np.int64,
@@ -301,9 +303,9 @@ class RegistryArrays:
             names.extend(registry[int(i)].model_id for i in own)
         self.family_names = names
         self.domain_codes, self.domain_names = base.domain_codes[parents], base.domain_names
-        self._domain_vocab = base._domain_vocab
-        self._field_codes = {
-            name: (codes[parents], vocabulary) for name, (codes, vocabulary) in base._field_codes.items()
+        self.domain_vocab = base.domain_vocab
+        self.field_codes = {
+            name: (codes[parents], vocabulary) for name, (codes, vocabulary) in base.field_codes.items()
         }
         self.created_at = base.created_at[parents]
 
@@ -335,7 +337,7 @@ class RegistryArrays:
         return mask
 
     def _isin(self, name: str, values: Sequence[str]) -> np.ndarray:
-        codes, vocabulary = self._field_codes[name]
+        codes, vocabulary = self.field_codes[name]
         wanted = [vocabulary[v] for v in {_lower(v) for v in values} if v in vocabulary]
         return np.isin(codes, np.asarray(wanted, dtype=np.int32))
 
@@ -347,7 +349,7 @@ class RegistryArrays:
         mask = np.ones(self.size, dtype=bool)
         if f.domains is not None:
             wanted = [
-                self._domain_vocab[k] for k in {domain_key(d) for d in f.domains} if k in self._domain_vocab
+                self.domain_vocab[k] for k in {domain_key(d) for d in f.domains} if k in self.domain_vocab
             ]
             mask &= np.isin(self.domain_codes, np.asarray(wanted, dtype=np.int32))
         for name in ("pipeline_tags", "libraries", "licenses", "authors"):

@@ -258,14 +258,17 @@ class Registry:
         """
         if not isinstance(data, list):
             raise CheckpointError("The registry must be a JSON list of model records.")
-        registry = cls()
+        records: list[ModelRecord] = []
+        seen: set[str] = set()
         for position, item in enumerate(data):
             if not isinstance(item, dict) or not isinstance(item.get("model_id"), str):
                 raise CheckpointError(f"Registry entry {position} has no string 'model_id'.")
-            if item["model_id"] in registry:
+            key = model_key(item["model_id"])
+            if key in seen:
                 raise CheckpointError(f"Registry entry {position} duplicates model {item['model_id']!r}.")
-            registry._append(ModelRecord.from_dict(item))
-        return registry
+            seen.add(key)
+            records.append(ModelRecord.from_dict(item))
+        return cls(records)
 
 
 class DerivedRegistry(Registry):

@@ -4,7 +4,7 @@ Routing in two stages: the router's bi-encoder retrieves its ``k`` best models f
 encoder pass for any number of models); a cross-encoder then reads the prompt together with each candidate's
 card document (id, domain and card text, :meth:`ModelRecord.document`) and scores the pair. The final score
 of a candidate is ``router_score + weight * rerank_score`` (:func:`fuse_scores`); the weight is chosen while
-training (:mod:`hubroute.training.rerank`) and kept in :attr:`RouterConfig.rerank_weight`.
+training (:mod:`hubroute.training.rerank`) and kept in :attr:`RerankConfig.weight <hubroute.RerankConfig.weight>`.
 
 The cross-encoder is a sentence-transformers :class:`~sentence_transformers.CrossEncoder` (a BERT-style
 model with a one-logit classification head), built from the bundled all-MiniLM-L6-v2 by default. It is
@@ -25,19 +25,16 @@ import torch
 from torch import nn
 
 from .._utils.validation import check_batch_size
-from .encoder import DEFAULT_ENCODER, bundled_encoder_path
-from .integrity import position_limit
+from .encoder import DEFAULT_ENCODER, bundled_encoder_path, position_limit
 from .runtime import BackendModule, Backends, GraphSource, graph_description, merged_copy
 
-__all__ = ["DEFAULT_RERANK_TOP_K", "RERANKER_DIR", "Reranker", "fuse_scores"]
+__all__ = ["DEFAULT_RERANK_TOP_K", "Reranker", "fuse_scores"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RERANK_TOP_K = 10
 """Candidates re-ranked per prompt when ``route(rerank=True)`` is asked of a router whose config has
-``rerank_top_k=0``."""
-RERANKER_DIR = "reranker"
-"""Sub-folder of a router folder holding the cross-encoder."""
+``rerank.top_k=0``."""
 
 # Characters kept of each side of a pair before tokenisation (word pieces average ~4 characters): enough for
 # any max_length, while a long card is not tokenised in full only to be truncated.

@@ -22,11 +22,11 @@ every load, on the very bytes handed to ONNX Runtime; a damaged or swapped entry
 freshly exported fp32 graph is checked against the torch module on an example batch before it is used.
 
 **Weights that change.** The first inference call after the model was put in training mode (``train()``,
-which every training loop calls) or after one of its parameters was changed in place under autograd's version
-counter hashes the weights again and, if they differ, exports (or finds in the cache) the graph of the new
-weights. Optimizers that write the weights without bumping that counter (torch's fused AdamW) are covered by
-the first rule; after changing weights any other way, call ``runtime.invalidate()`` (e.g.
-``router.encoder.runtime.invalidate()``), and the next call checks them. A fine-tuned backbone and a LoRA adapter (merged into a copy of the backbone for the export) are
+which every training loop calls), after one of its parameters was replaced, or after
+:meth:`BackendModule.weights_changed` (``router.weights_changed()`` calls it; the trainer does after every
+optimizer step) hashes the weights again and, if they differ, exports (or finds in the cache) the graph of the
+new weights. After changing weights in place any other way (an edit under ``torch.no_grad()``,
+``load_state_dict``), call ``router.weights_changed()`` (or ``encoder.weights_changed()``). A fine-tuned backbone and a LoRA adapter (merged into a copy of the backbone for the export) are
 exported the same way.
 """
 
@@ -485,19 +485,19 @@ class OnnxRuntime(Runtime):
         self.cache_dir = onnx_cache_dir(cache_dir)
         self.threads = threads
         self._params: list[torch.Tensor] = []
-        self._seen: tuple[tuple[int, int], ...] | None = None
+        self._seen: tuple[int, ...] | None = None
         self._digest: str | None = None
         self._session: Any = None
         self.graph: GraphInfo | None = None
         """The graph in use."""
         self.refresh()
 
-    def _state(self) -> tuple[tuple[int, int], ...]:
-        return tuple((p.data_ptr(), p._version) for p in self._params)
+    def _state(self) -> tuple[int, ...]:
+        return tuple(p.data_ptr() for p in self._params)
 
     def refresh(self) -> GraphInfo:
         """Hash the weights now and use their graph (re-exported if they changed); call it after replacing
-        modules of the source (e.g. attaching a LoRA adapter): in-place changes are noticed on their own.
+        modules of the source (e.g. attaching a LoRA adapter), or use :meth:`invalidate`.
 
         Returns:
             The graph in use.
@@ -518,7 +518,7 @@ class OnnxRuntime(Runtime):
         self._params, self._seen = [], None
 
     def __call__(self, features: Mapping[str, Any]) -> np.ndarray:
-        if self._state() != self._seen:
+        if self._seen is None or self._state() != self._seen:
             self.refresh()
         feed = {name: _int64(features[name]) for name in self.source.input_names}
         out: np.ndarray = self._session.run(None, feed)[0]
@@ -617,6 +617,12 @@ class BackendModule(nn.Module):
         if mode:
             self._backends.invalidate()
         return super().train(mode)
+
+    def weights_changed(self) -> None:
+        """Declare that the weights were changed in place (an optimizer step in eval mode, an edit under
+        ``torch.no_grad()``, ``load_state_dict``): the next inference call hashes them again and uses (or
+        exports) their graph. Training mode and replaced parameters are noticed without it."""
+        self._backends.invalidate()
 
     @property
     def backend(self) -> str:

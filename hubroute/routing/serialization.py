@@ -1,22 +1,8 @@
-"""Router checkpoint format: safetensors and JSON only, written atomically, verified on load.
+"""Reading and writing router folders: safetensors and JSON only, written atomically, verified on load.
 
-A router folder holds:
-
-- ``config.json``: format version, architecture, encoder reference, checksums of the other files;
-- ``model.safetensors``: the projection and the model embeddings;
-- ``registry.json``: the models, in id order, with their metadata;
-- ``encoder/``: the encoder's trained weights, when there are any (a LoRA adapter or a full backbone);
-- ``training_state.json`` / ``training_state.safetensors``: what the continual learner needs next time;
-- ``index.safetensors``: the built approximate scoring index (IVF/HNSW), when the router uses one, as FAISS's
-  serialisation in a ``uint8`` tensor, with the SHA-256 of the model embeddings it was built from (an index
-  that does not match the embeddings is refused); an exact index is rebuilt from the embeddings instead;
-- ``index.faiss`` + ``index.json``: a compressed index (``"ivfpq"``, ``"sq8"``) instead, in FAISS's own file
-  format (``faiss.write_index``), loaded memory-mapped so its inverted lists stay on disk, and its metadata
-  (kind, spec, size, the SHA-256 of the embeddings it was built from);
-- ``calibration.json``: the confidence thresholds fitted by ``HubRouter.calibrate``, when there are any;
-- ``reranker/``: the cross-encoder re-ranker (:mod:`hubroute.routing.rerank`), when the router has one
-  (safetensors weights, its JSON configs and tokenizer files; ``config.json``'s ``reranker`` entry says so);
-- ``README.md``: the model card.
+The folder's format (its files, the ``config.json`` layout, and what each file must satisfy) is defined in
+:mod:`hubroute.routing.integrity`; this module writes it (:func:`write_router`) and reads it back
+(:func:`read_router`), converting the ``config.json`` of older routers as it reads.
 """
 
 from __future__ import annotations
@@ -40,9 +26,24 @@ from . import integrity
 from .config import RouterConfig
 from .encoder import PromptEncoder
 from .index import IndexSpec, ScoringIndex
+from .integrity import (
+    CALIBRATION_FILE,
+    CONFIG_FILE,
+    ENCODER_DIR,
+    FAISS_INDEX_FILE,
+    FAISS_INDEX_META,
+    FORMAT_VERSION,
+    INDEX_FILE,
+    LIBRARY_NAME,
+    REGISTRY_FILE,
+    RERANKER_DIR,
+    STATE_JSON_FILE,
+    STATE_TENSORS_FILE,
+    WEIGHTS_FILE,
+)
 from .options import Calibration
 from .registry import Registry
-from .rerank import RERANKER_DIR, Reranker
+from .rerank import Reranker
 
 if TYPE_CHECKING:
     from .router import HubRouter
@@ -57,18 +58,6 @@ __all__ = [
 
 _RouterT = TypeVar("_RouterT", bound="HubRouter")
 
-FORMAT_VERSION = 1
-LIBRARY_NAME = "hubroute"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-REGISTRY_FILE = "registry.json"
-STATE_JSON_FILE = "training_state.json"
-STATE_TENSORS_FILE = "training_state.safetensors"
-INDEX_FILE = "index.safetensors"
-FAISS_INDEX_FILE = "index.faiss"
-FAISS_INDEX_META = "index.json"
-CALIBRATION_FILE = "calibration.json"
-ENCODER_DIR = "encoder"
 LOCAL_REMEDY = "Save the router again."
 """What messages advise about a damaged router folder (readers of Hub downloads pass their own advice)."""
 
@@ -168,7 +157,7 @@ def _write_index(router: HubRouter, folder: Path) -> None:
     """Write ``index.safetensors`` when the router uses an approximate index (built now if needed)."""
     from safetensors.numpy import save_file
 
-    index = router._index_for_saving()
+    index = router.scorer.index_for_saving()
     if index is None:
         return
     if index.spec.compressed:
@@ -293,13 +282,13 @@ def _verify_and_adopt(router: HubRouter, index: ScoringIndex, name: str, files: 
     """
     if index.spec == router.index_spec():
         try:
-            index.verify(router._exact_rows, router.num_models, router.embedding_dim)
+            index.verify(router.scorer.exact_rows, router.num_models, router.embedding_dim)
         except ValueError as err:
             raise CheckpointError(
                 f"{name} of {where} is not an index of the model embeddings in {WEIGHTS_FILE}: {err}. Delete "
                 f"{files} (the router then builds its index from {WEIGHTS_FILE}) or save the router again."
             ) from err
-    router._adopt_index(index)
+    router.scorer.adopt(index)
 
 
 def _read_calibration(router: HubRouter, folder: Path, where: str, remedy: str) -> None:
@@ -435,12 +424,6 @@ def _load_safetensors(path: Path, where: str, remedy: str) -> dict[str, torch.Te
     return tensors
 
 
-READ_FILES = (
-    WEIGHTS_FILE, REGISTRY_FILE, STATE_JSON_FILE, STATE_TENSORS_FILE, INDEX_FILE, FAISS_INDEX_FILE,
-    FAISS_INDEX_META, CALIBRATION_FILE,
-)  # fmt: skip
-"""The top-level files :func:`read_router` reads by name (when present; the first two always are): each must be
-listed in the manifest. Everything under ``encoder/`` and ``reranker/`` is read by discovery, so must be too."""
 REGISTRY_BYTES_PER_MODEL = 1 << 20
 """``registry.json`` may hold at most this many bytes a model (a record's text fields are bounded too)."""
 
@@ -519,7 +502,7 @@ def read_router(
 
     where = where or str(folder)
     config = read_config(folder, where, remedy)
-    integrity.check_folder(folder, config, where, remedy, READ_FILES)
+    integrity.check_folder(folder, config, where, remedy)
     weights = _load_safetensors(folder / WEIGHTS_FILE, where, remedy)
     integrity.check_weights(
         weights,
@@ -533,7 +516,7 @@ def read_router(
     integrity.check_info(config.get("info") or {}, where, remedy)
     encoder_entry = config.get("encoder") or {}
     try:
-        router_config = RouterConfig.from_dict(config.get("router") or {})
+        router_config = RouterConfig.from_dict(integrity.router_settings(config.get("router") or {}))
     except (TypeError, ValueError) as err:
         raise CheckpointError(
             f"{CONFIG_FILE} of {where} describes an invalid router: {err} {remedy}"
@@ -595,9 +578,9 @@ def read_router(
         _read_calibration(router, folder, where, remedy)
     if config.get("reranker"):
         _read_reranker(router, folder, config["reranker"], where, remedy)
-    elif router_config.rerank_top_k > 0:
+    elif router_config.rerank.top_k > 0:
         raise CheckpointError(
-            f"{CONFIG_FILE} of {where} sets 'router.rerank_top_k' to {router_config.rerank_top_k} but the router "
+            f"{CONFIG_FILE} of {where} sets 'router.rerank.top_k' to {router_config.rerank.top_k} but the router "
             f"has no re-ranker ('reranker' is null). {remedy}"
         )
     router.eval()

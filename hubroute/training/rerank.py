@@ -12,7 +12,7 @@ router's own best candidates:
 - **loss**: listwise softmax cross-entropy over each group (the gold is the target), plus, from the second
   experience on, a distillation term on the replayed groups: the KL divergence from the previous re-ranker's
   softmax over the group to the new one's (weight ``rerank_distill_weight``), so old routes are not forgotten;
-- **fusion weight**: ``router.config.rerank_weight`` becomes ``args.rerank_weight``, the weight ``w`` of
+- **fusion weight**: ``router.config.rerank.weight`` becomes ``args.rerank_weight``, the weight ``w`` of
   ``router_score + w * rerank_score`` (chosen on CMRBench's development split; docs: Benchmarks, Two-stage routing). With
   ``rerank_weight=None`` a share of the experience's prompts (``rerank_holdout_fraction``, at most 200) is
   kept out of the re-ranker's training and the weight of :data:`WEIGHT_GRID` with the best top-1 accuracy on
@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..routing.config import RerankConfig
 from ..routing.rerank import Reranker
 from ..routing.router import HubRouter
 from .config import CARvEConfig
@@ -182,8 +183,8 @@ def train_reranker(
         )
         weight, curve = choose_weight(fused, cand, rerank_scores, gold[holdout])
     elif args.rerank_weight is None:
-        weight = router.config.rerank_weight
-    router.config = dataclasses.replace(router.config, rerank_top_k=k, rerank_weight=weight)
+        weight = router.config.rerank.weight
+    router.config = dataclasses.replace(router.config, rerank=RerankConfig(top_k=k, weight=weight))
     stats = {
         "experience": experience,
         "train_s": time.perf_counter() - start,

@@ -373,7 +373,7 @@ class CARvETrainer(Trainer):
         pool = self.args.hard_negative_pool
         if self.mining == "index":
             index = self.current_index()
-            c = router.config
+            c = router.config.index
             hard = distributed.map_rows(
                 lambda idx: mine_hard_negatives_with_index(
                     self._query_vectors(idx), self.labels[idx], index, self.sampler.group_codes, pool,
@@ -398,7 +398,7 @@ class CARvETrainer(Trainer):
         router = self.accelerator.unwrap_model(self.model)
         if self.sparse:
             return router.update_index(self.rows.take_updated() if self.rows is not None else [])
-        return router._scoring_index()
+        return router.scorer.index()
 
     # -- Trainer hooks -------------------------------------------------------------------------------------
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
@@ -441,6 +441,9 @@ class CARvETrainer(Trainer):
                 )
                 rows = self.rows
                 self.optimizer.register_step_post_hook(lambda *_: rows.step())
+            # Every step changes the weights in place: the router's caches (index, projection, ONNX graph)
+            # must not serve the old ones.
+            self.optimizer.register_step_post_hook(lambda *_: router.weights_changed())
         return self.optimizer
 
     def _embedding_learning_rate(self) -> float:
@@ -560,6 +563,7 @@ class CARvETrainer(Trainer):
             )
         try:
             output = super().train(**kwargs)
+            self.router.weights_changed()  # also covers weights the Trainer loaded in place (best model)
             self._finish_experience()
         finally:
             self.router.model_embeddings.requires_grad_(True)
@@ -597,7 +601,7 @@ class CARvETrainer(Trainer):
             self._compensate_drift(router)
         if args.ewc_weight > 0:
             self._update_ewc(router)
-        if self.sparse and router._index is not None:
+        if self.sparse and router.scorer.cached_index is not None:
             router.update_index(
                 self.rows.take_updated() if self.rows is not None else []
             )  # saves won't rebuild
@@ -653,7 +657,7 @@ class CARvETrainer(Trainer):
         rows = router.model_embeddings.data
         moved = torch.nn.functional.normalize(rows[stale].float().cpu() @ mapping.T, dim=-1)
         rows[stale] = moved.to(rows.dtype).to(rows.device)
-        router._index = None
+        router.scorer.clear()
         if self.rows is not None:
             self.rows.take_updated()  # the index is rebuilt from scratch anyway
 

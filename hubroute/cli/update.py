@@ -21,7 +21,14 @@ import yaml
 
 from .._utils.hub_errors import check_hub_reachable
 from ..update.config import UpdateConfig
-from ._args import HelpFormatter, add_dataclass_arguments, check_file_argument, dataclass_help, wants_help
+from ._args import (
+    HelpFormatter,
+    actions,
+    add_dataclass_arguments,
+    check_file_argument,
+    dataclass_help,
+    wants_help,
+)
 from ._data import check_router_source
 
 if TYPE_CHECKING:
@@ -76,18 +83,11 @@ def make_parser(prog: str = "hubroute update") -> TrlParser:
     parser = TrlParser(
         dataclasses, prog=prog, usage=USAGE, description=DESCRIPTION, formatter_class=HelpFormatter
     )
-    for action in list(parser._actions):
+    for action in actions(parser):
         if action.dest == "training":  # a mapping: JSON on the command line
             action.type = json.loads
-        if (
-            action.dest == "show_progress"
-        ):  # one progress flag, --no-progress, not --show_progress/--no_show_progress
-            parser._remove_action(action)
-            for group in parser._action_groups:
-                if action in group._group_actions:
-                    group._group_actions.remove(action)
-            for option in action.option_strings:
-                parser._option_string_actions.pop(option, None)
+    # The dataclass also gives --show-progress/--no-show-progress; they still parse, but the help lists one
+    # progress flag, --no-progress (print_help).
     _command_flags(parser)
     return parser
 

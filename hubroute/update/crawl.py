@@ -334,6 +334,10 @@ class CrawlState:
         self._log: AppendLog | None = None
         self.migrated_bytes = 0
 
+    def append_to(self, log: AppendLog) -> None:
+        """Append every later event to ``log`` (the state file opened for appending)."""
+        self._log = log
+
     def handled(self, model_id: str) -> bool:
         """Whether ``model_id`` needs no work: recorded or skipped (failed models are retried)."""
         return model_id in self.records or model_id in self.skipped
@@ -506,7 +510,7 @@ class CrawlState:
             state = state or cls(scope=scope)
             migrated = state.save(path)
             valid = migrated
-        state._log = AppendLog(path, valid_bytes=valid, fsync_interval=fsync_interval)
+        state.append_to(AppendLog(path, valid_bytes=valid, fsync_interval=fsync_interval))
         state.migrated_bytes = migrated
         return state, resumed
 

@@ -53,7 +53,10 @@ class CandidateContrastiveLoss(nn.Module):
             weights: ``[B]`` per-example loss multipliers (e.g. to up-weight replayed examples). They are
                 not renormalised, so a weight of 5 counts an example five times whatever else is in its batch.
         """
-        logits = torch.einsum("bd,bkd->bk", queries, embeddings[candidates]) / self.temperature
+        # F.embedding, not embeddings[candidates]: on CPU the backward of advanced indexing adds the repeated
+        # rows' gradients with atomic adds across threads, in an order that changes from run to run, so the
+        # same seed gave different embeddings; the embedding backward adds them in a fixed order.
+        logits = torch.einsum("bd,bkd->bk", queries, F.embedding(candidates, embeddings)) / self.temperature
         log_probs = F.log_softmax(logits.float(), dim=-1)
         targets = torch.zeros_like(log_probs)
         targets[:, 0] = 1.0

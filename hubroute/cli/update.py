@@ -9,6 +9,7 @@ overriding the update recipe.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -86,10 +87,22 @@ def make_parser(prog: str = "hubroute update") -> TrlParser:
     for action in actions(parser):
         if action.dest == "training":  # a mapping: JSON on the command line
             action.type = json.loads
-    # The dataclass also gives --show-progress/--no-show-progress; they still parse, but the help lists one
-    # progress flag, --no-progress (print_help).
+        if (
+            action.dest == "show_progress"
+        ):  # one progress flag, --no-progress, not --show-progress/--no-show-progress
+            _drop(parser, action)
     _command_flags(parser)
     return parser
+
+
+def _drop(parser: argparse.ArgumentParser, action: argparse.Action) -> None:
+    """Remove ``action`` from ``parser`` (argparse has no public way to)."""
+    parser._remove_action(action)
+    for group in parser._action_groups:
+        if action in group._group_actions:
+            group._group_actions.remove(action)
+    for option in action.option_strings:
+        parser._option_string_actions.pop(option, None)
 
 
 def _script_flags(group: Any) -> None:

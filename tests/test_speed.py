@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from hubroute import HubRouter, ModelRecord
 from hubroute.bench.speed import (
     SpeedSettings,
+    cmrbench_router,
     format_speed_table,
     grow_embeddings,
     grown_router,
@@ -100,3 +102,24 @@ def test_speed_settings_and_prompt_files_are_checked(tmp_path):
         load_prompts(tmp_path / "empty.txt")
     with pytest.raises(FileNotFoundError):
         load_prompts(tmp_path / "missing.txt")
+
+
+def test_the_benchmarks_card_router_is_the_same_in_every_run(cmrbench_dir, tmp_path):
+    """Two builds of the CMRBench card router (random initial projection) hold the same weights, so speed and
+    recall numbers of two runs compare the same router; torch's global generator is left as it was."""
+    data = tmp_path / "cmrbench"
+    (data / "processed").mkdir(parents=True)
+    for path in sorted((cmrbench_dir / "processed").glob("cleaned-*.json")):  # the first rows of every file
+        rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:12]
+        (data / "processed" / path.name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = cmrbench_router(data, log=lambda line: None)
+    assert torch.equal(torch.rand(3), expected_next)
+    second = cmrbench_router(data, log=lambda line: None)
+    other_seed = cmrbench_router(data, log=lambda line: None, seed=1)
+    assert first.registry.model_ids == second.registry.model_ids
+    for name, tensor in first.state_dict().items():
+        assert torch.equal(tensor, second.state_dict()[name]), name
+    assert not torch.equal(first.projection.weight, other_seed.projection.weight)

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,9 +54,6 @@ from ..routing.runtime import GRAPH_FILE, OnnxRuntime, cache_size_bytes, check_b
 from ..training.data import records_from_rows
 from .cmrbench import load_cmrbench, strip_instruction_prefix
 from .process import format_checks, peak_rss_mb, rss_mb, rss_parts_mb, stderr_log
-
-if TYPE_CHECKING:
-    from ..routing.router import HubRouter
 
 __all__ = [
     "FileRows",
@@ -322,11 +319,17 @@ def cmrbench_prompts(data: str | Path) -> list[str]:
     return [p for experience in load_cmrbench(data) for p in experience.test["prompt"]]
 
 
-def cmrbench_router(data: str | Path, log: Log = stderr_log) -> HubRouter:
+def cmrbench_router(data: str | Path, log: Log = stderr_log, seed: int = 0) -> HubRouter:
     """An untrained router (bundled MiniLM) with every CMRBench model added from its card.
 
     Encoding the ~2,100 cards takes a few minutes on a small CPU; save the router and pass it with
     ``--router`` to skip this next time.
+
+    Args:
+        data: CMRBench folder or Hub dataset repo.
+        log: Where progress lines go.
+        seed: Seed of the router's random initial weights (torch's global generator is left as it was), so two
+            runs of a benchmark build the same router.
     """
     from datasets import concatenate_datasets
 
@@ -334,9 +337,11 @@ def cmrbench_router(data: str | Path, log: Log = stderr_log) -> HubRouter:
     rows = concatenate_datasets([split for e in bench for split in (e.train, e.test)])
     records = records_from_rows(rows)
     log(f"building a router from {len(records)} CMRBench model cards (bundled MiniLM, untrained)")
-    router = HubRouter()
-    router.eval()
-    router.add_models(records)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        router = HubRouter()
+        router.eval()
+        router.add_models(records)
     return router
 
 

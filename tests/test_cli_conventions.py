@@ -100,7 +100,7 @@ def test_short_help_matches_the_real_parsers() -> None:
     """Every flag the fast help lists is one the real parser takes, with the same default."""
     for build_help, real in (
         (train_command.help_parser, train_command.make_parser()),
-        (lambda: update_command.dataclass_help("u", "", update_command._help_groups()),
+        (lambda: update_command.dataclass_help("u", "", update_command.help_groups()),
          update_command.make_parser()),
     ):  # fmt: skip
         shown = build_help()

@@ -37,7 +37,15 @@ if TYPE_CHECKING:
 
     from ..update.pipeline import UpdateSummary
 
-__all__ = ["UpdateScriptArguments", "make_parser", "parse_update_args", "print_help", "run", "EXIT_REFUSED"]
+__all__ = [
+    "UpdateScriptArguments",
+    "help_groups",
+    "make_parser",
+    "parse_update_args",
+    "print_help",
+    "run",
+    "EXIT_REFUSED",
+]
 
 EXIT_REFUSED = 3
 USAGE = "hubroute update --router ROUTER (--since DATE | --feedback FILE ...) [options] (--help: the options)"
@@ -115,7 +123,8 @@ def _update_fields() -> list[str]:
     return [f.name for f in fields(UpdateConfig) if f.name != "show_progress"]
 
 
-def _help_groups() -> list[tuple[str, Any]]:
+def help_groups() -> list[tuple[str, Any]]:
+    """The option groups ``hubroute update --help`` lists: (title, (dataclass, field names) or a builder)."""
     return [("update options", (UpdateConfig, _update_fields())), ("the command", _script_flags)]
 
 
@@ -123,7 +132,7 @@ def print_help() -> None:
     """Print ``hubroute update --help`` (from the same dataclasses as :func:`make_parser`, without importing
     the training stack)."""
     dataclass_help(
-        "hubroute update", DESCRIPTION, _help_groups(),
+        "hubroute update", DESCRIPTION, help_groups(),
         usage=USAGE,
         epilog="Each flag also takes underscores (--max_forgetting).",
     ).print_help()  # fmt: skip

@@ -22,7 +22,7 @@ from hubroute.routing import integrity
 from hubroute.routing.rerank import Reranker
 from hubroute.routing.runtime import GRAPH_FILE, META_FILE, cache_size_bytes, onnx_cache_dir
 from hubroute.serve import ServeConfig, create_app
-from hubroute.testing.server import BackgroundServer
+from hubroute.testing.server import BackgroundServer, free_port
 
 pytest.importorskip("onnxruntime")
 
@@ -61,6 +61,12 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def ids(results: list[list]) -> list[list[str]]:
     return [[r.model_id for r in ranked] for ranked in results]
+
+
+def spinning(model: torch.nn.Module) -> str:
+    """The ``allow_spinning`` option of the ONNX Runtime session of ``model`` (an encoder or re-ranker)."""
+    options = model.runtime.session.get_session_options()
+    return str(options.get_session_config_entry("session.intra_op.allow_spinning"))
 
 
 def entries(cache: Path) -> list[Path]:
@@ -217,6 +223,19 @@ def test_the_reranker_scores_on_the_routers_backend(
     assert (router.backend, router.reranker.backend) == ("torch", "torch")
 
 
+def test_worker_threads_spin_unless_told_not_to_in_every_session(
+    router_dir: Path, tiny_encoder_path: Path, cache: Path
+) -> None:
+    router = HubRouter.from_pretrained(router_dir)
+    expected = ids(router.route(PROMPTS, top_k=3))
+    router.set_backend("onnx")
+    assert spinning(router.encoder) == "1"
+    router.set_backend("onnx", spin_wait=False)
+    router.reranker = Reranker(str(tiny_encoder_path), max_length=48)  # takes the router's backend options
+    assert spinning(router.encoder) == spinning(router.reranker) == "0"
+    assert ids(router.route(PROMPTS, top_k=3)) == expected
+
+
 @pytest.mark.slow
 def test_bad_backends_fail_clearly_and_torch_needs_no_onnxruntime(
     router_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -270,6 +289,7 @@ def test_serve_with_the_onnx_backend(router_dir: Path, cache: Path) -> None:
     expected = HubRouter.from_pretrained(router_dir).route(PROMPTS, top_k=3)
     app = create_app(str(router_dir), ServeConfig(backend="onnx"))
     assert app.state.hubroute.holder.router.backend == "onnx"
+    assert spinning(app.state.hubroute.holder.router.encoder) == "0"  # the event loop needs the cores
     with BackgroundServer(app) as server:
         reply = httpx.post(f"{server.url}/v1/route", json={"prompt": PROMPTS, "top_k": 3}).json()
     assert [[r["model_id"] for r in rs] for rs in reply["results"]] == ids(expected)
@@ -313,25 +333,41 @@ def test_speed_bench_times_the_backends_side_by_side(
 def test_serve_bench_compares_the_backends_in_one_run(router_dir: Path, cmrbench_dir: Path) -> None:
     from hubroute.bench.serve_load import format_table, run_load_test
 
-    results = run_load_test(
-        router=str(router_dir),
-        data=cmrbench_dir,
-        concurrency=[1, 4],
-        requests=8,
-        top_k=3,
-        backends=["torch", "onnx"],
-    )
+    with BackgroundServer(create_app(str(router_dir))) as reference:  # e.g. the previous release
+        results = run_load_test(
+            router=str(router_dir),
+            data=cmrbench_dir,
+            concurrency=[1, 4],
+            requests=8,
+            top_k=3,
+            backends=["torch", "onnx"],
+            rounds=2,
+            reference_url=reference.url,
+        )
     assert set(results.in_process_backends) == {"torch", "onnx"}
     assert results.in_process == results.in_process_backends["torch"]
     assert sorted((level.backend, level.concurrency) for level in results.levels) == [
-        ("onnx", 1), ("onnx", 4), ("torch", 1), ("torch", 4)
+        ("onnx", 1), ("onnx", 4), ("reference", 1), ("reference", 4), ("torch", 1), ("torch", 4)
     ]  # fmt: skip
-    assert all(level.failures == 0 and level.requests_per_s > 0 for level in results.levels)
+    assert all(
+        level.requests == 16 and level.failures == 0 and level.requests_per_s > 0 for level in results.levels
+    )
+    assert all(level.mean_batch_prompts for level in results.levels)  # read from each server's /metrics
     table = format_table(results)
     assert (
         "| /v1/route, concurrency 4, onnx |" in table
+        and "| /v1/route, concurrency 4, reference |" in table
         and "| in-process route(), one prompt at a time, onnx |" in table
+        and f"reference: the server at {reference.url}" in table
     )
+
+
+def test_serve_bench_says_when_no_reference_server_answers(router_dir: Path, cmrbench_dir: Path) -> None:
+    from hubroute.bench.serve_load import run_load_test
+
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ConnectionError, match=f"No hubroute server answers at --reference-url {url}"):
+        run_load_test(router=str(router_dir), data=cmrbench_dir, reference_url=url)
 
 
 @pytest.mark.slow
@@ -393,3 +429,44 @@ def test_chunks_cut_from_one_tokenisation_equal_chunks_tokenised_alone(
         for rows in length_chunks(lengths, 3, encoder.runtime.call_tokens):
             expected[rows] = encoder.runtime(encoder.tokenize([texts[i] for i in rows]))
         np.testing.assert_array_equal(encoder.infer(texts, batch_size=3), expected)
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_batched_comparison_with_another_checkout_runs_each_side_in_its_own_process(
+    router_dir: Path, cmrbench_dir: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "batched.json"
+    command = [
+        sys.executable, str(EXAMPLES / "batched_vs_release.py"), "--release-python", sys.executable,
+        "--router", str(router_dir), "--data", str(cmrbench_dir), "--batch-size", "4", "--batches", "2",
+        "--rounds", "1", "--output", str(output),
+    ]  # fmt: skip
+    printed = subprocess.run(command, capture_output=True, text=True, timeout=280, check=True).stdout
+    results = json.loads(output.read_text())
+    assert set(results["ms_per_prompt"]) == {"release", "torch", "onnx"}
+    assert all(ms > 0 for ms in results["ms_per_prompt"].values())
+    assert results["same_top3_as_release"] == {"torch": 1.0, "onnx": 1.0}  # the same code on every side
+    assert all(Path(path).is_file() for path in results["hubroute"].values())
+    assert "onnx over release:" in printed and "| release |" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_fp32_ceiling_measures_both_runtimes(cmrbench_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "ceiling.json"
+    command = [
+        sys.executable, str(EXAMPLES / "fp32_ceiling.py"), "--data", str(cmrbench_dir), "--prompts", "32",
+        "--rounds", "1", "--output", str(output),
+    ]  # fmt: skip
+    printed = subprocess.run(command, capture_output=True, text=True, timeout=280, check=True).stdout
+    results = json.loads(output.read_text())
+    assert results["prompts"] == 32 and results["padded_over_real_tokens"] >= 1.0
+    for row in results["matmul"].values():
+        assert row["torch_gflops"] > 0 and row["onnx_gflops"] > 0
+    assert results["needed_gflops"] == pytest.approx(1.8 * results["encoder"]["torch"]["gflops"])
+    assert results["target_within_ceiling"] == (results["needed_gflops"] <= results["best_matmul_gflops"])
+    assert "fp32 MatMul here ran at" in printed

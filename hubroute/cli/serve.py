@@ -303,7 +303,17 @@ def register_bench(bench_subparsers: Subparsers) -> None:
         "interleaved with the plain one, and compare their latencies.",
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="Interleaved rounds per level with --shadow (default: 3)."
+        "--reference-url",
+        default=None,
+        metavar="URL",
+        help="A hubroute server started outside the run (e.g. the previous release, on the --router folder) to "
+        "load alongside this run's servers at every level, as the 'reference' rows.",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="Interleaved rounds per level with --shadow, several --backends or --reference-url (default: 3).",
     )
     parser.set_defaults(func=run_bench)  # fmt: skip
 
@@ -315,6 +325,7 @@ def run_bench(args: argparse.Namespace) -> int:
     results = run_load_test(
         router=args.router, data=args.data, models=args.models, concurrency=args.concurrency,
         requests=args.requests, top_k=args.top_k, shadow=args.shadow, rounds=args.rounds, backends=args.backends,
+        reference_url=args.reference_url,
     )  # fmt: skip
     print(format_table(results))
     write_results(results, args.output)

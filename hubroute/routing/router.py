@@ -124,7 +124,7 @@ class HubRouter(
         self._explainer = Explainer(self)
         self._arrays: tuple[tuple[int, int], RegistryArrays] | None = None
         self._calibration: Calibration | None = None
-        self._backend_cache_dir: str | Path | None = None
+        self._backend_options: dict[str, Any] = {"cache_dir": None, "spin_wait": True}
         # Kept out of the module tree: the router's training (optimizer groups, DDP, EWC) never sees it.
         object.__setattr__(self, "_reranker", None)
         if registry is not None and len(registry):
@@ -164,7 +164,7 @@ class HubRouter(
         if value is not None and not isinstance(value, Reranker):
             raise TypeError(f"reranker must be a Reranker or None, got {type(value).__name__}.")
         if value is not None and value.backend != self.backend:  # it scores on the router's backend
-            value.set_backend(self.backend, cache_dir=self._backend_cache_dir)
+            value.set_backend(self.backend, **self._backend_options)
         object.__setattr__(self, "_reranker", value)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -180,7 +180,9 @@ class HubRouter(
         ``"onnx-int8"`` (see :meth:`set_backend`)."""
         return self.encoder.backend
 
-    def set_backend(self, backend: str = "torch", *, cache_dir: str | Path | None = None) -> None:
+    def set_backend(
+        self, backend: str = "torch", *, cache_dir: str | Path | None = None, spin_wait: bool = True
+    ) -> None:
         """Run routing's encoder passes (and the re-ranker's scoring) on ``backend``; training stays on torch.
 
         ``"onnx"`` runs an ONNX graph of the encoder (pooling and normalisation inside), exported here from the
@@ -194,16 +196,19 @@ class HubRouter(
             backend: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``.
             cache_dir: Where ONNX graphs are cached (default: ``$HUBROUTE_CACHE/onnx`` or
                 ``~/.cache/hubroute/onnx``).
+            spin_wait: Let ONNX Runtime's worker threads busy-wait between operators: the lowest latency when
+                the process has the cores to itself; turn it off where other threads of the process need them
+                (``hubroute serve`` does). No effect on torch or with one thread.
 
         Raises:
             ValueError: an unknown backend.
             BackendUnavailableError: an ONNX backend without onnxruntime (``pip install 'hubroute[onnx]'``).
         """
         require_backend(backend)
-        self.encoder.set_backend(backend, cache_dir=cache_dir)
+        self._backend_options = {"cache_dir": cache_dir, "spin_wait": spin_wait}
+        self.encoder.set_backend(backend, **self._backend_options)
         if self.reranker is not None:
-            self.reranker.set_backend(backend, cache_dir=cache_dir)
-        self._backend_cache_dir = cache_dir
+            self.reranker.set_backend(backend, **self._backend_options)
 
     @property
     def num_models(self) -> int:

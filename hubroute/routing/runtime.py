@@ -254,11 +254,12 @@ def _modes_kept(module: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
-def _session(ort: Any, data: bytes | str, threads: int) -> Any:
+def _session(ort: Any, data: bytes | str, threads: int, spin_wait: bool = True) -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
@@ -464,6 +465,11 @@ class OnnxRuntime(Runtime):
         cache_dir: Where graphs are cached (default: :func:`onnx_cache_dir`).
         threads: ONNX Runtime's intra-op threads (default: ``torch.get_num_threads()`` when the session is
             made, so ``torch.set_num_threads`` governs both backends).
+        spin_wait: Let the intra-op worker threads busy-wait for work between operators: the lowest latency
+            when the process has the cores to itself (at two threads, 1.4 x the batched throughput of a
+            session without it), but they take the CPU from the process's other threads; ``hubroute serve``
+            turns it off, because its event loop shares the cores (1.24 x the /v1/route throughput at
+            concurrency 32; see ``docs/benchmarks/onnx.md``). No effect with one thread.
 
     Raises:
         BackendUnavailableError: ``onnxruntime`` is not installed.
@@ -477,6 +483,7 @@ class OnnxRuntime(Runtime):
         int8: bool = False,
         cache_dir: str | Path | None = None,
         threads: int | None = None,
+        spin_wait: bool = True,
     ) -> None:
         _onnxruntime()
         self.backend = "onnx-int8" if int8 else "onnx"
@@ -484,6 +491,7 @@ class OnnxRuntime(Runtime):
         self.source = source
         self.cache_dir = onnx_cache_dir(cache_dir)
         self.threads = threads
+        self.spin_wait = spin_wait
         self._params: list[torch.Tensor] = []
         self._seen: tuple[int, ...] | None = None
         self._digest: str | None = None
@@ -508,7 +516,7 @@ class OnnxRuntime(Runtime):
         if digest != self._digest or self._session is None:
             ort = _onnxruntime()
             data, self.graph = _prepared(self.source, digest, self.variant, self.cache_dir, ort)
-            self._session = _session(ort, data, self.threads or torch.get_num_threads())
+            self._session = _session(ort, data, self.threads or torch.get_num_threads(), self.spin_wait)
             self._digest = digest
         self._seen = state
         assert self.graph is not None
@@ -516,6 +524,13 @@ class OnnxRuntime(Runtime):
 
     def invalidate(self) -> None:
         self._params, self._seen = [], None
+
+    @property
+    def session(self) -> Any:
+        """The ``onnxruntime.InferenceSession`` on the graph in use (e.g. to read its options or providers)."""
+        if self._session is None:
+            self.refresh()
+        return self._session
 
     def __call__(self, features: Mapping[str, Any]) -> np.ndarray:
         if self._seen is None or self._state() != self._seen:
@@ -541,6 +556,7 @@ def make_runtime(
     torch_forward: Callable[[dict[str, Any]], torch.Tensor],
     source: Callable[[], GraphSource],
     cache_dir: str | Path | None = None,
+    spin_wait: bool = True,
 ) -> Runtime:
     """The runtime of ``backend`` for a model.
 
@@ -549,6 +565,7 @@ def make_runtime(
         torch_forward: The model's torch forward (the ``"torch"`` backend).
         source: Describes the model for export (called only for an ONNX backend).
         cache_dir: Where ONNX graphs are cached (default: :func:`onnx_cache_dir`).
+        spin_wait: ONNX Runtime's worker threads busy-wait between operators (see :class:`OnnxRuntime`).
 
     Raises:
         ValueError: an unknown backend.
@@ -556,7 +573,7 @@ def make_runtime(
     """
     if check_backend(backend) == "torch":
         return TorchRuntime(torch_forward)
-    return OnnxRuntime(source(), int8=backend == "onnx-int8", cache_dir=cache_dir)
+    return OnnxRuntime(source(), int8=backend == "onnx-int8", cache_dir=cache_dir, spin_wait=spin_wait)
 
 
 class Backends:
@@ -573,19 +590,23 @@ class Backends:
     ) -> None:
         self._forward, self._source = torch_forward, source
         self.active: Runtime = TorchRuntime(torch_forward)
-        self._made: dict[tuple[str, str | None], Runtime] = {("torch", None): self.active}
+        self._made: dict[tuple[str, str | None, bool], Runtime] = {("torch", None, True): self.active}
 
-    def use(self, backend: str, cache_dir: str | Path | None = None) -> Runtime:
-        """Make ``backend``'s runtime (graphs cached in ``cache_dir``) the active one and return it.
+    def use(self, backend: str, cache_dir: str | Path | None = None, spin_wait: bool = True) -> Runtime:
+        """Make ``backend``'s runtime (graphs cached in ``cache_dir``; ``spin_wait``: see :class:`OnnxRuntime`)
+        the active one and return it.
 
         Raises:
             ValueError: an unknown backend.
             BackendUnavailableError: an ONNX backend without ``onnxruntime`` installed.
         """
-        key = (backend, None if backend == "torch" or cache_dir is None else str(cache_dir))
+        if backend == "torch":
+            key: tuple[str, str | None, bool] = ("torch", None, True)
+        else:
+            key = (backend, None if cache_dir is None else str(cache_dir), spin_wait)
         runtime = self._made.get(key)
         if runtime is None:
-            runtime = make_runtime(backend, self._forward, self._source, cache_dir)
+            runtime = make_runtime(backend, self._forward, self._source, cache_dir, spin_wait)
             self._made[key] = runtime
         self.active = runtime
         return runtime
@@ -634,7 +655,9 @@ class BackendModule(nn.Module):
         """The inference runtime (an ONNX one tells its cached graph in ``runtime.graph``)."""
         return self._backends.active
 
-    def set_backend(self, backend: str = "torch", *, cache_dir: str | Path | None = None) -> None:
+    def set_backend(
+        self, backend: str = "torch", *, cache_dir: str | Path | None = None, spin_wait: bool = True
+    ) -> None:
         """Run inference on ``backend``; training always runs torch.
 
         An ONNX backend exports the model from its current weights, or finds that export in the cache, now
@@ -644,12 +667,13 @@ class BackendModule(nn.Module):
         Args:
             backend: ``"torch"``, ``"onnx"`` (fp32) or ``"onnx-int8"`` (int8 weights).
             cache_dir: Where ONNX graphs are cached (default: :func:`onnx_cache_dir`).
+            spin_wait: ONNX Runtime's worker threads busy-wait between operators (see :class:`OnnxRuntime`).
 
         Raises:
             ValueError: an unknown backend.
             BackendUnavailableError: an ONNX backend without onnxruntime (``pip install 'hubroute[onnx]'``).
         """
-        self._backends.use(backend, cache_dir)
+        self._backends.use(backend, cache_dir, spin_wait)
 
 
 def merged_copy(module: nn.Module) -> nn.Module:

@@ -32,7 +32,7 @@ from .errors import ServeError, guard_middleware, install_error_handlers
 from .feedback import feedback_row
 from .inference import InferenceBackend
 from .metrics import METRICS_CONTENT_TYPE
-from .reload import LoadedRouter, Watcher, folder_fingerprint, load_router, warm_up
+from .reload import LoadedRouter, Watcher, folder_fingerprint, load_router, use_backend, warm_up
 from .schemas import (
     ChatCompletionRequest,
     ErrorResponse,
@@ -61,8 +61,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _initial_router(router: HubRouter | str | Path | None, config: ServeConfig) -> LoadedRouter:
     if isinstance(router, HubRouter):
-        if config.backend is not None and config.backend != router.backend:
-            router.set_backend(config.backend)
+        use_backend(router, config.backend)
         warm_up(router)
         source = config.router
         revision = (

@@ -295,6 +295,10 @@ def test_serve_with_the_onnx_backend(router_dir: Path, cache: Path) -> None:
     assert [[r["model_id"] for r in rs] for rs in reply["results"]] == ids(expected)
     with pytest.raises(ValueError, match="backend must be one of"):
         ServeConfig(backend="gpu")
+    spinning_router = HubRouter.from_pretrained(router_dir, backend="onnx")  # a router handed over in process
+    assert spinning(spinning_router.encoder) == "1"
+    app = create_app(spinning_router, ServeConfig(backend="onnx"))
+    assert spinning(app.state.hubroute.holder.router.encoder) == "0"
 
 
 def test_speed_bench_times_the_backends_side_by_side(

@@ -98,11 +98,13 @@ def warm_up(router: HubRouter) -> None:
 def use_backend(router: HubRouter, backend: str | None) -> None:
     """Put ``router`` on the inference ``backend`` for serving (``None``: leave it as it is).
 
-    ONNX Runtime's worker threads do not busy-wait here: the server's event loop and its clients' connections
-    need the cores between encoder passes (1.24 x the /v1/route throughput at concurrency 32, measured on
-    2 cores; ``docs/benchmarks/onnx.md``).
+    ONNX Runtime's worker threads do not busy-wait here, even in a router already on that backend: the
+    server's event loop and its clients' connections need the cores between encoder passes (1.24 x the
+    /v1/route throughput at concurrency 32, measured on 2 cores; ``docs/benchmarks/onnx.md``).
     """
-    if backend is not None and backend != router.backend:
+    if backend is None:
+        return
+    if backend != router.backend or getattr(router.encoder.runtime, "spin_wait", False):
         router.set_backend(backend, spin_wait=False)
 
 

@@ -17,6 +17,8 @@ import pytest
 import torch
 
 from hubroute import BackendUnavailableError, EncoderConfig, HubRouter, ModelRecord, RouterConfig
+from hubroute.bench.serve_load import format_table as serve_table
+from hubroute.bench.serve_load import run_load_test
 from hubroute.cli.main import main
 from hubroute.routing import integrity
 from hubroute.routing.rerank import Reranker
@@ -335,8 +337,6 @@ def test_speed_bench_times_the_backends_side_by_side(
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_serve_bench_compares_the_backends_in_one_run(router_dir: Path, cmrbench_dir: Path) -> None:
-    from hubroute.bench.serve_load import format_table, run_load_test
-
     with BackgroundServer(create_app(str(router_dir))) as reference:  # e.g. the previous release
         results = run_load_test(
             router=str(router_dir),
@@ -357,7 +357,7 @@ def test_serve_bench_compares_the_backends_in_one_run(router_dir: Path, cmrbench
         level.requests == 16 and level.failures == 0 and level.requests_per_s > 0 for level in results.levels
     )
     assert all(level.mean_batch_prompts for level in results.levels)  # read from each server's /metrics
-    table = format_table(results)
+    table = serve_table(results)
     assert (
         "| /v1/route, concurrency 4, onnx |" in table
         and "| /v1/route, concurrency 4, reference |" in table
@@ -366,9 +366,30 @@ def test_serve_bench_compares_the_backends_in_one_run(router_dir: Path, cmrbench
     )
 
 
-def test_serve_bench_says_when_no_reference_server_answers(router_dir: Path, cmrbench_dir: Path) -> None:
-    from hubroute.bench.serve_load import run_load_test
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_serve_bench_on_one_server_and_with_a_shadow_revision(router_dir: Path, cmrbench_dir: Path) -> None:
+    alone = run_load_test(
+        router=str(router_dir), data=cmrbench_dir, concurrency=[1, 4], requests=8, backends=["onnx"]
+    )
+    assert [(level.backend, level.concurrency) for level in alone.levels] == [("onnx", 1), ("onnx", 4)]
+    assert all(
+        level.requests == 8 and level.failures == 0 and level.mean_batch_prompts for level in alone.levels
+    )
+    assert (
+        "c1_p50_over_in_process_p50" in alone.checks
+    )  # the levels are labelled with the backend they ran on
+    shadowed = run_load_test(router=str(router_dir), data=cmrbench_dir, concurrency=[1], requests=8, shadow=True,
+                             rounds=2)  # fmt: skip
+    (plain,) = shadowed.levels
+    (shadow,) = shadowed.shadow["levels"]
+    assert plain.requests == shadow["requests"] == 16 and plain.failures == shadow["failures"] == 0
+    assert (
+        "shadow_c1_p50_over_plain_p50" in shadowed.checks and "c1_p50_over_in_process_p50" in shadowed.checks
+    )
 
+
+def test_serve_bench_says_when_no_reference_server_answers(router_dir: Path, cmrbench_dir: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ConnectionError, match=f"No hubroute server answers at --reference-url {url}"):
         run_load_test(router=str(router_dir), data=cmrbench_dir, reference_url=url)

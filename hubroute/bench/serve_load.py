@@ -374,13 +374,12 @@ def run_load_test(
                 levels = _compared_levels(urls, prompts, concurrency, requests, top_k, rounds)
             elif shadow:
                 extra = _shadow_levels(
-                    router_dir, scratch, url, prompts, concurrency, requests, top_k, rounds
+                    router_dir, scratch, {backends[0]: url}, prompts, concurrency, requests, top_k, rounds
                 )
                 extra["plain_server_peak_mb"] = process.peak_rss_mb() or 0.0
                 levels = extra.pop("plain")
             else:
-                for level in concurrency:
-                    levels.append(_measured_level(url, prompts, level, requests, top_k))
+                levels = _compared_levels({backends[0]: url}, prompts, concurrency, requests, top_k, 1)
         finally:
             process.stop(30)
             for other in others.values():
@@ -445,20 +444,12 @@ def _compared_levels(
     return levels
 
 
-def _measured_level(url: str, prompts: list[str], level: int, requests: int, top_k: int) -> LevelResult:
-    """:func:`run_level`, with the mean prompts per encoder pass read from the server's ``/metrics``."""
-    batches_before, prompts_before = _batch_stats(url)
-    result = run_level(url, prompts, level, requests, top_k)
-    batches, routed = _batch_stats(url)
-    result.mean_batch_prompts = (routed - prompts_before) / max(batches - batches_before, 1)
-    return result
-
-
 def _shadow_levels(
-    router_dir: str, scratch: str, url: str, prompts: list[str], concurrency: Sequence[int], requests: int,
-    top_k: int, rounds: int,
+    router_dir: str, scratch: str, plain_server: dict[str, str], prompts: list[str], concurrency: Sequence[int],
+    requests: int, top_k: int, rounds: int,
 ) -> dict[str, Any]:  # fmt: skip
-    """Each level on the plain server and on one shadowing every prompt, alternated ``rounds`` times."""
+    """Each level on the plain server (``{backend: url}``) and on one shadowing every prompt, alternated
+    ``rounds`` times."""
     import shutil
 
     # Another revision of the same cost: a copy (new modification times, so another fingerprint).
@@ -466,18 +457,12 @@ def _shadow_levels(
     port = free_port()
     process = _start_server(router_dir, port, "--shadow-revision", str(candidate), "--shadow-sample", "1")
     shadow_url = f"http://127.0.0.1:{port}"
-    plain, shadowed = [], []
     try:
-        for level in concurrency:
-            pooled: dict[str, list[Any]] = {"plain": [[], 0, 0.0], "shadow": [[], 0, 0.0]}
-            for _ in range(rounds):
-                for which, target in (("plain", url), ("shadow", shadow_url)):
-                    latencies, failures, seconds = _send(target, prompts, level, requests, top_k)
-                    pooled[which][0] += latencies
-                    pooled[which][1] += failures
-                    pooled[which][2] += seconds
-            plain.append(_level(level, *pooled["plain"]))
-            shadowed.append(_level(level, *pooled["shadow"]))
+        levels = _compared_levels(
+            {**plain_server, "shadow": shadow_url}, prompts, concurrency, requests, top_k, rounds
+        )
+        plain = [level for level in levels if level.backend != "shadow"]
+        shadowed = [level for level in levels if level.backend == "shadow"]
         counts = _shadow_counts(shadow_url)
         counts["shadow_server_peak_mb"] = process.peak_rss_mb() or 0.0
     finally:
